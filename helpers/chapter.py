@@ -1,0 +1,555 @@
+"""The steps every model chapter takes, so that the notebooks only tell the story.
+
+A model chapter is: parameters -> :func:`setup` -> :func:`load_data` -> :func:`build`
+-> :func:`fit` -> training curves -> :func:`evaluate` (threshold on validation, one test
+pass, results written) -> :func:`report` (tables, figures and glued numbers).
+
+Parameters can be overridden from the environment, for quick CI runs of the notebooks
+(``pytest --nbval-lax`` cannot pass parameters): ``BOOK_EPOCHS``, ``BOOK_IMAGE_SIZE``,
+``BOOK_BATCH_SIZE``, ``BOOK_SEED``, ``BOOK_DATA_DIR``, ``BOOK_RESULTS_DIR`` and
+``BOOK_BASE_WEIGHTS`` replace the values of the notebook's ``parameters`` cell.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from helpers import config, metrics, plots
+from helpers.data import ChestXrays, check_data_dir, load_chest_xrays
+
+#: Parameters a chapter may take, their types, and the environment overrides.
+PARAMETER_TYPES: dict[str, type] = {
+    "data_dir": str,
+    "results_dir": str,
+    "image_size": int,
+    "epochs": int,
+    "batch_size": int,
+    "seed": int,
+    "base_weights": str,
+    "target_sensitivity": float,
+}
+ENV_PREFIX = "BOOK_"
+
+
+def _env_overrides(names) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        raw = os.environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        kind = PARAMETER_TYPES[name]
+        if name == "base_weights" and raw.lower() in ("none", "null", ""):
+            out[name] = None
+            continue
+        try:
+            out[name] = kind(raw)
+        except ValueError:
+            raise ValueError(
+                f"environment variable {ENV_PREFIX + name.upper()}={raw!r} is not a valid "
+                f"{kind.__name__}"
+            ) from None
+    return out
+
+
+def setup(model_id: str | None = None, **values: Any) -> dict[str, Any]:
+    """Check a chapter's parameters, apply ``BOOK_*`` overrides, and set the plot style.
+
+    Parameters
+    ----------
+    model_id : str or None
+        The chapter's model (None for chapters that train nothing).
+    **values
+        The parameters cell's values: ``data_dir``, ``results_dir``, ``image_size``,
+        ``epochs``, ``batch_size``, ``seed`` and, for models 4-5, ``base_weights``.
+        ``data_dir=None`` is the embedded data, ``results_dir=None`` is ``results/``.
+
+    Returns
+    -------
+    dict
+        The checked parameters (paths resolved), with ``model_id``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or an impossible value, before any work starts.
+    """
+    unknown = sorted(set(values) - set(PARAMETER_TYPES))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown}; allowed: {', '.join(PARAMETER_TYPES)}"
+        )
+    params = {**values, **_env_overrides(values)}
+    if model_id is not None:
+        from helpers.models import get_spec
+
+        get_spec(model_id)
+    for name in ("image_size", "epochs", "batch_size", "seed"):
+        if name in params:
+            low = 0 if name in ("epochs", "seed") else 1
+            value = params[name]
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if "target_sensitivity" in params and not 0 < params["target_sensitivity"] <= 1:
+        raise ValueError(f"target_sensitivity must be in (0, 1], got {params['target_sensitivity']!r}")
+    if "data_dir" in params:
+        params["data_dir"] = str(check_data_dir(params["data_dir"]))
+    if "results_dir" in params:
+        results = params["results_dir"]
+        params["results_dir"] = str(Path(results).resolve() if results else config.DEFAULT_RESULTS_DIR)
+    plots.use_book_style()
+    params["model_id"] = model_id
+    return params
+
+
+def show_parameters(params: dict[str, Any]) -> pd.DataFrame:
+    """The parameters as a one-column table (for display)."""
+    return pd.DataFrame({"value": {k: str(v) for k, v in params.items()}})
+
+
+def load_data(params: dict[str, Any], *, color_mode: str = config.COLOR_MODE) -> ChestXrays:
+    """Load the person-aware split at the chapter's image size; write ``split.csv``."""
+    return load_chest_xrays(
+        params.get("data_dir"),
+        image_size=params.get("image_size", config.IMAGE_SIZE),
+        color_mode=color_mode,
+        seed=params.get("seed", config.SEED),
+        results_dir=params.get("results_dir"),
+    )
+
+
+def split_summary(xrays: ChestXrays) -> pd.DataFrame:
+    """Images, persons and PNEUMONIA share per split."""
+    rows = []
+    for name in ("train", "val", "test"):
+        part = xrays.table[xrays.table["split"] == name]
+        rows.append(
+            {
+                "split": name,
+                "images": len(part),
+                "NORMAL": int((part["label"] == 0).sum()),
+                "PNEUMONIA": int((part["label"] == 1).sum()),
+                "PNEUMONIA share": round(float(part["label"].mean()), 3),
+                "persons / studies": part["group"].nunique(),
+            }
+        )
+    return pd.DataFrame(rows).set_index("split")
+
+
+def build(params: dict[str, Any], xrays: ChestXrays):
+    """Seed, build and compile the chapter's model; warn visibly if ImageNet is missing."""
+    from helpers.train import build as build_seeded
+
+    built = build_seeded(
+        params["model_id"],
+        xrays,
+        seed=params.get("seed", config.SEED),
+        base_weights=params.get("base_weights", "imagenet"),
+    )
+    for message in built.messages:
+        _display_warning(message)
+    return built
+
+
+def _display_warning(message: str) -> None:
+    """Show a warning in the notebook's output (stdout), where the rendered book keeps it."""
+    import html
+
+    try:
+        from IPython.display import HTML, display
+    except ImportError:  # pragma: no cover - outside IPython
+        print(message)
+        return
+    # An HTML admonition looks the same in Jupyter and in the rendered book.
+    display(
+        HTML(
+            '<div class="admonition warning"><p class="admonition-title">Warning</p>'
+            f"<p>{html.escape(message)}</p></div>"
+        )
+    )
+
+
+def fit(params: dict[str, Any], built, xrays: ChestXrays):
+    """Train with the chapter's epochs, batch size and seed."""
+    from helpers.train import fit as fit_model
+
+    return fit_model(
+        built,
+        xrays,
+        epochs=params.get("epochs", config.EPOCHS),
+        batch_size=params.get("batch_size", config.BATCH_SIZE),
+        seed=params.get("seed", config.SEED),
+    )
+
+
+def evaluate(params: dict[str, Any], run, xrays: ChestXrays):
+    """Threshold on validation, test once, write ``results/<model-id>/``."""
+    from helpers.train import evaluate_and_save
+
+    return evaluate_and_save(
+        run,
+        xrays,
+        results_dir=params["results_dir"],
+        target_sensitivity=params.get("target_sensitivity", config.TARGET_SENSITIVITY),
+        parameters={k: v for k, v in params.items() if k != "model_id"},
+    )
+
+
+def metrics_table(metrics_json: dict, *, keys=("test_at_0.5", "test")) -> pd.DataFrame:
+    """Test metrics with 95% intervals, one column per threshold, as text ``v (lo-hi)``."""
+    names = {"test": "validation-chosen", "test_at_0.5": "0.5 (case study)", "test_at_youden": "Youden (validation)"}
+    columns = {}
+    for key in keys:
+        block = metrics_json[key]
+        column = {"threshold": f"{block['threshold']:.3f}"}
+        for name in ("auc",) + metrics.RATE_NAMES:
+            column[name] = _interval_text(block, name)
+        for name in ("tp", "fp", "tn", "fn"):
+            column[name] = str(block[name])
+        columns[names.get(key, key)] = column
+    return pd.DataFrame(columns)
+
+
+def _interval_text(block: dict, name: str) -> str:
+    value, low, high = block[name], block[f"{name}_ci_low"], block[f"{name}_ci_high"]
+    if value is None:
+        return "undefined"
+    return f"{value:.3f} ({low:.3f}-{high:.3f})"
+
+
+def glue_metrics(prefix: str, metrics_json: dict) -> None:
+    """Glue the chapter's numbers as ``<prefix>_<name>`` for ``{glue:text}`` in the prose.
+
+    Keys: ``_threshold``, and for the test set at the validation threshold ``_auc``,
+    ``_sensitivity``, ``_specificity``, ``_ppv``, ``_npv``, ``_accuracy``, ``_f1`` (each
+    with ``_lo`` and ``_hi``), ``_tp``, ``_fp``, ``_tn``, ``_fn``; at 0.5 the same with
+    ``_05`` after the prefix (``model_1_05_specificity``); ``_epochs``,
+    ``_training_seconds``, ``_base_weights``.
+    """
+    from myst_nb import glue
+
+    glue(f"{prefix}_threshold", metrics_json["threshold"]["threshold"], display=False)
+    for key, tag in (("test", ""), ("test_at_0.5", "_05")):
+        block = metrics_json[key]
+        for name in ("auc",) + metrics.RATE_NAMES:
+            glue(f"{prefix}{tag}_{name}", _float(block[name]), display=False)
+            glue(f"{prefix}{tag}_{name}_lo", _float(block[f"{name}_ci_low"]), display=False)
+            glue(f"{prefix}{tag}_{name}_hi", _float(block[f"{name}_ci_high"]), display=False)
+        for name in ("tp", "fp", "tn", "fn"):
+            glue(f"{prefix}{tag}_{name}", int(block[name]), display=False)
+    glue(f"{prefix}_epochs", int(metrics_json["epochs"]), display=False)
+    glue(f"{prefix}_training_seconds", float(metrics_json["training_seconds"]), display=False)
+    glue(f"{prefix}_base_weights", str(metrics_json["base_weights"]), display=False)
+
+
+def _float(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def report(result) -> None:
+    """Display a model's test evaluation: tables, reports, figures; glue its numbers.
+
+    Shows, at the case study's threshold 0.5 and at the threshold chosen on validation:
+    the metrics with 95% intervals, scikit-learn's classification report, the confusion
+    matrices, and the ROC curve with both operating points.
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    m = result.metrics
+    for message in m.get("warnings", []):
+        if not message.startswith("WARNING: ImageNet"):  # shown when the model was built
+            _display_warning(message)
+    chosen = m["threshold"]["threshold"]
+    y, s = result.test.labels, result.test.scores
+    display(metrics_table(m))
+    for title, threshold in (("threshold 0.5 (case study)", 0.5), (f"threshold {chosen:.3f} (chosen on validation)", chosen)):
+        print(f"Classification report at {title}:\n")
+        print(metrics.classification_report(y, s, threshold=threshold))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    plots.plot_confusion_matrix(y, s, threshold=0.5, title="threshold 0.5 (case study)", ax=axes[0])
+    plots.plot_confusion_matrix(y, s, threshold=chosen, title=f"threshold {chosen:.3f} (validation)", ax=axes[1])
+    plots.plot_roc(
+        y, s, thresholds={"0.5": 0.5, "validation": chosen}, label=result.model_id,
+        color=plots.MODEL_COLOURS.get(result.model_id), ax=axes[2],
+    )
+    fig.tight_layout()
+    plt.show()
+    glue_metrics(result.model_id, m)
+
+
+def read_all_metrics(results_dir: str | os.PathLike, model_ids=config.MODEL_IDS) -> dict[str, dict]:
+    """``metrics.json`` of every model, failing clearly if a chapter has not run."""
+    from helpers.results import read_metrics
+
+    return {model_id: read_metrics(results_dir, model_id) for model_id in model_ids}
+
+
+def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
+    """One row per model: test metrics at its validation-chosen threshold, with intervals."""
+    rows = {}
+    for model_id, m in all_metrics.items():
+        block = m["test"]
+        row = {"title": m["title"], "threshold": f"{block['threshold']:.3f}"}
+        for name in ("auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "f1"):
+            row[name] = _interval_text(block, name)
+        row["accuracy at 0.5"] = _interval_text(m["test_at_0.5"], "accuracy")
+        row["base weights"] = m["base_weights"]
+        row["training s"] = f"{m['training_seconds']:.0f}"
+        rows[model_id] = row
+    return pd.DataFrame(rows).T
+
+
+# ---------------------------------------------------------------------------------------
+# The data chapter
+# ---------------------------------------------------------------------------------------
+
+
+def official_counts(files: pd.DataFrame) -> pd.DataFrame:
+    """Images per official folder and class, with totals and the PNEUMONIA share."""
+    from helpers.config import CLASS_NAMES
+
+    counts = (
+        files.assign(cls=files["label"].map(dict(enumerate(CLASS_NAMES))))
+        .groupby(["split", "cls"]).size().unstack("cls").reindex(list(config.OFFICIAL_SPLITS))
+    )
+    counts["total"] = counts.sum(axis=1)
+    counts["PNEUMONIA share"] = (counts["PNEUMONIA"] / counts["total"]).round(3)
+    return counts
+
+
+def size_summary(files: pd.DataFrame) -> pd.DataFrame:
+    """Width, height, colour modes and file formats per official folder and class."""
+    from helpers.config import CLASS_NAMES
+
+    grouped = files.assign(cls=files["label"].map(dict(enumerate(CLASS_NAMES)))).groupby(["split", "cls"])
+    return pd.DataFrame(
+        {
+            "images": grouped.size(),
+            "width min-max": grouped["width"].agg(lambda s: f"{s.min()}-{s.max()}"),
+            "height min-max": grouped["height"].agg(lambda s: f"{s.min()}-{s.max()}"),
+            "modes": grouped["mode"].agg(lambda s: ", ".join(f"{m} ({n})" for m, n in s.value_counts().items())),
+            "formats": grouped["format"].agg(lambda s: ", ".join(sorted(set(s)))),
+        }
+    )
+
+
+def sample_indices(labels: np.ndarray, *, per_class: int, seed: int) -> np.ndarray:
+    """``per_class`` random indices of each class (NORMAL first), fixed by ``seed``."""
+    rng = np.random.default_rng(seed)
+    picks = [
+        np.sort(rng.choice(np.flatnonzero(labels == label), size=per_class, replace=False))
+        for label in (0, 1)
+    ]
+    return np.concatenate(picks)
+
+
+def leakage_summary(xrays: ChestXrays, *, seed: int) -> pd.DataFrame:
+    """Persons on both sides: this project's split against a split by image (the case study's)."""
+    from helpers.data import image_level_split, persons_on_both_sides
+
+    official_train = xrays.table[xrays.table["path"].str.startswith("train/")]
+    ours = official_train["split"].eq("val").to_numpy()
+    naive = image_level_split(len(official_train), seed=seed)
+    rows = {}
+    for name, is_val in (("by person (this book)", ours), ("by image (case study)", naive)):
+        groups = official_train["group"].to_numpy()
+        val_groups = set(groups[is_val])
+        train_groups = set(groups[~is_val])
+        leaked_val_images = int(np.isin(groups[is_val], list(train_groups)).sum())
+        rows[name] = {
+            "validation images": int(is_val.sum()),
+            "persons on both sides": persons_on_both_sides(groups, is_val),
+            "validation images whose person is also in training": leaked_val_images,
+            "persons in validation": len(val_groups),
+        }
+    return pd.DataFrame(rows).T
+
+
+# ---------------------------------------------------------------------------------------
+# The comparison chapter
+# ---------------------------------------------------------------------------------------
+
+
+def read_all_predictions(results_dir: str | os.PathLike, model_ids=config.MODEL_IDS, *, split: str = "test") -> dict[str, pd.DataFrame]:
+    """``predictions_<split>.csv`` of every model."""
+    from helpers.results import read_predictions
+
+    return {m: read_predictions(Path(results_dir) / m / f"predictions_{split}.csv") for m in model_ids}
+
+
+def reported_vs_corrected(all_metrics: dict[str, dict]) -> pd.DataFrame:
+    """The case study's reported test accuracy beside this book's numbers, per model."""
+    low, high = config.CASE_STUDY_REPORTED_ACCURACY
+    rows = {}
+    for model_id, m in all_metrics.items():
+        rows[model_id] = {
+            "reported accuracy (case study)": f"{low:.2f}-{high:.2f} (range over all five)",
+            "accuracy at 0.5 (this book)": _interval_text(m["test_at_0.5"], "accuracy"),
+            "accuracy at validation threshold": _interval_text(m["test"], "accuracy"),
+            "AUC (this book)": _interval_text(m["test"], "auc"),
+        }
+    return pd.DataFrame(rows).T
+
+
+def _auc_interval(m: dict) -> tuple[float, float, float]:
+    block = m["test"]
+    return block["auc"], block["auc_ci_low"], block["auc_ci_high"]
+
+
+def _compare_auc(a: dict, b: dict) -> str:
+    """'higher', 'lower' or 'no clear difference' for AUC of a against b (interval overlap)."""
+    a_auc, a_lo, a_hi = _auc_interval(a)
+    b_auc, b_lo, b_hi = _auc_interval(b)
+    if a_lo > b_hi:
+        return "higher"
+    if a_hi < b_lo:
+        return "lower"
+    return "no clear difference"
+
+
+def conclusions(all_metrics: dict[str, dict]) -> pd.DataFrame:
+    """Each conclusion the case study's results suggested, checked against these results.
+
+    Differences are judged by whether the 95% AUC intervals overlap, a conservative
+    reading (overlapping intervals can still hide a real difference).
+    """
+    m = all_metrics
+    rows = []
+    worst = min(m, key=lambda k: m[k]["test"]["auc_ci_low"])
+    worst_lo = m[worst]["test"]["auc_ci_low"]
+    rows.append(
+        {
+            "case study's conclusion": "The models barely beat chance (52-58% test accuracy).",
+            "evidence here": f"lowest AUC lower bound: {worst} {worst_lo:.3f} (chance is 0.5)",
+            "verdict": "does not hold" if worst_lo > 0.5 else "holds for at least one model",
+        }
+    )
+    for claim, a, b in (
+        ("Dropout and batch normalisation (model 2) do not improve on model 1.", "model_2", "model_1"),
+        ("Adam with lighter dropout (model 3) does not improve on model 2.", "model_3", "model_2"),
+        ("Augmentation (model 4) does not improve on model 5.", "model_4", "model_5"),
+    ):
+        relation = _compare_auc(m[a], m[b])
+        rows.append(
+            {
+                "case study's conclusion": claim,
+                "evidence here": f"{a} AUC {m[a]['test']['auc']:.3f} vs {b} {m[b]['test']['auc']:.3f}: {relation}",
+                "verdict": "holds" if relation != "higher" else "does not hold",
+            }
+        )
+    cnn_best = max(("model_1", "model_2", "model_3"), key=lambda k: m[k]["test"]["auc"])
+    tl_best = max(("model_4", "model_5"), key=lambda k: m[k]["test"]["auc"])
+    relation = _compare_auc(m[tl_best], m[cnn_best])
+    weights = sorted({m[k]["base_weights"] for k in ("model_4", "model_5")})
+    rows.append(
+        {
+            "case study's conclusion": "Transfer learning (models 4-5) does not beat the small CNNs.",
+            "evidence here": (
+                f"best MobileNetV2 {tl_best} AUC {m[tl_best]['test']['auc']:.3f} vs best CNN "
+                f"{cnn_best} {m[cnn_best]['test']['auc']:.3f}: {relation}; base weights: {', '.join(weights)}"
+            ),
+            "verdict": (
+                "not testable here (no ImageNet weights)" if "random" in weights
+                else ("holds" if relation != "higher" else "does not hold")
+            ),
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------
+# The chapter on the original evaluation
+# ---------------------------------------------------------------------------------------
+
+
+def results_path(params: dict[str, Any], model_id: str, name: str) -> Path:
+    """``<results_dir>/<model_id>/<name>``, failing clearly if that chapter has not run."""
+    path = Path(params["results_dir"]) / model_id / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run the {model_id} chapter first")
+    return path
+
+
+def load_trained(params: dict[str, Any], model_id: str):
+    """The saved model of ``model_id`` (loaded in Keras' safe mode) and its metrics."""
+    import keras
+
+    from helpers.results import read_metrics
+
+    model = keras.saving.load_model(results_path(params, model_id, "model.keras"), safe_mode=True)
+    return model, read_metrics(params["results_dir"], model_id)
+
+
+def predict(model, split, params: dict[str, Any]):
+    """:func:`helpers.evaluate.predict_split` with the chapter's batch size."""
+    from helpers.evaluate import predict_split
+
+    return predict_split(model, split, batch_size=params.get("batch_size", config.BATCH_SIZE))
+
+
+def evaluation_ways(ways: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """AUC and accuracy at 0.5 for each way of pairing labels with scores."""
+    rows = {}
+    for name, (labels, scores) in ways.items():
+        rates = metrics.rates_at_threshold(labels, scores, threshold=0.5)
+        auc = metrics.roc_auc_with_ci(labels, scores)
+        rows[name] = {
+            "AUC": round(auc.value, 4),
+            "AUC 95% CI": f"{auc.ci_low:.3f}-{auc.ci_high:.3f}",
+            "accuracy at 0.5": round(rates["accuracy"].value, 4),
+            "sensitivity at 0.5": round(rates["sensitivity"].value, 4),
+            "specificity at 0.5": round(rates["specificity"].value, 4),
+        }
+    return pd.DataFrame(rows).T
+
+
+def logit_cut_table(params: dict[str, Any], model_id: str = "model_4") -> pd.DataFrame:
+    """Test rates of a logit model cut the case study's way and the correct ways."""
+    from helpers.results import read_metrics, read_predictions
+
+    frame = read_predictions(results_path(params, model_id, "predictions_test.csv"))
+    m = read_metrics(params["results_dir"], model_id)
+    # A logit cut at 0.5 is a probability cut at sigmoid(0.5).
+    logit_cut = float(1.0 / (1.0 + np.exp(-0.5)))
+    rows = {}
+    for name, threshold in (
+        ("original: logit >= 0.5", logit_cut),
+        ("probability >= 0.5", 0.5),
+        ("probability >= validation threshold", m["threshold"]["threshold"]),
+    ):
+        rates = metrics.rates_at_threshold(frame["label"], frame["score"], threshold=threshold)
+        rows[name] = {
+            "probability threshold": f"{threshold:.3f}",
+            **{k: f"{rates[k]:.3f}" for k in ("sensitivity", "specificity", "accuracy")},
+        }
+    return pd.DataFrame(rows).T
+
+
+def metric_helpers_table(correct, metrics_json: dict, *, batch_size: int, seed: int = config.SEED) -> pd.DataFrame:
+    """The case study's metric helpers against the correct numbers, on the same scores."""
+    from helpers import case_study
+
+    labels, scores = correct.labels, correct.scores
+    # Keras evaluates a shuffled dataset batch by batch: reproduce that order.
+    order = np.random.default_rng(seed).permutation(labels.size)
+    at_half = metrics.rates_at_threshold(labels, scores, threshold=0.5)
+    rows = {
+        "specificity, helper averaged over batches (0.5)": (
+            case_study.batch_averaged_specificity(labels[order], scores[order], batch_size=batch_size),
+            "mean of per-batch ratios",
+        ),
+        "specificity over the test set (0.5)": (at_half["specificity"].value, "tn / (tn + fp)"),
+        "SensitivityAtSpecificity(0.5) on the test set": (
+            case_study.keras_sensitivity_at_specificity(labels, scores, specificity=0.5),
+            "threshold tuned on the test set itself",
+        ),
+        "sensitivity at the validation threshold": (
+            metrics_json["test"]["sensitivity"], "threshold fixed on validation first",
+        ),
+    }
+    return pd.DataFrame({"value": {k: round(v, 4) for k, (v, _) in rows.items()}, "what it is": {k: w for k, (_, w) in rows.items()}})

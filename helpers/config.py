@@ -1,0 +1,51 @@
+"""Project-wide defaults, in one place.
+
+Every default the book uses (paths, seed, image size, epochs, class names) is defined here
+and nowhere else, so that a notebook, the runner and the tests agree.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The repository root (the folder holding ``helpers/``).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: The embedded copy of the Kermany et al. data set (official train/val/test layout).
+DEFAULT_DATA_DIR = REPO_ROOT / "data" / "chest_xray"
+
+#: Where every model writes ``results/<model-id>/`` and the split writes ``split.csv``.
+DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
+
+#: Class folder names, in label order: label 0 = NORMAL, label 1 = PNEUMONIA.
+CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
+
+#: Official split folders of the download.
+OFFICIAL_SPLITS: tuple[str, str, str] = ("train", "val", "test")
+
+#: File extensions read as images (compared case-insensitively).
+IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff"})
+
+#: The case study's settings.
+IMAGE_SIZE = 128
+BATCH_SIZE = 128
+EPOCHS = 10
+COLOR_MODE = "rgb"
+SEED = 42
+#: Fraction of the official train folder (by person) held out for validation.
+VAL_FRACTION = 0.2
+#: Sensitivity the validation-chosen operating point must reach.
+TARGET_SENSITIVITY = 0.95
+
+MODEL_IDS: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4", "model_5")
+
+
+def data_dir_from_env() -> Path:
+    """The data folder: ``$CHEST_XRAY_DATA_DIR`` if set, else the embedded copy."""
+    value = os.environ.get("CHEST_XRAY_DATA_DIR")
+    return Path(value) if value else DEFAULT_DATA_DIR
+
+#: The case study's reported test accuracy: 52-58% for all five models (its own numbers,
+#: quoted for comparison; they come from its misaligned evaluation).
+CASE_STUDY_REPORTED_ACCURACY: tuple[float, float] = (0.52, 0.58)

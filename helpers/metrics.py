@@ -1,0 +1,351 @@
+"""Diagnostic metrics with 95% intervals, and operating points chosen on validation data.
+
+Conventions (as in scikit-learn): ``y_true`` first, then scores or predictions, then
+keyword-only options. Labels are 0 = NORMAL (negative) and 1 = PNEUMONIA (positive);
+scores are probabilities of PNEUMONIA, and an image is called PNEUMONIA when
+``score >= threshold``.
+
+Rates (sensitivity, specificity, ...) get Wilson score intervals [1]_; the ROC AUC gets
+a DeLong interval [2]_, computed with the fast algorithm of Sun and Xu [3]_.
+
+References
+----------
+.. [1] E. B. Wilson, "Probable inference, the law of succession, and statistical
+   inference", JASA 22:209-212, 1927.
+.. [2] E. R. DeLong, D. M. DeLong, D. L. Clarke-Pearson, "Comparing the areas under two or
+   more correlated receiver operating characteristic curves: a nonparametric approach",
+   Biometrics 44:837-845, 1988.
+.. [3] X. Sun, W. Xu, "Fast implementation of DeLong's algorithm for comparing the areas
+   under correlated receiver operating characteristic curves", IEEE Signal Processing
+   Letters 21(11):1389-1393, 2014.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import numpy as np
+from scipy import stats
+
+#: Names of the rates :func:`rates_at_threshold` reports, in display order.
+RATE_NAMES: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+
+
+class MetricError(ValueError):
+    """The inputs make a metric undefined (one class only, NaN scores, ...)."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its 95% interval (NaN where undefined)."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    def __format__(self, spec: str) -> str:
+        spec = spec or ".3f"
+        return f"{self.value:{spec}} ({self.ci_low:{spec}}-{self.ci_high:{spec}})"
+
+
+def _check_labels_scores(y_true, scores, *, need_both_classes: bool):
+    y_true = np.asarray(y_true)
+    scores = np.asarray(scores, dtype=np.float64)
+    if y_true.ndim != 1 or scores.ndim != 1:
+        raise MetricError(
+            f"y_true and scores must be 1-D, got shapes {y_true.shape} and {scores.shape}"
+        )
+    if y_true.shape != scores.shape:
+        raise MetricError(
+            f"y_true and scores must have the same length, got {y_true.size} and {scores.size}"
+        )
+    if y_true.size == 0:
+        raise MetricError("y_true is empty")
+    if not np.isin(y_true, (0, 1)).all():
+        raise MetricError(f"y_true must hold only 0 and 1, got {np.unique(y_true).tolist()}")
+    if np.isnan(scores).any():
+        raise MetricError(
+            f"scores hold {int(np.isnan(scores).sum())} NaN values (of {scores.size}); "
+            "the model's outputs are not usable"
+        )
+    if need_both_classes and np.unique(y_true).size < 2:
+        raise MetricError(
+            f"only one class present in y_true (all {int(y_true[0])}); "
+            "ROC AUC and thresholds need both NORMAL and PNEUMONIA images"
+        )
+    return y_true.astype(np.int64), scores
+
+
+def wilson_interval(successes: int, total: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (NaN, NaN when ``total`` is 0).
+
+    >>> lo, hi = wilson_interval(8, 10)
+    >>> round(lo, 4), round(hi, 4)
+    (0.4902, 0.9433)
+    """
+    if total == 0:
+        return float("nan"), float("nan")
+    if not 0 <= successes <= total:
+        raise MetricError(f"successes must lie in [0, total={total}], got {successes}")
+    ci = stats.binomtest(int(successes), int(total)).proportion_ci(
+        confidence_level=confidence, method="wilson"
+    )
+    return float(ci.low), float(ci.high)
+
+
+def confusion_counts(y_true: Iterable[int], y_pred: Iterable[int]) -> dict[str, int]:
+    """Counts ``tn, fp, fn, tp`` of binary decisions (scikit-learn's confusion matrix).
+
+    >>> confusion_counts([0, 0, 1, 1], [0, 1, 1, 1])
+    {'tn': 1, 'fp': 1, 'fn': 0, 'tp': 2}
+    """
+    from sklearn.metrics import confusion_matrix
+
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise MetricError(
+            f"y_true and y_pred must be 1-D of the same length, got shapes {y_true.shape} "
+            f"and {y_pred.shape}"
+        )
+    for name, values in (("y_true", y_true), ("y_pred", y_pred)):
+        if not np.isin(values, (0, 1)).all():
+            raise MetricError(f"{name} must hold only 0 and 1, got {np.unique(values).tolist()}")
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred, labels=[0, 1]).ravel()
+    return {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)}
+
+
+def predict_labels(scores: Iterable[float], threshold: float) -> np.ndarray:
+    """Decisions ``score >= threshold`` (1 = PNEUMONIA) from probabilities.
+
+    Scores must be probabilities in [0, 1]: logits compared with a probability threshold
+    were one of the case study's bugs, so anything outside [0, 1] is refused.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if np.isnan(scores).any():
+        raise MetricError("scores hold NaN values")
+    if scores.size and (scores.min() < 0 or scores.max() > 1):
+        raise MetricError(
+            f"scores must be probabilities in [0, 1], got range [{scores.min():.3g}, "
+            f"{scores.max():.3g}]; convert logits with a sigmoid first"
+        )
+    return (scores >= threshold).astype(np.int64)
+
+
+def rates_at_threshold(
+    y_true: Iterable[int], scores: Iterable[float], *, threshold: float, confidence: float = 0.95
+) -> dict:
+    """Accuracy, sensitivity, specificity, PPV, NPV and F1 at a threshold, with intervals.
+
+    Parameters
+    ----------
+    y_true : array-like of {0, 1}, shape (n,)
+    scores : array-like of float, shape (n,)
+        Probabilities of PNEUMONIA.
+    threshold : float
+        Call PNEUMONIA when ``score >= threshold``.
+
+    Returns
+    -------
+    dict
+        ``threshold``, the counts ``tn, fp, fn, tp``, ``n``, and for each name in
+        :data:`RATE_NAMES` an :class:`Estimate`. Each rate is a proportion with a Wilson
+        interval: sensitivity = tp / (tp + fn), specificity = tn / (tn + fp),
+        PPV = tp / (tp + fp), NPV = tn / (tn + fn), accuracy = (tp + tn) / n. F1 is a
+        harmonic mean, not a proportion; its interval is the Wilson interval of
+        ``2 tp / (2 tp + fp + fn)`` read as the proportion ``2 tp`` of ``2 tp + fp + fn``.
+        A rate whose denominator is 0 is NaN.
+    """
+    y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=False)
+    counts = confusion_counts(y_true, predict_labels(scores, threshold))
+    tn, fp, fn, tp = counts["tn"], counts["fp"], counts["fn"], counts["tp"]
+    fractions = {
+        "accuracy": (tp + tn, tn + fp + fn + tp),
+        "sensitivity": (tp, tp + fn),
+        "specificity": (tn, tn + fp),
+        "ppv": (tp, tp + fp),
+        "npv": (tn, tn + fn),
+        "f1": (2 * tp, 2 * tp + fp + fn),
+    }
+    out: dict = {"threshold": float(threshold), **counts, "n": int(y_true.size)}
+    for name in RATE_NAMES:
+        k, n = fractions[name]
+        value = k / n if n else float("nan")
+        out[name] = Estimate(value, *wilson_interval(k, n, confidence=confidence))
+    return out
+
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    return stats.rankdata(x, method="average")
+
+
+def _delong_components(y_true: np.ndarray, scores: np.ndarray):
+    """AUC and DeLong's structural components V10 (positives) and V01 (negatives)."""
+    pos = scores[y_true == 1]
+    neg = scores[y_true == 0]
+    m, n = pos.size, neg.size
+    tx, ty = _midranks(pos), _midranks(neg)
+    tz = _midranks(np.concatenate([pos, neg]))
+    auc = (tz[:m].sum() - m * (m + 1) / 2) / (m * n)
+    v10 = (tz[:m] - tx) / n
+    v01 = 1.0 - (tz[m:] - ty) / m
+    return auc, v10, v01
+
+
+def _variance_from_components(v10: np.ndarray, v01: np.ndarray) -> float:
+    # With one positive or one negative the sample variance is undefined: NaN, not 0.
+    if v10.size < 2 or v01.size < 2:
+        return float("nan")
+    return float(np.var(v10, ddof=1) / v10.size + np.var(v01, ddof=1) / v01.size)
+
+
+def delong_variance(y_true: Iterable[int], scores: Iterable[float]) -> float:
+    """DeLong's variance of the empirical ROC AUC (NaN with fewer than 2 of a class)."""
+    y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=True)
+    _, v10, v01 = _delong_components(y_true, scores)
+    return _variance_from_components(v10, v01)
+
+
+def roc_auc_with_ci(
+    y_true: Iterable[int], scores: Iterable[float], *, confidence: float = 0.95
+) -> Estimate:
+    """ROC AUC with a DeLong interval, clipped to [0, 1].
+
+    The AUC equals scikit-learn's :func:`~sklearn.metrics.roc_auc_score`; the interval is
+    ``AUC +- z * sqrt(var)`` with DeLong's variance.
+
+    Raises
+    ------
+    MetricError
+        If only one class is present or scores hold NaN.
+
+    Examples
+    --------
+    >>> roc_auc_with_ci([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]).value
+    0.75
+    """
+    y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=True)
+    auc, v10, v01 = _delong_components(y_true, scores)
+    var = _variance_from_components(v10, v01)
+    if np.isnan(var):
+        return Estimate(float(auc), float("nan"), float("nan"))
+    half = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(var)
+    return Estimate(float(auc), float(max(0.0, auc - half)), float(min(1.0, auc + half)))
+
+
+def _check_threshold_inputs(y_true, scores):
+    y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=True)
+    if np.unique(scores).size < 2:
+        raise MetricError(
+            f"all {scores.size} scores are equal ({scores[0]:.6g}): the model does not rank "
+            "images, so no threshold separates the classes"
+        )
+    return y_true, scores
+
+
+def youden_threshold(y_true: Iterable[int], scores: Iterable[float]) -> float:
+    """Threshold maximising Youden's J = sensitivity + specificity - 1 (highest on ties).
+
+    >>> youden_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.8
+    """
+    from sklearn.metrics import roc_curve
+
+    y_true, scores = _check_threshold_inputs(y_true, scores)
+    fpr, tpr, thresholds = roc_curve(y_true, scores, drop_intermediate=False)
+    n_pos, n_neg = int(y_true.sum()), int((1 - y_true).sum())
+    # J * n_pos * n_neg = tp * n_neg - fp * n_pos, compared exactly as integers, so that
+    # ties really go to the highest threshold (thresholds are decreasing).
+    tp = np.rint(tpr * n_pos).astype(np.int64)
+    fp = np.rint(fpr * n_neg).astype(np.int64)
+    j = np.where(np.isfinite(thresholds), tp * n_neg - fp * n_pos, np.iinfo(np.int64).min)
+    return float(thresholds[int(np.argmax(j))])
+
+
+def threshold_for_sensitivity(
+    y_true: Iterable[int], scores: Iterable[float], *, target: float = 0.95
+) -> float:
+    """The highest threshold whose sensitivity reaches ``target``.
+
+    Among thresholds reaching the target sensitivity, the highest keeps the most
+    specificity. Choose it on validation data, never on the test set.
+
+    >>> threshold_for_sensitivity([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], target=0.95)
+    0.35
+    """
+    from sklearn.metrics import roc_curve
+
+    if not 0 < target <= 1:
+        raise MetricError(f"target sensitivity must be in (0, 1], got {target!r}")
+    y_true, scores = _check_threshold_inputs(y_true, scores)
+    _, tpr, thresholds = roc_curve(y_true, scores, drop_intermediate=False)
+    reach = np.flatnonzero((tpr >= target - 1e-12) & np.isfinite(thresholds))
+    return float(thresholds[reach[0]])
+
+
+def choose_threshold(
+    y_true: Iterable[int], scores: Iterable[float], *, method: str = "sensitivity", target: float = 0.95
+) -> dict:
+    """Pick an operating point on validation scores.
+
+    Parameters
+    ----------
+    method : {"sensitivity", "youden"}
+        ``"sensitivity"``: :func:`threshold_for_sensitivity` at ``target``;
+        ``"youden"``: :func:`youden_threshold`.
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``method`` and (for ``"sensitivity"``) ``target_sensitivity``.
+    """
+    if method == "sensitivity":
+        return {
+            "threshold": threshold_for_sensitivity(y_true, scores, target=target),
+            "method": "sensitivity",
+            "target_sensitivity": float(target),
+        }
+    if method == "youden":
+        return {"threshold": youden_threshold(y_true, scores), "method": "youden"}
+    raise MetricError(f"method must be 'sensitivity' or 'youden', got {method!r}")
+
+
+def summary(
+    y_true: Iterable[int], scores: Iterable[float], *, threshold: float, confidence: float = 0.95
+) -> dict:
+    """All test metrics at one threshold as plain floats (for ``metrics.json`` and tables).
+
+    Returns a flat dict: ``auc``, ``auc_ci_low``, ``auc_ci_high``, each rate with its
+    ``_ci_low``/``_ci_high``, the counts and the threshold.
+    """
+    rates = rates_at_threshold(y_true, scores, threshold=threshold, confidence=confidence)
+    auc = roc_auc_with_ci(y_true, scores, confidence=confidence)
+    flat: dict = {"threshold": rates["threshold"]}
+    for name, estimate in [("auc", auc)] + [(n, rates[n]) for n in RATE_NAMES]:
+        flat[name] = estimate.value
+        flat[f"{name}_ci_low"] = estimate.ci_low
+        flat[f"{name}_ci_high"] = estimate.ci_high
+    for key in ("tp", "fp", "tn", "fn", "n"):
+        flat[key] = rates[key]
+    return flat
+
+
+def classification_report(y_true: Iterable[int], scores: Iterable[float], *, threshold: float) -> str:
+    """scikit-learn's classification report at ``threshold``, with class names."""
+    from sklearn.metrics import classification_report as sk_report
+
+    from helpers.config import CLASS_NAMES
+
+    y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=False)
+    return sk_report(
+        y_true,
+        predict_labels(scores, threshold),
+        labels=[0, 1],
+        target_names=list(CLASS_NAMES),
+        digits=3,
+        zero_division=0,
+    )

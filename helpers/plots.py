@@ -1,0 +1,259 @@
+"""One function per figure kind. Each takes ``ax=None`` and returns the axes it drew on.
+
+Call :func:`use_book_style` once at the top of a notebook; importing this module changes
+nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers.config import CLASS_NAMES
+
+#: One colour per class and per model, used by every chapter.
+CLASS_COLOURS = {"NORMAL": "#1b9e77", "PNEUMONIA": "#d95f02"}
+MODEL_COLOURS = {
+    "model_1": "#1f77b4",
+    "model_2": "#ff7f0e",
+    "model_3": "#2ca02c",
+    "model_4": "#d62728",
+    "model_5": "#9467bd",
+    "model_6": "#8c564b",
+}
+
+
+def use_book_style() -> None:
+    """Set the book's matplotlib style (sizes, grid, resolution)."""
+    import matplotlib as mpl
+
+    # Tables show whole cells: the conclusions and interval columns are long text.
+    pd.set_option("display.max_colwidth", None)
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.0, 4.0),
+            "figure.dpi": 100,
+            "savefig.dpi": 120,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "font.size": 10,
+        }
+    )
+
+
+def _axes(ax, figsize=None):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def plot_training_curves(history: pd.DataFrame | dict, *, axes=None):
+    """Loss and accuracy per epoch, training against validation, side by side.
+
+    Parameters
+    ----------
+    history : DataFrame or dict
+        Keras' ``History.history`` (keys ``loss``, ``val_loss``, ``accuracy``,
+        ``val_accuracy``), optionally with an ``epoch`` column.
+    axes : pair of Axes, optional
+
+    Returns
+    -------
+    numpy.ndarray of two Axes
+    """
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(history)
+    epochs = frame["epoch"] if "epoch" in frame else np.arange(1, len(frame) + 1)
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric, title in zip(axes, ("loss", "accuracy"), ("Loss", "Accuracy")):
+        if metric not in frame:
+            raise KeyError(f"history has no {metric!r} column; columns: {list(frame.columns)}")
+        ax.plot(epochs, frame[metric], "o-", label="training")
+        if f"val_{metric}" in frame:
+            ax.plot(epochs, frame[f"val_{metric}"], "s--", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend()
+    return np.asarray(axes)
+
+
+def plot_roc(
+    y_true: Iterable[int],
+    scores: Iterable[float],
+    *,
+    thresholds: dict[str, float] | None = None,
+    label: str | None = None,
+    color: str | None = None,
+    ax=None,
+):
+    """ROC curve, with operating points marked.
+
+    Parameters
+    ----------
+    y_true, scores
+        Labels (1 = PNEUMONIA) and probabilities of PNEUMONIA.
+    thresholds : dict of name -> threshold, optional
+        Each is marked on the curve with its sensitivity and specificity.
+    label : str, optional
+        Legend label; the AUC is appended.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from helpers.metrics import predict_labels
+
+    y_true = np.asarray(y_true)
+    scores = np.asarray(scores, dtype=float)
+    ax = _axes(ax, figsize=(4.8, 4.5))
+    fpr, tpr, _ = roc_curve(y_true, scores)
+    auc = roc_auc_score(y_true, scores)
+    text = f"AUC {auc:.3f}" if label is None else f"{label} (AUC {auc:.3f})"
+    ax.plot(fpr, tpr, color=color, label=text)
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    markers = iter("o^sDv")
+    for name, threshold in (thresholds or {}).items():
+        predicted = predict_labels(scores, threshold)
+        sens = predicted[y_true == 1].mean()
+        spec = 1 - predicted[y_true == 0].mean()
+        ax.plot(
+            1 - spec, sens, next(markers), ms=8, color=color or "black", mfc="white",
+            label=f"{name}: t={threshold:.3g}, sens {sens:.2f}, spec {spec:.2f}",
+        )
+    ax.set_xlabel("1 - specificity (false positive rate)")
+    ax.set_ylabel("sensitivity (true positive rate)")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.legend(loc="lower right", fontsize=8)
+    return ax
+
+
+def plot_confusion_matrix(
+    y_true: Iterable[int], scores: Iterable[float], *, threshold: float, title: str | None = None, ax=None
+):
+    """Confusion matrix at ``threshold``: counts and row percentages, classes named."""
+    from helpers.metrics import confusion_counts, predict_labels
+
+    counts = confusion_counts(y_true, predict_labels(scores, threshold))
+    matrix = np.array([[counts["tn"], counts["fp"]], [counts["fn"], counts["tp"]]])
+    ax = _axes(ax, figsize=(4.2, 3.8))
+    ax.imshow(matrix, cmap="Blues")
+    ax.grid(False)
+    rows = matrix.sum(axis=1, keepdims=True)
+    for (i, j), value in np.ndenumerate(matrix):
+        share = value / rows[i, 0] if rows[i, 0] else float("nan")
+        ax.text(
+            j, i, f"{value}\n{share:.0%}", ha="center", va="center",
+            color="white" if value > matrix.max() / 2 else "black",
+        )
+    ax.set_xticks([0, 1], [f"pred. {c}" for c in CLASS_NAMES])
+    ax.set_yticks([0, 1], [f"true {c}" for c in CLASS_NAMES])
+    ax.set_title(title or f"threshold {threshold:.3g}")
+    return ax
+
+
+def plot_image_grid(
+    images: np.ndarray,
+    labels: Sequence[int],
+    *,
+    scores: Sequence[float] | None = None,
+    threshold: float | None = None,
+    titles: Sequence[str] | None = None,
+    ncols: int = 4,
+    axes=None,
+):
+    """A grid of X-rays titled with true label and, given scores, score and prediction.
+
+    Parameters
+    ----------
+    images : array, shape (n, h, w, 1 or 3)
+    labels : sequence of int
+    scores : sequence of float, optional
+        Probabilities of PNEUMONIA; with ``threshold`` the predicted class is shown, and a
+        wrong prediction is titled in red.
+    titles : sequence of str, optional
+        Extra first title line per image (e.g. the file name).
+    """
+    import matplotlib.pyplot as plt
+
+    images = np.asarray(images)
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to show")
+    nrows = int(np.ceil(n / ncols))
+    if axes is None:
+        _, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.7 * nrows), squeeze=False)
+    axes = np.asarray(axes).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i >= n:
+            continue
+        image = images[i]
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        lines = [titles[i]] if titles is not None else []
+        lines.append(f"true {CLASS_NAMES[int(labels[i])]}")
+        colour = "black"
+        if scores is not None:
+            line = f"score {scores[i]:.2f}"
+            if threshold is not None:
+                predicted = int(scores[i] >= threshold)
+                line += f" -> {CLASS_NAMES[predicted]}"
+                colour = "black" if predicted == int(labels[i]) else "red"
+            lines.append(line)
+        ax.set_title("\n".join(lines), fontsize=8, color=colour)
+    return axes
+
+
+def plot_class_counts(table: pd.DataFrame, *, ax=None):
+    """Images per split and class, as grouped bars (from a split table)."""
+    counts = (
+        table.assign(cls=table["label"].map(dict(enumerate(CLASS_NAMES))))
+        .groupby(["split", "cls"]).size().unstack("cls").reindex(["train", "val", "test"])
+    )
+    ax = _axes(ax, figsize=(6, 3.5))
+    counts.plot.bar(ax=ax, color=[CLASS_COLOURS[c] for c in counts.columns], rot=0)
+    for container in ax.containers:
+        ax.bar_label(container, fontsize=8)
+    ax.set_ylabel("images")
+    ax.set_xlabel("")
+    return ax
+
+
+def plot_score_histogram(y_true: Iterable[int], scores: Iterable[float], *, threshold: float | None = None, ax=None):
+    """Distribution of scores per true class, with the threshold as a line."""
+    y_true = np.asarray(y_true)
+    scores = np.asarray(scores, dtype=float)
+    ax = _axes(ax)
+    bins = np.linspace(0, 1, 41)
+    for label, name in enumerate(CLASS_NAMES):
+        ax.hist(scores[y_true == label], bins=bins, alpha=0.6, label=f"true {name}", color=CLASS_COLOURS[name])
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("score (probability of PNEUMONIA)")
+    ax.set_ylabel("images")
+    ax.legend()
+    return ax
+
+
+def plot_roc_overlay(predictions: dict[str, pd.DataFrame], *, ax=None):
+    """ROC curves of several models on the same images, one colour per model.
+
+    Parameters
+    ----------
+    predictions : dict of model id -> DataFrame with ``label`` and ``score``
+    """
+    ax = _axes(ax, figsize=(5.5, 5.2))
+    paths = None
+    for model_id, frame in predictions.items():
+        if paths is not None and list(frame["path"]) != paths:
+            raise ValueError(f"{model_id}'s predictions are not on the same images, in the same order")
+        paths = list(frame["path"])
+        plot_roc(frame["label"], frame["score"], label=model_id, color=MODEL_COLOURS.get(model_id), ax=ax)
+    return ax

@@ -1,0 +1,263 @@
+"""Seeded training, validation-chosen thresholds, one test pass, and the results folder.
+
+The order is fixed by :func:`evaluate_and_save`: validation scores choose the threshold,
+then the test set is scored once, and only then are test metrics computed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import config, metrics
+from helpers.data import ChestXrays, class_weights, training_dataset
+from helpers.evaluate import Predictions, predict_split
+from helpers.models import BuiltModel, build_model, get_spec
+from helpers.results import ResultsWriter
+
+
+def set_seed(seed: int, *, deterministic_ops: bool = False) -> None:
+    """Seed Python, NumPy, TensorFlow and Keras.
+
+    On the CPU this alone makes two runs with the same seed give the same weights and
+    scores (measured: largest score difference 0.0). ``deterministic_ops=True`` also asks
+    TensorFlow for deterministic kernels, which GPUs need for repeatable runs; on this CPU
+    it makes training about 1.7x slower for nothing, so it is off by default.
+    """
+    import keras
+    import tensorflow as tf
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(int(seed))
+    if deterministic_ops:
+        tf.config.experimental.enable_op_determinism()
+
+
+def check_training_parameters(*, epochs: int, batch_size: int, seed: int) -> None:
+    """Refuse impossible training parameters before any work starts."""
+    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass
+class TrainingRun:
+    """A trained model with its history and wall time."""
+
+    built: BuiltModel
+    history: pd.DataFrame
+    epochs: int
+    batch_size: int
+    seed: int
+    training_seconds: float
+    class_weight: dict[int, float] | None = None
+
+    @property
+    def model(self):
+        return self.built.model
+
+
+def build(
+    model_id: str,
+    xrays: ChestXrays,
+    *,
+    seed: int = config.SEED,
+    base_weights: str | os.PathLike | None = "imagenet",
+) -> BuiltModel:
+    """Seed everything, then build and compile ``model_id`` for ``xrays``' image shape."""
+    get_spec(model_id)
+    set_seed(seed)
+    channels = xrays.train.images.shape[-1]
+    return build_model(
+        model_id, image_size=xrays.image_size, channels=channels, base_weights=base_weights
+    )
+
+
+def fit(
+    built: BuiltModel,
+    xrays: ChestXrays,
+    *,
+    epochs: int = config.EPOCHS,
+    batch_size: int = config.BATCH_SIZE,
+    seed: int = config.SEED,
+    use_class_weights: bool = False,
+    verbose: int = 2,
+) -> TrainingRun:
+    """Train on ``xrays.train``, watching ``xrays.val`` each epoch (as the case study did).
+
+    Parameters
+    ----------
+    use_class_weights : bool
+        Weight the loss by :func:`helpers.data.class_weights` (the case study did not).
+    verbose : int
+        Keras' verbosity; 2 prints one line per epoch.
+    """
+    check_training_parameters(epochs=epochs, batch_size=batch_size, seed=seed)
+    weights = class_weights(xrays.train.labels) if use_class_weights else None
+    train_ds = training_dataset(xrays.train, batch_size=batch_size, seed=seed)
+    # Validation is a plain array pass: fixed order, no shuffling.
+    val_data = (xrays.val.images, xrays.val.labels.astype("float32"))
+    start = time.perf_counter()
+    history = built.model.fit(
+        train_ds,
+        validation_data=val_data,
+        validation_batch_size=batch_size,
+        epochs=epochs,
+        class_weight=weights,
+        shuffle=False,  # shuffling happens in tf.data, seeded
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - start
+    frame = pd.DataFrame(history.history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    return TrainingRun(
+        built=built,
+        history=frame,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        training_seconds=seconds,
+        class_weight=weights,
+    )
+
+
+@dataclass
+class ModelResult:
+    """What one model chapter reports: predictions, thresholds and metrics."""
+
+    model_id: str
+    val: Predictions
+    test: Predictions
+    threshold: dict
+    metrics: dict
+    results_dir: Path
+    extra_thresholds: dict = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return self.results_dir / self.model_id
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def evaluate_and_save(
+    run: TrainingRun,
+    xrays: ChestXrays,
+    *,
+    results_dir: str | os.PathLike = config.DEFAULT_RESULTS_DIR,
+    target_sensitivity: float = config.TARGET_SENSITIVITY,
+    parameters: dict | None = None,
+    save_model: bool = True,
+) -> ModelResult:
+    """Choose the threshold on validation, score the test set once, write the results.
+
+    Parameters
+    ----------
+    run : TrainingRun
+    xrays : ChestXrays
+    results_dir : path-like
+        Results go to ``results_dir/<model_id>/`` (see :mod:`helpers.results`).
+    target_sensitivity : float
+        The operating point: the highest validation threshold reaching this sensitivity.
+        Youden's threshold and the case study's 0.5 are reported beside it.
+    parameters : dict, optional
+        The notebook's parameters, recorded in ``metrics.json``.
+
+    Returns
+    -------
+    ModelResult
+    """
+    model_id = run.built.spec.model_id
+    results_dir = Path(results_dir)
+    val = predict_split(run.model, xrays.val, batch_size=run.batch_size)
+    warnings_list: list[str] = []
+    if np.unique(val.scores).size < 2:
+        # A model that gives every image the same score ranks nothing: no threshold can be
+        # chosen. Say so in the results instead of inventing an operating point.
+        message = (
+            f"{model_id} gives every validation image the same score ({val.scores[0]:.6g}): "
+            "it does not rank images, so no threshold can be chosen on validation; the "
+            "case study's 0.5 is used and the test AUC is 0.5 by construction."
+        )
+        warnings_list.append(message)
+        chosen = {"threshold": 0.5, "method": "none (constant scores)", "target_sensitivity": float(target_sensitivity)}
+        youden = None
+    else:
+        chosen = metrics.choose_threshold(
+            val.labels, val.scores, method="sensitivity", target=target_sensitivity
+        )
+        youden = metrics.youden_threshold(val.labels, val.scores)
+    chosen["chosen_on"] = "validation"
+    # The test set is scored here, once, after the thresholds are fixed.
+    test = predict_split(run.model, xrays.test, batch_size=run.batch_size)
+    spec = run.built.spec
+    payload = {
+        "model_id": model_id,
+        "title": spec.title,
+        "parameters": {
+            "data_dir": str(xrays.train.data_dir),
+            "image_size": xrays.image_size,
+            "color_mode": xrays.color_mode,
+            "epochs": run.epochs,
+            "batch_size": run.batch_size,
+            "seed": run.seed,
+            "val_fraction": xrays.val_fraction,
+            "split_seed": xrays.seed,
+            "optimizer": spec.optimizer,
+            "learning_rate": spec.learning_rate,
+            "use_class_weights": run.class_weight is not None,
+            "target_sensitivity": target_sensitivity,
+            **(parameters or {}),
+        },
+        "output": spec.output,
+        "base_weights": run.built.base_weights,
+        "threshold": chosen,
+        "thresholds": {"sensitivity": chosen["threshold"], "youden": youden, "case_study": 0.5},
+        "test": metrics.summary(test.labels, test.scores, threshold=chosen["threshold"]),
+        "test_at_youden": (
+            None if youden is None else metrics.summary(test.labels, test.scores, threshold=youden)
+        ),
+        "test_at_0.5": metrics.summary(test.labels, test.scores, threshold=0.5),
+        "val": metrics.summary(val.labels, val.scores, threshold=chosen["threshold"]),
+        "epochs": run.epochs,
+        "training_seconds": run.training_seconds,
+        "n_images": {"train": len(xrays.train), "val": len(xrays.val), "test": len(xrays.test)},
+        "versions": _versions(),
+        "warnings": warnings_list + list(run.built.messages),
+    }
+    with ResultsWriter(results_dir, model_id) as writer:
+        writer.write_predictions("predictions_val.csv", val.to_frame())
+        writer.write_predictions("predictions_test.csv", test.to_frame())
+        run.history.to_csv(writer.path("history.csv"), index=False)
+        if save_model:
+            run.model.save(writer.path("model.keras"))
+        writer.write_json("metrics.json", payload)
+    return ModelResult(
+        model_id=model_id,
+        val=val,
+        test=test,
+        threshold=chosen,
+        metrics=payload,
+        results_dir=results_dir,
+        extra_thresholds={"youden": youden, "case_study": 0.5},
+    )

@@ -1,0 +1,106 @@
+"""Check the real book as built by the runner: every chapter, its figures, the comparison table.
+
+``make test`` builds the book with CI-sized parameters (``make book-test``) and then runs this
+file with ``BOOK_HTML_DIR`` pointing at the HTML. Without ``BOOK_HTML_DIR`` the tests skip
+(a plain ``pytest`` does not build the whole book); with it set, a missing page fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from bs4 import BeautifulSoup
+
+from helpers.config import MODEL_IDS, REPO_ROOT
+
+HTML_DIR = os.environ.get("BOOK_HTML_DIR")
+pytestmark = pytest.mark.skipif(
+    not HTML_DIR, reason="set BOOK_HTML_DIR to a built book's _build/html (make book-test does)"
+)
+
+#: Chapters that must show at least one figure computed by the run.
+CHAPTERS_WITH_FIGURES = {"data", "comparison", *MODEL_IDS}
+#: Lines TensorFlow writes to stderr; none may reach the HTML.
+TF_LOG_PATTERNS = [r"oneDNN custom operations", r"cpu_feature_guard", r"E0000 00:00", r"I0000 00:00"]
+
+
+def toc_chapters() -> list[str]:
+    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    return [toc["root"]] + [entry["file"] for entry in toc.get("chapters", [])]
+
+
+@pytest.fixture(scope="module")
+def html_dir() -> Path:
+    path = Path(HTML_DIR).resolve()
+    assert (path / "index.html").is_file(), f"no index.html in {path}"
+    return path
+
+
+def page(html_dir: Path, name: str) -> BeautifulSoup:
+    file = html_dir / f"{name}.html"
+    assert file.is_file(), f"chapter {name} has no page {file}"
+    return BeautifulSoup(file.read_text(encoding="utf-8"), "html.parser")
+
+
+@pytest.mark.parametrize("name", toc_chapters())
+def test_chapter_page_exists_with_its_figures(html_dir, name):
+    soup = page(html_dir, name)
+    article = soup.select_one("article") or soup
+    text = article.get_text(" ")
+    assert len(text.split()) > 50, f"{name}: page is nearly empty"
+    images = [img for img in article.find_all("img") if "_images/" in img.get("src", "")]
+    if name in CHAPTERS_WITH_FIGURES:
+        assert images, f"{name}: no figure"
+    for img in images:
+        target = (html_dir / img["src"]).resolve()
+        assert target.is_file() and target.stat().st_size > 1000, f"{name}: figure {img['src']} missing"
+    html = str(article)
+    for pattern in TF_LOG_PATTERNS:
+        assert not re.search(pattern, html), f"{name}: TensorFlow log line {pattern!r} in the HTML"
+    assert "Traceback" not in text, f"{name}: a traceback was rendered"
+
+
+def test_navigation_lists_every_chapter(html_dir):
+    soup = page(html_dir, "intro")
+    links = {Path(a["href"]).stem for a in soup.select("nav a.reference") if a.get("href")}
+    missing = set(toc_chapters()[1:]) - links
+    assert not missing, f"navigation lacks {sorted(missing)}"
+
+
+def test_comparison_table_is_an_html_table_with_every_model(html_dir):
+    soup = page(html_dir, "comparison")
+    tables = soup.select("table.dataframe")
+    assert tables, "comparison: no HTML table"
+    first = tables[0].get_text(" ")
+    for model_id in MODEL_IDS:
+        assert model_id in first, f"comparison table lacks {model_id}"
+    # Intervals are shown: "0.912 (0.887-0.934)".
+    assert re.search(r"\d\.\d{3} \(\d\.\d{3}-\d\.\d{3}\)", first)
+
+
+def test_glued_numbers_are_rendered(html_dir):
+    text = page(html_dir, "model_1").get_text(" ")
+    match = re.search(r"reaches an AUC of\s+(\d\.\d{3})", text)
+    assert match, "model_1: the glued AUC is missing from the prose"
+    assert 0.0 <= float(match.group(1)) <= 1.0
+
+
+def test_pages_load_in_chromium(html_dir, tmp_path):
+    browser_module = pytest.importorskip("test_browser")
+    if browser_module.CHROMIUM is None and not browser_module.REQUIRED:
+        pytest.skip("chromium is not installed; set BOOK_REQUIRE_BROWSER=1 to make this a failure")
+    chromium = browser_module.Chromium(tmp_path / "profile")
+    try:
+        for name in toc_chapters():
+            result = chromium.open_page((html_dir / f"{name}.html").as_uri())
+            assert result["exceptions"] == [], (name, result["exceptions"])
+            assert result["console_errors"] == [], (name, result["console_errors"])
+            assert result["remote_requests"] == [], (name, result["remote_requests"])
+            undecoded = [i for i in result["images"] if not i["complete"] or i["width"] <= 0]
+            assert undecoded == [], (name, undecoded)
+    finally:
+        chromium.close()
