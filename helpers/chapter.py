@@ -250,12 +250,13 @@ def _float(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def report(result) -> None:
+def report(result, xrays: ChestXrays | None = None, *, per_class: int = 4) -> None:
     """Display a model's test evaluation: tables, reports, figures; glue its numbers.
 
     Shows, at the case study's threshold 0.5 and at the threshold chosen on validation:
     the metrics with 95% intervals, scikit-learn's classification report, the confusion
-    matrices, and the ROC curve with both operating points.
+    matrices, and the ROC curve with both operating points; given ``xrays``, a grid of
+    ``per_class`` test images of each class with score and decision (wrong ones in red).
     """
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -279,6 +280,15 @@ def report(result) -> None:
     )
     fig.tight_layout()
     plt.show()
+    if xrays is not None:
+        if list(xrays.test.paths) != list(result.test.paths):
+            raise ValueError("xrays.test is not the split these predictions were made on")
+        picks = sample_indices(y, per_class=per_class, seed=xrays.seed)
+        plots.plot_image_grid(
+            xrays.test.images[picks], y[picks], scores=s[picks], threshold=chosen,
+            titles=[result.test.paths[i].split("/")[-1] for i in picks],
+        )
+        plt.show()
     glue_metrics(result.model_id, m)
 
 

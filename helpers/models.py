@@ -71,6 +71,8 @@ class BuiltModel:
     output: OutputKind
     base_weights: str = "none"
     messages: list[str] = field(default_factory=list)
+    #: Name of a frozen layer whose outputs can be cached during training (model 5), or None.
+    frozen_feature_layer: str | None = None
 
 
 # ---------------------------------------------------------------------------------------
@@ -207,7 +209,7 @@ def _mobilenet_classifier(input_shape, base_weights, *, augment: bool, name: str
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="mobilenet_v2_preprocess")(x)
     # training=False keeps BatchNormalization in inference mode while the base is frozen.
     x = base(x, training=False)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(0.2)(x)
     outputs = layers.Dense(1, name="pneumonia_logit")(x)
     return keras.Model(inputs, outputs, name=name), used, messages
@@ -297,6 +299,26 @@ def build_model(
         model, used, messages = spec.builder(input_shape, base_weights=base_weights)
     else:
         model = spec.builder(input_shape)
+    compile_with_spec(model, spec)
+    if output_kind(model) != spec.output:  # the registry and the layers must agree
+        raise AssertionError(f"{model_id}: spec says {spec.output}, layers say {output_kind(model)}")
+    # Model 5's base is frozen and sees un-augmented images: its output per image never
+    # changes during training, so it can be computed once (see helpers.train.fit).
+    frozen = None
+    if spec.uses_mobilenet and not any(
+        type(layer).__name__.startswith("Random") for layer in model.layers
+    ):
+        frozen = next(layer.name for layer in model.layers if isinstance(layer, keras.Model))
+    return BuiltModel(
+        model=model, spec=spec, output=spec.output, base_weights=used, messages=messages,
+        frozen_feature_layer=frozen,
+    )
+
+
+def compile_with_spec(model, spec: ModelSpec) -> None:
+    """Compile ``model`` with the optimiser, learning rate, loss and metric of ``spec``."""
+    import keras
+
     optimizer = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}[
         spec.optimizer
     ](learning_rate=spec.learning_rate)
@@ -307,9 +329,31 @@ def build_model(
         # A logit of 0 is a probability of 0.5: accuracy on logits must cut at 0, not 0.5.
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if from_logits else 0.5)],
     )
-    if output_kind(model) != spec.output:  # the registry and the layers must agree
-        raise AssertionError(f"{model_id}: spec says {spec.output}, layers say {output_kind(model)}")
-    return BuiltModel(model=model, spec=spec, output=spec.output, base_weights=used, messages=messages)
+
+
+def split_at_frozen_features(model, layer_name: str):
+    """Split ``model`` into a feature extractor (up to ``layer_name``) and a head.
+
+    The head is built from the *same layer objects* as the model's layers after
+    ``layer_name`` (which must form a chain), so training the head trains the model.
+    """
+    import keras
+
+    names = [layer.name for layer in model.layers]
+    position = names.index(layer_name)
+    frozen = model.layers[position]
+    if frozen.trainable:
+        raise ValueError(f"layer {layer_name!r} is trainable; only a frozen part can be cached")
+    # The next layer's input is the frozen layer's output *in this model's graph* (a nested
+    # model's own .output would be its inner graph's tensor).
+    frozen_output = model.layers[position + 1].input
+    extractor = keras.Model(model.inputs, frozen_output, name=f"{model.name}_features")
+    features = keras.Input(shape=tuple(frozen_output.shape[1:]), name="features")
+    x = features
+    for layer in model.layers[position + 1:]:
+        x = layer(x)
+    head = keras.Model(features, x, name=f"{model.name}_head")
+    return extractor, head
 
 
 def output_kind(model) -> OutputKind:

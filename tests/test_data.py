@@ -570,3 +570,39 @@ def test_duplicate_groups_finds_byte_identical_files(make_xrays):
     assert sorted(dups.path) == ["test/NORMAL/IM-0777-0001.jpeg", "train/NORMAL/IM-0100-0001.jpeg"]
     assert dups.sha1.nunique() == 1
     assert set(dups.split) == {"train", "test"}
+
+
+def test_download_kaggle_fails_clearly_offline(monkeypatch):
+    kagglehub = pytest.importorskip("kagglehub")
+
+    def offline(handle, *args, **kwargs):
+        assert handle == "paultimothymooney/chest-xray-pneumonia"
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(kagglehub, "dataset_download", offline)
+    with pytest.raises(RuntimeError, match="are you online") as info:
+        data.download_kaggle()
+    assert "chest-xray-pneumonia" in str(info.value)
+    assert "embedded copy" in str(info.value)
+
+
+def test_download_kaggle_returns_the_folder_holding_the_splits(monkeypatch, tmp_path):
+    kagglehub = pytest.importorskip("kagglehub")
+    nested = tmp_path / "chest_xray" / "chest_xray"
+    for split in ("train", "val", "test"):
+        (nested / split).mkdir(parents=True)
+    (tmp_path / "chest_xray" / "__MACOSX").mkdir()
+    monkeypatch.setattr(kagglehub, "dataset_download", lambda handle, *a, **k: str(tmp_path))
+    assert data.download_kaggle() == nested
+
+
+def test_importing_helpers_touches_no_network_and_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, helpers, helpers.data, helpers.metrics, helpers.config;"
+        "print('tensorflow' in sys.modules, 'kagglehub' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

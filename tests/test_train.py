@@ -320,3 +320,42 @@ def test_metrics_json_records_the_split_actually_used(xray_folder, tmp_path):
     params = result.metrics["parameters"]
     assert params["val_fraction"] == 0.25
     assert 5 in (params.get("split_seed"), params.get("data_seed"))
+
+
+# ---------------------------------------------------------------------------------------
+# Model 5 with its frozen base computed once
+# ---------------------------------------------------------------------------------------
+
+
+def _fake_pretrained_base(monkeypatch):
+    """A small conv base standing in for ImageNet MobileNetV2 (offline), one that passes signal."""
+    import keras
+
+    def fake(input_shape, include_top, weights):
+        inputs = keras.Input(shape=input_shape)
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+        return keras.Model(inputs, x, name="fake_mobilenet_base")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", fake)
+
+
+def test_cached_frozen_features_train_the_same_model_5(xrays32, monkeypatch):
+    _fake_pretrained_base(monkeypatch)
+    scores = {}
+    for cache in (False, True):
+        built = train.build("model_5", xrays32, seed=11, base_weights=None)
+        assert built.frozen_feature_layer == "fake_mobilenet_base"
+        run = train.fit(built, xrays32, epochs=3, batch_size=8, seed=11, cache_frozen_features=cache, verbose=0)
+        scores[cache] = evaluate.predict_split(run.model, xrays32.test).scores
+        assert list(run.history.columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert np.ptp(scores[False]) > 1e-3  # the fake base passes signal: the check means something
+    np.testing.assert_allclose(scores[True], scores[False], atol=1e-5)
+
+
+def test_model_4_is_never_cached(xrays32, monkeypatch):
+    # Model 4 augments before its base: the base's output changes every epoch.
+    _fake_pretrained_base(monkeypatch)
+    assert train.build("model_4", xrays32, seed=0, base_weights=None).frozen_feature_layer is None
+    assert train.build("model_1", xrays32, seed=0).frozen_feature_layer is None
