@@ -4,5 +4,17 @@ Importing ``helpers`` does no work: no TensorFlow import, no network, no file ac
 Import the submodules you need (``from helpers import data, metrics``).
 """
 
-__all__ = ["config", "data", "models", "train", "evaluate", "metrics", "plots", "results"]
+__all__ = [
+    "config",  # defaults in one place
+    "data",  # folders -> file tables, person-aware split, decoded images
+    "models",  # the five case-study models, by id
+    "train",  # seeded training, validation threshold, one test pass, results
+    "evaluate",  # the single ordered pass that yields paths, labels, scores
+    "metrics",  # rates and AUC with 95% intervals, thresholds
+    "plots",  # one function per figure kind
+    "results",  # the results contract, written atomically
+    "chapter",  # the steps every chapter takes
+    "case_study",  # the original evaluation, reproduced on purpose
+    "book",  # the runner: python -m helpers.book
+]
 __version__ = "0.1.0"

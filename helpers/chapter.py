@@ -429,13 +429,18 @@ def conclusions(all_metrics: dict[str, dict]) -> pd.DataFrame:
     reading (overlapping intervals can still hide a real difference).
     """
     m = all_metrics
+    # A MobileNetV2 model whose ImageNet weights could not be loaded is not the case study's
+    # model: no conclusion about it can be checked with this build.
+    untestable = {k for k, v in m.items() if v.get("base_weights") == "random"}
+    note = f" ({', '.join(sorted(untestable))} left out: no ImageNet weights)" if untestable else ""
     rows = []
-    worst = min(m, key=lambda k: m[k]["test"]["auc_ci_low"])
+    testable = [k for k in m if k not in untestable]
+    worst = min(testable, key=lambda k: m[k]["test"]["auc_ci_low"])
     worst_lo = m[worst]["test"]["auc_ci_low"]
     rows.append(
         {
             "case study's conclusion": "The models barely beat chance (52-58% test accuracy).",
-            "evidence here": f"lowest AUC lower bound: {worst} {worst_lo:.3f} (chance is 0.5)",
+            "evidence here": f"lowest AUC lower bound: {worst} {worst_lo:.3f} (chance is 0.5){note}",
             "verdict": "does not hold" if worst_lo > 0.5 else "holds for at least one model",
         }
     )
@@ -445,11 +450,15 @@ def conclusions(all_metrics: dict[str, dict]) -> pd.DataFrame:
         ("Augmentation (model 4) does not improve on model 5.", "model_4", "model_5"),
     ):
         relation = _compare_auc(m[a], m[b])
+        if {a, b} & untestable:
+            verdict = "not testable here (no ImageNet weights)"
+        else:
+            verdict = "holds" if relation != "higher" else "does not hold"
         rows.append(
             {
                 "case study's conclusion": claim,
                 "evidence here": f"{a} AUC {m[a]['test']['auc']:.3f} vs {b} {m[b]['test']['auc']:.3f}: {relation}",
-                "verdict": "holds" if relation != "higher" else "does not hold",
+                "verdict": verdict,
             }
         )
     cnn_best = max(("model_1", "model_2", "model_3"), key=lambda k: m[k]["test"]["auc"])
@@ -469,7 +478,7 @@ def conclusions(all_metrics: dict[str, dict]) -> pd.DataFrame:
             ),
         }
     )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).set_index("case study's conclusion")
 
 
 # ---------------------------------------------------------------------------------------
@@ -524,6 +533,12 @@ def logit_cut_table(params: dict[str, Any], model_id: str = "model_4") -> pd.Dat
 
     frame = read_predictions(results_path(params, model_id, "predictions_test.csv"))
     m = read_metrics(params["results_dir"], model_id)
+    if frame["score"].nunique() < 2:
+        _display_warning(
+            f"{model_id} gives every test image the same score (base weights: "
+            f"{m['base_weights']}), so every threshold below gives the same decisions: this "
+            "table only shows the mistake with ImageNet weights."
+        )
     # A logit cut at 0.5 is a probability cut at sigmoid(0.5).
     logit_cut = float(1.0 / (1.0 + np.exp(-0.5)))
     rows = {}
