@@ -529,6 +529,7 @@ def evaluation_ways(ways: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFr
 
 def logit_cut_table(params: dict[str, Any], model_id: str = "model_4") -> pd.DataFrame:
     """Test rates of a logit model cut the case study's way and the correct ways."""
+    from helpers.evaluate import sigmoid
     from helpers.results import read_metrics, read_predictions
 
     frame = read_predictions(results_path(params, model_id, "predictions_test.csv"))
@@ -540,7 +541,7 @@ def logit_cut_table(params: dict[str, Any], model_id: str = "model_4") -> pd.Dat
             "table only shows the mistake with ImageNet weights."
         )
     # A logit cut at 0.5 is a probability cut at sigmoid(0.5).
-    logit_cut = float(1.0 / (1.0 + np.exp(-0.5)))
+    logit_cut = float(sigmoid(np.array([0.5]))[0])
     rows = {}
     for name, threshold in (
         ("original: logit >= 0.5", logit_cut),

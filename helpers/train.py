@@ -114,16 +114,14 @@ def fit(
     start = time.perf_counter()
     model, train_split, val_split = built.model, xrays.train, xrays.val
     if cache_frozen_features and built.frozen_feature_layer is not None:
-        from helpers.data import Split
+        from dataclasses import replace
+
         from helpers.models import compile_with_spec, split_at_frozen_features
 
         extractor, model = split_at_frozen_features(built.model, built.frozen_feature_layer)
         compile_with_spec(model, built.spec)
         train_split, val_split = (
-            Split(
-                name=s.name, paths=s.paths, labels=s.labels, data_dir=s.data_dir,
-                images=extractor.predict(s.images, batch_size=batch_size, verbose=0),
-            )
+            replace(s, images=extractor.predict(s.images, batch_size=batch_size, verbose=0))
             for s in (xrays.train, xrays.val)
         )
     train_ds = training_dataset(train_split, batch_size=batch_size, seed=seed)
