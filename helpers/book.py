@@ -56,8 +56,8 @@ PATH_OPTIONS: dict[str, str] = {"data_dir": "--data-dir", "results_dir": "--resu
 # Where, inside ``<output>/_build/``, the executed copy of the source and the HTML go.
 EXECUTED_SUBDIR = "executed"
 HTML_SUBDIR = "html"
-# Records which notebooks of the executed copy are valid, so that ``--only`` can keep
-# chapters executed by an earlier run. Sphinx ignores ``.json`` files.
+# Records, per notebook, the inputs and outcome of its last run (beside executed/, which
+# is recreated by every build), so that unchanged chapters are re-used.
 STATE_FILE = "runner-state.json"
 
 # Folders and files never copied from the source (jupyter-book excludes the same ones).
@@ -312,6 +312,25 @@ def _existing_dir(value: Any) -> str | None:
     return None
 
 
+def _data_folder(value: Any) -> str | None:
+    problem = _existing_dir(value)
+    if problem:
+        return problem + " in the Kaggle layout (train/, val/, test/, each with NORMAL/ and PNEUMONIA/)"
+    from helpers.data import DataError, check_data_dir
+
+    try:
+        check_data_dir(value)
+    except DataError as error:
+        return f"a folder in the Kaggle layout ({error})"
+    return None
+
+
+def _weights(value: Any) -> str | None:
+    if value in (None, "imagenet", "none") or Path(str(value)).expanduser().is_file():
+        return None
+    return "'imagenet', None, or an existing MobileNetV2 weights file"
+
+
 def _not_a_file(value: Any) -> str | None:
     if value is None or Path(str(value)).is_file():
         return "a folder path (it need not exist yet), not a file"
@@ -328,7 +347,7 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 #: Value rules for parameter names the course uses; a rule applies only where a notebook
 #: declares the name. Each returns None when the value is fine, else what is expected.
 RULES: dict[str, Callable[[Any], str | None]] = {
-    "data_dir": _existing_dir,
+    "data_dir": _data_folder,
     "results_dir": _not_a_file,
     "epochs": _positive_int,
     "batch_size": _positive_int,
@@ -337,6 +356,9 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "val_fraction": _fraction,
     "target_sensitivity": _fraction,
     "color_mode": _one_of("rgb", "grayscale"),
+    "on_bad_image": _one_of("stop", "skip"),
+    "strategy": _one_of("default", "mirrored", "multi_worker"),
+    "base_weights": _weights,
 }
 
 
@@ -495,67 +517,247 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _load_state(executed_dir: Path) -> dict[str, Any]:
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _load_state(state_path: Path) -> dict[str, Any]:
     try:
-        return json.loads((executed_dir / STATE_FILE).read_text())
+        state = json.loads(state_path.read_text())
     except (OSError, ValueError):
         return {}
+    return state if isinstance(state, dict) else {}
 
 
-def prepare_executed_dir(
-    source_dir: Path, executed_dir: Path, plan: Plan
-) -> dict[str, str]:
-    """Copy the source to the executed folder, keeping still-valid earlier executions.
+def _save_state(state_path: Path, state: Mapping[str, Any]) -> None:
+    from helpers.results import atomic_write_text
 
-    A notebook that is not selected keeps the executed copy of an earlier run when that
-    run succeeded and the source has not changed since; otherwise the source notebook is
-    left out of this build's table of contents: rendered without outputs its glued
-    numbers would be broken references.
+    atomic_write_text(state_path, json.dumps(state, indent=1, default=str, sort_keys=True))
 
-    Parameters
+
+#: The package whose code the notebooks run; a change to it makes every chapter stale.
+CODE_DIR = REPO_ROOT / "helpers"
+#: Environment variables that change what a notebook computes.
+_ENV_INPUTS = ("TF_ENABLE_ONEDNN_OPTS", "CHEST_XRAY_DATA_DIR", "KERAS_BACKEND")
+
+
+def code_fingerprint(code_dir: Path = CODE_DIR) -> str:
+    """SHA-256 of every ``.py`` file of a package (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(code_dir).rglob("*.py")):
+        digest.update(path.relative_to(code_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def environment_fingerprint() -> str:
+    """SHA-256 of the environment variables that change what the notebooks compute."""
+    from helpers.chapter import OTHER_BOOK_VARIABLES
+
+    names = sorted(
+        n for n in os.environ
+        if n in _ENV_INPUTS or (n.startswith("BOOK_") and n not in OTHER_BOOK_VARIABLES)
+    )
+    return _sha256_text(json.dumps({n: os.environ[n] for n in names}, sort_keys=True))
+
+
+def uses_results_of(chapter: Chapter) -> list[str]:
+    """The chapters whose results a notebook reads (its metadata ``book.uses_results_of``)."""
+    if not chapter.is_notebook:
+        return []
+    metadata = json.loads(chapter.path.read_text(encoding="utf-8")).get("metadata", {})
+    return list(metadata.get("book", {}).get("uses_results_of", []))
+
+
+def _declared_value(chapter: Chapter, name: str, parameters: Mapping[str, Any]) -> Any:
+    if name in parameters:
+        return parameters[name]
+    declared = declared_parameters(chapter.path).get(name)
+    if declared is None:
+        return None
+    try:
+        return ast.literal_eval(declared.default)
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _notebook_path(chapter: Chapter, value: Any, default: Path) -> Path:
+    if value in (None, ""):
+        return default
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else (chapter.path.parent / path).resolve()
+
+
+def result_files(chapter: Chapter, parameters: Mapping[str, Any]) -> list[Path]:
+    """Files a chapter leaves for later chapters: ``<results_dir>/<name>/metrics.json``."""
+    from helpers import config
+
+    if "results_dir" not in declared_parameters(chapter.path):
+        return []
+    value = os.environ.get("BOOK_RESULTS_DIR") or _declared_value(chapter, "results_dir", parameters)
+    folder = _notebook_path(chapter, value, config.DEFAULT_RESULTS_DIR)
+    return [folder / Path(chapter.name).name / "metrics.json"]
+
+
+@dataclass
+class Decision:
+    """What the build does with one notebook, and why.
+
+    Attributes
     ----------
-    source_dir : Path
-        The book's source folder (read only).
-    executed_dir : Path
-        The copy to (re)create.
-    plan : Plan
-        The build plan.
-
-    Returns
-    -------
-    dict
-        Name of each notebook that is not selected to what the build does with it
-        (``"kept ..."`` or :data:`LEFT_OUT`), for the progress lines.
+    action : {"execute", "reuse", "leave out"}
+    reason : str
+        For the progress line (``"notebook changed"``, ``"unchanged since ..."``).
+    inputs : dict
+        Fingerprints of everything the notebook's output depends on.
     """
-    state = _load_state(executed_dir)
-    selected = {c.name for c in plan.selected}
-    kept: dict[str, bytes] = {}
-    status: dict[str, str] = {}
-    for chapter in plan.chapters:
-        if not chapter.is_notebook or chapter.name in selected:
-            continue
-        old = executed_dir / chapter.path.relative_to(source_dir)
-        record = state.get(chapter.name, {})
-        if old.is_file() and record.get("source_sha256") == _sha256(chapter.path):
-            kept[chapter.name] = old.read_bytes()
-            status[chapter.name] = f"kept from the run of {record.get('finished', '?')}"
-        else:
-            status[chapter.name] = LEFT_OUT
 
+    action: str
+    reason: str
+    inputs: dict[str, str]
+
+
+_INPUT_NAMES = {
+    "notebook": "notebook changed",
+    "parameters": "parameters changed",
+    "data": "data changed",
+    "code": "helpers code changed",
+    "environment": "environment changed",
+    "upstream": "a chapter it reads results of changed",
+}
+
+
+def chapter_inputs(
+    chapter: Chapter,
+    parameters: Mapping[str, Any],
+    *,
+    code_hash: str,
+    env_hash: str,
+    upstream_keys: Mapping[str, str],
+    data_cache: dict[str, str],
+) -> dict[str, str]:
+    """Fingerprints of what a notebook's executed copy depends on (like jupyter-cache's key).
+
+    The notebook's source, the parameters it is passed, the data folder it reads (file
+    names, sizes and times), the ``helpers`` code, the environment variables that change
+    results, and the keys of the chapters whose results it reads.
+    """
+    from helpers import config
+    from helpers.data import data_fingerprint
+
+    inputs = {
+        "notebook": _sha256(chapter.path),
+        "parameters": _sha256_text(json.dumps(dict(parameters), sort_keys=True, default=str)),
+        "code": code_hash,
+        "environment": env_hash,
+        "upstream": _sha256_text(json.dumps(
+            {name: upstream_keys.get(name, "missing") for name in uses_results_of(chapter)},
+            sort_keys=True,
+        )),
+    }
+    if "data_dir" in declared_parameters(chapter.path):
+        value = os.environ.get("BOOK_DATA_DIR") or _declared_value(chapter, "data_dir", parameters)
+        folder = str(_notebook_path(chapter, value, config.data_dir_from_env()))
+        if folder not in data_cache:
+            data_cache[folder] = data_fingerprint(folder)
+        inputs["data"] = data_cache[folder]
+    return inputs
+
+
+def _key(inputs: Mapping[str, str]) -> str:
+    return _sha256_text(json.dumps(dict(inputs), sort_keys=True))
+
+
+def decide(
+    plan: Plan,
+    state: Mapping[str, Any],
+    executed_dir: Path,
+    source_dir: Path,
+    *,
+    force: bool = False,
+    code_dir: Path = CODE_DIR,
+) -> dict[str, Decision]:
+    """Decide, for every notebook of the book, whether to execute, re-use or leave it out.
+
+    A notebook is re-used when its last run completed, its executed copy is still there,
+    its result files are as that run left them, and none of its inputs
+    (:func:`chapter_inputs`) changed; otherwise it is stale. Selected stale notebooks are
+    executed (all selected ones with ``force``); a stale notebook that is not selected
+    (``--only``) is left out of the rendered book rather than shown with old numbers.
+    """
+    code_hash, env_hash = code_fingerprint(code_dir), environment_fingerprint()
+    selected = {c.name for c in plan.selected}
+    keys: dict[str, str] = {}
+    runs_again: set[str] = set()
+    data_cache: dict[str, str] = {}
+    decisions: dict[str, Decision] = {}
+    for chapter in plan.chapters:
+        if not chapter.is_notebook:
+            continue
+        params = plan.parameters.get(chapter.name) or state.get(chapter.name, {}).get("parameters", {})
+        inputs = chapter_inputs(
+            chapter, params, code_hash=code_hash, env_hash=env_hash, upstream_keys=keys,
+            data_cache=data_cache,
+        )
+        keys[chapter.name] = _key(inputs)
+        record = state.get(chapter.name, {})
+        executed = executed_dir / chapter.path.relative_to(source_dir)
+        stale = _staleness(record, inputs, executed)
+        upstream_again = [n for n in uses_results_of(chapter) if n in runs_again]
+        if upstream_again and (stale is None or stale.startswith(_INPUT_NAMES["upstream"])):
+            stale = f"{', '.join(upstream_again)} runs again"
+        if chapter.name in selected:
+            if force:
+                action, reason = "execute", "--force"
+            elif stale is None:
+                action, reason = "reuse", f"unchanged since {record.get('finished', '?')}"
+            else:
+                action, reason = "execute", stale
+        else:
+            action = "reuse" if stale is None else "leave out"
+            reason = (
+                f"kept from the run of {record.get('finished', '?')}" if stale is None
+                else f"stale ({stale}): left out of this build"
+            )
+        if action == "execute":
+            runs_again.add(chapter.name)
+        decisions[chapter.name] = Decision(action, reason, inputs)
+    return decisions
+
+
+def _staleness(record: Mapping[str, Any], inputs: Mapping[str, str], executed: Path) -> str | None:
+    """Why an earlier run of a notebook can't be re-used, or None if it can."""
+    if not record:
+        return "never executed"
+    if record.get("status") == "running":
+        return f"its run of {record.get('started', '?')} was interrupted"
+    if record.get("status") != "complete":
+        return f"its last run {record.get('status', 'did not finish')}"
+    changed = [text for name, text in _INPUT_NAMES.items()
+               if record.get("inputs", {}).get(name) != inputs.get(name)]
+    if changed:
+        return ", ".join(changed)
+    if not executed.is_file():
+        return "its executed copy is missing"
+    for path, digest in record.get("outputs", {}).items():
+        if not Path(path).is_file() or _sha256(Path(path)) != digest:
+            return f"its results file {path} changed or is missing"
+    return None
+
+
+def prepare_executed_dir(source_dir: Path, executed_dir: Path, keep: set[str], chapters: Sequence[Chapter]) -> None:
+    """Copy the source to the executed folder, keeping the executed copies named in ``keep``."""
+    kept: dict[str, bytes] = {}
+    for chapter in chapters:
+        if chapter.name in keep:
+            kept[chapter.name] = (executed_dir / chapter.path.relative_to(source_dir)).read_bytes()
     if executed_dir.exists():
         shutil.rmtree(executed_dir)
     # symlinks=False: a linked _toc.yml or data file becomes a plain copy in the build.
     shutil.copytree(source_dir, executed_dir, ignore=_IGNORED, symlinks=False)
-    new_state = {}
-    for chapter in plan.chapters:
+    for chapter in chapters:
         if chapter.name in kept:
             (executed_dir / chapter.path.relative_to(source_dir)).write_bytes(kept[chapter.name])
-            new_state[chapter.name] = state[chapter.name]
-    (executed_dir / STATE_FILE).write_text(json.dumps(new_state, indent=1))
-    return status
-
-
-LEFT_OUT = "not executed (left out of this build)"
 
 
 def _toc_without(toc: Any, names: set[str]) -> Any:
@@ -830,8 +1032,10 @@ def build_book(
     kernel_name: str = KERNEL_NAME,
     verbose: bool = False,
     out: TextIO | None = None,
+    force: bool = False,
+    code_dir: Path = CODE_DIR,
 ) -> Path:
-    """Execute the book's notebooks with papermill, then render them with jupyter-book.
+    """Execute the book's stale notebooks with papermill, then render them with jupyter-book.
 
     Parameters
     ----------
@@ -842,8 +1046,8 @@ def build_book(
     config_path, toc_path : Path
         ``_config.yml`` and ``_toc.yml``; toc entries are relative to ``source_dir``.
     only : sequence of str, optional
-        Execute only these notebooks (by name, ``"model_1"``). The others keep an earlier
-        run's executed copy when still valid, else are left out of this build.
+        Consider only these notebooks (by name, ``"model_1"``) for execution. The others
+        keep an earlier run's executed copy when still valid, else are left out.
     params : mapping, optional
         Parameter name to value, shared by all notebooks; each notebook gets those its
         ``parameters`` cell declares. Path parameters should be absolute: notebooks run
@@ -854,6 +1058,10 @@ def build_book(
         Print jupyter-book's whole output.
     out : text stream, optional
         Where progress lines go (standard output by default).
+    force : bool
+        Execute every selected notebook, even those whose inputs did not change.
+    code_dir : Path
+        The package whose code the notebooks run (its hash is one of their inputs).
 
     Returns
     -------
@@ -876,25 +1084,37 @@ def build_book(
     plan = plan_build(chapters, only, params)
 
     executed_dir = output_dir / "_build" / EXECUTED_SUBDIR
-    status = prepare_executed_dir(source_dir, executed_dir, plan)
+    state_path = output_dir / "_build" / STATE_FILE
+    state = _load_state(state_path)
+    decisions = decide(plan, state, executed_dir, source_dir, force=force, code_dir=code_dir)
+    prepare_executed_dir(
+        source_dir, executed_dir, {n for n, d in decisions.items() if d.action == "reuse"}, chapters
+    )
     # The kernels inherit this: it silences TensorFlow's C++ INFO and WARNING lines
     # (stderr is also removed from the HTML by the config, for the lines it misses).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     width = max((len(c.name) for c in chapters), default=10) + 2
-    state = _load_state(executed_dir)
     for chapter in plan.chapters:
-        if not chapter.is_notebook:
+        decision = decisions.get(chapter.name)
+        if decision is None:
             continue
-        if chapter not in plan.selected:
-            print(f"{chapter.name:<{width}} {status[chapter.name]}", file=out, flush=True)
+        if decision.action != "execute":
+            word = "re-used" if decision.action == "reuse" else "left out"
+            print(f"{chapter.name:<{width}} {word:<9} {'':>9}  {decision.reason}", file=out, flush=True)
             continue
+        parameters = plan.parameters[chapter.name]
+        state[chapter.name] = {
+            "status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "inputs": decision.inputs, "parameters": parameters,
+        }
+        _save_state(state_path, state)
         start = time.perf_counter()
         try:
-            execute_notebook(
-                chapter, source_dir, executed_dir, plan.parameters[chapter.name], kernel_name
-            )
+            execute_notebook(chapter, source_dir, executed_dir, parameters, kernel_name)
         except NotebookFailed:
+            state[chapter.name]["status"] = "failed"
+            _save_state(state_path, state)
             print(
                 f"{chapter.name:<{width}} FAILED    {time.perf_counter() - start:7.1f} s",
                 file=out,
@@ -902,17 +1122,20 @@ def build_book(
             )
             raise
         seconds = time.perf_counter() - start
-        state[chapter.name] = {
-            "source_sha256": _sha256(chapter.path),
-            "parameters": plan.parameters[chapter.name],
-            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "seconds": round(seconds, 1),
-        }
-        (executed_dir / STATE_FILE).write_text(json.dumps(state, indent=1, default=str))
-        print(f"{chapter.name:<{width}} executed  {seconds:7.1f} s", file=out, flush=True)
+        state[chapter.name].update(
+            status="complete",
+            finished=time.strftime("%Y-%m-%d %H:%M:%S"),
+            seconds=round(seconds, 1),
+            outputs={str(f): _sha256(f) for f in result_files(chapter, parameters) if f.is_file()},
+        )
+        _save_state(state_path, state)
+        print(
+            f"{chapter.name:<{width}} executed  {seconds:7.1f} s  ({decision.reason})",
+            file=out, flush=True,
+        )
 
     start = time.perf_counter()
-    left_out = {name for name, what in status.items() if what == LEFT_OUT}
+    left_out = {name for name, d in decisions.items() if d.action == "leave out"}
     render_toc = toc_path
     if left_out:
         render_toc = executed_dir / "_toc.render.yml"
@@ -926,6 +1149,32 @@ def build_book(
         flush=True,
     )
     return html_dir / "index.html"
+
+
+def book_status(
+    source_dir: Path = SOURCE_DIR,
+    output_dir: Path = OUTPUT_DIR,
+    toc_path: Path = TOC_PATH,
+    params: Mapping[str, Any] | None = None,
+    out: TextIO | None = None,
+    code_dir: Path = CODE_DIR,
+) -> dict[str, Decision]:
+    """Print, for every notebook, whether its last run is up to date or stale, and why."""
+    out = out or sys.stdout
+    source_dir, output_dir = Path(source_dir).resolve(), Path(output_dir).resolve()
+    chapters = find_chapters(source_dir, Path(toc_path).resolve())
+    plan = plan_build(chapters, None, params)
+    state = _load_state(output_dir / "_build" / STATE_FILE)
+    decisions = decide(plan, state, output_dir / "_build" / EXECUTED_SUBDIR, source_dir, code_dir=code_dir)
+    width = max((len(c.name) for c in chapters), default=10) + 2
+    for name, decision in decisions.items():
+        if decision.action == "reuse":
+            seconds = state.get(name, {}).get("seconds", "?")
+            line = f"up to date  ({decision.reason}, {seconds} s)"
+        else:
+            line = f"stale       ({decision.reason})"
+        print(f"{name:<{width}} {line}", file=out)
+    return decisions
 
 
 def list_chapters(chapters: Sequence[Chapter], out: TextIO | None = None) -> None:
@@ -993,6 +1242,18 @@ def _parser() -> argparse.ArgumentParser:
         "left out of this build",
     )
     parser.add_argument(
+        "--force",
+        action="store_true",
+        help="execute every selected notebook, even those whose notebook, parameters, data, "
+        "helpers code and upstream results are unchanged since their last complete run "
+        "(those are re-used otherwise)",
+    )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="say which chapters are up to date and which are stale (and why), then exit",
+    )
+    parser.add_argument(
         "--list",
         action="store_true",
         help="list the chapters and the parameters each notebook declares, then exit",
@@ -1058,6 +1319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.list:
             list_chapters(find_chapters(args.source_dir.resolve(), args.toc.resolve()))
             return 0
+        if args.status:
+            book_status(args.source_dir, args.output_dir, args.toc, params)
+            return 0
         build_book(
             source_dir=args.source_dir,
             output_dir=args.output_dir,
@@ -1067,6 +1331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             params=params,
             kernel_name=args.kernel,
             verbose=args.verbose,
+            force=args.force,
         )
     except BookError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,8 +6,11 @@ pass, results written) -> :func:`report` (tables, figures and glued numbers).
 
 Parameters can be overridden from the environment, for quick CI runs of the notebooks
 (``pytest --nbval-lax`` cannot pass parameters): ``BOOK_EPOCHS``, ``BOOK_IMAGE_SIZE``,
-``BOOK_BATCH_SIZE``, ``BOOK_SEED``, ``BOOK_DATA_DIR``, ``BOOK_RESULTS_DIR`` and
-``BOOK_BASE_WEIGHTS`` replace the values of the notebook's ``parameters`` cell.
+``BOOK_BATCH_SIZE``, ``BOOK_SEED``, ``BOOK_DATA_DIR``, ``BOOK_RESULTS_DIR``,
+``BOOK_BASE_WEIGHTS``, ``BOOK_ON_BAD_IMAGE`` and ``BOOK_STRATEGY`` replace the values of the notebook's
+``parameters`` cell. Any other ``BOOK_*`` variable is an error (a misspelt override would
+otherwise be ignored silently), and so is a parameter papermill injects that the notebook does
+not declare.
 """
 
 from __future__ import annotations
@@ -32,8 +35,47 @@ PARAMETER_TYPES: dict[str, type] = {
     "seed": int,
     "base_weights": str,
     "target_sensitivity": float,
+    "on_bad_image": str,
+    "strategy": str,
 }
 ENV_PREFIX = "BOOK_"
+#: ``BOOK_*`` variables that are not parameter overrides.
+OTHER_BOOK_VARIABLES = frozenset({"BOOK_HTML_DIR", "BOOK_REQUIRE_BROWSER"})
+
+
+def _check_book_variables() -> None:
+    allowed = {ENV_PREFIX + name.upper() for name in PARAMETER_TYPES} | OTHER_BOOK_VARIABLES
+    unknown = sorted(k for k in os.environ if k.startswith(ENV_PREFIX) and k not in allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown environment variable(s) {', '.join(unknown)}; the overrides are "
+            f"{', '.join(sorted(ENV_PREFIX + n.upper() for n in PARAMETER_TYPES))}"
+        )
+
+
+def _papermill_injected_names() -> set[str]:
+    """Names assigned in the cell papermill injects (it starts with the line ``# Parameters``)."""
+    import ast
+
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - outside IPython
+        return set()
+    shell = get_ipython()
+    if shell is None:
+        return set()
+    names: set[str] = set()
+    for source in shell.user_ns.get("In", []):
+        if source.splitlines()[:1] != ["# Parameters"]:
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign):
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
 
 
 def _env_overrides(names) -> dict[str, Any]:
@@ -83,6 +125,13 @@ def setup(model_id: str | None = None, **values: Any) -> dict[str, Any]:
         raise ValueError(
             f"unknown parameter(s) {unknown}; allowed: {', '.join(PARAMETER_TYPES)}"
         )
+    injected = sorted(_papermill_injected_names() - set(values))
+    if injected:
+        raise ValueError(
+            f"papermill passed parameter(s) {injected} that this notebook does not declare; "
+            f"it declares: {', '.join(values)}"
+        )
+    _check_book_variables()
     params = {**values, **_env_overrides(values)}
     if model_id is not None:
         from helpers.models import get_spec
@@ -96,6 +145,17 @@ def setup(model_id: str | None = None, **values: Any) -> dict[str, Any]:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if "target_sensitivity" in params and not 0 < params["target_sensitivity"] <= 1:
         raise ValueError(f"target_sensitivity must be in (0, 1], got {params['target_sensitivity']!r}")
+    if params.get("on_bad_image", "stop") not in ("stop", "skip"):
+        raise ValueError(f"on_bad_image must be 'stop' or 'skip', got {params['on_bad_image']!r}")
+    from helpers.train import STRATEGIES
+
+    if params.get("strategy", "default") not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {params['strategy']!r}")
+    weights = params.get("base_weights")
+    if weights not in (None, "imagenet", "none") and not Path(str(weights)).expanduser().is_file():
+        raise ValueError(
+            f"base_weights must be 'imagenet', None or an existing weights file, got {weights!r}"
+        )
     if "data_dir" in params:
         params["data_dir"] = str(check_data_dir(params["data_dir"]))
     if "results_dir" in params:
@@ -112,13 +172,34 @@ def show_parameters(params: dict[str, Any]) -> pd.DataFrame:
 
 
 def load_data(params: dict[str, Any], *, color_mode: str = config.COLOR_MODE) -> ChestXrays:
-    """Load the person-aware split at the chapter's image size; write ``split.csv``."""
+    """Load the person-aware split at the chapter's image size; write ``split.csv``.
+
+    Images skipped with ``on_bad_image="skip"`` are named in a warning shown in the
+    chapter itself (Python warnings go to stderr, which the rendered book leaves out).
+    """
+    import warnings
+
+    from helpers.data import DataWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        xrays = _load(params, color_mode)
+    for warning in caught:
+        if issubclass(warning.category, DataWarning):
+            _display_warning(str(warning.message))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return xrays
+
+
+def _load(params: dict[str, Any], color_mode: str) -> ChestXrays:
     return load_chest_xrays(
         params.get("data_dir"),
         image_size=params.get("image_size", config.IMAGE_SIZE),
         color_mode=color_mode,
         seed=params.get("seed", config.SEED),
         results_dir=params.get("results_dir"),
+        on_bad_image=params.get("on_bad_image", "stop"),
     )
 
 
@@ -149,6 +230,7 @@ def build(params: dict[str, Any], xrays: ChestXrays):
         xrays,
         seed=params.get("seed", config.SEED),
         base_weights=params.get("base_weights", "imagenet"),
+        strategy=params.get("strategy", "default"),
     )
     for message in built.messages:
         _display_warning(message)

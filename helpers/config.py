@@ -18,6 +18,10 @@ DEFAULT_DATA_DIR = REPO_ROOT / "data" / "chest_xray"
 #: Where every model writes ``results/<model-id>/`` and the split writes ``split.csv``.
 DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
 
+#: The on-disk cache of decoded images (see :func:`helpers.data.load_images`); the
+#: environment variable ``CHEST_XRAY_CACHE_DIR`` moves it, or switches it off with ``off``.
+DEFAULT_CACHE_DIR = REPO_ROOT / "_build" / "cache" / "decoded"
+
 #: Class folder names, in label order: label 0 = NORMAL, label 1 = PNEUMONIA.
 CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 

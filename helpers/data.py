@@ -59,11 +59,16 @@ class DataError(ValueError):
 def check_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Return the data folder as an absolute path after checking its layout.
 
+    The folder may be the one holding ``train/``, ``val/`` and ``test/``, or a folder above
+    it: the Kaggle archive unpacks to ``chest_xray/chest_xray/{train,val,test}`` beside a
+    ``__MACOSX/`` copy of resource forks, and people point at either level. The folder
+    actually used is returned (see :func:`find_layout_root`).
+
     Parameters
     ----------
     data_dir : path-like or None
-        Folder holding ``train/``, ``val/`` and ``test/``; None means the embedded copy
-        (:data:`helpers.config.DEFAULT_DATA_DIR`).
+        Folder holding ``train/``, ``val/`` and ``test/`` (or a folder above it); None means
+        the embedded copy (:data:`helpers.config.DEFAULT_DATA_DIR`).
 
     Raises
     ------
@@ -71,17 +76,25 @@ def check_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
         If the folder, a split folder or a class folder is missing, if a split holds class
         folders other than NORMAL and PNEUMONIA, or if a class folder holds no image.
     """
-    root = Path(config.DEFAULT_DATA_DIR if data_dir is None else data_dir).expanduser()
-    if not root.is_dir():
+    given = Path(config.DEFAULT_DATA_DIR if data_dir is None else data_dir).expanduser()
+    if not given.is_dir():
         raise DataError(
-            f"data folder {root} does not exist or is not a folder; expected a folder with "
+            f"data folder {given} does not exist or is not a folder; expected a folder with "
             f"train/, val/ and test/, each holding NORMAL/ and PNEUMONIA/"
         )
+    root = given
+    if not any((given / split).is_dir() for split in config.OFFICIAL_SPLITS):
+        # No split folder at all here: the user may have pointed at the archive's top.
+        try:
+            root = find_layout_root(given)
+        except DataError:
+            pass  # fall through to the precise "split folder missing" message below
     for split in config.OFFICIAL_SPLITS:
         split_dir = root / split
         if not split_dir.is_dir():
             raise DataError(
-                f"split folder {split_dir} is missing; expected {root} to hold "
+                f"split folder {split_dir} is missing; expected {root} (or a folder under "
+                f"it, up to {_LAYOUT_SEARCH_DEPTH} levels down) to hold "
                 f"{', '.join(s + '/' for s in config.OFFICIAL_SPLITS)}"
             )
         found = sorted(
@@ -100,7 +113,7 @@ def check_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
             if not any(_is_image_name(p.name) for p in class_dir.iterdir() if p.is_file()):
                 raise DataError(
                     f"class folder {class_dir} holds no image files (expected "
-                    f"{', '.join(sorted(config.IMAGE_EXTENSIONS))})"
+                    f"{', '.join(sorted(config.IMAGE_EXTENSIONS))}, in any case)"
                 )
     return root.resolve()
 
@@ -347,10 +360,157 @@ def _check_image_options(image_size: int, color_mode: str) -> None:
 _DECODED: dict[tuple, np.ndarray] = {}
 _DECODED_LOCK = threading.Lock()
 
+#: What to do with an image file that cannot be decoded.
+BadImagePolicy = Literal["stop", "skip"]
+
+#: Bumped whenever :func:`decode_image` changes what it returns, so old disk caches are
+#: never read back.
+_DECODER_VERSION = 1
+
+#: How many decoded sets the disk cache keeps (least recently used go first).
+DISK_CACHE_ENTRIES = 12
+
+
+class DataWarning(UserWarning):
+    """Something in the data was skipped or looks wrong, but loading went on."""
+
 
 def _cache_key(path: Path, image_size: int, color_mode: str) -> tuple:
     stat = path.stat()
     return (str(path), stat.st_size, stat.st_mtime_ns, image_size, color_mode)
+
+
+def decoded_cache_dir() -> Path | None:
+    """The folder of the on-disk cache of decoded images, or None when it is switched off.
+
+    ``$CHEST_XRAY_CACHE_DIR`` if set (an empty value or ``off`` switches the cache off),
+    else :data:`helpers.config.DEFAULT_CACHE_DIR` (``_build/cache/decoded``).
+    """
+    value = os.environ.get("CHEST_XRAY_CACHE_DIR")
+    if value is None:
+        return config.DEFAULT_CACHE_DIR
+    if value.strip().lower() in ("", "off", "none", "0"):
+        return None
+    return Path(value).expanduser()
+
+
+def files_fingerprint(keys: Iterable[tuple]) -> str:
+    """SHA-256 of a file list: each file's path, size and modification time, in order.
+
+    A changed file (new size or time), an added, removed or renamed file, or another order
+    gives another fingerprint; reading file contents is not needed.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"decoder-v{_DECODER_VERSION}".encode())
+    for key in keys:
+        digest.update(repr(key).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _read_disk_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None  # missing, or a file another process is still writing: decode instead
+    if array.shape != shape or array.dtype != np.uint8:
+        return None
+    os.utime(path)  # recently used: pruned last
+    return array
+
+
+def _write_disk_cache(path: Path, array: np.ndarray) -> None:
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        entries = sorted(path.parent.glob("*.npy"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[DISK_CACHE_ENTRIES:]:
+            old.unlink(missing_ok=True)
+    except OSError as error:
+        # A read-only or full disk costs speed, not correctness: say so and go on.
+        import warnings
+
+        warnings.warn(
+            f"could not write the decoded-image cache {path}: {error}", DataWarning, stacklevel=3
+        )
+
+
+def _decode_many(
+    paths: list[Path],
+    *,
+    image_size: int,
+    color_mode: ColorMode,
+    workers: int | None,
+    skip_bad: bool,
+    cache_dir: Path | None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Decode ``paths`` in order; returns the good images and ``{index: reason}`` of bad ones."""
+    channels = 1 if color_mode == "grayscale" else 3
+    bad: dict[int, str] = {}
+    keys: list[tuple | None] = []
+    for i, path in enumerate(paths):
+        try:
+            keys.append(_cache_key(path, image_size, color_mode))
+        except OSError:
+            if not skip_bad:
+                raise DataError(f"image file {path} does not exist") from None
+            keys.append(None)
+            bad[i] = f"image file {path} does not exist"
+
+    disk_file = None
+    if cache_dir is not None and not bad:
+        disk_file = Path(cache_dir) / f"{files_fingerprint(keys)}.npy"
+        with _DECODED_LOCK:
+            in_memory = all(k in _DECODED for k in keys)
+        if not in_memory:
+            cached = _read_disk_cache(disk_file, (len(paths), image_size, image_size, channels))
+            if cached is not None:
+                with _DECODED_LOCK:
+                    _DECODED.update(zip(keys, cached))
+                return cached, bad
+
+    # Keyed by file identity: a path listed twice is still decoded once.
+    missing: dict[tuple, Path] = {}
+    for i, key in enumerate(keys):
+        if key is not None and key not in _DECODED and key not in missing:
+            missing[key] = paths[i]
+    if missing:
+        def decode(item):
+            key, path = item
+            try:
+                return key, decode_image(path, image_size=image_size, color_mode=color_mode)
+            except DataError as error:
+                return key, error
+
+        # Pillow releases the GIL while it decodes and resizes, so threads use every core.
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            decoded = list(pool.map(decode, missing.items()))
+        errors = {k: r for k, r in decoded if isinstance(r, DataError)}
+        with _DECODED_LOCK:
+            _DECODED.update((k, r) for k, r in decoded if not isinstance(r, DataError))
+        for i, key in enumerate(keys):
+            if key in errors:
+                if not skip_bad:
+                    raise errors[key]  # the first bad file in the given order
+                bad[i] = str(errors[key])
+
+    good = [i for i in range(len(paths)) if i not in bad]
+    out = np.empty((len(good), image_size, image_size, channels), dtype=np.uint8)
+    for row, i in enumerate(good):
+        out[row] = _DECODED[keys[i]]
+    if disk_file is not None and not bad and not disk_file.exists():
+        _write_disk_cache(disk_file, out)
+    return out, bad
 
 
 def load_images(
@@ -359,8 +519,15 @@ def load_images(
     image_size: int = config.IMAGE_SIZE,
     color_mode: ColorMode = config.COLOR_MODE,
     workers: int | None = None,
+    cache_dir: str | os.PathLike | None | Literal["default"] = "default",
 ) -> np.ndarray:
-    """Decode many image files, in the given order, each at most once per process.
+    """Decode many image files, in the given order, each at most once.
+
+    Decoded images are kept in memory for the life of the process and, as one array per
+    file list, in an on-disk cache shared by every notebook of a build and by later builds.
+    The disk cache is keyed by the files' paths, sizes and modification times, the image
+    size, the colour mode and the decoder's version: changing, adding or removing a file
+    makes a new entry, and an entry is never read back for other files.
 
     Parameters
     ----------
@@ -370,42 +537,39 @@ def load_images(
         See :func:`decode_image`.
     workers : int or None
         Decoding threads; None uses every core.
+    cache_dir : path-like, None or "default"
+        Folder of the disk cache; None switches it off; "default" is
+        :func:`decoded_cache_dir`.
 
     Returns
     -------
     numpy.ndarray of uint8, shape (n, image_size, image_size, channels)
+
+    Raises
+    ------
+    DataError
+        For the first file (in the given order) that is missing or cannot be decoded.
     """
     _check_image_options(image_size, color_mode)
     paths = [Path(p).absolute() for p in paths]
     if not paths:
         channels = 1 if color_mode == "grayscale" else 3
         return np.empty((0, image_size, image_size, channels), dtype=np.uint8)
-    for path in paths:
-        if not path.is_file():
-            raise DataError(f"image file {path} does not exist")
-    keys = [_cache_key(p, image_size, color_mode) for p in paths]
-    # dict.fromkeys: a path listed twice is still decoded once.
-    missing = list(dict.fromkeys((p, k) for p, k in zip(paths, keys) if k not in _DECODED))
-    if missing:
-        def decode(item):
-            path, key = item
-            return key, decode_image(path, image_size=image_size, color_mode=color_mode)
-
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            decoded = list(pool.map(decode, missing))
-        with _DECODED_LOCK:
-            _DECODED.update(decoded)
-    channels = 1 if color_mode == "grayscale" else 3
-    out = np.empty((len(paths), image_size, image_size, channels), dtype=np.uint8)
-    for i, key in enumerate(keys):
-        out[i] = _DECODED[key]
-    return out
+    images, _ = _decode_many(
+        paths, image_size=image_size, color_mode=color_mode, workers=workers, skip_bad=False,
+        cache_dir=decoded_cache_dir() if cache_dir == "default" else cache_dir,
+    )
+    return images
 
 
-def clear_decoded_cache() -> None:
-    """Forget every decoded image (the next load decodes again)."""
+def clear_decoded_cache(*, disk: bool = False) -> None:
+    """Forget every decoded image kept in memory (and on disk when ``disk`` is True)."""
     with _DECODED_LOCK:
         _DECODED.clear()
+    folder = decoded_cache_dir()
+    if disk and folder is not None and folder.is_dir():
+        for entry in folder.glob("*.npy"):
+            entry.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -458,6 +622,8 @@ class ChestXrays:
     color_mode: ColorMode
     seed: int
     val_fraction: float = config.VAL_FRACTION
+    #: Images left out with ``on_bad_image="skip"``: (path relative to the data folder, reason).
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __getitem__(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
@@ -473,13 +639,15 @@ def load_chest_xrays(
     val_fraction: float = config.VAL_FRACTION,
     seed: int = config.SEED,
     results_dir: str | os.PathLike | None = None,
+    on_bad_image: BadImagePolicy = "stop",
 ) -> ChestXrays:
     """Load the training, validation and test images with the person-aware split.
 
     Parameters
     ----------
     data_dir : path-like or None
-        Folder in the Kaggle layout; None is the embedded copy.
+        Folder in the Kaggle layout, or a folder above it (see :func:`check_data_dir`);
+        None is the embedded copy.
     image_size : int
         Side of the square images, in pixels.
     color_mode : {"rgb", "grayscale"}
@@ -488,34 +656,68 @@ def load_chest_xrays(
         See :func:`person_aware_split`.
     results_dir : path-like or None
         If given, the split is written to ``results_dir/split.csv``.
+    on_bad_image : {"stop", "skip"}
+        A missing, unreadable, corrupt or truncated image file: ``"stop"`` (the default)
+        raises :class:`DataError` naming it; ``"skip"`` leaves it out, warns with a
+        :class:`DataWarning` giving the count and the paths, and records it in
+        ``ChestXrays.skipped``. The split is made before skipping, so skipping a file never
+        moves another image to the other side. Stopping is the default because a corrupt
+        file in a medical data set is a finding to look at, not noise to hide.
 
     Returns
     -------
     ChestXrays
     """
     _check_image_options(image_size, color_mode)
+    if on_bad_image not in ("stop", "skip"):
+        raise ValueError(f"on_bad_image must be 'stop' or 'skip', got {on_bad_image!r}")
     root = check_data_dir(data_dir)
     table = split_table(root, val_fraction=val_fraction, seed=seed)
     splits = {}
+    skipped: dict[str, str] = {}
     for name in ("train", "val", "test"):
         rows = table[table["split"] == name]
         paths = rows["path"].tolist()
-        images = load_images(
-            [root / p for p in paths], image_size=image_size, color_mode=color_mode
+        images, bad = _decode_many(
+            [root / p for p in paths], image_size=image_size, color_mode=color_mode,
+            workers=None, skip_bad=on_bad_image == "skip", cache_dir=decoded_cache_dir(),
         )
+        keep = np.ones(len(paths), dtype=bool)
+        for i, reason in bad.items():
+            keep[i] = False
+            skipped[paths[i]] = reason
+        labels = rows["label"].to_numpy(dtype=np.int64)[keep]
+        for label, class_name in enumerate(config.CLASS_NAMES):
+            if not np.any(labels == label):
+                listed = "\n".join(f"  {paths[i]}: {reason}" for i, reason in sorted(bad.items()))
+                raise DataError(
+                    f"after skipping {len(bad)} unreadable image(s) of the {name} split, it "
+                    f"holds no {class_name} image:\n{listed}"
+                )
         splits[name] = Split(
             name=name,
-            paths=paths,
-            labels=rows["label"].to_numpy(dtype=np.int64),
+            paths=[p for p, k in zip(paths, keep) if k],
+            labels=labels,
             images=images,
             data_dir=root,
         )
+    if skipped:
+        import warnings
+
+        listed = "\n".join(f"  {path}: {reason}" for path, reason in sorted(skipped.items()))
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable image(s) of {len(table)} in {root} "
+            f"(on_bad_image='skip'):\n{listed}",
+            DataWarning,
+            stacklevel=2,
+        )
+        table = table[~table["path"].isin(skipped)].reset_index(drop=True)
     # Written only once every image decoded: a bad file leaves no split.csv behind.
     if results_dir is not None:
         write_split_csv(table, results_dir)
     return ChestXrays(
         **splits, table=table, image_size=image_size, color_mode=color_mode, seed=seed,
-        val_fraction=val_fraction,
+        val_fraction=val_fraction, skipped=tuple(sorted(skipped.items())),
     )
 
 
@@ -537,12 +739,14 @@ def class_weights(labels: Iterable[int]) -> dict[int, float]:
 
 
 def training_dataset(
-    split: Split, *, batch_size: int, seed: int, shuffle: bool = True
+    split: Split, *, batch_size: int, seed: int, shuffle: bool = True, drop_remainder: bool = False
 ) -> "tf.data.Dataset":
     """Batches of ``(images, labels)`` for ``fit``, reshuffled each epoch from ``seed``.
 
     Only for training: evaluation never goes through a shuffled dataset (see
-    :func:`helpers.evaluate.predict_split`).
+    :func:`helpers.evaluate.predict_split`). ``drop_remainder`` leaves out the last, short
+    batch of each epoch (a different few images each epoch, since the order is reshuffled);
+    training on several replicas needs it, because replicas must get equal shares.
     """
     import tensorflow as tf
 
@@ -551,7 +755,7 @@ def training_dataset(
     ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels.astype("float32")))
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
 
 
 def download_kaggle() -> Path:
@@ -581,22 +785,39 @@ def download_kaggle() -> Path:
     return find_layout_root(root)
 
 
+#: How deep :func:`find_layout_root` looks below the folder it is given.
+_LAYOUT_SEARCH_DEPTH = 3
+
+
 def find_layout_root(folder: str | os.PathLike) -> Path:
     """The folder under ``folder`` that holds ``train/val/test`` (the archive nests it).
 
     The Kaggle archive unpacks to ``chest_xray/chest_xray/{train,val,test}`` beside a
-    ``__MACOSX`` copy; this returns the first folder, breadth first, holding all three splits.
+    ``__MACOSX`` copy; this returns the first folder, breadth first and at most
+    three levels down, holding all three splits. ``__MACOSX`` and hidden folders are never
+    entered.
+
+    Raises
+    ------
+    DataError
+        If no such folder exists.
     """
     folder = Path(folder)
-    queue = [folder]
+    queue = [(folder, 0)]
     while queue:
-        current = queue.pop(0)
+        current, depth = queue.pop(0)
         if all((current / s).is_dir() for s in config.OFFICIAL_SPLITS):
             return current
-        queue.extend(
-            sorted(p for p in current.iterdir() if p.is_dir() and p.name != "__MACOSX")
-        )
-    raise DataError(f"no folder holding train/, val/ and test/ found under {folder}")
+        if depth < _LAYOUT_SEARCH_DEPTH:
+            queue.extend(
+                (p, depth + 1)
+                for p in sorted(current.iterdir())
+                if p.is_dir() and p.name != "__MACOSX" and not p.name.startswith(".")
+            )
+    raise DataError(
+        f"no folder holding train/, val/ and test/ found in {folder} or up to "
+        f"{_LAYOUT_SEARCH_DEPTH} levels below it"
+    )
 
 
 def describe_files(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -623,6 +844,26 @@ def describe_files(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     return pd.DataFrame(
         rows, columns=["split", "label", "path", "width", "height", "mode", "format", "bytes"]
     )
+
+
+def data_fingerprint(data_dir: str | os.PathLike | None = None) -> str:
+    """SHA-256 of a data folder's image files: relative paths, sizes and modification times.
+
+    Cheap (no file is read) and changes when a file is added, removed, renamed or
+    rewritten. A folder that is not a valid data folder gives ``"invalid: <reason>"``.
+    """
+    try:
+        root = check_data_dir(data_dir)
+    except DataError as error:
+        return f"invalid: {error}"
+    entries = []
+    for split in config.OFFICIAL_SPLITS:
+        for class_name in config.CLASS_NAMES:
+            for entry in os.scandir(root / split / class_name):
+                if entry.is_file() and _is_image_name(entry.name):
+                    stat = entry.stat()
+                    entries.append((f"{split}/{class_name}/{entry.name}", stat.st_size, stat.st_mtime_ns))
+    return files_fingerprint(sorted(entries))
 
 
 def persons_on_both_sides(groups: Iterable[str], is_val: Iterable[bool]) -> int:

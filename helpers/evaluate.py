@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.data import Split
+from helpers.metrics import MetricError
 from helpers.models import output_kind
 
 
@@ -66,6 +67,11 @@ def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
     -------
     Predictions
         ``scores`` are probabilities of PNEUMONIA in [0, 1], whatever the model outputs.
+
+    Raises
+    ------
+    helpers.metrics.MetricError
+        If any score is NaN or infinite (a diverged model), naming how many and the first.
     """
     kind = output_kind(model)
     raw = np.asarray(model.predict(split.images, batch_size=batch_size, verbose=0))
@@ -73,6 +79,15 @@ def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
     if raw.shape[1] != 1:
         raise ValueError(f"model must output one value per image, got shape {raw.shape}")
     raw = raw[:, 0].astype(np.float64)
+    bad = ~np.isfinite(raw)
+    if bad.any():
+        first = split.paths[int(np.argmax(bad))]
+        raise MetricError(
+            f"model {model.name!r} gave non-finite scores (NaN or infinity) for "
+            f"{int(bad.sum())} of {len(split)} {split.name} images (the first: {first}). "
+            "No metric is defined for them; training has probably diverged: look at the "
+            "loss in the training history, and lower the learning rate or check the inputs."
+        )
     scores = sigmoid(raw) if kind == "logit" else raw
     return Predictions(
         split=split.name, paths=list(split.paths), labels=split.labels.copy(), scores=scores

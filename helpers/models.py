@@ -73,6 +73,8 @@ class BuiltModel:
     messages: list[str] = field(default_factory=list)
     #: Name of a frozen layer whose outputs can be cached during training (model 5), or None.
     frozen_feature_layer: str | None = None
+    #: The ``tf.distribute`` strategy whose scope holds the variables (None: the default).
+    strategy: object = None
 
 
 # ---------------------------------------------------------------------------------------

@@ -103,24 +103,78 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_metrics(results_dir: str | os.PathLike, model_id: str) -> dict:
-    """Read ``results_dir/<model_id>/metrics.json``."""
+    """Read ``results_dir/<model_id>/metrics.json`` (after tidying an interrupted write)."""
+    recover_interrupted(results_dir, model_id)
     path = Path(results_dir) / model_id / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; run the {model_id} chapter first")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def recover_interrupted(results_dir: str | os.PathLike, model_id: str) -> list[str]:
+    """Tidy what a killed writer of ``results_dir/<model_id>/`` left behind.
+
+    A writer killed while assembling leaves a hidden staging folder: it is removed. One
+    killed between its two renames leaves the previous results under a hidden ``.old``
+    name and no results folder: they are put back. Folders of writers still running (by
+    process id) are left alone.
+
+    Returns
+    -------
+    list of str
+        What was done, one line each (empty when there was nothing to tidy).
+    """
+    results_dir = Path(results_dir)
+    final = results_dir / model_id
+    done: list[str] = []
+    if not results_dir.is_dir():
+        return done
+    for entry in sorted(results_dir.glob(f".{model_id}.*")):
+        parts = entry.name.split(".")
+        # .<model_id>.staging.<pid>.<random> and .<model_id>.old.<pid>
+        kind = parts[2] if len(parts) > 3 else ""
+        try:
+            pid = int(parts[3])
+        except (IndexError, ValueError):
+            continue
+        if kind not in ("staging", "old") or _pid_alive(pid) and pid != os.getpid():
+            continue
+        if kind == "old" and not final.exists():
+            os.replace(entry, final)
+            done.append(f"restored the previous results of {model_id} from {entry.name}")
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            done.append(f"removed {entry.name}, left by an interrupted run")
+    return done
+
+
 class ResultsWriter:
     """Assemble ``results_dir/<model_id>/`` in a staging folder, then swap it in.
 
     Use as a context manager; on an exception the staging folder is removed and the previous
-    results stay as they were.
+    results stay as they were. A process killed at any point (no exception, no clean-up)
+    leaves the previous complete results visible or, in the instant between the two
+    renames of the swap, hidden beside it; the next writer puts them back or tidies up
+    (:func:`recover_interrupted`).
     """
 
     def __init__(self, results_dir: str | os.PathLike, model_id: str):
         self.final = Path(results_dir) / model_id
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{model_id}.staging."))
+        recover_interrupted(self.final.parent, model_id)
+        self.staging = Path(
+            tempfile.mkdtemp(dir=self.final.parent, prefix=f".{model_id}.staging.{os.getpid()}.")
+        )
 
     def __enter__(self) -> "ResultsWriter":
         return self

@@ -67,20 +67,70 @@ class TrainingRun:
         return self.built.model
 
 
+#: Strategy names :func:`distribution_strategy` knows.
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def distribution_strategy(name: str | None = "default", *, devices: list[str] | None = None):
+    """A ``tf.distribute`` strategy by name, for training on more than one device.
+
+    Parameters
+    ----------
+    name : {"default", "mirrored", "multi_worker"} or None
+        ``"default"`` (or None): TensorFlow's default strategy, one device, what a laptop
+        uses. ``"mirrored"``: :class:`tf.distribute.MirroredStrategy`, one replica per GPU
+        (or per device in ``devices``), gradients summed across replicas each step.
+        ``"multi_worker"``: :class:`tf.distribute.MultiWorkerMirroredStrategy`, the cluster
+        described by the ``TF_CONFIG`` environment variable.
+    devices : list of str, optional
+        For ``"mirrored"``: the devices to mirror over (``["/gpu:0", "/gpu:1"]``); all
+        visible GPUs (or the CPU) when None.
+
+    Returns
+    -------
+    tf.distribute.Strategy
+        Build the model inside ``strategy.scope()`` (:func:`build` does) and give
+        :func:`fit` the *per-replica* batch size: it multiplies it by
+        ``strategy.num_replicas_in_sync``.
+    """
+    import tensorflow as tf
+
+    if name in (None, "default"):
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker":
+        if devices is not None:
+            raise ValueError("devices applies to the 'mirrored' strategy only")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+
+
 def build(
     model_id: str,
     xrays: ChestXrays,
     *,
     seed: int = config.SEED,
     base_weights: str | os.PathLike | None = "imagenet",
+    strategy=None,
 ) -> BuiltModel:
-    """Seed everything, then build and compile ``model_id`` for ``xrays``' image shape."""
+    """Seed everything, then build and compile ``model_id`` for ``xrays``' image shape.
+
+    ``strategy`` (a ``tf.distribute.Strategy`` or a name for
+    :func:`distribution_strategy`) is the scope the model's variables are created in;
+    None is the default single-device strategy.
+    """
     get_spec(model_id)
+    if strategy is None or isinstance(strategy, str):
+        strategy = distribution_strategy(strategy)
     set_seed(seed)
     channels = xrays.train.images.shape[-1]
-    return build_model(
-        model_id, image_size=xrays.image_size, channels=channels, base_weights=base_weights
-    )
+    with strategy.scope():
+        built = build_model(
+            model_id, image_size=xrays.image_size, channels=channels, base_weights=base_weights
+        )
+    built.strategy = strategy
+    return built
 
 
 def fit(
@@ -106,14 +156,20 @@ def fit(
         layers with the model, the shuffling and dropout draw the same random numbers, so
         the trained model is the same as with the base in the loop (test scores agree to
         float32 rounding), several times faster.
+    batch_size : int
+        Images per step *per replica*: under a strategy with several replicas (see
+        :func:`distribution_strategy`) each step sees ``replicas x batch_size`` images.
     verbose : int
         Keras' verbosity; 2 prints one line per epoch.
     """
     check_training_parameters(epochs=epochs, batch_size=batch_size, seed=seed)
     weights = class_weights(xrays.train.labels) if use_class_weights else None
+    # batch_size is per replica (per device); each step sees replicas x batch_size images.
+    replicas = built.strategy.num_replicas_in_sync if built.strategy is not None else 1
+    global_batch = batch_size * replicas
     start = time.perf_counter()
     model, train_split, val_split = built.model, xrays.train, xrays.val
-    if cache_frozen_features and built.frozen_feature_layer is not None:
+    if cache_frozen_features and built.frozen_feature_layer is not None and replicas == 1:
         from dataclasses import replace
 
         from helpers.models import compile_with_spec, split_at_frozen_features
@@ -124,13 +180,22 @@ def fit(
             replace(s, images=extractor.predict(s.images, batch_size=batch_size, verbose=0))
             for s in (xrays.train, xrays.val)
         )
-    train_ds = training_dataset(train_split, batch_size=batch_size, seed=seed)
-    # Validation is a plain array pass: fixed order, no shuffling.
+    train_ds = training_dataset(
+        train_split, batch_size=global_batch, seed=seed, drop_remainder=replicas > 1
+    )
+    # Validation is a plain pass in file order, no shuffling.
     val_data = (val_split.images, val_split.labels.astype("float32"))
+    if replicas > 1:
+        # Replicas need equal shares of every batch, so the per-epoch validation curve uses
+        # whole batches only; the threshold and every reported metric come from
+        # evaluate_and_save's single pass over all validation images.
+        val_data = training_dataset(
+            val_split, batch_size=global_batch, seed=seed, shuffle=False, drop_remainder=True
+        )
     history = model.fit(
         train_ds,
         validation_data=val_data,
-        validation_batch_size=batch_size,
+        validation_batch_size=global_batch,
         epochs=epochs,
         class_weight=weights,
         shuffle=False,  # shuffling happens in tf.data, seeded
@@ -261,6 +326,7 @@ def evaluate_and_save(
         "epochs": run.epochs,
         "training_seconds": run.training_seconds,
         "n_images": {"train": len(xrays.train), "val": len(xrays.val), "test": len(xrays.test)},
+        "skipped_images": [{"path": path, "reason": reason} for path, reason in xrays.skipped],
         "versions": _versions(),
         "warnings": warnings_list + list(run.built.messages),
     }

@@ -9,10 +9,14 @@ Images are tiny and made with NumPy + Pillow; nothing needs the network.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import
+# Tests decode generated folders: their decoded-image cache goes to a temporary folder, not
+# to the project's _build/cache (tests that check the cache set their own).
+os.environ["CHEST_XRAY_CACHE_DIR"] = tempfile.mkdtemp(prefix="chest-xray-test-cache-")
 
 import numpy as np
 import pytest

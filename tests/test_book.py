@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import nbformat
@@ -178,7 +179,7 @@ def test_build_succeeds_with_one_progress_line_per_notebook(built):
     for name in ("alpha", "beta"):
         matching = [line for line in lines if line.split()[0] == name]
         assert len(matching) == 1, lines
-        assert re.fullmatch(rf"{name}\s+executed\s+\d+\.\d s", matching[0]), matching
+        assert re.fullmatch(rf"{name}\s+executed\s+\d+\.\d s  \(never executed\)", matching[0]), matching
     assert (built["html"] / "index.html").is_file()
 
 
@@ -237,7 +238,7 @@ def test_only_runs_the_named_chapter(tmp_path):
     index = book.build_book(**layout, output_dir=tmp_path, only=["beta"], out=out)
     lines = out.getvalue().splitlines()
     assert re.match(r"beta\s+executed\s", next(l for l in lines if l.startswith("beta")))
-    assert "not executed" in next(l for l in lines if l.startswith("alpha"))
+    assert "stale (never executed)" in next(l for l in lines if l.startswith("alpha"))
     assert not any(re.match(r"alpha\s+executed", l) for l in lines)
     # Never executed, alpha is left out (its glued numbers would be broken references).
     assert "left out" in next(l for l in lines if l.startswith("alpha"))
@@ -353,3 +354,169 @@ def test_jupyter_book_build_book_works_with_the_plain_config(tmp_path):
     assert "n_points=5 label=alpha" in alpha  # the notebook's own defaults
     assert "<img" in alpha and STDERR_MARKER not in alpha
     assert "<table" in (html / "beta.html").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# Re-using unchanged chapters, and saying which are stale
+# ---------------------------------------------------------------------------------------
+
+
+def counting_notebook(name: str, uses: list[str] | None = None) -> nbformat.NotebookNode:
+    """A chapter that appends a line to runs.txt (beside it) each time it executes."""
+    nb = _notebook(
+        ("markdown", f"# {name.title()} chapter", []),
+        ("code", "n_points = 3", ["parameters"]),
+        ("code", f"with open('runs.txt', 'a') as f:\n    f.write('{name}\\n')\nprint(n_points)", []),
+    )
+    if uses:
+        nb.metadata["book"] = {"uses_results_of": uses}
+    return nb
+
+
+def _runs(layout) -> list[str]:
+    runs = layout["source_dir"] / "runs.txt"
+    return runs.read_text().split() if runs.exists() else []
+
+
+def _lines(out: io.StringIO) -> dict[str, str]:
+    return {line.split()[0]: line for line in out.getvalue().splitlines() if line.strip()}
+
+
+@pytest.fixture
+def counting_book(tmp_path):
+    notebooks = {"alpha": counting_notebook("alpha"), "beta": counting_notebook("beta", uses=["alpha"])}
+    layout = make_fixture_book(tmp_path, notebooks)
+    code = tmp_path / "code"
+    (code / "pkg").mkdir(parents=True)
+    (code / "pkg" / "module.py").write_text("VALUE = 1\n")
+    return layout, code, tmp_path
+
+
+def _build(counting_book, **options):
+    layout, code, root = counting_book
+    out = io.StringIO()
+    book.build_book(**layout, output_dir=root, code_dir=code, out=out, **options)
+    return _lines(out)
+
+
+def test_a_second_build_with_nothing_changed_reuses_every_chapter(counting_book):
+    layout = counting_book[0]
+    _build(counting_book)
+    assert _runs(layout) == ["alpha", "beta"]
+    lines = _build(counting_book)
+    assert _runs(layout) == ["alpha", "beta"]  # nothing executed again
+    for name in ("alpha", "beta"):
+        assert re.match(rf"{name}\s+re-used\s+unchanged since \d{{4}}-", lines[name]), lines[name]
+    assert "rendered" in lines["(rendering)"]
+    assert (counting_book[2] / "_build" / "html" / "beta.html").is_file()
+
+
+def test_force_executes_everything(counting_book):
+    _build(counting_book)
+    lines = _build(counting_book, force=True)
+    assert _runs(counting_book[0]) == ["alpha", "beta"] * 2
+    assert "(--force)" in lines["alpha"]
+
+
+@pytest.mark.parametrize(
+    "change, reruns, reason",
+    [
+        ("notebook", ["beta"], "notebook changed"),
+        ("upstream", ["alpha", "beta"], "alpha runs again"),
+        ("parameters", ["alpha", "beta"], "parameters changed"),
+        ("code", ["alpha", "beta"], "helpers code changed"),
+        ("environment", ["alpha", "beta"], "environment changed"),
+    ],
+)
+def test_a_chapter_runs_again_when_one_of_its_inputs_changed(counting_book, monkeypatch, change, reruns, reason):
+    layout, code, _ = counting_book
+    _build(counting_book)
+    options = {}
+    if change == "notebook":
+        nb = counting_notebook("beta", uses=["alpha"])
+        nb.cells[0].source += "\n\nA new sentence."
+        nbformat.write(nb, layout["source_dir"] / "beta.ipynb")
+    elif change == "upstream":
+        nb = counting_notebook("alpha")
+        nb.cells[0].source += "\n\nA new sentence."
+        nbformat.write(nb, layout["source_dir"] / "alpha.ipynb")
+    elif change == "parameters":
+        options["params"] = {"n_points": 4}
+    elif change == "code":
+        (code / "pkg" / "module.py").write_text("VALUE = 2\n")
+    else:
+        monkeypatch.setenv("BOOK_EPOCHS", "1")
+    lines = _build(counting_book, **options)
+    assert _runs(layout)[2:] == reruns
+    last = reruns[-1]
+    assert reason in lines[last], lines[last]
+
+
+def test_changed_data_makes_chapters_that_read_it_stale(tmp_path, make_xrays):
+    folder = make_xrays()
+    nb = counting_notebook("alpha")
+    nb.cells[1].source = f"n_points = 3\ndata_dir = {str(folder.root)!r}"
+    layout = make_fixture_book(tmp_path, {"alpha": nb, "beta": counting_notebook("beta")})
+    out = io.StringIO()
+    book.build_book(**layout, output_dir=tmp_path, out=out)
+    extra = folder.root / "test" / "NORMAL" / "IM-0777-0001.jpeg"
+    shutil.copy(folder.root / folder.images_of("test")[0], extra)
+    out = io.StringIO()
+    decisions = book.book_status(layout["source_dir"], tmp_path, layout["toc_path"], out=out)
+    assert decisions["alpha"].action == "execute" and decisions["beta"].action == "reuse"
+    assert re.search(r"alpha\s+stale\s+\(data changed\)", out.getvalue())
+    assert re.search(r"beta\s+up to date", out.getvalue())
+
+
+def test_changed_results_file_makes_the_chapter_stale(counting_book, tmp_path):
+    layout, code, root = counting_book
+    nb = counting_notebook("alpha")
+    results = root / "results"
+    nb.cells[1].source = f"n_points = 3\nresults_dir = {str(results)!r}"
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "import os\nos.makedirs(results_dir + '/alpha', exist_ok=True)\n"
+        "open(results_dir + '/alpha/metrics.json', 'w').write('{}')"
+    ))
+    nbformat.write(nb, layout["source_dir"] / "alpha.ipynb")
+    _build(counting_book)
+    (results / "alpha" / "metrics.json").write_text('{"edited": true}')
+    lines = _build(counting_book)
+    assert "results file" in lines["alpha"] and "changed or is missing" in lines["alpha"]
+    assert "alpha runs again" in lines["beta"]
+
+
+def test_an_interrupted_build_is_reported_and_its_chapter_runs_again(tmp_path):
+    sleeper = _notebook(
+        ("markdown", "# Slow chapter", []),
+        ("code", "seconds = 120", ["parameters"]),
+        ("code", "import time\nprint('STARTED', flush=True)\ntime.sleep(seconds)", []),
+    )
+    layout = make_fixture_book(tmp_path, {"alpha": alpha_notebook(), "beta": sleeper})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "helpers.book", "--source-dir", str(layout["source_dir"]),
+         "--output-dir", str(tmp_path), "--config", str(layout["config_path"]),
+         "--toc", str(layout["toc_path"])],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+    try:
+        for line in process.stdout:
+            if line.startswith("alpha"):
+                break  # alpha finished; beta is running now
+        state = tmp_path / "_build" / book.STATE_FILE
+        for _ in range(300):
+            if '"running"' in state.read_text():
+                break
+            time.sleep(0.1)
+        process.kill()
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    status = subprocess.run(
+        [sys.executable, "-m", "helpers.book", "--status", "--source-dir", str(layout["source_dir"]),
+         "--output-dir", str(tmp_path), "--toc", str(layout["toc_path"])],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"alpha\s+up to date", status.stdout), status.stdout
+    assert re.search(r"beta\s+stale\s+\(its run of .* was interrupted\)", status.stdout), status.stdout

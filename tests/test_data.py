@@ -325,7 +325,7 @@ def test_each_image_is_decoded_once_per_process(mixed_folder, monkeypatch):
     # Another size or colour mode is another conversion, decoded once more.
     data.load_images([mixed_folder.root / mixed_folder.images[0]], image_size=20, color_mode="grayscale")
     assert len(calls) == len(mixed_folder.images) + 1
-    data.clear_decoded_cache()
+    data.clear_decoded_cache(disk=True)
     data.load_images([mixed_folder.root / mixed_folder.images[0]], image_size=20)
     assert len(calls) == len(mixed_folder.images) + 2
 
@@ -350,8 +350,8 @@ def test_load_images_keeps_the_given_order(xray_folder):
 # ---------------------------------------------------------------------------------------
 
 
-def _load_into(root, results):
-    return data.load_chest_xrays(root, image_size=16, results_dir=results)
+def _load_into(root, results, **options):
+    return data.load_chest_xrays(root, image_size=16, results_dir=results, **options)
 
 
 def test_missing_data_folder(tmp_path):
@@ -452,6 +452,43 @@ def test_corrupt_image_leaves_no_split_csv(make_xrays, tmp_path, spoil):
     assert not (tmp_path / "results" / "split.csv").exists()
 
 
+@pytest.mark.parametrize("spoil", [_corrupt, _truncated], ids=["random-bytes", "truncated-jpeg"])
+def test_skip_policy_leaves_out_bad_images_warns_with_paths_and_records_them(make_xrays, tmp_path, spoil):
+    folder = make_xrays(test_per_class=2)
+    bad = spoil(folder)
+    relative = bad.relative_to(folder.root).as_posix()
+    data.clear_decoded_cache()
+    with pytest.warns(data.DataWarning, match="skipped 1 unreadable image") as caught:
+        xrays = _load_into(folder.root, tmp_path / "results", on_bad_image="skip")
+    assert relative in str(caught[0].message)
+    assert [path for path, _ in xrays.skipped] == [relative]
+    assert "corrupt or truncated" in xrays.skipped[0][1] or "not an image" in xrays.skipped[0][1]
+    used = xrays.train.paths + xrays.val.paths + xrays.test.paths
+    assert relative not in used and len(used) == len(folder.images)  # every good image kept
+    assert relative not in (tmp_path / "results" / "split.csv").read_text()
+    for split in (xrays.train, xrays.val, xrays.test):
+        assert len(split.images) == len(split.labels) == len(split.paths)
+    # Skipping never moves another image: the split of the good images is the same.
+    folder_split = data.split_table(folder.root)
+    kept = folder_split[folder_split["path"] != relative]
+    assert kept["path"][kept["split"] == "val"].tolist() == xrays.val.paths
+
+
+def test_skip_policy_that_empties_a_class_is_an_error(make_xrays):
+    folder = make_xrays(test_per_class=1)
+    for path in (folder.root / "test" / "NORMAL").iterdir():
+        path.write_bytes(b"not a jpeg")
+    data.clear_decoded_cache()
+    with pytest.raises(DataError, match="test split, it holds no NORMAL") as info:
+        data.load_chest_xrays(folder.root, image_size=16, seed=0, on_bad_image="skip")
+    assert "test/NORMAL/IM-0500-0001.jpeg" in str(info.value)
+
+
+def test_unknown_bad_image_policy_is_refused(xray_folder):
+    with pytest.raises(ValueError, match="on_bad_image must be 'stop' or 'skip'"):
+        data.load_chest_xrays(xray_folder.root, image_size=16, on_bad_image="ignore")
+
+
 def test_missing_image_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="ghost.png"):
         data.decode_image(tmp_path / "ghost.png", image_size=8)
@@ -520,6 +557,37 @@ def test_training_dataset_batches_every_image_once_per_epoch(xrays32):
     assert sorted(labels) == sorted(xrays32.train.labels.tolist())
     with pytest.raises(ValueError, match="batch_size"):
         data.training_dataset(xrays32.train, batch_size=0, seed=0)
+
+
+def _kaggle_archive(make_xrays, tmp_path):
+    """The Kaggle archive as unpacked: chest_xray/chest_xray/... beside __MACOSX/ and ._ files."""
+    folder = make_xrays(name="archive/chest_xray/chest_xray")
+    top = tmp_path / "archive"
+    for rel in folder.images[:5]:
+        fork = top / "__MACOSX" / "chest_xray" / "chest_xray" / Path(rel).parent / f"._{Path(rel).name}"
+        fork.parent.mkdir(parents=True, exist_ok=True)
+        fork.write_bytes(b"\x00\x05\x16\x07 resource fork")
+        (folder.root / Path(rel).parent / f"._{Path(rel).name}").write_bytes(b"\x00\x05\x16\x07")
+    return top, folder
+
+
+@pytest.mark.parametrize("level", ["archive", "archive/chest_xray", "archive/chest_xray/chest_xray"])
+def test_loader_finds_the_data_from_any_level_of_the_kaggle_archive(make_xrays, tmp_path, level):
+    top, folder = _kaggle_archive(make_xrays, tmp_path)
+    given = tmp_path / level
+    assert data.check_data_dir(given) == folder.root.resolve()
+    xrays = data.load_chest_xrays(given, image_size=16, seed=0)
+    assert xrays.train.data_dir == folder.root.resolve()
+    assert sorted(xrays.train.paths + xrays.val.paths + xrays.test.paths) == folder.images  # no ._ files
+
+
+def test_layout_too_deep_or_absent_is_a_clear_error(make_xrays, tmp_path):
+    make_xrays(name="a/b/c/d/chest_xray")
+    with pytest.raises(DataError, match=r"split folder .*a[/\\]train is missing.*3 levels down"):
+        data.check_data_dir(tmp_path / "a")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty.train is missing.*to hold train/, val/, test/"):
+        data.check_data_dir(tmp_path / "empty")
 
 
 def test_find_layout_root_skips_macosx_copy(tmp_path):
@@ -606,3 +674,108 @@ def test_importing_helpers_touches_no_network_and_no_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# ---------------------------------------------------------------------------------------
+# The on-disk cache of decoded images
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def disk_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("CHEST_XRAY_CACHE_DIR", str(folder))
+    data.clear_decoded_cache()
+    yield folder
+    data.clear_decoded_cache()
+
+
+def _count_decodes(monkeypatch):
+    calls = []
+    real = data.decode_image
+
+    def counting(path, **kwargs):
+        calls.append(Path(path).name)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(data, "decode_image", counting)
+    return calls
+
+
+def test_disk_cache_serves_a_later_process_without_decoding(make_xrays, disk_cache, monkeypatch):
+    folder = make_xrays()
+    first = data.load_chest_xrays(folder.root, image_size=16, seed=0)
+    assert len(list(disk_cache.glob("*.npy"))) == 3  # one entry per split's file list
+    data.clear_decoded_cache()  # what a new process starts with
+    calls = _count_decodes(monkeypatch)
+    second = data.load_chest_xrays(folder.root, image_size=16, seed=0)
+    assert calls == []
+    for name in ("train", "val", "test"):
+        assert np.array_equal(first[name].images, second[name].images)
+
+
+@pytest.mark.parametrize("change", ["rewrite", "add", "remove"])
+def test_a_changed_added_or_removed_file_invalidates_the_disk_cache(make_xrays, disk_cache, monkeypatch, change):
+    folder = make_xrays()
+    data.load_chest_xrays(folder.root, image_size=16, seed=0)
+    target = folder.root / "test" / "NORMAL" / "IM-0500-0001.jpeg"
+    if change == "rewrite":
+        save_image(target, Image.new("RGB", (30, 30), (255, 255, 255)))
+        os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
+    elif change == "add":
+        save_image(folder.root / "test" / "NORMAL" / "IM-0600-0001.jpeg", Image.new("RGB", (30, 30), 0))
+    else:
+        target.unlink()
+    data.clear_decoded_cache()
+    calls = _count_decodes(monkeypatch)
+    xrays = data.load_chest_xrays(folder.root, image_size=16, seed=0)
+    assert calls  # the test split's list changed: decoded again, not read from the old entry
+    if change == "rewrite":
+        row = xrays.test.paths.index("test/NORMAL/IM-0500-0001.jpeg")
+        assert (xrays.test.images[row] == 255).all()
+    assert len(xrays.test) == len(folder.images_of("test")) + {"rewrite": 0, "add": 1, "remove": -1}[change]
+
+
+def test_disk_cache_keys_on_size_and_colour_mode(make_xrays, disk_cache, monkeypatch):
+    folder = make_xrays()
+    paths = [folder.root / p for p in folder.images_of("test")]
+    rgb16 = data.load_images(paths, image_size=16)
+    gray16 = data.load_images(paths, image_size=16, color_mode="grayscale")
+    rgb8 = data.load_images(paths, image_size=8)
+    assert (rgb16.shape, gray16.shape, rgb8.shape) == ((16, 16, 16, 3), (16, 16, 16, 1), (16, 8, 8, 3))
+    assert len(list(disk_cache.glob("*.npy"))) == 3
+
+
+def test_a_damaged_cache_entry_is_decoded_again(make_xrays, disk_cache, monkeypatch):
+    folder = make_xrays()
+    paths = [folder.root / p for p in folder.images_of("test")]
+    expected = data.load_images(paths, image_size=16)
+    (entry,) = disk_cache.glob("*.npy")
+    entry.write_bytes(entry.read_bytes()[:100])  # a truncated write from a killed process
+    data.clear_decoded_cache()
+    calls = _count_decodes(monkeypatch)
+    assert np.array_equal(data.load_images(paths, image_size=16), expected)
+    assert len(calls) == len(paths)
+
+
+def test_cache_can_be_switched_off_and_an_unwritable_folder_only_warns(make_xrays, tmp_path, monkeypatch):
+    folder = make_xrays()
+    paths = [folder.root / p for p in folder.images_of("test")]
+    monkeypatch.setenv("CHEST_XRAY_CACHE_DIR", "off")
+    assert data.decoded_cache_dir() is None
+    data.clear_decoded_cache()
+    data.load_images(paths, image_size=16)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CHEST_XRAY_CACHE_DIR", str(blocker / "cache"))
+    data.clear_decoded_cache()
+    with pytest.warns(data.DataWarning, match="could not write the decoded-image cache"):
+        images = data.load_images(paths, image_size=16)
+    assert images.shape == (16, 16, 16, 3)
+
+
+def test_files_fingerprint_depends_on_order_and_identity():
+    a, b = ("x", 1, 2, 16, "rgb"), ("y", 1, 2, 16, "rgb")
+    assert data.files_fingerprint([a, b]) == data.files_fingerprint([a, b])
+    assert data.files_fingerprint([a, b]) != data.files_fingerprint([b, a])
+    assert data.files_fingerprint([a]) != data.files_fingerprint([("x", 1, 3, 16, "rgb")])

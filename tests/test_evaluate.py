@@ -138,3 +138,31 @@ def test_sigmoid_is_stable_and_exact():
     np.testing.assert_allclose(out, expit(logits), rtol=1e-15, atol=0)
     assert out[0] == 0.0 and out[3] == 0.5 and out[-1] == 1.0
     assert out.dtype == np.float64
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", None])
+def test_nan_scores_are_a_clear_error_naming_split_count_and_file(xrays8, activation):
+    from helpers.metrics import MetricError
+
+    model = brightness_model(SIZE, activation=activation, weights=(np.array([np.nan, 0.0, 0.0]), 0.0))
+    split = xrays8.test
+    with pytest.raises(MetricError) as info:
+        evaluate.predict_split(model, split)
+    message = str(info.value)
+    assert f"for {len(split)} of {len(split)} test images" in message
+    assert split.paths[0] in message and "diverged" in message
+
+
+def test_a_diverged_model_writes_no_results(xrays8, tmp_path):
+    import pandas as pd
+
+    from helpers import models, train
+    from helpers.metrics import MetricError
+
+    model = brightness_model(SIZE, activation="sigmoid", weights=(np.array([np.nan, 0.0, 0.0]), 0.0))
+    built = models.BuiltModel(model=model, spec=models.get_spec("model_1"), output="probability")
+    run = train.TrainingRun(built=built, history=pd.DataFrame({"epoch": [1], "loss": [np.nan]}),
+                            epochs=1, batch_size=8, seed=0, training_seconds=0.0)
+    with pytest.raises(MetricError, match="non-finite scores"):
+        train.evaluate_and_save(run, xrays8, results_dir=tmp_path / "results")
+    assert not (tmp_path / "results" / "model_1").exists()

@@ -1,0 +1,469 @@
+"""Benchmarks: the helpers' pipeline against the case study's, on this machine, in one run.
+
+Usage (from the repository root, after ``make setup``)::
+
+    .venv/bin/python benchmarks/run.py            # everything (about 45 min on 2 cores)
+    .venv/bin/python benchmarks/run.py --quick    # fewer epochs, no whole-book build
+
+Every measurement runs in a fresh Python process, so that no cache, thread pool or
+compiled function of one measurement helps another, and every comparison is made in the
+same run on the same machine. The table is printed and written, with the date and the
+machine, to ``benchmarks/RESULTS.md`` (and the raw numbers to ``benchmarks/results.json``).
+
+Measured:
+
+- **Input pipelines, model_1 end to end** (load, train, evaluate): the case study's
+  (``image_dataset_from_directory`` from the JPEG folders, ``cache``, ``shuffle``,
+  ``prefetch``; it decodes again in every notebook) against the helpers' (decode once,
+  cached on disk; arrays in memory), on the embedded data and on full-resolution images
+  (the embedded copy upscaled to the sizes and modes of the original download).
+- **The five models together** with both pipelines (fewer epochs: see ``--five-epochs``).
+- **Decode once**: first and second loading of the full-resolution images (second run
+  reads the disk cache), and decoding on one thread against all cores.
+- **model_5**: head trained on cached frozen features against the base in the loop.
+- **oneDNN**: model_1's epoch with TensorFlow's oneDNN convolutions on and off.
+- **Achieved GFLOP/s** of model_1's training against a large float32 matrix product.
+- **The whole book** with the defaults on the embedded data: wall time and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+HERE = Path(__file__).resolve().parent
+FULL_RES_DIR = HERE / "_data" / "chest_xray_fullres"
+
+
+# ---------------------------------------------------------------------------------------
+# Child measurements (each runs in its own process)
+# ---------------------------------------------------------------------------------------
+
+
+def _case_study_pipeline(data_dir: str, model_id: str, epochs: int, image_size: int, seed: int) -> dict:
+    """The case study's way: datasets straight from the JPEG folders, decoded by TensorFlow."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from helpers import metrics, models
+
+    start = time.perf_counter()
+    common = dict(image_size=(image_size, image_size), batch_size=128, seed=seed, label_mode="binary")
+    train_ds = keras.utils.image_dataset_from_directory(
+        Path(data_dir) / "train", validation_split=0.2, subset="training", **common)
+    val_ds = keras.utils.image_dataset_from_directory(
+        Path(data_dir) / "train", validation_split=0.2, subset="validation", **common)
+    # The case study's test set; shuffle=False here so the timing run's AUC is meaningful.
+    test_ds = keras.utils.image_dataset_from_directory(
+        Path(data_dir) / "test", shuffle=False, **{**common, "seed": None})
+    autotune = tf.data.AUTOTUNE
+    train_ds = train_ds.cache().shuffle(1000, seed=seed).prefetch(autotune)
+    val_ds = val_ds.cache().prefetch(autotune)
+    keras.utils.set_random_seed(seed)
+    built = models.build_model(model_id, image_size=image_size, channels=3, base_weights=None)
+    built.model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
+    raw = built.model.predict(test_ds, verbose=0)[:, 0]
+    labels = np.concatenate([y.numpy()[:, 0] for _, y in test_ds])
+    scores = 1 / (1 + np.exp(-raw)) if built.output == "logit" else raw
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "test_auc": metrics.roc_auc_with_ci(labels, scores).value}
+
+
+def _helpers_pipeline(data_dir: str, model_id: str, epochs: int, image_size: int, seed: int) -> dict:
+    """The helpers' way: person-aware split, decoded once (disk cache), arrays in memory."""
+    from helpers import data, metrics, train
+    from helpers.evaluate import predict_split
+
+    start = time.perf_counter()
+    xrays = data.load_chest_xrays(data_dir, image_size=image_size, seed=seed)
+    loaded = time.perf_counter() - start
+    built = train.build(model_id, xrays, seed=seed, base_weights=None)
+    run = train.fit(built, xrays, epochs=epochs, batch_size=128, seed=seed, verbose=0)
+    test = predict_split(run.model, xrays.test)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "load_seconds": loaded, "training_seconds": run.training_seconds,
+            "test_auc": metrics.roc_auc_with_ci(test.labels, test.scores).value}
+
+
+def _load_only(data_dir: str, image_size: int, workers: int | None = None, cache: str = "default") -> dict:
+    from helpers import data
+
+    if cache == "off":
+        os.environ["CHEST_XRAY_CACHE_DIR"] = "off"
+    start = time.perf_counter()
+    if workers is None:
+        data.load_chest_xrays(data_dir, image_size=image_size)
+    else:
+        root = data.check_data_dir(data_dir)
+        table = data.split_table(root)
+        data.load_images([root / p for p in table["path"]], image_size=image_size, workers=workers)
+    return {"seconds": time.perf_counter() - start}
+
+
+def _model_5_both_ways(epochs: int, image_size: int, seed: int) -> dict:
+    import numpy as np
+
+    from helpers import data, train
+    from helpers.evaluate import predict_split
+
+    xrays = data.load_chest_xrays(image_size=image_size, seed=seed)
+    out = {}
+    scores = {}
+    for cached in (True, False):
+        built = train.build("model_5", xrays, seed=seed, base_weights="imagenet")
+        start = time.perf_counter()
+        run = train.fit(built, xrays, epochs=epochs, batch_size=128, seed=seed, verbose=0,
+                        cache_frozen_features=cached)
+        out["cached" if cached else "in_loop"] = time.perf_counter() - start
+        scores[cached] = predict_split(run.model, xrays.test).scores
+        out["base_weights"] = built.base_weights
+    out["max_score_difference"] = float(np.max(np.abs(scores[True] - scores[False])))
+    out["score_spread"] = float(np.ptp(scores[True]))
+    return out
+
+
+def _epoch_seconds(image_size: int, epochs: int = 3) -> dict:
+    """model_1's seconds per epoch on 4,173 random images (the size of our training side)."""
+    import keras
+    import numpy as np
+
+    from helpers import models
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4173, image_size, image_size, 3), dtype=np.uint8)
+    y = rng.integers(0, 2, 4173).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = models.build_model("model_1", image_size=image_size, channels=3).model
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+        times.append(time.perf_counter() - start)
+    return {"epoch_seconds": statistics.median(times[1:]), "first_epoch": times[0],
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
+
+
+def _model_1_training_flops(image_size: int) -> float:
+    """FLOPs to train model_1 on one image: forward + input and weight gradients (3x forward,
+    less the first layer's input gradient). Counts multiply-adds of conv and dense layers."""
+    import keras
+
+    from helpers import models
+
+    model = models.build_model("model_1", image_size=image_size, channels=3).model
+    forward = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            k_h, k_w = layer.kernel_size
+            c_in = layer.input.shape[-1]
+            forward.append(2 * h * w * c_out * k_h * k_w * c_in)
+        elif isinstance(layer, keras.layers.Dense):
+            forward.append(2 * layer.input.shape[-1] * layer.units)
+    return float(3 * sum(forward) - forward[0])
+
+
+def _gflops(image_size: int) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    n = 4096
+    a = tf.random.normal((n, n), seed=1)
+    b = tf.random.normal((n, n), seed=2)
+    tf.linalg.matmul(a, b).numpy()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b).numpy()
+        times.append(time.perf_counter() - start)
+    matmul = 2 * n**3 / min(times) / 1e9
+    epoch = _epoch_seconds(image_size)
+    per_image = _model_1_training_flops(image_size)
+    achieved = per_image * 4173 / epoch["epoch_seconds"] / 1e9
+    return {"matmul_gflops": matmul, "model_1_gflops": achieved,
+            "model_1_gflop_per_image": per_image / 1e9, "epoch_seconds": epoch["epoch_seconds"]}
+
+
+CHILDREN = {
+    "case_study": _case_study_pipeline,
+    "helpers": _helpers_pipeline,
+    "load": _load_only,
+    "model_5": _model_5_both_ways,
+    "epoch": _epoch_seconds,
+    "gflops": _gflops,
+}
+
+
+def child(name: str, kwargs: dict, env: dict | None = None) -> dict:
+    """Run ``CHILDREN[name](**kwargs)`` in a fresh process and return its JSON result."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", name, json.dumps(kwargs)],
+        capture_output=True, text=True, env=environment, cwd=REPO,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark step {name} {kwargs} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# Full-resolution images
+# ---------------------------------------------------------------------------------------
+
+
+def make_full_resolution_copy(target: Path = FULL_RES_DIR, seed: int = 0) -> Path:
+    """Upscale the embedded copy to the sizes and modes of the original download.
+
+    NORMAL images 1,500-2,900 px wide and nearly square, PNEUMONIA images 900-2,000 px and
+    wider than tall, grayscale (mode L) except 283 RGB images in train/PNEUMONIA, as in
+    ``data/README.md``. Made once; the README with the data's citation is copied with it.
+    """
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from PIL import Image
+
+    from helpers import config, data
+
+    done = target / ".complete"
+    if done.exists():
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for split in config.OFFICIAL_SPLITS:
+        table = data.list_split(config.DEFAULT_DATA_DIR, split)
+        rgb_budget = 283 if split == "train" else 0
+        for path, label in table[["path", "label"]].itertuples(index=False):
+            if label == 0:
+                width, aspect = rng.integers(1500, 2901), rng.uniform(0.85, 0.98)
+            else:
+                width, aspect = rng.integers(900, 2001), rng.uniform(0.65, 0.85)
+            rgb = bool(label == 1 and rgb_budget > 0 and rng.random() < 0.08)
+            rgb_budget -= rgb
+            jobs.append((path, int(width), int(width * aspect), rgb))
+
+    def write(job):
+        path, width, height, rgb = job
+        with Image.open(config.DEFAULT_DATA_DIR / path) as img:
+            big = img.convert("RGB" if rgb else "L").resize((width, height), Image.Resampling.BICUBIC)
+        out = target / path
+        out.parent.mkdir(parents=True, exist_ok=True)
+        big.save(out, format="JPEG", quality=90)
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(write, jobs))
+    shutil.copy(config.DEFAULT_DATA_DIR.parent / "README.md", target / "README.md")
+    (target / "README.md").write_text(
+        "Benchmark copy: the embedded images UPSCALED to the original download's sizes. "
+        "Not real full-resolution data.\n\n" + (target / "README.md").read_text()
+    )
+    done.write_text("ok\n")
+    return target
+
+
+# ---------------------------------------------------------------------------------------
+# The whole book
+# ---------------------------------------------------------------------------------------
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes (from /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            pages = int((entry / "statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+        rss[int(entry.name)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += rss.get(current, 0)
+        stack.extend(children.get(current, []))
+    return total
+
+
+def whole_book() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "helpers.book", "--force", "--results-dir", f"{tmp}/results",
+             "--output-dir", tmp],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "CHEST_XRAY_CACHE_DIR": f"{tmp}/cache"},
+        )
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _tree_rss(process.pid))
+            time.sleep(1.0)
+        seconds = time.perf_counter() - start
+        log = process.stdout.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"the book build failed:\n{log[-4000:]}")
+    chapters = {line.split()[0]: float(line.split()[2]) for line in log.splitlines()
+                if len(line.split()) > 3 and line.split()[1] in ("executed", "rendered")}
+    return {"seconds": seconds, "peak_memory_gb": peak / 1e9, "chapters": chapters}
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import importlib.metadata as md
+
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}, tensorflow-cpu {md.version('tensorflow-cpu')}, "
+            f"keras {md.version('keras')}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="2 epochs instead of 10, no whole-book build (a smoke run)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs for model_1 and model_5 (default 10)")
+    parser.add_argument("--five-epochs", type=int, default=2,
+                        help="epochs per model for the five-models row (default 2)")
+    parser.add_argument("--skip-book", action="store_true", help="do not build the whole book")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--child", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        name, kwargs = args.child
+        print(json.dumps(CHILDREN[name](**json.loads(kwargs))))
+        return 0
+
+    epochs = args.epochs or (2 if args.quick else 10)
+    size, seed = 128, 42
+    embedded = str(REPO / "data" / "chest_xray")
+    rows: list[tuple[str, str, str, str]] = []
+    raw: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(), "epochs": epochs}
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    with tempfile.TemporaryDirectory() as caches:
+        counter = iter(range(1000))
+
+        def fresh() -> dict:
+            """An empty decoded-image cache: the helpers' first run decodes everything."""
+            return {"CHEST_XRAY_CACHE_DIR": f"{caches}/{next(counter)}"}
+
+        decode_cache = fresh()
+
+        say("full-resolution copy ...")
+        full = str(make_full_resolution_copy())
+
+        say("decoding ...")
+        first = child("load", {"data_dir": full, "image_size": size}, decode_cache)
+        second = child("load", {"data_dir": full, "image_size": size}, decode_cache)
+        one = child("load", {"data_dir": embedded, "image_size": size, "workers": 1, "cache": "off"})
+        every = child("load", {"data_dir": embedded, "image_size": size, "workers": os.cpu_count(), "cache": "off"})
+        raw["decode"] = {"first": first, "second": second, "one_thread": one, "all_cores": every}
+        rows.append(("Loading full-res images: first run / second run (disk cache)",
+                     f"{first['seconds']:.1f} s", f"{second['seconds']:.1f} s",
+                     f"second = {second['seconds'] / first['seconds']:.1%} of first (target <= 10%)"))
+        rows.append((f"Decoding the embedded data: 1 thread / {os.cpu_count()} threads",
+                     f"{one['seconds']:.1f} s", f"{every['seconds']:.1f} s",
+                     f"{one['seconds'] / every['seconds']:.2f}x"))
+
+        for label, folder in (("embedded 224 px", embedded), ("full-res", full)):
+            say(f"model_1 end to end, {label} ...")
+            cs = child("case_study", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed})
+            hp = child("helpers", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed}, fresh())
+            raw[f"model_1_{label}"] = {"case_study": cs, "helpers": hp}
+            rows.append((f"model_1 end to end ({epochs} epochs), {label}: case study / helpers",
+                         f"{cs['seconds']:.1f} s", f"{hp['seconds']:.1f} s",
+                         f"{cs['seconds'] / hp['seconds']:.2f}x faster (target on full-res >= 2x)"))
+
+        say("five models, both pipelines ...")
+        totals = {"case_study": 0.0, "helpers": 0.0}
+        shared = fresh()  # one cache for the five chapters, as in a book build
+        for model_id in ("model_1", "model_2", "model_3", "model_4", "model_5"):
+            kwargs = {"data_dir": full, "model_id": model_id, "epochs": args.five_epochs, "image_size": size, "seed": seed}
+            totals["case_study"] += child("case_study", kwargs)["seconds"]
+            totals["helpers"] += child("helpers", kwargs, shared)["seconds"]
+        raw["five_models_full_res"] = totals
+        rows.append((f"Five models on full-res ({args.five_epochs} epochs each): case study / helpers",
+                     f"{totals['case_study']:.0f} s", f"{totals['helpers']:.0f} s",
+                     f"{totals['case_study'] / totals['helpers']:.2f}x faster (target >= 2.5x)"))
+
+    say("model_5 both ways ...")
+    m5 = child("model_5", {"epochs": epochs, "image_size": size, "seed": seed})
+    raw["model_5"] = m5
+    rows.append((f"model_5 training ({epochs} epochs): base in the loop / cached features",
+                 f"{m5['in_loop']:.1f} s", f"{m5['cached']:.1f} s",
+                 f"{m5['in_loop'] / m5['cached']:.2f}x faster (target >= 5x); largest test "
+                 f"score difference {m5['max_score_difference']:.1e} (score spread {m5['score_spread']:.1e}; "
+                 f"base weights {m5['base_weights']}: with random weights the scores barely vary, "
+                 "see tests/test_train.py for the equality check on a base that passes signal)"))
+
+    say("oneDNN on / off ...")
+    on = child("epoch", {"image_size": size}, {"TF_ENABLE_ONEDNN_OPTS": "1"})
+    off = child("epoch", {"image_size": size}, {"TF_ENABLE_ONEDNN_OPTS": "0"})
+    raw["onednn"] = {"on": on, "off": off}
+    rows.append(("model_1 seconds per epoch: oneDNN off / on (helpers default: on)",
+                 f"{off['epoch_seconds']:.1f} s", f"{on['epoch_seconds']:.1f} s",
+                 f"{off['epoch_seconds'] / on['epoch_seconds']:.2f}x faster"))
+
+    say("GFLOP/s ...")
+    gf = child("gflops", {"image_size": size})
+    raw["gflops"] = gf
+    rows.append(("GFLOP/s: float32 4096^2 matrix product / model_1 training",
+                 f"{gf['matmul_gflops']:.0f}", f"{gf['model_1_gflops']:.1f}",
+                 f"model_1 runs at {gf['model_1_gflops'] / gf['matmul_gflops']:.0%} of the matrix product's rate "
+                 f"({gf['model_1_gflop_per_image']:.3f} GFLOP per training image)"))
+
+    if not (args.quick or args.skip_book):
+        say("the whole book ...")
+        bk = whole_book()
+        raw["book"] = bk
+        five = sum(v for k, v in bk["chapters"].items() if k.startswith("model_"))
+        rows.append(("Whole book, defaults, embedded data: wall time / peak memory",
+                     f"{bk['seconds'] / 60:.1f} min", f"{bk['peak_memory_gb']:.2f} GB",
+                     f"five model chapters {five / 60:.1f} min (targets: 5 min; book 15 min; memory 4 GB); "
+                     + ", ".join(f"{k} {v:.0f} s" for k, v in bk["chapters"].items())))
+
+    table = ["| measurement | A | B | result |", "|---|---:|---:|---|"]
+    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    text = (f"# Benchmark results\n\nMeasured {raw['date']} on {raw['machine']} by "
+            f"`benchmarks/run.py{' --quick' if args.quick else ''}` (epochs {epochs}).\n\n"
+            + "\n".join(table) + "\n")
+    print("\n" + text)
+    args.output.write_text(text)
+    (args.output.with_name("results.json")).write_text(json.dumps(raw, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

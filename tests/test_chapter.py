@@ -1,0 +1,128 @@
+"""Parameters are checked up front in every notebook (:func:`helpers.chapter.setup`).
+
+The runner checks names and values before any notebook runs (tests/test_book.py); these
+tests cover a notebook run on its own: in Jupyter, under nbval with ``BOOK_*`` overrides,
+or by papermill directly.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import nbformat
+import pytest
+
+from helpers import chapter, config
+
+
+@pytest.fixture(autouse=True)
+def no_book_overrides(monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("BOOK_"):
+            monkeypatch.delenv(name)
+
+
+def _setup(**overrides):
+    values = dict(
+        data_dir=None, results_dir=None, image_size=32, epochs=1, batch_size=8, seed=0,
+        on_bad_image="stop",
+    )
+    values.update(overrides)
+    return chapter.setup("model_1", **values)
+
+
+def test_setup_accepts_the_defaults_and_resolves_paths():
+    params = _setup()
+    assert params["data_dir"] == str(config.DEFAULT_DATA_DIR.resolve())
+    assert params["results_dir"] == str(config.DEFAULT_RESULTS_DIR)
+    assert params["model_id"] == "model_1"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"epochz": 3}, r"unknown parameter\(s\) \['epochz'\]; allowed: data_dir"),
+        ({"image_size": 0}, "image_size must be an integer >= 1, got 0"),
+        ({"epochs": -1}, "epochs must be an integer >= 0, got -1"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+        ({"seed": True}, "seed must be an integer >= 0, got True"),
+        ({"on_bad_image": "ignore"}, "on_bad_image must be 'stop' or 'skip', got 'ignore'"),
+        ({"base_weights": "/no/such/weights.h5"}, "base_weights must be 'imagenet', None or an existing"),
+        ({"target_sensitivity": 1.5}, r"target_sensitivity must be in \(0, 1\], got 1.5"),
+        ({"data_dir": "/no/such/folder"}, "data folder /no/such/folder does not exist"),
+    ],
+)
+def test_setup_rejects_unknown_names_and_impossible_values(overrides, message):
+    with pytest.raises(Exception, match=message):
+        _setup(**overrides)
+
+
+def test_unknown_model_is_rejected():
+    with pytest.raises(ValueError, match="unknown model id .model_9.; known ids: model_1"):
+        chapter.setup("model_9", epochs=1)
+
+
+def test_environment_overrides_are_typed_and_checked(monkeypatch):
+    monkeypatch.setenv("BOOK_EPOCHS", "3")
+    monkeypatch.setenv("BOOK_ON_BAD_IMAGE", "skip")
+    params = _setup()
+    assert params["epochs"] == 3 and params["on_bad_image"] == "skip"
+    monkeypatch.setenv("BOOK_EPOCHS", "three")
+    with pytest.raises(ValueError, match="BOOK_EPOCHS='three' is not a valid int"):
+        _setup()
+
+
+def test_a_misspelt_environment_override_is_an_error(monkeypatch):
+    monkeypatch.setenv("BOOK_EPOCH", "1")
+    with pytest.raises(ValueError, match="unknown environment variable.*BOOK_EPOCH;.*BOOK_EPOCHS"):
+        _setup()
+
+
+def test_parameters_papermill_injects_must_be_declared(monkeypatch):
+    # What IPython's history holds after papermill injected "-p epochz 3".
+    shell = types.SimpleNamespace(user_ns={"In": ["", "# Parameters\nepochz = 3\nepochs = 1\n"]})
+    fake = types.ModuleType("IPython")
+    fake.get_ipython = lambda: shell
+    monkeypatch.setitem(sys.modules, "IPython", fake)
+    with pytest.raises(ValueError, match=r"papermill passed parameter\(s\) \['epochz'\]"):
+        _setup()
+    shell.user_ns["In"] = ["", "# Parameters\nepochs = 1\n"]
+    assert _setup()["epochs"] == 1
+
+
+def test_papermill_run_with_an_undeclared_parameter_fails_in_the_notebook(tmp_path):
+    import papermill
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params_cell = nbformat.v4.new_code_cell("epochs = 1")
+    params_cell.metadata["tags"] = ["parameters"]
+    nb.cells = [params_cell, nbformat.v4.new_code_cell(
+        "from helpers import chapter\nchapter.setup(None, epochs=epochs)\nprint('set up')"
+    )]
+    source = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, source)
+    papermill.execute_notebook(str(source), str(tmp_path / "ok.ipynb"), parameters={"epochs": 2},
+                               progress_bar=False, cwd=str(tmp_path))
+    with pytest.raises(papermill.PapermillExecutionError, match="papermill passed parameter.*epochz"):
+        papermill.execute_notebook(str(source), str(tmp_path / "bad.ipynb"), parameters={"epochz": 2},
+                                   progress_bar=False, cwd=str(tmp_path))
+
+
+def test_skipped_images_are_shown_in_the_chapter_not_only_on_stderr(make_xrays, monkeypatch, tmp_path):
+    from helpers import data
+
+    folder = make_xrays()
+    bad = folder.root / "train" / "PNEUMONIA" / "person1_bacteria_0.jpeg"
+    bad.write_bytes(bad.read_bytes()[:200])
+    data.clear_decoded_cache()
+    shown = []
+    monkeypatch.setattr(chapter, "_display_warning", shown.append)
+    params = chapter.setup(
+        None, data_dir=str(folder.root), results_dir=str(tmp_path / "results"), image_size=16,
+        epochs=1, batch_size=8, seed=0, on_bad_image="skip",
+    )
+    xrays = chapter.load_data(params)
+    assert len(shown) == 1 and "train/PNEUMONIA/person1_bacteria_0.jpeg" in shown[0]
+    assert [path for path, _ in xrays.skipped] == ["train/PNEUMONIA/person1_bacteria_0.jpeg"]
