@@ -374,6 +374,209 @@ def report(result, xrays: ChestXrays | None = None, *, per_class: int = 4) -> No
     glue_metrics(result.model_id, m)
 
 
+# ---------------------------------------------------------------------------------------
+# Beyond the case study: operating points, calibration, explanations, errors
+# ---------------------------------------------------------------------------------------
+
+
+def _prefix(result) -> str:
+    return result.metrics["model_id"]
+
+
+def show_operating_points(result) -> None:
+    """Test metrics at the validation-chosen thresholds (sensitivity 0.95, Youden) and at
+    0.5; the precision-recall curve; sensitivity for bacterial and viral pneumonia."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    m = result.metrics
+    keys = ("test", "test_at_youden", "test_at_0.5") if m.get("test_at_youden") else ("test", "test_at_0.5")
+    display(metrics_table(m, keys=keys))
+    thresholds = {"sensitivity 0.95 (validation)": m["thresholds"]["sensitivity"], "0.5": 0.5}
+    if m["thresholds"].get("youden") is not None:
+        thresholds["Youden (validation)"] = m["thresholds"]["youden"]
+    plots.plot_precision_recall(result.test.labels, result.test.scores, thresholds=thresholds)
+    plt.show()
+    kinds = pd.DataFrame(m["sensitivity_by_kind"]).set_index("kind")
+    display(kinds.assign(**{"sensitivity (95% CI)": [
+        f"{r.sensitivity:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})" for r in kinds.itertuples()
+    ]})[["images", "detected", "sensitivity (95% CI)"]])
+    from myst_nb import glue
+
+    for row in m["sensitivity_by_kind"]:
+        glue(f"{_prefix(result)}_sensitivity_{row['kind']}", float(row["sensitivity"]), display=False)
+
+
+def show_calibration(result) -> None:
+    """Brier score and ECE on test before and after temperature scaling (fitted on
+    validation), and the reliability diagram of both."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    from myst_nb import glue
+
+    from helpers import calibration
+
+    block = result.metrics["calibration"]
+    t = block["temperature"]
+    display(pd.DataFrame({
+        "as trained": block["test_before"],
+        f"temperature {t:.2f}": block["test_after"],
+    }).rename(index={"brier": "Brier score (test)", "ece": f"ECE, {block['n_bins']} bins (test)"}).round(4))
+    print(
+        f"validation log loss {block['val_log_loss_before']:.4f} -> {block['val_log_loss_after']:.4f} "
+        f"with temperature {t:.3f}: {'applied' if block['applied'] else 'not applied'} "
+        "(decided on validation: it must lower the log loss by at least 1%)"
+    )
+    scaled = calibration.apply_temperature(result.test.scores, t)
+    plots.plot_reliability({
+        "as trained": calibration.reliability_table(result.test.labels, result.test.scores),
+        f"temperature {t:.2f}": calibration.reliability_table(result.test.labels, scaled),
+    })
+    plt.show()
+    prefix = _prefix(result)
+    glue(f"{prefix}_brier", block["test_before"]["brier"], display=False)
+    glue(f"{prefix}_ece", block["test_before"]["ece"], display=False)
+    glue(f"{prefix}_ece_scaled", block["test_after"]["ece"], display=False)
+    glue(f"{prefix}_temperature", t, display=False)
+
+
+def _groups(result) -> dict[str, np.ndarray]:
+    """Test image indices per outcome at the validation threshold, most confident first."""
+    labels, scores = result.test.labels, result.test.scores
+    called = metrics.predict_labels(scores, result.threshold["threshold"])
+    order = {
+        "false negative": (labels == 1) & (called == 0),
+        "false positive": (labels == 0) & (called == 1),
+        "true positive": (labels == 1) & (called == 1),
+        "true negative": (labels == 0) & (called == 0),
+    }
+    out = {}
+    for name, mask in order.items():
+        index = np.flatnonzero(mask)
+        # Most confident first: lowest scores for calls of NORMAL, highest for PNEUMONIA.
+        ascending = name in ("false negative", "true negative")
+        out[name] = index[np.argsort(scores[index] if ascending else -scores[index], kind="stable")]
+    return out
+
+
+def show_explanations(model, result, xrays: ChestXrays, *, per_group: int = 2) -> None:
+    """Grad-CAM heatmaps of the most confident test images of each outcome (FN, FP, TP, TN)."""
+    import matplotlib.pyplot as plt
+
+    from helpers.explain import grad_cam
+
+    if np.unique(result.test.scores).size < 2:
+        _display_warning(
+            f"{_prefix(result)} gives every test image the same score: its output does not "
+            "depend on the image, so there is nothing for Grad-CAM to show."
+        )
+        return
+    picked, titles = [], []
+    for name, index in _groups(result).items():
+        for i in index[:per_group]:
+            picked.append(i)
+            titles.append(f"{name}\nscore {result.test.scores[i]:.2f}\n{Path(result.test.paths[i]).name}")
+    heatmaps = grad_cam(model, xrays.test.images[picked])
+    plots.plot_heatmap_grid(xrays.test.images[picked], heatmaps, titles, ncols=per_group * 2)
+    plt.show()
+
+
+def show_misclassified(result, xrays: ChestXrays, *, limit: int = 12) -> None:
+    """The misclassified test images at the validation threshold, false negatives first
+    (most confidently wrong first), with their scores and file names."""
+    import matplotlib.pyplot as plt
+
+    groups = _groups(result)
+    wrong = np.concatenate([groups["false negative"], groups["false positive"]])
+    print(
+        f"{len(groups['false negative'])} false negatives and {len(groups['false positive'])} "
+        f"false positives of {len(result.test.labels)} test images; showing {min(limit, len(wrong))}"
+    )
+    if len(wrong) == 0:
+        return
+    shown = wrong[:limit]
+    plots.plot_image_grid(
+        xrays.test.images[shown], result.test.labels[shown], scores=result.test.scores[shown],
+        threshold=result.threshold["threshold"], titles=[Path(result.test.paths[i]).name for i in shown],
+    )
+    plt.show()
+
+
+def p_value_text(p: float) -> str:
+    """A p-value as reported in medical journals: three decimals, or "<0.001".
+
+    >>> p_value_text(0.04321), p_value_text(2e-9)
+    ('0.043', '<0.001')
+    """
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def reference_model(all_metrics: dict[str, dict]) -> str:
+    """The model with the highest *validation* AUC: the one a study would carry forward.
+
+    Chosen on validation so that the paired tests on the test set are not tests of a
+    winner picked by the test set itself.
+    """
+    return max(all_metrics, key=lambda k: (all_metrics[k]["val"]["auc"], k))
+
+
+def paired_tests(all_metrics: dict[str, dict], all_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each model against the reference model (:func:`reference_model`) on the same test images.
+
+    DeLong's test for the difference of the two AUCs, and McNemar's exact test on the
+    decisions, each model at its own validation-chosen threshold.
+    """
+    reference = reference_model(all_metrics)
+    ref = all_predictions[reference]
+    ref_called = metrics.predict_labels(ref["score"], all_metrics[reference]["threshold"]["threshold"])
+    rows = {}
+    for model_id, frame in all_predictions.items():
+        if list(frame["path"]) != list(ref["path"]):
+            raise ValueError(f"{model_id}'s test predictions are not on {reference}'s images in the same order")
+        if model_id == reference:
+            continue
+        delong = metrics.delong_test(frame["label"], frame["score"], ref["score"])
+        called = metrics.predict_labels(frame["score"], all_metrics[model_id]["threshold"]["threshold"])
+        mcnemar = metrics.mcnemar_test(frame["label"], called, ref_called)
+        half = 1.959963984540054 * delong.detail["se_difference"]
+        rows[model_id] = {
+            "validation AUC": round(all_metrics[model_id]["val"]["auc"], 3),
+            "test AUC": round(delong.detail["auc_a"], 3),
+            f"AUC minus {reference}'s (95% CI)": (
+                f"{delong.difference:+.3f} ({delong.difference - half:+.3f} to {delong.difference + half:+.3f})"
+            ),
+            "DeLong p": p_value_text(delong.p_value),
+            "only this model right": mcnemar.detail["only_a_right"],
+            f"only {reference} right": mcnemar.detail["only_b_right"],
+            "McNemar p": p_value_text(mcnemar.p_value),
+        }
+    table = pd.DataFrame(rows).T
+    table.index.name = f"against {reference} (validation AUC {all_metrics[reference]['val']['auc']:.3f})"
+    return table
+
+
+def calibration_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
+    """Brier score and ECE on test per model, before and after temperature scaling, and
+    sensitivity for bacterial and viral pneumonia at the validation threshold."""
+    rows = {}
+    for model_id, m in all_metrics.items():
+        c = m["calibration"]
+        kinds = {row["kind"]: row for row in m["sensitivity_by_kind"]}
+        row = {
+            "Brier": round(c["test_before"]["brier"], 4),
+            "ECE": round(c["test_before"]["ece"], 4),
+            "temperature (validation)": round(c["temperature"], 3),
+            "ECE after": round(c["test_after"]["ece"], 4),
+            "applied": "yes" if c["applied"] else "no",
+        }
+        for kind in ("bacteria", "virus"):
+            if kind in kinds:
+                k = kinds[kind]
+                row[f"sensitivity, {kind}"] = f"{k['sensitivity']:.3f} ({k['ci_low']:.3f}-{k['ci_high']:.3f})"
+        rows[model_id] = row
+    return pd.DataFrame(rows).T
+
+
 def read_all_metrics(results_dir: str | os.PathLike, model_ids=config.MODEL_IDS) -> dict[str, dict]:
     """``metrics.json`` of every model, failing clearly if a chapter has not run."""
     from helpers.results import read_metrics

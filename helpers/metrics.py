@@ -349,3 +349,143 @@ def classification_report(y_true: Iterable[int], scores: Iterable[float], *, thr
         digits=3,
         zero_division=0,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Comparing two models on the same images
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired comparison of model A with model B on the same images.
+
+    Attributes
+    ----------
+    statistic : float
+        The test's statistic (discordant pairs where only A is right, for McNemar; z for
+        DeLong).
+    p_value : float
+        Two-sided.
+    difference : float
+        A minus B (accuracy for McNemar, AUC for DeLong).
+    detail : dict
+        The counts or the two AUCs and the standard error of the difference.
+    """
+
+    statistic: float
+    p_value: float
+    difference: float
+    detail: dict
+
+
+def mcnemar_test(y_true: Iterable[int], pred_a: Iterable[int], pred_b: Iterable[int]) -> PairedTest:
+    """Exact McNemar test: do two models' decisions err on the same images equally often?
+
+    Only discordant images count: ``b`` where A is right and B wrong, ``c`` where B is
+    right and A wrong. Under the null hypothesis ``b ~ Binomial(b + c, 1/2)``; the p-value
+    is the exact two-sided binomial one (no continuity correction needed), 1 when
+    ``b + c == 0``.
+
+    Examples
+    --------
+    >>> t = mcnemar_test([1] * 12, [1] * 10 + [0] * 2, [0] * 10 + [1] * 2)
+    >>> (t.detail["only_a_right"], t.detail["only_b_right"], round(t.p_value, 5))
+    (10, 2, 0.03857)
+    """
+    y_true = np.asarray(y_true)
+    pred_a, pred_b = np.asarray(pred_a), np.asarray(pred_b)
+    if not (y_true.shape == pred_a.shape == pred_b.shape) or y_true.ndim != 1:
+        raise MetricError(
+            f"y_true, pred_a and pred_b must be 1-D of one length, got {y_true.shape}, "
+            f"{pred_a.shape}, {pred_b.shape}"
+        )
+    for name, values in (("y_true", y_true), ("pred_a", pred_a), ("pred_b", pred_b)):
+        if not np.isin(values, (0, 1)).all():
+            raise MetricError(f"{name} must hold only 0 and 1, got {np.unique(values).tolist()}")
+    right_a, right_b = pred_a == y_true, pred_b == y_true
+    b = int(np.sum(right_a & ~right_b))
+    c = int(np.sum(~right_a & right_b))
+    p = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)
+    return PairedTest(
+        statistic=float(b),
+        p_value=p,
+        difference=float(right_a.mean() - right_b.mean()),
+        detail={"only_a_right": b, "only_b_right": c, "both_right": int(np.sum(right_a & right_b)),
+                "both_wrong": int(np.sum(~right_a & ~right_b))},
+    )
+
+
+def delong_test(y_true: Iterable[int], scores_a: Iterable[float], scores_b: Iterable[float]) -> PairedTest:
+    """DeLong's test for the difference of two correlated ROC AUCs (same images) [2]_.
+
+    ``z = (AUC_A - AUC_B) / sqrt(var_A + var_B - 2 cov_AB)`` with DeLong's covariance of
+    the structural components; two-sided normal p-value. Identical rankings give
+    difference 0 and p-value 1.
+
+    Raises
+    ------
+    MetricError
+        With one class only, NaN scores, or fewer than two images of a class.
+    """
+    y_true, scores_a = _check_labels_scores(y_true, scores_a, need_both_classes=True)
+    _, scores_b = _check_labels_scores(y_true, scores_b, need_both_classes=True)
+    auc_a, v10_a, v01_a = _delong_components(y_true, scores_a)
+    auc_b, v10_b, v01_b = _delong_components(y_true, scores_b)
+    m, n = v10_a.size, v01_a.size
+    if m < 2 or n < 2:
+        raise MetricError("DeLong's test needs at least two images of each class")
+    s10 = np.cov(np.vstack([v10_a, v10_b]), ddof=1)
+    s01 = np.cov(np.vstack([v01_a, v01_b]), ddof=1)
+    cov = s10 / m + s01 / n
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    diff = float(auc_a - auc_b)
+    if var <= 1e-15:
+        z, p = (0.0, 1.0) if abs(diff) < 1e-15 else (float("inf") * np.sign(diff), 0.0)
+    else:
+        z = diff / np.sqrt(var)
+        p = float(2 * stats.norm.sf(abs(z)))
+    return PairedTest(
+        statistic=float(z), p_value=p, difference=diff,
+        detail={"auc_a": float(auc_a), "auc_b": float(auc_b), "se_difference": float(np.sqrt(max(var, 0.0)))},
+    )
+
+
+def sensitivity_by_kind(
+    paths: Iterable[str], y_true: Iterable[int], scores: Iterable[float], *, threshold: float
+) -> "pd.DataFrame":
+    """Sensitivity for bacterial and for viral pneumonia separately, with Wilson intervals.
+
+    The kind comes from the file name (``person12_virus_45.jpeg``, see
+    :func:`helpers.data.pneumonia_kind`); PNEUMONIA images of neither kind form a row
+    ``"unknown"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``kind``; columns ``images``, ``detected``, ``sensitivity``, ``ci_low``,
+        ``ci_high``.
+    """
+    import pandas as pd
+
+    from helpers.data import pneumonia_kind
+
+    y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=False)
+    paths = list(paths)
+    if len(paths) != y_true.size:
+        raise MetricError(f"paths and y_true differ in length: {len(paths)} and {y_true.size}")
+    called = predict_labels(scores, threshold)
+    rows = {}
+    for path, label, call in zip(paths, y_true, called):
+        if label != 1:
+            continue
+        kind = pneumonia_kind(path) or "unknown"
+        images, detected = rows.get(kind, (0, 0))
+        rows[kind] = (images + 1, detected + int(call))
+    out = []
+    for kind in sorted(rows, key=lambda k: {"bacteria": 0, "virus": 1}.get(k, 2)):
+        images, detected = rows[kind]
+        low, high = wilson_interval(detected, images)
+        out.append({"kind": kind, "images": images, "detected": detected,
+                    "sensitivity": detected / images, "ci_low": low, "ci_high": high})
+    return pd.DataFrame(out, columns=["kind", "images", "detected", "sensitivity", "ci_low", "ci_high"]).set_index("kind")

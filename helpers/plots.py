@@ -257,3 +257,89 @@ def plot_roc_overlay(predictions: dict[str, pd.DataFrame], *, ax=None):
         paths = list(frame["path"])
         plot_roc(frame["label"], frame["score"], label=model_id, color=MODEL_COLOURS.get(model_id), ax=ax)
     return ax
+
+
+def plot_precision_recall(
+    y_true: Iterable[int], scores: Iterable[float], *, thresholds: dict[str, float] | None = None, ax=None
+):
+    """Precision (PPV) against recall (sensitivity), with operating points marked.
+
+    The dotted line is the share of PNEUMONIA among the images: the precision of a model
+    that does not rank at all.
+    """
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    from helpers.metrics import predict_labels
+
+    y_true = np.asarray(y_true)
+    scores = np.asarray(scores, dtype=float)
+    ax = _axes(ax, figsize=(4.8, 4.5))
+    precision, recall, _ = precision_recall_curve(y_true, scores)
+    ax.plot(recall, precision, label=f"average precision {average_precision_score(y_true, scores):.3f}")
+    ax.axhline(y_true.mean(), ls=":", color="grey", lw=1, label=f"prevalence {y_true.mean():.3f}")
+    markers = iter("o^sDv")
+    for name, threshold in (thresholds or {}).items():
+        predicted = predict_labels(scores, threshold)
+        sens = predicted[y_true == 1].mean()
+        ppv = y_true[predicted == 1].mean() if predicted.any() else float("nan")
+        ax.plot(sens, ppv, next(markers), ms=8, color="black", mfc="white",
+                label=f"{name}: t={threshold:.3g}, sens {sens:.2f}, PPV {ppv:.2f}")
+    ax.set_xlabel("recall (sensitivity)")
+    ax.set_ylabel("precision (PPV)")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.legend(loc="lower left", fontsize=8)
+    return ax
+
+
+def plot_reliability(curves: dict[str, pd.DataFrame], *, ax=None):
+    """Reliability diagram: mean score against fraction of PNEUMONIA per score bin.
+
+    Parameters
+    ----------
+    curves : dict of name -> table from :func:`helpers.calibration.reliability_table`
+        One line per entry (e.g. before and after temperature scaling); marker area
+        follows the number of images in the bin.
+    """
+    ax = _axes(ax, figsize=(4.8, 4.5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect calibration")
+    for (name, table), marker in zip(curves.items(), "os^D"):
+        sizes = 10 + 200 * table["images"] / max(table["images"].sum(), 1)
+        line, = ax.plot(table["mean_score"], table["fraction_positive"], "-", label=name)
+        ax.scatter(table["mean_score"], table["fraction_positive"], s=sizes, marker=marker,
+                   color=line.get_color(), zorder=3)
+    ax.set_xlabel("mean score in bin")
+    ax.set_ylabel("fraction of PNEUMONIA in bin")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", fontsize=8)
+    return ax
+
+
+def plot_heatmap_grid(
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    titles: Sequence[str],
+    *,
+    ncols: int = 4,
+    axes=None,
+):
+    """X-rays with their Grad-CAM heatmaps laid over them (see :mod:`helpers.explain`)."""
+    import matplotlib.pyplot as plt
+
+    from helpers.explain import overlay
+
+    images = np.asarray(images)
+    if len(images) == 0:
+        raise ValueError("no images to show")
+    nrows = int(np.ceil(len(images) / ncols))
+    if axes is None:
+        _, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.8 * nrows), squeeze=False)
+    axes = np.asarray(axes).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i < len(images):
+            ax.imshow(overlay(images[i], heatmaps[i]))
+            ax.set_title(titles[i], fontsize=8)
+    return axes

@@ -6,8 +6,10 @@ file                        content
 ``predictions_val.csv``     ``path,label,score``: validation images, in file order
 ``predictions_test.csv``    ``path,label,score``: test images, in file order
 ``metrics.json``            parameters, threshold and how it was chosen, test metrics
-                            with 95% intervals, counts, epochs, training seconds,
-                            base weights used
+                            with 95% intervals at it, at Youden's and at 0.5, counts,
+                            calibration (Brier, ECE, temperature fitted on validation),
+                            sensitivity by kind of pneumonia, epochs, training seconds,
+                            base weights used, images skipped
 ``history.csv``             per-epoch loss and accuracy, training and validation
 ``model.keras``             the trained model (Keras 3 format)
 ==========================  =======================================================

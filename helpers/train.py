@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, metrics
+from helpers import calibration, config, metrics
 from helpers.data import ChestXrays, class_weights, training_dataset
 from helpers.evaluate import Predictions, predict_split
 from helpers.models import BuiltModel, build_model, get_spec
@@ -323,6 +323,10 @@ def evaluate_and_save(
         ),
         "test_at_0.5": metrics.summary(test.labels, test.scores, threshold=0.5),
         "val": metrics.summary(val.labels, val.scores, threshold=chosen["threshold"]),
+        "calibration": calibration.temperature_report(val.labels, val.scores, test.labels, test.scores),
+        "sensitivity_by_kind": metrics.sensitivity_by_kind(
+            test.paths, test.labels, test.scores, threshold=chosen["threshold"]
+        ).reset_index().to_dict("records"),
         "epochs": run.epochs,
         "training_seconds": run.training_seconds,
         "n_images": {"train": len(xrays.train), "val": len(xrays.val), "test": len(xrays.test)},

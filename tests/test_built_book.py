@@ -104,3 +104,33 @@ def test_pages_load_in_chromium(html_dir, tmp_path):
             assert undecoded == [], (name, undecoded)
     finally:
         chromium.close()
+
+
+def test_every_internal_link_reaches_an_existing_page_and_anchor(html_dir):
+    """The checklist page (and every other) links to sections that exist in this build."""
+    anchors: dict[str, set[str]] = {}
+    for name in toc_chapters():
+        soup = page(html_dir, name)
+        anchors[f"{name}.html"] = {tag["id"] for tag in soup.find_all(id=True)}
+    checked = 0
+    for name in toc_chapters():
+        for link in page(html_dir, name).select("article a.reference.internal"):
+            href = link.get("href", "")
+            target, _, anchor = href.partition("#")
+            target = target or f"{name}.html"
+            if target not in anchors:
+                continue  # _sources/, genindex and other generated pages
+            checked += 1
+            assert not anchor or anchor in anchors[target], f"{name}: link {href} has no target"
+    assert checked >= 15  # the checklist alone links 20 sections
+
+
+def test_checklist_links_every_model_chapters_clinical_sections(html_dir):
+    soup = page(html_dir, "claim_checklist")
+    hrefs = {a.get("href", "") for a in soup.select("article a.reference.internal")}
+    for section in ("model-1-beyond", "model-1-calibration", "model-1-explanations", "model-1-errors",
+                    "comparison-paired", "data-split"):
+        assert any(h.endswith(f"#{section}") for h in hrefs), f"checklist lacks a link to {section}"
+    text = page(html_dir, "model_1").get_text(" ")
+    for heading in ("Beyond the case study", "Calibration", "What the model looks at", "The misclassified test images"):
+        assert heading in text, f"model_1 lacks the section {heading!r}"

@@ -126,3 +126,46 @@ def test_skipped_images_are_shown_in_the_chapter_not_only_on_stderr(make_xrays, 
     xrays = chapter.load_data(params)
     assert len(shown) == 1 and "train/PNEUMONIA/person1_bacteria_0.jpeg" in shown[0]
     assert [path for path, _ in xrays.skipped] == ["train/PNEUMONIA/person1_bacteria_0.jpeg"]
+
+
+def _fake_results(seed=0):
+    """Metrics and test predictions of three models on the same 40 images."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    y = np.array([0] * 20 + [1] * 20)
+    paths = [f"test/{'PNEUMONIA' if l else 'NORMAL'}/person{i}_{'virus' if i % 2 else 'bacteria'}_{i}.jpeg"
+             for i, l in enumerate(y)]
+    scores = {
+        "model_1": np.clip(0.5 + 0.4 * (y - 0.5) + rng.normal(0, 0.2, 40), 0, 1),
+        "model_2": np.clip(0.5 + 0.1 * (y - 0.5) + rng.normal(0, 0.2, 40), 0, 1),
+        "model_3": np.full(40, 0.7),
+    }
+    val_auc = {"model_1": 0.80, "model_2": 0.95, "model_3": 0.5}  # model_2 best on validation
+    all_metrics = {m: {"val": {"auc": val_auc[m]}, "threshold": {"threshold": 0.5}} for m in scores}
+    preds = {m: pd.DataFrame({"path": paths, "label": y, "score": s}) for m, s in scores.items()}
+    return all_metrics, preds
+
+
+def test_reference_model_is_chosen_on_validation_not_test():
+    all_metrics, preds = _fake_results()
+    assert chapter.reference_model(all_metrics) == "model_2"  # although model_1 is better on test
+    table = chapter.paired_tests(all_metrics, preds)
+    assert table.index.name.startswith("against model_2")
+    assert list(table.index) == ["model_1", "model_3"]
+    from helpers import metrics
+
+    y, s1, s2 = preds["model_1"]["label"], preds["model_1"]["score"], preds["model_2"]["score"]
+    expected = metrics.delong_test(y, s1, s2)
+    assert table.loc["model_1", "DeLong p"] == chapter.p_value_text(expected.p_value)
+    mc = metrics.mcnemar_test(y, metrics.predict_labels(s1, 0.5), metrics.predict_labels(s2, 0.5))
+    assert table.loc["model_1", "only this model right"] == mc.detail["only_a_right"]
+    assert table.loc["model_1", "McNemar p"] == chapter.p_value_text(mc.p_value)
+
+
+def test_paired_tests_refuse_predictions_on_other_images():
+    all_metrics, preds = _fake_results()
+    preds["model_3"] = preds["model_3"].iloc[::-1].reset_index(drop=True)
+    with pytest.raises(ValueError, match="model_3's test predictions are not on model_2's images"):
+        chapter.paired_tests(all_metrics, preds)

@@ -484,3 +484,87 @@ def test_youden_exact_tie_returns_the_highest_threshold():
     s = np.array([0.0] * 10 + [0.05] * 4 + [0.0] * 10 + [0.05] * 6 + [0.1] * 5)
     assert brute_youden(y, s) == 0.1
     assert metrics.youden_threshold(y, s) == 0.1
+
+
+# ---------------------------------------------------------------------------------------
+# Paired comparisons
+# ---------------------------------------------------------------------------------------
+
+
+def test_mcnemar_known_results():
+    y = np.ones(12, dtype=int)
+    a = np.array([1] * 10 + [0] * 2)
+    b = np.array([0] * 10 + [1] * 2)
+    test = metrics.mcnemar_test(y, a, b)
+    # Exact two-sided binomial: 2 * P(X <= 2 | n = 12, p = 1/2) = 2 * 79 / 4096.
+    assert test.p_value == pytest.approx(2 * 79 / 4096)
+    assert test.detail == {"only_a_right": 10, "only_b_right": 2, "both_right": 0, "both_wrong": 0}
+    assert test.difference == pytest.approx(10 / 12 - 2 / 12)
+    same = metrics.mcnemar_test([0, 1, 1], [0, 1, 0], [0, 1, 0])
+    assert same.p_value == 1.0 and same.detail["only_a_right"] == same.detail["only_b_right"] == 0
+    swapped = metrics.mcnemar_test(y, b, a)
+    assert swapped.p_value == pytest.approx(test.p_value)
+    with pytest.raises(MetricError, match="one length"):
+        metrics.mcnemar_test([0, 1], [0, 1, 1], [0, 1])
+
+
+def _delong_covariance_by_definition(y, a, b):
+    """DeLong's covariance from structural components computed pair by pair (O(m n))."""
+    pos, neg = y == 1, y == 0
+
+    def psi(x, z):
+        return (x > z) + 0.5 * (x == z)
+
+    comps = []
+    for s in (a, b):
+        sp, sn = s[pos], s[neg]
+        v10 = np.array([np.mean(psi(x, sn)) for x in sp])
+        v01 = np.array([np.mean(psi(sp, z)) for z in sn])
+        comps.append((v10, v01))
+    m, n = pos.sum(), neg.sum()
+    s10 = np.cov(np.vstack([comps[0][0], comps[1][0]]))
+    s01 = np.cov(np.vstack([comps[0][1], comps[1][1]]))
+    return s10 / m + s01 / n
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_delong_test_matches_the_definition(seed):
+    rng = np.random.default_rng(seed)
+    y = np.array([0] * 30 + [1] * 40)
+    a = np.round(y * 0.8 + rng.normal(0, 0.6, y.size), 1)  # rounded: ties occur
+    b = np.round(y * 0.5 + rng.normal(0, 0.6, y.size), 1)
+    test = metrics.delong_test(y, a, b)
+    cov = _delong_covariance_by_definition(y, a, b)
+    se = np.sqrt(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    diff = roc_auc_score(y, a) - roc_auc_score(y, b)
+    assert test.difference == pytest.approx(diff, abs=1e-12)
+    assert test.detail["se_difference"] == pytest.approx(se, rel=1e-9)
+    assert test.statistic == pytest.approx(diff / se, rel=1e-9)
+    assert test.p_value == pytest.approx(2 * stats.norm.sf(abs(diff / se)), rel=1e-9)
+    # Each AUC's own variance agrees with delong_variance.
+    assert cov[0, 0] == pytest.approx(metrics.delong_variance(y, a), rel=1e-9)
+
+
+def test_delong_test_of_a_model_with_itself_and_a_monotone_copy():
+    rng = np.random.default_rng(3)
+    y = np.array([0] * 20 + [1] * 20)
+    a = y + rng.normal(0, 1, 40)
+    for b in (a, np.exp(a)):
+        test = metrics.delong_test(y, a, b)
+        assert test.difference == 0.0 and test.p_value == 1.0
+    with pytest.raises(MetricError, match="two images of each class"):
+        metrics.delong_test([0, 1, 1], [0.1, 0.5, 0.9], [0.2, 0.3, 0.4])
+
+
+def test_sensitivity_by_kind_counts_from_file_names():
+    paths = ["test/PNEUMONIA/person1_bacteria_1.jpeg", "test/PNEUMONIA/person2_bacteria_2.jpeg",
+             "test/PNEUMONIA/person3_virus_3.jpeg", "test/NORMAL/IM-0001-0001.jpeg",
+             "test/PNEUMONIA/odd_name.jpeg"]
+    y = [1, 1, 1, 0, 1]
+    scores = [0.9, 0.2, 0.7, 0.8, 0.6]
+    table = metrics.sensitivity_by_kind(paths, y, scores, threshold=0.5)
+    assert table.index.tolist() == ["bacteria", "virus", "unknown"]
+    assert table.loc["bacteria", ["images", "detected"]].tolist() == [2, 1]
+    assert table.loc["virus", "sensitivity"] == 1.0
+    low, high = metrics.wilson_interval(1, 2)
+    assert table.loc["bacteria", ["ci_low", "ci_high"]].tolist() == pytest.approx([low, high])

@@ -203,6 +203,29 @@ def test_metrics_json_contents(model_1_run):
     assert set(m["versions"]) >= {"python", "tensorflow", "keras", "numpy"}
 
 
+def test_calibration_and_subtype_sensitivity_recompute_from_the_prediction_files(model_1_run):
+    from helpers import calibration
+
+    m = model_1_run.metrics
+    val = pd.read_csv(model_1_run.folder / "predictions_val.csv")
+    test = pd.read_csv(model_1_run.folder / "predictions_test.csv")
+    block = m["calibration"]
+    t = calibration.fit_temperature(val.label, val.score)  # fitted on validation only
+    assert block["temperature"] == pytest.approx(t)
+    assert block["test_before"]["brier"] == pytest.approx(calibration.brier_score(test.label, test.score))
+    scaled = calibration.apply_temperature(test.score, t)
+    assert block["test_after"]["ece"] == pytest.approx(calibration.expected_calibration_error(test.label, scaled))
+    assert block["applied"] == (block["val_log_loss_after"] < 0.99 * block["val_log_loss_before"])
+    kinds = {row["kind"]: row for row in m["sensitivity_by_kind"]}
+    threshold = m["threshold"]["threshold"]
+    assert sum(k["images"] for k in kinds.values()) == int((test.label == 1).sum())
+    for kind in kinds:  # the fixture's test set holds viral pneumonia only
+        rows = test[(test.label == 1) & test.path.str.contains(f"_{kind}_")]
+        assert kinds[kind]["images"] == len(rows) > 0
+        assert kinds[kind]["detected"] == int((rows.score >= threshold).sum())
+    assert m["skipped_images"] == []
+
+
 def test_threshold_is_chosen_on_validation_scores(model_1_run):
     val = pd.read_csv(model_1_run.folder / "predictions_val.csv")
     threshold = model_1_run.metrics["threshold"]["threshold"]
