@@ -4,6 +4,7 @@ Usage (from the repository root, after ``make setup``)::
 
     .venv/bin/python benchmarks/run.py            # everything (about 45 min on 2 cores)
     .venv/bin/python benchmarks/run.py --quick    # fewer epochs, no whole-book build
+    .venv/bin/python benchmarks/run.py --book-only   # only the whole book's time and memory
 
 Every measurement runs in a fresh Python process, so that no cache, thread pool or
 compiled function of one measurement helps another, and every comparison is made in the
@@ -14,9 +15,11 @@ Measured:
 
 - **Input pipelines, model_1 end to end** (load, train, evaluate): the case study's
   (``image_dataset_from_directory`` from the JPEG folders, ``cache``, ``shuffle``,
-  ``prefetch``; it decodes again in every notebook) against the helpers' (decode once,
-  cached on disk; arrays in memory), on the embedded data and on full-resolution images
-  (the embedded copy upscaled to the sizes and modes of the original download).
+  ``prefetch``; it decodes again in every notebook; TensorFlow's default settings) against
+  the helpers' (JPEG decoded at reduced scale, once, cached on disk; arrays in memory;
+  oneDNN convolutions), on the embedded data and on full-resolution images (the embedded
+  copy upscaled to the sizes and modes of the original download). A second row runs the
+  case study's pipeline with oneDNN on, to separate the two effects.
 - **The five models together** with both pipelines (fewer epochs: see ``--five-epochs``).
 - **Decode once**: first and second loading of the full-resolution images (second run
   reads the disk cache), and decoding on one thread against all cores.
@@ -44,6 +47,9 @@ sys.path.insert(0, str(REPO))
 
 HERE = Path(__file__).resolve().parent
 FULL_RES_DIR = HERE / "_data" / "chest_xray_fullres"
+#: The case study's notebooks ran with TensorFlow's defaults: on an AVX2 CPU that means no
+#: oneDNN convolutions (``import helpers`` turns them on; see helpers/__init__.py).
+AS_THE_CASE_STUDY = {"TF_ENABLE_ONEDNN_OPTS": None}
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,6 +215,8 @@ CHILDREN = {
 def child(name: str, kwargs: dict, env: dict | None = None) -> dict:
     """Run ``CHILDREN[name](**kwargs)`` in a fresh process and return its JSON result."""
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    # A value None removes the variable: the case study ran with TensorFlow's defaults.
+    environment = {k: v for k, v in environment.items() if v is not None}
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", name, json.dumps(kwargs)],
         capture_output=True, text=True, env=environment, cwd=REPO,
@@ -331,6 +339,37 @@ def whole_book() -> dict:
 # ---------------------------------------------------------------------------------------
 
 
+def book_row(bk: dict) -> tuple[str, str, str, str]:
+    five = sum(v for k, v in bk["chapters"].items() if k.startswith("model_"))
+    return ("Whole book, defaults, embedded data: wall time / peak memory",
+            f"{bk['seconds'] / 60:.1f} min", f"{bk['peak_memory_gb']:.2f} GB",
+            f"model chapters {five / 60:.1f} min (targets: five case-study chapters 5 min, "
+            "book 15 min, memory 4 GB); " + ", ".join(f"{k} {v:.0f} s" for k, v in bk["chapters"].items()))
+
+
+BOOK_HEADING = "## The whole book"
+
+
+def book_only(output: Path) -> int:
+    """Build the whole book once and put its row under its own heading in ``output``."""
+    print("the whole book ...", flush=True)
+    bk = whole_book()
+    raw_path = output.with_name("results.json")
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    raw["book"] = {**bk, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
+    raw_path.write_text(json.dumps(raw, indent=1))
+    text = output.read_text() if output.exists() else "# Benchmark results\n"
+    text = text.split(BOOK_HEADING)[0].rstrip() + "\n\n"
+    a, b, c, d = book_row(bk)
+    text += (f"{BOOK_HEADING}\n\nMeasured {raw['book']['date']} on {raw['book']['machine']} by "
+             f"`benchmarks/run.py --book-only` (`python -m helpers.book --force`, fresh results and "
+             f"decoded-image cache).\n\n| measurement | A | B | result |\n|---|---:|---:|---|\n"
+             f"| {a} | {b} | {c} | {d} |\n")
+    output.write_text(text)
+    print(text)
+    return 0
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -355,6 +394,8 @@ def main(argv=None) -> int:
     parser.add_argument("--five-epochs", type=int, default=2,
                         help="epochs per model for the five-models row (default 2)")
     parser.add_argument("--skip-book", action="store_true", help="do not build the whole book")
+    parser.add_argument("--book-only", action="store_true",
+                        help="only build the whole book, and add its row to the latest results")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -363,6 +404,8 @@ def main(argv=None) -> int:
         print(json.dumps(CHILDREN[name](**json.loads(kwargs))))
         return 0
 
+    if args.book_only:
+        return book_only(args.output)
     epochs = args.epochs or (2 if args.quick else 10)
     size, seed = 128, 42
     embedded = str(REPO / "data" / "chest_xray")
@@ -399,19 +442,26 @@ def main(argv=None) -> int:
 
         for label, folder in (("embedded 224 px", embedded), ("full-res", full)):
             say(f"model_1 end to end, {label} ...")
-            cs = child("case_study", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed})
+            cs = child("case_study", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed}, AS_THE_CASE_STUDY)
             hp = child("helpers", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed}, fresh())
             raw[f"model_1_{label}"] = {"case_study": cs, "helpers": hp}
             rows.append((f"model_1 end to end ({epochs} epochs), {label}: case study / helpers",
                          f"{cs['seconds']:.1f} s", f"{hp['seconds']:.1f} s",
-                         f"{cs['seconds'] / hp['seconds']:.2f}x faster (target on full-res >= 2x)"))
+                         f"{cs['seconds'] / hp['seconds']:.2f}x faster (target on full-res >= 2x); "
+                         f"test AUC {cs['test_auc']:.3f} / {hp['test_auc']:.3f}"))
+            if label == "full-res":
+                on = child("case_study", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed})
+                raw["model_1_full-res"]["case_study_onednn"] = on
+                rows.append((f"model_1 end to end, full-res: case study with oneDNN on / helpers",
+                             f"{on['seconds']:.1f} s", f"{hp['seconds']:.1f} s",
+                             f"{on['seconds'] / hp['seconds']:.2f}x: the input pipeline's share alone"))
 
         say("five models, both pipelines ...")
         totals = {"case_study": 0.0, "helpers": 0.0}
         shared = fresh()  # one cache for the five chapters, as in a book build
         for model_id in ("model_1", "model_2", "model_3", "model_4", "model_5"):
             kwargs = {"data_dir": full, "model_id": model_id, "epochs": args.five_epochs, "image_size": size, "seed": seed}
-            totals["case_study"] += child("case_study", kwargs)["seconds"]
+            totals["case_study"] += child("case_study", kwargs, AS_THE_CASE_STUDY)["seconds"]
             totals["helpers"] += child("helpers", kwargs, shared)["seconds"]
         raw["five_models_full_res"] = totals
         rows.append((f"Five models on full-res ({args.five_epochs} epochs each): case study / helpers",
@@ -448,11 +498,7 @@ def main(argv=None) -> int:
         say("the whole book ...")
         bk = whole_book()
         raw["book"] = bk
-        five = sum(v for k, v in bk["chapters"].items() if k.startswith("model_"))
-        rows.append(("Whole book, defaults, embedded data: wall time / peak memory",
-                     f"{bk['seconds'] / 60:.1f} min", f"{bk['peak_memory_gb']:.2f} GB",
-                     f"five model chapters {five / 60:.1f} min (targets: 5 min; book 15 min; memory 4 GB); "
-                     + ", ".join(f"{k} {v:.0f} s" for k, v in bk["chapters"].items())))
+        rows.append(book_row(bk))
 
     table = ["| measurement | A | B | result |", "|---|---:|---:|---|"]
     table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]

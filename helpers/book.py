@@ -694,7 +694,12 @@ def decide(
     for chapter in plan.chapters:
         if not chapter.is_notebook:
             continue
-        params = plan.parameters.get(chapter.name) or state.get(chapter.name, {}).get("parameters", {})
+        # A chapter outside --only keeps the parameters of its last run; a selected one gets
+        # this build's (an empty set means the notebook's defaults, which differ from -p ...).
+        params = (
+            plan.parameters[chapter.name] if chapter.name in selected
+            else state.get(chapter.name, {}).get("parameters", {})
+        )
         inputs = chapter_inputs(
             chapter, params, code_hash=code_hash, env_hash=env_hash, upstream_keys=keys,
             data_cache=data_cache,

@@ -139,7 +139,7 @@ def setup(model_id: str | None = None, **values: Any) -> dict[str, Any]:
         get_spec(model_id)
     for name in ("image_size", "epochs", "batch_size", "seed"):
         if name in params:
-            low = 0 if name in ("epochs", "seed") else 1
+            low = 0 if name == "seed" else 1  # as the runner: at least one epoch
             value = params[name]
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -783,6 +783,7 @@ def load_trained(params: dict[str, Any], model_id: str):
     """The saved model of ``model_id`` (loaded in Keras' safe mode) and its metrics."""
     import keras
 
+    import helpers.layers  # noqa: F401 - registers the book's own layers for safe loading
     from helpers.results import read_metrics
 
     model = keras.saving.load_model(results_path(params, model_id, "model.keras"), safe_mode=True)

@@ -294,7 +294,9 @@ def decode_image(
     ITU-R 601 luma of that RGB (Pillow's ``convert("L")``); RGB output of a grayscale image
     repeats it in three channels. The image is then squashed (not cropped) to
     ``image_size x image_size`` with bilinear filtering, like Keras'
-    ``image_dataset_from_directory``.
+    ``image_dataset_from_directory``. A JPEG at least twice as large as the target in both
+    sides is first decoded by libjpeg at a reduced scale (1/2, 1/4 or 1/8, keeping both
+    sides at least twice the target): the same file always gives the same array.
 
     Returns
     -------
@@ -311,6 +313,11 @@ def decode_image(
     path = Path(path)
     try:
         with Image.open(path) as img:
+            if img.format == "JPEG":
+                # libjpeg can decode at 1/2, 1/4 or 1/8 scale: a 2,500 px X-ray wanted at
+                # 128 px is decoded at about 320 px (never below twice the target), several
+                # times faster, and then resized like any other image.
+                img.draft(img.mode, (2 * image_size, 2 * image_size))
             img.load()
             img = _to_8bit_mode(img)
             img = img.convert("L" if color_mode == "grayscale" else "RGB")
@@ -365,7 +372,7 @@ BadImagePolicy = Literal["stop", "skip"]
 
 #: Bumped whenever :func:`decode_image` changes what it returns, so old disk caches are
 #: never read back.
-_DECODER_VERSION = 1
+_DECODER_VERSION = 2
 
 #: How many decoded sets the disk cache keeps (least recently used go first).
 DISK_CACHE_ENTRIES = 12

@@ -53,6 +53,18 @@ def _axes(ax, figsize=None):
     return ax
 
 
+def _finish_unit_square(ax, xlabel: str, ylabel: str, legend_loc: str, *, equal: bool = True):
+    """Label a plot whose axes both run over [0, 1] (ROC, precision-recall, reliability)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    if equal:
+        ax.set_aspect("equal")
+    ax.legend(loc=legend_loc, fontsize=8)
+    return ax
+
+
 def plot_training_curves(history: pd.DataFrame | dict, *, axes=None):
     """Loss and accuracy per epoch, training against validation, side by side.
 
@@ -126,13 +138,9 @@ def plot_roc(
             1 - spec, sens, next(markers), ms=8, color=color or "black", mfc="white",
             label=f"{name}: t={threshold:.3g}, sens {sens:.2f}, spec {spec:.2f}",
         )
-    ax.set_xlabel("1 - specificity (false positive rate)")
-    ax.set_ylabel("sensitivity (true positive rate)")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_aspect("equal")
-    ax.legend(loc="lower right", fontsize=8)
-    return ax
+    return _finish_unit_square(
+        ax, "1 - specificity (false positive rate)", "sensitivity (true positive rate)", "lower right"
+    )
 
 
 def plot_confusion_matrix(
@@ -284,12 +292,7 @@ def plot_precision_recall(
         ppv = y_true[predicted == 1].mean() if predicted.any() else float("nan")
         ax.plot(sens, ppv, next(markers), ms=8, color="black", mfc="white",
                 label=f"{name}: t={threshold:.3g}, sens {sens:.2f}, PPV {ppv:.2f}")
-    ax.set_xlabel("recall (sensitivity)")
-    ax.set_ylabel("precision (PPV)")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.legend(loc="lower left", fontsize=8)
-    return ax
+    return _finish_unit_square(ax, "recall (sensitivity)", "precision (PPV)", "lower left", equal=False)
 
 
 def plot_reliability(curves: dict[str, pd.DataFrame], *, ax=None):
@@ -308,13 +311,7 @@ def plot_reliability(curves: dict[str, pd.DataFrame], *, ax=None):
         line, = ax.plot(table["mean_score"], table["fraction_positive"], "-", label=name)
         ax.scatter(table["mean_score"], table["fraction_positive"], s=sizes, marker=marker,
                    color=line.get_color(), zorder=3)
-    ax.set_xlabel("mean score in bin")
-    ax.set_ylabel("fraction of PNEUMONIA in bin")
-    ax.set_xlim(-0.01, 1.01)
-    ax.set_ylim(-0.01, 1.01)
-    ax.set_aspect("equal")
-    ax.legend(loc="upper left", fontsize=8)
-    return ax
+    return _finish_unit_square(ax, "mean score in bin", "fraction of PNEUMONIA in bin", "upper left")
 
 
 def plot_heatmap_grid(

@@ -63,6 +63,7 @@ def load_model_folder(folder: str | os.PathLike) -> LoadedModel:
     """
     import keras
 
+    import helpers.layers  # noqa: F401 - registers the book's own layers for safe loading
     from helpers.models import output_kind
 
     folder = Path(folder)

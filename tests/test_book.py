@@ -452,6 +452,13 @@ def test_a_chapter_runs_again_when_one_of_its_inputs_changed(counting_book, monk
     assert reason in lines[last], lines[last]
 
 
+def test_dropping_a_parameter_goes_back_to_the_defaults_and_runs_again(counting_book):
+    _build(counting_book, params={"n_points": 4})
+    lines = _build(counting_book)  # no -p: the notebook's default n_points = 3
+    assert _runs(counting_book[0]) == ["alpha", "beta"] * 2
+    assert "parameters changed" in lines["alpha"]
+
+
 def test_changed_data_makes_chapters_that_read_it_stale(tmp_path, make_xrays):
     folder = make_xrays()
     nb = counting_notebook("alpha")

@@ -44,7 +44,7 @@ def test_setup_accepts_the_defaults_and_resolves_paths():
     [
         ({"epochz": 3}, r"unknown parameter\(s\) \['epochz'\]; allowed: data_dir"),
         ({"image_size": 0}, "image_size must be an integer >= 1, got 0"),
-        ({"epochs": -1}, "epochs must be an integer >= 0, got -1"),
+        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
         ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
         ({"seed": True}, "seed must be an integer >= 0, got True"),
         ({"on_bad_image": "ignore"}, "on_bad_image must be 'stop' or 'skip', got 'ignore'"),

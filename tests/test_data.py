@@ -305,8 +305,7 @@ def test_alpha_is_dropped_and_palette_is_expanded(tmp_path):
     assert np.array_equal(data.decode_image(path, image_size=8), PALETTE[indices])
 
 
-def test_each_image_is_decoded_once_per_process(mixed_folder, monkeypatch):
-    data.clear_decoded_cache()
+def _count_decodes(monkeypatch):
     calls = []
     real = data.decode_image
 
@@ -315,6 +314,12 @@ def test_each_image_is_decoded_once_per_process(mixed_folder, monkeypatch):
         return real(path, **kwargs)
 
     monkeypatch.setattr(data, "decode_image", counting)
+    return calls
+
+
+def test_each_image_is_decoded_once_per_process(mixed_folder, monkeypatch):
+    data.clear_decoded_cache()
+    calls = _count_decodes(monkeypatch)
     first = data.load_chest_xrays(mixed_folder.root, image_size=20)
     assert sorted(calls) == sorted(Path(p).name for p in mixed_folder.images)
     second = data.load_chest_xrays(mixed_folder.root, image_size=20, seed=5)
@@ -690,18 +695,6 @@ def disk_cache(tmp_path, monkeypatch):
     data.clear_decoded_cache()
 
 
-def _count_decodes(monkeypatch):
-    calls = []
-    real = data.decode_image
-
-    def counting(path, **kwargs):
-        calls.append(Path(path).name)
-        return real(path, **kwargs)
-
-    monkeypatch.setattr(data, "decode_image", counting)
-    return calls
-
-
 def test_disk_cache_serves_a_later_process_without_decoding(make_xrays, disk_cache, monkeypatch):
     folder = make_xrays()
     first = data.load_chest_xrays(folder.root, image_size=16, seed=0)
@@ -779,3 +772,18 @@ def test_files_fingerprint_depends_on_order_and_identity():
     assert data.files_fingerprint([a, b]) == data.files_fingerprint([a, b])
     assert data.files_fingerprint([a, b]) != data.files_fingerprint([b, a])
     assert data.files_fingerprint([a]) != data.files_fingerprint([("x", 1, 3, 16, "rgb")])
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale_close_to_a_full_decode(tmp_path):
+    rng = np.random.default_rng(4)
+    big = image_of_mode(rng, "L", (1400, 1100), 120)
+    path = save_image(tmp_path / "person1_virus_1.jpeg", big)
+    fast = data.decode_image(path, image_size=64)
+    with Image.open(path) as img:
+        img.load()
+        full = np.asarray(img.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR))
+    assert fast.shape == full.shape == (64, 64, 3)
+    assert np.abs(fast.astype(int) - full.astype(int)).mean() < 2.0
+    assert np.array_equal(fast, data.decode_image(path, image_size=64))  # the same every time
+    # Never decoded below twice the target: a 200 px request keeps full detail of 1400 px.
+    assert data.decode_image(path, image_size=200).shape == (200, 200, 3)

@@ -1,0 +1,63 @@
+"""Each figure function draws what it says, on given or new axes, from known inputs."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import calibration, plots  # noqa: E402
+
+Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
+S = np.array([0.1, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9, 0.2])
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_roc_marks_each_operating_point_with_its_rates():
+    ax = plots.plot_roc(Y, S, thresholds={"validation": 0.5})
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[0] == "AUC 0.938"  # 15 of 16 (positive, negative) pairs ranked right
+    assert "sens 0.75, spec 0.75" in labels[1]  # at 0.5: 3 of 4 each way
+    assert ax.get_xlim() == pytest.approx((-0.01, 1.01))
+
+
+def test_precision_recall_shows_prevalence_and_ppv_at_the_threshold():
+    ax = plots.plot_precision_recall(Y, S, thresholds={"t": 0.5})
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(l == "prevalence 0.500" for l in labels)
+    assert any("sens 0.75, PPV 0.75" in l for l in labels)
+
+
+def test_reliability_draws_one_line_per_curve_on_the_diagonal_frame():
+    table = calibration.reliability_table(Y, S, n_bins=5)
+    ax = plots.plot_reliability({"as trained": table, "scaled": table})
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["perfect calibration", "as trained", "scaled"]
+    assert list(ax.lines[1].get_xdata()) == pytest.approx(table["mean_score"].tolist())
+
+
+def test_heatmap_grid_titles_every_image_and_refuses_none():
+    images = np.zeros((3, 8, 8, 1), dtype=np.uint8)
+    axes = plots.plot_heatmap_grid(images, np.ones((3, 8, 8)), ["a", "b", "c"], ncols=2)
+    assert [ax.get_title() for ax in axes[:3]] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="no images"):
+        plots.plot_heatmap_grid(images[:0], np.ones((0, 8, 8)), [])
+
+
+def test_confusion_matrix_counts_and_roc_overlay_checks_alignment():
+    ax = plots.plot_confusion_matrix(Y, S, threshold=0.5)
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["3\n75%", "1\n25%", "1\n25%", "3\n75%"]
+    frame = pd.DataFrame({"path": list("abcdefgh"), "label": Y, "score": S})
+    plots.plot_roc_overlay({"model_1": frame, "model_2": frame})
+    with pytest.raises(ValueError, match="not on the same images"):
+        plots.plot_roc_overlay({"model_1": frame, "model_2": frame.iloc[::-1]})
