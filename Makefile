@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # CI-sized parameters for the notebook runs inside `make test` (see helpers/chapter.py):
-# one epoch at 64 px checks that every chapter runs end to end, in minutes.
-CI_PARAMS := BOOK_EPOCHS=1 BOOK_IMAGE_SIZE=64
+# one epoch at 64 px (model_6's ablation at 32 px) checks that every chapter runs end to end,
+# in minutes.
+CI_PARAMS := BOOK_EPOCHS=1 BOOK_IMAGE_SIZE=64 BOOK_ABLATION_IMAGE_SIZE=32
 CI_BUILD := $(CURDIR)/_build/ci
 
 .PHONY: setup test unit-test notebook-test book-test book clean
@@ -30,7 +31,7 @@ notebook-test: setup
 	$(CI_PARAMS) BOOK_RESULTS_DIR=$(CI_BUILD)/nbval-results $(PY) -m pytest --nbval-lax book/
 
 book-test: setup
-	$(PY) -m helpers.book -p epochs 1 -p image_size 64 --results-dir $(CI_BUILD)/results --output-dir $(CI_BUILD)
+	$(PY) -m helpers.book -p epochs 1 -p image_size 64 -p ablation_image_size 32 --results-dir $(CI_BUILD)/results --output-dir $(CI_BUILD)
 	BOOK_HTML_DIR=$(CI_BUILD)/_build/html $(PY) -m pytest tests/test_built_book.py
 
 book: setup

@@ -359,6 +359,8 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "on_bad_image": _one_of("stop", "skip"),
     "strategy": _one_of("default", "mirrored", "multi_worker"),
     "base_weights": _weights,
+    "ablation_epochs": _non_negative_int,
+    "ablation_image_size": _positive_int,
 }
 
 

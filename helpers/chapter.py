@@ -37,6 +37,8 @@ PARAMETER_TYPES: dict[str, type] = {
     "target_sensitivity": float,
     "on_bad_image": str,
     "strategy": str,
+    "ablation_epochs": int,
+    "ablation_image_size": int,
 }
 ENV_PREFIX = "BOOK_"
 #: ``BOOK_*`` variables that are not parameter overrides.
@@ -137,9 +139,10 @@ def setup(model_id: str | None = None, **values: Any) -> dict[str, Any]:
         from helpers.models import get_spec
 
         get_spec(model_id)
-    for name in ("image_size", "epochs", "batch_size", "seed"):
+    for name in ("image_size", "epochs", "batch_size", "seed", "ablation_epochs", "ablation_image_size"):
         if name in params:
-            low = 0 if name == "seed" else 1  # as the runner: at least one epoch
+            # As the runner: at least one epoch; an ablation of 0 epochs is no ablation.
+            low = 0 if name in ("seed", "ablation_epochs") else 1
             value = params[name]
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -171,8 +174,10 @@ def show_parameters(params: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame({"value": {k: str(v) for k, v in params.items()}})
 
 
-def load_data(params: dict[str, Any], *, color_mode: str = config.COLOR_MODE) -> ChestXrays:
+def load_data(params: dict[str, Any], *, color_mode: str | None = None) -> ChestXrays:
     """Load the person-aware split at the chapter's image size; write ``split.csv``.
+
+    ``color_mode`` None is the chapter's model's (grayscale for model_6, RGB otherwise).
 
     Images skipped with ``on_bad_image="skip"`` are named in a warning shown in the
     chapter itself (Python warnings go to stderr, which the rendered book leaves out).
@@ -181,6 +186,11 @@ def load_data(params: dict[str, Any], *, color_mode: str = config.COLOR_MODE) ->
 
     from helpers.data import DataWarning
 
+    if color_mode is None:
+        from helpers.models import get_spec
+
+        model_id = params.get("model_id")
+        color_mode = get_spec(model_id).color_mode if model_id else config.COLOR_MODE
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         xrays = _load(params, color_mode)
@@ -221,8 +231,12 @@ def split_summary(xrays: ChestXrays) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("split")
 
 
-def build(params: dict[str, Any], xrays: ChestXrays):
-    """Seed, build and compile the chapter's model; warn visibly if ImageNet is missing."""
+def build(params: dict[str, Any], xrays: ChestXrays, *, spec=None):
+    """Seed, build and compile the chapter's model; warn visibly if ImageNet is missing.
+
+    ``spec`` replaces the registered :class:`~helpers.models.ModelSpec` (model_6 is built
+    with the variant its ablation chose).
+    """
     from helpers.train import build as build_seeded
 
     built = build_seeded(
@@ -231,6 +245,7 @@ def build(params: dict[str, Any], xrays: ChestXrays):
         seed=params.get("seed", config.SEED),
         base_weights=params.get("base_weights", "imagenet"),
         strategy=params.get("strategy", "default"),
+        spec=spec,
     )
     for message in built.messages:
         _display_warning(message)
@@ -309,12 +324,15 @@ def glue_metrics(prefix: str, metrics_json: dict) -> None:
     Keys: ``_threshold``, and for the test set at the validation threshold ``_auc``,
     ``_sensitivity``, ``_specificity``, ``_ppv``, ``_npv``, ``_accuracy``, ``_f1`` (each
     with ``_lo`` and ``_hi``), ``_tp``, ``_fp``, ``_tn``, ``_fn``; at 0.5 the same with
-    ``_05`` after the prefix (``model_1_05_specificity``); ``_epochs``,
+    ``_05`` after the prefix (``model_1_05_specificity``); ``_val_auc``,
+    ``_val_sensitivity``, ``_val_specificity`` on validation; ``_epochs``,
     ``_training_seconds``, ``_base_weights``.
     """
     from myst_nb import glue
 
     glue(f"{prefix}_threshold", metrics_json["threshold"]["threshold"], display=False)
+    for name in ("auc", "sensitivity", "specificity"):  # the same threshold on validation
+        glue(f"{prefix}_val_{name}", _float(metrics_json["val"][name]), display=False)
     for key, tag in (("test", ""), ("test_at_0.5", "_05")):
         block = metrics_json[key]
         for name in ("auc",) + metrics.RATE_NAMES:
@@ -372,6 +390,123 @@ def report(result, xrays: ChestXrays | None = None, *, per_class: int = 4) -> No
         )
         plt.show()
     glue_metrics(result.model_id, m)
+
+
+# ---------------------------------------------------------------------------------------
+# model_6: the ablation, the validation-test gap, the targets
+# ---------------------------------------------------------------------------------------
+
+
+def ablation_budget(params: dict[str, Any]) -> dict[str, int]:
+    """Image size and epochs of model_6's ablation: the ``ablation_*`` parameters, never
+    more than the final model's own ``image_size`` and ``epochs``."""
+    return {
+        "image_size": min(params["ablation_image_size"], params["image_size"]),
+        "epochs": min(params["ablation_epochs"], params["epochs"]),
+    }
+
+
+def run_ablation(params: dict[str, Any]):
+    """Run model_6's ablation on validation (:mod:`helpers.ablation`), write it, show it.
+
+    Writes ``<results_dir>/model_6_ablation/ablation.csv`` and ``choice.json``, displays
+    the table (AUC with its 95% interval) and glues the choice and the budget.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Empty when ``ablation_epochs`` is 0.
+    variant : helpers.ablation.Variant
+        The chosen variant (:func:`helpers.ablation.best_variant`); the recipe itself when
+        no ablation ran.
+    """
+    from IPython.display import display
+    from myst_nb import glue
+
+    from helpers import ablation
+    from helpers.results import ResultsWriter
+
+    budget = ablation_budget(params)
+    if budget["epochs"] == 0:
+        _display_warning(
+            "ablation_epochs is 0: no ablation ran, and model_6 is trained with its recipe "
+            "as registered, not as chosen on validation."
+        )
+        return pd.DataFrame(), ablation.VARIANTS[0]
+
+    def load(color_mode: str) -> ChestXrays:
+        return _load({**params, "image_size": budget["image_size"]}, color_mode)
+
+    table = ablation.run_ablation(
+        load, epochs=budget["epochs"], batch_size=params["batch_size"], seed=params["seed"],
+        target_sensitivity=params.get("target_sensitivity", config.TARGET_SENSITIVITY),
+    )
+    choice = ablation.variant_named(ablation.best_variant(table))
+    with ResultsWriter(params["results_dir"], "model_6_ablation") as writer:
+        table.to_csv(writer.path("ablation.csv"))
+        writer.write_json("choice.json", {"choice": choice.name, **budget, "seed": params["seed"]})
+    shown = table.drop(columns=["val AUC low", "val AUC high"]).copy()
+    shown.insert(1, "val AUC (95% CI)", [
+        f"{r['val AUC']:.4f} ({r['val AUC low']:.4f}-{r['val AUC high']:.4f})" for _, r in table.iterrows()
+    ])
+    display(shown.drop(columns=["val AUC"]).round(4))
+    glue("model_6_ablation_choice", choice.name, display=False)
+    glue("model_6_ablation_image_size", budget["image_size"], display=False)
+    glue("model_6_ablation_epochs", budget["epochs"], display=False)
+    glue("model_6_ablation_variants", len(table), display=False)
+    glue("model_6_ablation_verdict", ablation_verdict(table, choice.name), display=False)
+    return table, choice
+
+
+def ablation_verdict(table: pd.DataFrame, choice: str) -> str:
+    """One sentence on the ablation's choice against the recipe (the first row), with the
+    overlap of their 95% intervals, for the chapter's prose."""
+    recipe = table.index[0]
+    if choice == recipe:
+        return (
+            f"no variant ranked the validation images better than the recipe (validation AUC "
+            f"{table.loc[recipe, 'val AUC']:.4f}, to three decimals), so the recipe is kept"
+        )
+    a, b = table.loc[choice], table.loc[recipe]
+    overlap = a["val AUC low"] <= b["val AUC high"] and b["val AUC low"] <= a["val AUC high"]
+    return (
+        f"'{choice}' ranked the validation images better than the recipe (validation AUC "
+        f"{a['val AUC']:.4f} against {b['val AUC']:.4f}); the two 95% intervals "
+        + ("overlap, so the difference may be chance" if overlap
+           else "do not overlap, so the difference is larger than the validation set's sampling noise")
+    )
+
+
+def validation_test_gap(metrics_json: dict) -> pd.DataFrame:
+    """The same model and threshold on validation and on test: AUC, sensitivity,
+    specificity, PPV and NPV with 95% intervals, and test minus validation."""
+    rows = {}
+    for name in ("auc", "sensitivity", "specificity", "ppv", "npv"):
+        val, test = metrics_json["val"], metrics_json["test"]
+        rows[name] = {
+            "validation": _interval_text(val, name),
+            "test": _interval_text(test, name),
+            "test minus validation": f"{test[name] - val[name]:+.3f}",
+        }
+    return pd.DataFrame(rows).T
+
+
+#: model_6's targets on the test set (issue 4), at the threshold chosen on validation.
+MODEL_6_TARGETS = {"auc": 0.975, "sensitivity": 0.95, "specificity": 0.85}
+
+
+def target_table(metrics_json: dict, targets: dict[str, float] = MODEL_6_TARGETS) -> pd.DataFrame:
+    """Each target beside the test result (95% CI) and how far the estimate is from it."""
+    rows = {}
+    for name, target in targets.items():
+        value = metrics_json["test"][name]
+        rows[name] = {
+            "target": target,
+            "test (95% CI)": _interval_text(metrics_json["test"], name),
+            "estimate minus target": f"{value - target:+.3f}",
+            "met": "yes" if value >= target else "no",
+        }
+    return pd.DataFrame(rows).T
 
 
 # ---------------------------------------------------------------------------------------
@@ -682,6 +817,8 @@ def reported_vs_corrected(all_metrics: dict[str, dict]) -> pd.DataFrame:
     low, high = config.CASE_STUDY_REPORTED_ACCURACY
     rows = {}
     for model_id, m in all_metrics.items():
+        if model_id not in config.CASE_STUDY_MODEL_IDS:
+            continue
         rows[model_id] = {
             "reported accuracy (case study)": f"{low:.2f}-{high:.2f} (range over all five)",
             "accuracy at 0.5 (this book)": _interval_text(m["test_at_0.5"], "accuracy"),
@@ -713,7 +850,7 @@ def conclusions(all_metrics: dict[str, dict]) -> pd.DataFrame:
     Differences are judged by whether the 95% AUC intervals overlap, a conservative
     reading (overlapping intervals can still hide a real difference).
     """
-    m = all_metrics
+    m = {k: v for k, v in all_metrics.items() if k in config.CASE_STUDY_MODEL_IDS}
     # A MobileNetV2 model whose ImageNet weights could not be loaded is not the case study's
     # model: no conclusion about it can be checked with this build.
     untestable = {k for k, v in m.items() if v.get("base_weights") == "random"}

@@ -42,7 +42,9 @@ VAL_FRACTION = 0.2
 #: Sensitivity the validation-chosen operating point must reach.
 TARGET_SENSITIVITY = 0.95
 
-MODEL_IDS: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4", "model_5")
+#: The case study's five models, and all models of the book (with its own model_6).
+CASE_STUDY_MODEL_IDS: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4", "model_5")
+MODEL_IDS: tuple[str, ...] = (*CASE_STUDY_MODEL_IDS, "model_6")
 
 
 def data_dir_from_env() -> Path:

@@ -17,6 +17,10 @@ model_4  flip + rotate; MobileNetV2 (frozen, ImageNet);       RMSprop   1e-4
          GAP; Dropout 0.2; Dense 1 logit
 model_5  model_4 without augmentation                         RMSprop   1e-4
 ======== ==================================================== ========= ======
+
+model_6, the book's own model (not the case study's), takes grayscale input: a small residual
+network trained from scratch with AdamW, a cosine learning-rate schedule and class weights
+(:func:`build_residual_cnn`, :data:`MODEL_6_SETTINGS`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,18 @@ class ModelSpec:
     output: OutputKind
     uses_mobilenet: bool = False
     notes: str = ""
+    #: "rgb" (the case study) or "grayscale" (model_6): how the images are decoded.
+    color_mode: str = "rgb"
+    #: Decoupled weight decay (AdamW only).
+    weight_decay: float = 0.0
+    #: "constant" learning rate (the case study) or "cosine" decay to 0 over the epochs.
+    schedule: str = "constant"
+    #: Weight the loss by inverse class frequency (:func:`helpers.data.class_weights`).
+    use_class_weights: bool = False
+    #: Keyword arguments of the builder beyond the input shape.
+    builder_options: dict = field(default_factory=dict)
+    #: False for the case study's five models, True for the book's own.
+    case_study: bool = True
 
 
 @dataclass
@@ -73,6 +89,9 @@ class BuiltModel:
     messages: list[str] = field(default_factory=list)
     #: Name of a frozen layer whose outputs can be cached during training (model 5), or None.
     frozen_feature_layer: str | None = None
+    #: Name of the frozen base (models 4 and 5), whose outputs on the un-augmented
+    #: validation images can be cached for the per-epoch validation pass, or None.
+    frozen_base_layer: str | None = None
     #: The ``tf.distribute`` strategy whose scope holds the variables (None: the default).
     strategy: object = None
 
@@ -308,6 +327,15 @@ def build_residual_cnn(
     return keras.Model(inputs, outputs, name=name)
 
 
+#: model_6's recipe (what the ablation in its chapter varies one at a time).
+MODEL_6_SETTINGS = {"width": 32, "augment": "geometric+intensity", "standardize": True, "dropout": 0.3}
+
+
+def build_model_6(input_shape=(128, 128, 1), **options):
+    """The book's own model: :func:`build_residual_cnn` with :data:`MODEL_6_SETTINGS`."""
+    return build_residual_cnn(input_shape, **{**MODEL_6_SETTINGS, **options, "name": "model_6"})
+
+
 MODELS: dict[str, ModelSpec] = {
     spec.model_id: spec
     for spec in (
@@ -327,6 +355,11 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "model_5", "Frozen MobileNetV2 without augmentation", build_model_5,
             "rmsprop", 1e-4, "logit", uses_mobilenet=True,
+        ),
+        ModelSpec(
+            "model_6", "The book's own residual CNN, grayscale, from scratch", build_model_6,
+            "adamw", 2e-3, "logit", color_mode="grayscale", weight_decay=1e-4,
+            schedule="cosine", use_class_weights=True, case_study=False,
         ),
     )
 }
@@ -348,19 +381,24 @@ def build_model(
     image_size: int = config.IMAGE_SIZE,
     channels: int = 3,
     base_weights: str | os.PathLike | None = "imagenet",
+    spec: ModelSpec | None = None,
 ) -> BuiltModel:
-    """Build and compile one case-study model with its original training settings.
+    """Build and compile one model with its training settings (the case study's for 1-5).
 
     Parameters
     ----------
     model_id : str
-        ``"model_1"`` ... ``"model_5"``.
+        ``"model_1"`` ... ``"model_6"``.
     image_size : int
         Input side in pixels (the case study: 128).
     channels : {1, 3}
-        3 for RGB (all case-study models); the MobileNetV2 models need 3.
+        3 for RGB (all case-study models; the MobileNetV2 models need 3), 1 for grayscale
+        (model_6's ``color_mode``).
     base_weights : "imagenet", path or None
         Only for models 4 and 5, see :func:`mobilenet_base`.
+    spec : ModelSpec, optional
+        A variant of ``model_id``'s registered spec (``dataclasses.replace`` of it), as
+        model_6's ablation builds; None is the registered one.
 
     Returns
     -------
@@ -368,7 +406,11 @@ def build_model(
     """
     import keras
 
-    spec = get_spec(model_id)
+    registered = get_spec(model_id)
+    if spec is None:
+        spec = registered
+    elif spec.model_id != model_id:
+        raise ValueError(f"spec is for {spec.model_id!r}, not {model_id!r}")
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     if spec.uses_mobilenet and image_size < 32:
@@ -381,20 +423,20 @@ def build_model(
     if spec.uses_mobilenet:
         model, used, messages = spec.builder(input_shape, base_weights=base_weights)
     else:
-        model = spec.builder(input_shape)
+        model = spec.builder(input_shape, **spec.builder_options)
     compile_with_spec(model, spec)
     if output_kind(model) != spec.output:  # the registry and the layers must agree
         raise AssertionError(f"{model_id}: spec says {spec.output}, layers say {output_kind(model)}")
     # Model 5's base is frozen and sees un-augmented images: its output per image never
     # changes during training, so it can be computed once (see helpers.train.fit).
-    frozen = None
-    if spec.uses_mobilenet and not any(
-        type(layer).__name__.startswith("Random") for layer in model.layers
-    ):
-        frozen = next(layer.name for layer in model.layers if isinstance(layer, keras.Model))
+    base = frozen = None
+    if spec.uses_mobilenet:
+        base = next(layer.name for layer in model.layers if isinstance(layer, keras.Model))
+        if not any(type(layer).__name__.startswith("Random") for layer in model.layers):
+            frozen = base
     return BuiltModel(
         model=model, spec=spec, output=spec.output, base_weights=used, messages=messages,
-        frozen_feature_layer=frozen,
+        frozen_feature_layer=frozen, frozen_base_layer=base,
     )
 
 
@@ -402,9 +444,14 @@ def compile_with_spec(model, spec: ModelSpec) -> None:
     """Compile ``model`` with the optimiser, learning rate, loss and metric of ``spec``."""
     import keras
 
-    optimizer = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}[
-        spec.optimizer
-    ](learning_rate=spec.learning_rate)
+    if spec.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(
+            learning_rate=spec.learning_rate, weight_decay=spec.weight_decay
+        )
+    else:
+        optimizer = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam}[
+            spec.optimizer
+        ](learning_rate=spec.learning_rate)
     from_logits = spec.output == "logit"
     model.compile(
         optimizer=optimizer,

@@ -113,12 +113,14 @@ def build(
     seed: int = config.SEED,
     base_weights: str | os.PathLike | None = "imagenet",
     strategy=None,
+    spec=None,
 ) -> BuiltModel:
     """Seed everything, then build and compile ``model_id`` for ``xrays``' image shape.
 
     ``strategy`` (a ``tf.distribute.Strategy`` or a name for
     :func:`distribution_strategy`) is the scope the model's variables are created in;
-    None is the default single-device strategy.
+    None is the default single-device strategy. ``spec`` is a variant of the model's
+    registered :class:`~helpers.models.ModelSpec` (model_6's ablation), None the registered.
     """
     get_spec(model_id)
     if strategy is None or isinstance(strategy, str):
@@ -127,10 +129,43 @@ def build(
     channels = xrays.train.images.shape[-1]
     with strategy.scope():
         built = build_model(
-            model_id, image_size=xrays.image_size, channels=channels, base_weights=base_weights
+            model_id, image_size=xrays.image_size, channels=channels,
+            base_weights=base_weights, spec=spec,
         )
     built.strategy = strategy
     return built
+
+
+def cosine_schedule(initial: float, epochs: int):
+    """A Keras callback that decays the learning rate from ``initial`` towards 0 by epoch.
+
+    Epoch ``e`` (from 0) trains at ``initial * (1 + cos(pi * e / epochs)) / 2``: the full
+    rate first, a small one last, whatever ``epochs`` the chapter runs.
+    """
+    import math
+
+    import keras
+
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch, _rate: initial * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    )
+
+
+def _validation_on_features(head, features, labels, batch_size):
+    """A Keras callback: after each epoch, the loss and metrics of ``head`` on validation
+    features computed once, logged as ``val_*`` as ``fit(validation_data=...)`` would."""
+    import keras
+
+    class ValidationOnFeatures(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            results = head.evaluate(
+                features, labels.astype("float32"), batch_size=batch_size, verbose=0,
+                return_dict=True,
+            )
+            if logs is not None:
+                logs.update({f"val_{name}": value for name, value in results.items()})
+
+    return ValidationOnFeatures()
 
 
 def fit(
@@ -140,7 +175,7 @@ def fit(
     epochs: int = config.EPOCHS,
     batch_size: int = config.BATCH_SIZE,
     seed: int = config.SEED,
-    use_class_weights: bool = False,
+    use_class_weights: bool | None = None,
     cache_frozen_features: bool = True,
     verbose: int = 2,
 ) -> TrainingRun:
@@ -148,14 +183,17 @@ def fit(
 
     Parameters
     ----------
-    use_class_weights : bool
-        Weight the loss by :func:`helpers.data.class_weights` (the case study did not).
+    use_class_weights : bool, optional
+        Weight the loss by :func:`helpers.data.class_weights`. None (default) follows the
+        model's spec: off for the case study's models (it did not), on for model_6.
     cache_frozen_features : bool
         For a model with a frozen base that sees un-augmented images (model 5), compute the
         base's output once per image and train only the head on it. The head shares its
         layers with the model, the shuffling and dropout draw the same random numbers, so
         the trained model is the same as with the base in the loop (test scores agree to
-        float32 rounding), several times faster.
+        float32 rounding), several times faster. For model 4, whose augmentation comes
+        before the base, only the per-epoch validation pass runs on base outputs computed
+        once (the logged validation loss is the same to float32 rounding).
     batch_size : int
         Images per step *per replica*: under a strategy with several replicas (see
         :func:`distribution_strategy`) each step sees ``replicas x batch_size`` images.
@@ -163,7 +201,12 @@ def fit(
         Keras' verbosity; 2 prints one line per epoch.
     """
     check_training_parameters(epochs=epochs, batch_size=batch_size, seed=seed)
+    if use_class_weights is None:
+        use_class_weights = built.spec.use_class_weights
     weights = class_weights(xrays.train.labels) if use_class_weights else None
+    callbacks = []
+    if built.spec.schedule == "cosine":
+        callbacks.append(cosine_schedule(built.spec.learning_rate, epochs))
     # batch_size is per replica (per device); each step sees replicas x batch_size images.
     replicas = built.strategy.num_replicas_in_sync if built.strategy is not None else 1
     global_batch = batch_size * replicas
@@ -180,11 +223,22 @@ def fit(
             replace(s, images=extractor.predict(s.images, batch_size=batch_size, verbose=0))
             for s in (xrays.train, xrays.val)
         )
+    elif cache_frozen_features and built.frozen_base_layer is not None and replicas == 1:
+        # Model 4: augmentation comes before the frozen base, so training must run the base
+        # on every batch; the validation images are not augmented, so the per-epoch
+        # validation pass can run the head on features computed once.
+        from helpers.models import compile_with_spec, split_at_frozen_features
+
+        extractor, head = split_at_frozen_features(built.model, built.frozen_base_layer)
+        compile_with_spec(head, built.spec)
+        features = extractor.predict(val_split.images, batch_size=batch_size, verbose=0)
+        callbacks.append(_validation_on_features(head, features, val_split.labels, batch_size))
+        val_split = None
     train_ds = training_dataset(
         train_split, batch_size=global_batch, seed=seed, drop_remainder=replicas > 1
     )
     # Validation is a plain pass in file order, no shuffling.
-    val_data = (val_split.images, val_split.labels.astype("float32"))
+    val_data = None if val_split is None else (val_split.images, val_split.labels.astype("float32"))
     if replicas > 1:
         # Replicas need equal shares of every batch, so the per-epoch validation curve uses
         # whole batches only; the threshold and every reported metric come from
@@ -198,6 +252,7 @@ def fit(
         validation_batch_size=global_batch,
         epochs=epochs,
         class_weight=weights,
+        callbacks=callbacks,
         shuffle=False,  # shuffling happens in tf.data, seeded
         verbose=verbose,
     )
@@ -309,6 +364,8 @@ def evaluate_and_save(
             "split_seed": xrays.seed,
             "optimizer": spec.optimizer,
             "learning_rate": spec.learning_rate,
+            "weight_decay": spec.weight_decay,
+            "schedule": spec.schedule,
             "use_class_weights": run.class_weight is not None,
             "target_sensitivity": target_sensitivity,
             **(parameters or {}),

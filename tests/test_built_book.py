@@ -82,6 +82,21 @@ def test_comparison_table_is_an_html_table_with_every_model(html_dir):
     assert re.search(r"\d\.\d{3} \(\d\.\d{3}-\d\.\d{3}\)", first)
 
 
+def test_model_6_shows_its_ablation_and_the_validation_test_gap(html_dir):
+    from helpers.ablation import VARIANTS
+
+    soup = page(html_dir, "model_6")
+    tables = [t.get_text(" ") for t in soup.select("table.dataframe")]
+    ablation = [t for t in tables if "val AUC (95% CI)" in t]
+    assert ablation, "model_6: no ablation table"
+    for variant in VARIANTS:
+        assert variant.name in ablation[0], f"model_6: ablation lacks {variant.name!r}"
+    assert any("test minus validation" in t for t in tables), "model_6: no validation-test gap table"
+    text = soup.get_text(" ")
+    choice = re.search(r"in this run,\s+(.+?)\.\s", text)
+    assert choice and choice.group(1).strip() in {v.name for v in VARIANTS}, "model_6: the choice is not glued"
+
+
 def test_glued_numbers_are_rendered(html_dir):
     text = page(html_dir, "model_1").get_text(" ")
     match = re.search(r"reaches an AUC of\s+(\d\.\d{3})", text)

@@ -169,3 +169,55 @@ def test_paired_tests_refuse_predictions_on_other_images():
     preds["model_3"] = preds["model_3"].iloc[::-1].reset_index(drop=True)
     with pytest.raises(ValueError, match="model_3's test predictions are not on model_2's images"):
         chapter.paired_tests(all_metrics, preds)
+
+
+def _block(**values):
+    block = {}
+    for name, value in values.items():
+        block.update({name: value, f"{name}_ci_low": value - 0.01, f"{name}_ci_high": value + 0.01})
+    return block
+
+
+def test_validation_test_gap_and_targets_are_read_from_the_metrics():
+    rates = dict(sensitivity=0.95, ppv=0.9, npv=0.8)
+    m = {"val": _block(auc=0.998, specificity=0.97, **rates),
+         "test": _block(auc=0.96, specificity=0.80, **rates)}
+    gap = chapter.validation_test_gap(m)
+    assert gap.loc["auc", "validation"] == "0.998 (0.988-1.008)"
+    assert gap.loc["auc", "test minus validation"] == "-0.038"
+    assert gap.loc["specificity", "test minus validation"] == "-0.170"
+    targets = chapter.target_table(m)
+    assert list(targets["met"]) == ["no", "yes", "no"]  # auc 0.96 < 0.975, sens 0.95, spec 0.80 < 0.85
+    assert targets.loc["specificity", "estimate minus target"] == "-0.050"
+
+
+def test_ablation_budget_never_exceeds_the_final_model():
+    params = {"image_size": 128, "epochs": 12, "ablation_image_size": 64, "ablation_epochs": 3}
+    assert chapter.ablation_budget(params) == {"image_size": 64, "epochs": 3}
+    params.update(image_size=32, epochs=1)
+    assert chapter.ablation_budget(params) == {"image_size": 32, "epochs": 1}
+
+
+def test_model_chapters_load_their_models_colour_mode(xray_folder, tmp_path):
+    params = chapter.setup(
+        "model_6", data_dir=str(xray_folder.root), results_dir=str(tmp_path), image_size=32,
+        epochs=1, batch_size=8, seed=0, ablation_epochs=0, ablation_image_size=32,
+    )
+    assert chapter.load_data(params).train.images.shape[-1] == 1
+    params["model_id"] = "model_1"
+    assert chapter.load_data(params).train.images.shape[-1] == 3
+    with pytest.raises(ValueError, match="ablation_epochs must be an integer >= 0"):
+        chapter.setup("model_6", ablation_epochs=-1)
+
+
+def test_ablation_verdict_says_whether_the_choice_beats_the_recipe_beyond_noise():
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {"val AUC": [0.95, 0.99, 0.96], "val AUC low": [0.94, 0.985, 0.94], "val AUC high": [0.96, 0.995, 0.98]},
+        index=["model_6", "RGB input", "no augmentation"],
+    )
+    assert "recipe is kept" in chapter.ablation_verdict(table, "model_6")
+    clear = chapter.ablation_verdict(table, "RGB input")
+    assert "0.9900 against 0.9500" in clear and "do not overlap" in clear
+    assert "may be chance" in chapter.ablation_verdict(table, "no augmentation")

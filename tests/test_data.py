@@ -193,6 +193,33 @@ def test_person_aware_split_never_shares_a_group_for_any_seed(groups_and_rows, s
     assert np.array_equal(is_val, data.person_aware_split(labels, groups, seed=seed))
 
 
+def test_person_aware_split_is_cached_on_disk_by_everything_it_depends_on(tmp_path, monkeypatch):
+    import sklearn.model_selection as ms
+
+    monkeypatch.setenv("CHEST_XRAY_CACHE_DIR", str(tmp_path / "cache"))
+    groups = [f"p{i // 2}" for i in range(40)]
+    labels = [(i // 2) % 2 for i in range(40)]
+    first = data.person_aware_split(labels, groups, seed=1)
+    assert len(list((tmp_path / "cache").glob("split-*.npy"))) == 1
+    calls = []
+    real = ms.StratifiedGroupKFold
+
+    class Counting(real):
+        def split(self, *args, **kwargs):
+            calls.append(self.random_state)
+            return super().split(*args, **kwargs)
+
+    monkeypatch.setattr(ms, "StratifiedGroupKFold", Counting)
+    again = data.person_aware_split(labels, groups, seed=1)
+    assert again.dtype == bool and np.array_equal(again, first) and calls == []  # read back
+    data.person_aware_split(labels, groups, seed=2)  # another seed: computed
+    data.person_aware_split(labels[::-1], groups, seed=1)  # other labels: computed
+    assert calls == [2, 1]
+    monkeypatch.setenv("CHEST_XRAY_CACHE_DIR", "off")
+    assert np.array_equal(data.person_aware_split(labels, groups, seed=1), first)
+    assert calls == [2, 1, 1]
+
+
 def test_person_aware_split_rejects_bad_arguments():
     groups = [f"p{i}" for i in range(10)]
     labels = [i % 2 for i in range(10)]
@@ -698,7 +725,9 @@ def disk_cache(tmp_path, monkeypatch):
 def test_disk_cache_serves_a_later_process_without_decoding(make_xrays, disk_cache, monkeypatch):
     folder = make_xrays()
     first = data.load_chest_xrays(folder.root, image_size=16, seed=0)
-    assert len(list(disk_cache.glob("*.npy"))) == 3  # one entry per split's file list
+    # one entry of decoded images per split's file list, and the person-aware split
+    assert len([p for p in disk_cache.glob("*.npy") if not p.name.startswith("split-")]) == 3
+    assert len(list(disk_cache.glob("split-*.npy"))) == 1
     data.clear_decoded_cache()  # what a new process starts with
     calls = _count_decodes(monkeypatch)
     second = data.load_chest_xrays(folder.root, image_size=16, seed=0)

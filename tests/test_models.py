@@ -19,6 +19,7 @@ SETTINGS = {  # model id: (optimizer class, learning rate, output, from_logits)
     "model_3": ("Adam", 1e-5, "probability", False),
     "model_4": ("RMSprop", 1e-4, "logit", True),
     "model_5": ("RMSprop", 1e-4, "logit", True),
+    "model_6": ("AdamW", 2e-3, "logit", True),
 }
 
 
@@ -36,8 +37,12 @@ def of_type(model, name: str) -> list:
     return [layer for layer in model.layers if type(layer).__name__ == name]
 
 
-def test_registry_lists_the_five_models():
-    assert tuple(models.MODELS) == ("model_1", "model_2", "model_3", "model_4", "model_5")
+def test_registry_lists_the_five_case_study_models_and_model_6():
+    from helpers import config
+
+    assert tuple(models.MODELS) == config.MODEL_IDS
+    assert config.MODEL_IDS == ("model_1", "model_2", "model_3", "model_4", "model_5", "model_6")
+    assert [m for m in models.MODELS if models.MODELS[m].case_study] == list(config.CASE_STUDY_MODEL_IDS)
     for mid, (optimizer, lr, output, _) in SETTINGS.items():
         spec = models.get_spec(mid)
         assert spec.model_id == mid
@@ -289,3 +294,36 @@ def test_output_kind_refuses_other_last_layers(last):
     with pytest.raises(ValueError, match="probabilities or logits") as info:
         models.output_kind(model)
     assert model.layers[-1].name in str(info.value)
+
+
+def test_model_6_is_a_grayscale_residual_cnn_with_its_own_training_recipe():
+    spec = models.get_spec("model_6")
+    assert (spec.color_mode, spec.schedule, spec.use_class_weights) == ("grayscale", "cosine", True)
+    assert spec.weight_decay > 0 and not spec.uses_mobilenet and not spec.case_study
+    built = models.build_model("model_6", image_size=32, channels=1)
+    model = built.model
+    assert model.input_shape == (None, 32, 32, 1)
+    assert models.output_kind(model) == "logit"
+    assert len(of_type(model, "Add")) == 4  # four residual blocks
+    assert of_type(model, "PerImageStandardization")
+    assert type(model.optimizer).__name__ == "AdamW"
+    assert model.optimizer.weight_decay == pytest.approx(spec.weight_decay)
+    assert model.loss.get_config()["from_logits"] is True
+    # the case-study models keep their settings: no class weights, constant rate, RGB
+    for mid in ("model_1", "model_4"):
+        other = models.get_spec(mid)
+        assert (other.color_mode, other.schedule, other.use_class_weights) == ("rgb", "constant", False)
+
+
+def test_a_spec_variant_is_built_as_given_and_must_be_for_the_same_model():
+    from dataclasses import replace
+
+    spec = models.get_spec("model_6")
+    variant = replace(spec, builder_options={**spec.builder_options, "augment": "none", "standardize": False},
+                      optimizer="rmsprop", learning_rate=1e-4)
+    model = models.build_model("model_6", image_size=32, channels=1, spec=variant).model
+    assert not [t for t in layer_types(model) if t.startswith("Random")]
+    assert not of_type(model, "PerImageStandardization")
+    assert type(model.optimizer).__name__ == "RMSprop"
+    with pytest.raises(ValueError, match="spec is for 'model_6', not 'model_1'"):
+        models.build_model("model_1", image_size=32, spec=variant)

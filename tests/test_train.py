@@ -382,3 +382,42 @@ def test_model_4_is_never_cached(xrays32, monkeypatch):
     _fake_pretrained_base(monkeypatch)
     assert train.build("model_4", xrays32, seed=0, base_weights=None).frozen_feature_layer is None
     assert train.build("model_1", xrays32, seed=0).frozen_feature_layer is None
+
+
+def test_cosine_schedule_decays_from_the_initial_rate_by_epoch():
+    callback = train.cosine_schedule(2e-3, 4)
+    rates = [callback.schedule(epoch, None) for epoch in range(4)]
+    assert rates[0] == pytest.approx(2e-3)
+    assert rates[2] == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] > 0
+
+
+def test_model_6_trains_with_class_weights_and_its_schedule_the_case_study_without(xray_folder):
+    from helpers import data
+
+    gray = data.load_chest_xrays(xray_folder.root, image_size=32, color_mode="grayscale", seed=0)
+    run = train.fit(train.build("model_6", gray, seed=0), gray, epochs=2, batch_size=8, seed=0, verbose=0)
+    assert run.class_weight == data.class_weights(gray.train.labels)
+    assert run.history["learning_rate"].iloc[0] == pytest.approx(2e-3)
+    assert run.history["learning_rate"].iloc[1] == pytest.approx(1e-3)
+    rgb = data.load_chest_xrays(xray_folder.root, image_size=32, seed=0)
+    run1 = train.fit(train.build("model_1", rgb, seed=0), rgb, epochs=1, batch_size=8, seed=0, verbose=0)
+    assert run1.class_weight is None
+
+
+def test_model_4_validates_on_cached_base_features_with_the_same_numbers(xrays32):
+    """Augmentation keeps model 4's base in the training loop; its per-epoch validation runs
+    the head on features computed once, and must log what the full model would."""
+    histories = []
+    for cache in (True, False):
+        built = train.build("model_4", xrays32, seed=5, base_weights=None)
+        assert built.frozen_base_layer is not None and built.frozen_feature_layer is None
+        run = train.fit(built, xrays32, epochs=2, batch_size=8, seed=5, verbose=0,
+                        cache_frozen_features=cache)
+        histories.append(run.history)
+    cached, full = histories
+    assert set(cached.columns) == set(full.columns)
+    for column in ("loss", "accuracy"):
+        np.testing.assert_allclose(cached[column], full[column], rtol=1e-6)
+    for column in ("val_loss", "val_accuracy"):
+        np.testing.assert_allclose(cached[column], full[column], rtol=1e-4, atol=1e-6)
