@@ -27,8 +27,9 @@ test: setup unit-test notebook-test book-test
 unit-test: setup
 	$(PY) -m pytest
 
+# model_6's ablation (seven short trainings) runs in book-test; here it is left out.
 notebook-test: setup
-	$(CI_PARAMS) BOOK_RESULTS_DIR=$(CI_BUILD)/nbval-results $(PY) -m pytest --nbval-lax book/
+	$(CI_PARAMS) BOOK_ABLATION_EPOCHS=0 BOOK_RESULTS_DIR=$(CI_BUILD)/nbval-results $(PY) -m pytest --nbval-lax book/
 
 book-test: setup
 	$(PY) -m helpers.book -p epochs 1 -p image_size 64 -p ablation_image_size 32 --results-dir $(CI_BUILD)/results --output-dir $(CI_BUILD)
