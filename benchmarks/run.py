@@ -541,9 +541,15 @@ def main(argv=None) -> int:
     text = (f"# Benchmark results\n\nMeasured {raw['date']} on {raw['machine']} by "
             f"`benchmarks/run.py{' --quick' if args.quick else ''}` (epochs {epochs}).\n\n"
             + "\n".join(table) + "\n")
+    raw_path = args.output.with_name("results.json")
+    if "book" not in raw and args.output.exists() and BOOK_HEADING in args.output.read_text():
+        # --skip-book keeps the latest whole-book section (from --book-only or a full run).
+        text += "\n" + BOOK_HEADING + args.output.read_text().split(BOOK_HEADING, 1)[1]
+        if raw_path.exists() and "book" in json.loads(raw_path.read_text()):
+            raw["book"] = json.loads(raw_path.read_text())["book"]
     print("\n" + text)
     args.output.write_text(text)
-    (args.output.with_name("results.json")).write_text(json.dumps(raw, indent=1))
+    raw_path.write_text(json.dumps(raw, indent=1))
     return 0
 
 

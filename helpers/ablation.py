@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -115,7 +116,7 @@ def validation_row(labels: np.ndarray, scores: np.ndarray, *, target_sensitivity
 
 
 def run_ablation(
-    load: "callable",
+    load: Callable[[str], ChestXrays],
     variants: tuple[Variant, ...] = VARIANTS,
     *,
     epochs: int,
