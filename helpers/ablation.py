@@ -8,6 +8,12 @@ choice made from this table can have looked at the test set.
 The validation images come from the same hospital folders as the training images, and the
 models separate them almost perfectly: differences between variants are small, and the
 95% intervals show how small.
+
+Some rows measure choices that are not one network scored in one pass at the chapter's
+image size: a higher resolution, test-time augmentation, an ensemble of seeds. They are
+trained and scored like the others, so the table says what each is worth on validation,
+but they can not be adopted (:attr:`Variant.not_adoptable`): the final model is one
+network, saved, explained with Grad-CAM and served by ``helpers.predict`` as it is.
 """
 
 from __future__ import annotations
@@ -38,10 +44,21 @@ class Variant:
         See :data:`helpers.models.AUGMENTATIONS`.
     standardize : bool
         Per-image standardisation (True) or pixels / 255.
-    optimizer : {"adamw-cosine", "rmsprop-constant"}
-        model_6's AdamW with cosine decay, or the case study's RMSprop at a constant 1e-4.
+    optimizer : {"adamw-cosine", "adamw-constant", "rmsprop-constant"}
+        model_6's AdamW with cosine decay, the same AdamW at its constant initial rate, or
+        the case study's RMSprop at a constant 1e-4.
     class_weights : bool
         Weight the loss by inverse class frequency (False: the threshold alone moves).
+    width : int
+        Filters of the first residual block (the architecture's size).
+    image_scale : float
+        Image size relative to the ablation's (1.5: 96 px when the ablation runs at 64).
+    tta : bool
+        Test-time augmentation: the score of an image is the mean logit over the image and
+        four copies shifted by :data:`TTA_SHIFT` of its side (:func:`tta_logits`).
+    seeds : int
+        Ensemble size: the mean logit of this many networks trained with seeds ``seed``,
+        ``seed + 1``, ...
     """
 
     name: str
@@ -51,20 +68,46 @@ class Variant:
     standardize: bool = True
     optimizer: str = "adamw-cosine"
     class_weights: bool = True
+    width: int = 32
+    image_scale: float = 1.0
+    tta: bool = False
+    seeds: int = 1
+
+    @property
+    def not_adoptable(self) -> str:
+        """Why this row can not become the final model, or ``""`` if it can."""
+        if self.image_scale != 1.0:
+            return "another image size: the final model trains at the chapter's image_size"
+        if self.tta:
+            return "five forward passes per image: the saved model scores in one"
+        if self.seeds > 1:
+            return f"{self.seeds} networks: {self.seeds}x the training time, and one model is saved and served"
+        return ""
+
+    def training_key(self) -> tuple:
+        """What the training of one network depends on (TTA and ensembles reuse networks)."""
+        return (self.color_mode, self.augment, self.standardize, self.optimizer,
+                self.class_weights, self.width, self.image_scale)
 
     def spec(self):
         """model_6's :class:`~helpers.models.ModelSpec` with this variant's choices."""
         from helpers.models import get_spec
 
         base = get_spec("model_6")
-        options = {**base.builder_options, "augment": self.augment, "standardize": self.standardize}
+        options = {
+            **base.builder_options, "augment": self.augment, "standardize": self.standardize,
+            "width": self.width,
+        }
         if self.optimizer == "adamw-cosine":
             training = {}
+        elif self.optimizer == "adamw-constant":
+            training = {"schedule": "constant"}
         elif self.optimizer == "rmsprop-constant":
             training = {"optimizer": "rmsprop", "learning_rate": 1e-4, "weight_decay": 0.0, "schedule": "constant"}
         else:
             raise ValueError(
-                f"optimizer must be 'adamw-cosine' or 'rmsprop-constant', got {self.optimizer!r}"
+                "optimizer must be 'adamw-cosine', 'adamw-constant' or 'rmsprop-constant', "
+                f"got {self.optimizer!r}"
             )
         return replace(
             base, builder_options=options, use_class_weights=self.class_weights,
@@ -81,7 +124,46 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("pixels / 255", "no per-image standardisation", standardize=False),
     Variant("no class weights", "unweighted loss; only the threshold corrects the imbalance", class_weights=False),
     Variant("case study's optimiser", "RMSprop at a constant 1e-4 instead of AdamW with cosine decay", optimizer="rmsprop-constant"),
+    Variant("constant learning rate", "AdamW at its initial rate throughout, no cosine decay", optimizer="adamw-constant"),
+    Variant("half width", "residual blocks of 16-128 filters instead of 32-256 (about a quarter of the parameters)", width=16),
+    Variant("1.5x resolution", "images 1.5 times larger on each side", image_scale=1.5),
+    Variant("test-time augmentation", "the recipe's network, each score the mean logit over the image and four shifted copies", tta=True),
+    Variant("ensemble of 3 seeds", "mean logit of the recipe trained with three seeds", seeds=3),
 )
+
+#: Shift of the test-time augmentation copies, as a fraction of the image side (the
+#: training augmentation shifts by up to 0.05).
+TTA_SHIFT = 0.04
+
+
+def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``images`` (N, H, W, C) moved by ``dy`` rows and ``dx`` columns, the uncovered
+    border filled with 0, as the training augmentation fills it."""
+    out = np.zeros_like(images)
+    h, w = images.shape[1:3]
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    src_y, dst_y = slice(max(0, -dy), h - max(0, dy)), slice(max(0, dy), h - max(0, -dy))
+    src_x, dst_x = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
+    out[:, dst_y, dst_x] = images[:, src_y, src_x]
+    return out
+
+
+def _logits(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    from helpers.models import output_kind
+
+    if output_kind(model) != "logit":
+        raise ValueError(f"model {model.name!r} must output logits to average them")
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64).reshape(-1)
+
+
+def tta_logits(model, images: np.ndarray, *, batch_size: int = 64, shift: float = TTA_SHIFT) -> np.ndarray:
+    """Mean logit of ``model`` over ``images`` and four copies shifted up, down, left and
+    right by ``shift`` of the side (at least one pixel)."""
+    d = max(1, int(round(shift * images.shape[1])))
+    views = ((0, 0), (d, 0), (-d, 0), (0, d), (0, -d))
+    return np.mean([_logits(model, shifted(images, dy, dx), batch_size) for dy, dx in views], axis=0)
+
 
 
 def _without_test(xrays: ChestXrays) -> ChestXrays:
@@ -116,9 +198,10 @@ def validation_row(labels: np.ndarray, scores: np.ndarray, *, target_sensitivity
 
 
 def run_ablation(
-    load: Callable[[str], ChestXrays],
+    load: Callable[[str, int], ChestXrays],
     variants: tuple[Variant, ...] = VARIANTS,
     *,
+    image_size: int,
     epochs: int,
     batch_size: int = 64,
     seed: int = config.SEED,
@@ -130,11 +213,14 @@ def run_ablation(
     Parameters
     ----------
     load : callable
-        ``load(color_mode)`` returns the :class:`~helpers.data.ChestXrays` at the ablation's
-        image size (decoded images are cached, so calling it per variant is cheap).
+        ``load(color_mode, image_size)`` returns the :class:`~helpers.data.ChestXrays` at
+        that size; it is called once per colour mode and size.
     variants : tuple of Variant
+    image_size : int
+        The ablation's image size (a variant's ``image_scale`` multiplies it).
     epochs, batch_size, seed : int
-        The same for every variant (the cosine schedule spans ``epochs``).
+        The same for every variant (the cosine schedule spans ``epochs``). Ensemble
+        members use ``seed``, ``seed + 1``, ...
     target_sensitivity : float
         For the specificity column (see :func:`validation_row`).
 
@@ -142,56 +228,98 @@ def run_ablation(
     -------
     pandas.DataFrame
         One row per variant, indexed by name, in the order given: what changed, the
-        validation metrics of :func:`validation_row` and the training seconds.
+        validation metrics of :func:`validation_row`, the seconds spent training the
+        networks the row uses (a network shared by rows, such as the recipe's with its
+        test-time augmentation row, is trained once and counted in each), and "adoptable":
+        ``"yes"`` or :attr:`Variant.not_adoptable`'s reason.
     """
-    from helpers.evaluate import predict_split
+    from helpers.evaluate import predict_split, sigmoid
     from helpers.models import build_model
     from helpers.train import check_training_parameters, fit, set_seed
 
     check_training_parameters(epochs=epochs, batch_size=batch_size, seed=seed)
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1 for an ablation, got {epochs}")
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
+        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must be unique, got {names}")
+    for variant in variants:
+        if isinstance(variant.seeds, bool) or not isinstance(variant.seeds, int) or variant.seeds < 1:
+            raise ValueError(f"{variant.name}: seeds must be an integer >= 1, got {variant.seeds!r}")
+        if not variant.image_scale > 0:
+            raise ValueError(f"{variant.name}: image_scale must be positive, got {variant.image_scale!r}")
+
+    datasets: dict[tuple, ChestXrays] = {}
+
+    def data_for(variant: Variant) -> ChestXrays:
+        size = max(8, int(round(image_size * variant.image_scale)))
+        key = (variant.color_mode, size)
+        if key not in datasets:
+            xrays = _without_test(load(variant.color_mode, size))
+            if (xrays.color_mode, xrays.image_size) != key:
+                raise ValueError(
+                    f"load({variant.color_mode!r}, {size}) returned {xrays.color_mode} images "
+                    f"of {xrays.image_size} px"
+                )
+            datasets[key] = xrays
+        return datasets[key]
+
+    networks: dict[tuple, tuple[object, float]] = {}
+
+    def network(variant: Variant, xrays: ChestXrays, network_seed: int):
+        key = (variant.training_key(), network_seed)
+        if key not in networks:
+            set_seed(network_seed)
+            built = build_model(
+                "model_6", image_size=xrays.image_size,
+                channels=xrays.train.images.shape[-1], spec=variant.spec(),
+            )
+            start = time.perf_counter()
+            run = fit(built, xrays, epochs=epochs, batch_size=batch_size, seed=network_seed, verbose=verbose)
+            networks[key] = (run.model, time.perf_counter() - start)
+        return networks[key]
+
     rows = []
     for variant in variants:
-        spec = variant.spec()
-        xrays = _without_test(load(variant.color_mode))
-        if xrays.color_mode != variant.color_mode:
-            raise ValueError(
-                f"load({variant.color_mode!r}) returned {xrays.color_mode} images"
-            )
-        set_seed(seed)
-        built = build_model(
-            "model_6", image_size=xrays.image_size,
-            channels=xrays.train.images.shape[-1], spec=spec,
-        )
-        start = time.perf_counter()
-        run = fit(built, xrays, epochs=epochs, batch_size=batch_size, seed=seed, verbose=verbose)
-        seconds = time.perf_counter() - start
-        val = predict_split(run.model, xrays.val, batch_size=batch_size)
+        xrays = data_for(variant)
+        trained = [network(variant, xrays, seed + i) for i in range(variant.seeds)]
+        labels = xrays.val.labels
+        if variant.tta or variant.seeds > 1:
+            per_network = [
+                tta_logits(model, xrays.val.images, batch_size=batch_size) if variant.tta
+                else _logits(model, xrays.val.images, batch_size)
+                for model, _ in trained
+            ]
+            scores = sigmoid(np.mean(per_network, axis=0))
+        else:
+            scores = predict_split(trained[0][0], xrays.val, batch_size=batch_size).scores
         rows.append(
             {
                 "variant": variant.name,
                 "change": variant.change,
-                **validation_row(val.labels, val.scores, target_sensitivity=target_sensitivity),
-                "training s": seconds,
+                **validation_row(labels, scores, target_sensitivity=target_sensitivity),
+                "training s": sum(seconds for _, seconds in trained),
+                "adoptable": variant.not_adoptable or "yes",
             }
         )
     return pd.DataFrame(rows).set_index("variant")
 
 
 def best_variant(table: pd.DataFrame, *, decimals: int = 3) -> str:
-    """The variant with the highest validation AUC, rounded to ``decimals``.
+    """The adoptable variant with the highest validation AUC, rounded to ``decimals``.
 
-    Ties go to the earlier row, so model_6's recipe (the first row) is kept unless a
+    Rows whose "adoptable" column is not ``"yes"`` (a higher resolution, test-time
+    augmentation, an ensemble) are measured but never chosen. Ties go to the earlier row, so model_6's recipe (the first row) is kept unless a
     variant ranks the validation images visibly better. Log loss is not the criterion:
     class weights move the scores towards a balanced prior on purpose, which log loss on
     74% PNEUMONIA would punish although the ranking (and the chosen threshold) is as good.
     """
+    if "adoptable" in table:
+        table = table[table["adoptable"] == "yes"]
     if table.empty:
-        raise ValueError("the ablation table is empty")
+        raise ValueError("the ablation table has no adoptable row")
     rounded = table["val AUC"].round(decimals)
     return str(rounded.index[int(np.argmax(rounded.to_numpy()))])
 

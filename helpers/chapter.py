@@ -434,11 +434,11 @@ def run_ablation(params: dict[str, Any]):
         )
         return pd.DataFrame(), ablation.VARIANTS[0]
 
-    def load(color_mode: str) -> ChestXrays:
-        return _load({**params, "image_size": budget["image_size"]}, color_mode)
+    def load(color_mode: str, image_size: int) -> ChestXrays:
+        return _load({**params, "image_size": image_size}, color_mode)
 
     table = ablation.run_ablation(
-        load, epochs=budget["epochs"], batch_size=params["batch_size"], seed=params["seed"],
+        load, image_size=budget["image_size"], epochs=budget["epochs"], batch_size=params["batch_size"], seed=params["seed"],
         target_sensitivity=params.get("target_sensitivity", config.TARGET_SENSITIVITY),
     )
     choice = ablation.variant_named(ablation.best_variant(table))
@@ -455,6 +455,7 @@ def run_ablation(params: dict[str, Any]):
     glue("model_6_ablation_epochs", budget["epochs"], display=False)
     glue("model_6_ablation_variants", len(table), display=False)
     glue("model_6_ablation_verdict", ablation_verdict(table, choice.name), display=False)
+    glue("model_6_ablation_not_adopted", not_adopted_text(table), display=False)
     return table, choice
 
 
@@ -474,6 +475,19 @@ def ablation_verdict(table: pd.DataFrame, choice: str) -> str:
         f"{a['val AUC']:.4f} against {b['val AUC']:.4f}); the two 95% intervals "
         + ("overlap, so the difference may be chance" if overlap
            else "do not overlap, so the difference is larger than the validation set's sampling noise")
+    )
+
+
+def not_adopted_text(table: pd.DataFrame) -> str:
+    """The rows measured but not adoptable (``adoptable`` other than "yes"), each with its
+    validation AUC against the recipe's (the first row), for the chapter's prose."""
+    recipe = table["val AUC"].iloc[0]
+    rows = table[table["adoptable"] != "yes"] if "adoptable" in table else table.iloc[:0]
+    if rows.empty:
+        return "every row could be adopted"
+    return "; ".join(
+        f"{name}: {row['val AUC']:.4f} ({row['val AUC'] - recipe:+.4f} against the recipe)"
+        for name, row in rows.iterrows()
     )
 
 

@@ -15,7 +15,10 @@ from helpers import ablation, data, evaluate  # noqa: E402
 def test_each_variant_changes_one_choice_of_the_recipe():
     recipe = ablation.VARIANTS[0]
     assert recipe.name == "model_6"
-    fields = ("color_mode", "augment", "standardize", "optimizer", "class_weights")
+    fields = (
+        "color_mode", "augment", "standardize", "optimizer", "class_weights", "width",
+        "image_scale", "tta", "seeds",
+    )
     for variant in ablation.VARIANTS[1:]:
         changed = [f for f in fields if getattr(variant, f) != getattr(recipe, f)]
         assert len(changed) == 1, (variant.name, changed)
@@ -25,8 +28,60 @@ def test_each_variant_changes_one_choice_of_the_recipe():
     assert ablation.variant_named("pixels / 255").spec().builder_options["standardize"] is False
     with pytest.raises(ValueError, match="no variant 'bigger'"):
         ablation.variant_named("bigger")
+    spec = ablation.variant_named("constant learning rate").spec()
+    assert (spec.optimizer, spec.schedule) == ("adamw", "constant")
+    assert ablation.variant_named("half width").spec().builder_options["width"] == 16
     with pytest.raises(ValueError, match="optimizer must be"):
         ablation.Variant("x", "y", optimizer="sgd").spec()
+
+
+def test_only_single_networks_at_the_chapters_size_can_be_adopted():
+    adoptable = {v.name for v in ablation.VARIANTS if not v.not_adoptable}
+    assert adoptable == {v.name for v in ablation.VARIANTS} - {
+        "1.5x resolution", "test-time augmentation", "ensemble of 3 seeds"
+    }
+    # The TTA and ensemble rows reuse the recipe's network instead of training it again.
+    recipe = ablation.VARIANTS[0].training_key()
+    assert ablation.variant_named("test-time augmentation").training_key() == recipe
+    assert ablation.variant_named("ensemble of 3 seeds").training_key() == recipe
+
+
+def test_best_variant_never_picks_a_row_that_can_not_be_adopted():
+    table = pd.DataFrame(
+        {"val AUC": [0.990, 0.995, 0.999], "adoptable": ["yes", "yes", "five forward passes"]},
+        index=["model_6", "a", "tta"],
+    )
+    assert ablation.best_variant(table) == "a"
+    with pytest.raises(ValueError, match="no adoptable row"):
+        ablation.best_variant(table.iloc[2:])
+
+
+def test_shifted_moves_the_image_and_fills_the_border_with_zero():
+    images = np.arange(1, 17, dtype=np.uint8).reshape(1, 4, 4, 1)
+    down = ablation.shifted(images, 1, 0)[0, :, :, 0]
+    assert down[0].tolist() == [0, 0, 0, 0] and down[1].tolist() == [1, 2, 3, 4]
+    left = ablation.shifted(images, 0, -1)[0, :, :, 0]
+    assert left[:, -1].tolist() == [0, 0, 0, 0] and left[0].tolist() == [2, 3, 4, 0]
+    assert ablation.shifted(images, 0, 0).tolist() == images.tolist()
+    assert not ablation.shifted(images, 5, 0).any()
+
+
+def test_tta_logits_is_the_mean_over_the_image_and_four_shifted_copies():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    # Logit = sum of the top-left 4 x 4 pixels: shifting changes it in a known way.
+    crop = keras.layers.Cropping2D(((0, 4), (0, 4)))(inputs)
+    outputs = keras.layers.Dense(1, name="logit")(keras.layers.Flatten()(crop))
+    model = keras.Model(inputs, outputs)
+    model.get_layer("logit").set_weights([np.ones((16, 1), "float32"), np.zeros(1, "float32")])
+    images = np.random.default_rng(0).integers(0, 5, (3, 8, 8, 1)).astype("float32")
+    d = 1  # round(0.04 * 8) is 0: at least one pixel
+    expected = np.mean(
+        [ablation.shifted(images, dy, dx)[:, :4, :4].sum(axis=(1, 2, 3))
+         for dy, dx in ((0, 0), (d, 0), (-d, 0), (0, d), (0, -d))], axis=0,
+    )
+    np.testing.assert_allclose(ablation.tta_logits(model, images, batch_size=2), expected, rtol=1e-6)
 
 
 def test_best_variant_takes_the_highest_rounded_auc_and_keeps_the_recipe_on_ties():
@@ -34,7 +89,7 @@ def test_best_variant_takes_the_highest_rounded_auc_and_keeps_the_recipe_on_ties
     assert ablation.best_variant(table) == "model_6"  # 0.998 == 0.998: the first row wins
     table.loc["b", "val AUC"] = 0.9991
     assert ablation.best_variant(table) == "b"
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="no adoptable row"):
         ablation.best_variant(table.iloc[:0])
 
 
@@ -64,29 +119,66 @@ def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(xray_
     monkeypatch.setattr(evaluate, "predict_split", spy)
     loaded = []
 
-    def load(color_mode):
-        loaded.append(color_mode)
-        return data.load_chest_xrays(xray_folder.root, image_size=32, color_mode=color_mode, seed=0)
+    def load(color_mode, image_size):
+        loaded.append((color_mode, image_size))
+        return data.load_chest_xrays(
+            xray_folder.root, image_size=image_size, color_mode=color_mode, seed=0
+        )
 
     variants = (ablation.VARIANTS[0], ablation.variant_named("RGB input"))
-    table = ablation.run_ablation(load, variants, epochs=1, batch_size=8, seed=0)
+    table = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=0)
     assert list(table.index) == ["model_6", "RGB input"]
-    assert loaded == ["grayscale", "rgb"]
+    assert loaded == [("grayscale", 32), ("rgb", 32)]
     assert {name for name, _ in scored} == {"val"}  # only validation images were scored
     assert table["val AUC"].between(0, 1).all() and (table["training s"] > 0).all()
     assert (table["val AUC low"] <= table["val AUC"]).all()
+    assert table["adoptable"].tolist() == ["yes", "yes"]
     with pytest.raises(ValueError, match="unique"):
-        ablation.run_ablation(load, (variants[0], variants[0]), epochs=1)
+        ablation.run_ablation(load, (variants[0], variants[0]), image_size=32, epochs=1)
     with pytest.raises(ValueError, match="at least 1"):
-        ablation.run_ablation(load, variants, epochs=0)
+        ablation.run_ablation(load, variants, image_size=32, epochs=0)
+
+
+def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(xray_folder, monkeypatch):
+    from helpers import train
+
+    trained_seeds = []
+    real_fit = train.fit
+
+    def counting_fit(built, xrays, **kwargs):
+        trained_seeds.append((xrays.image_size, kwargs["seed"]))
+        return real_fit(built, xrays, **kwargs)
+
+    monkeypatch.setattr(train, "fit", counting_fit)
+    loaded = []
+
+    def load(color_mode, image_size):
+        loaded.append((color_mode, image_size))
+        return data.load_chest_xrays(
+            xray_folder.root, image_size=image_size, color_mode=color_mode, seed=0
+        )
+
+    names = ("model_6", "1.5x resolution", "test-time augmentation", "ensemble of 3 seeds")
+    variants = tuple(ablation.variant_named(n) for n in names)
+    table = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=5)
+    # One load per size; the recipe's network (seed 5) serves TTA and the ensemble.
+    assert loaded == [("grayscale", 32), ("grayscale", 48)]
+    assert trained_seeds == [(32, 5), (48, 5), (32, 6), (32, 7)]
+    assert table.loc["test-time augmentation", "training s"] == table.loc["model_6", "training s"]
+    assert table.loc["ensemble of 3 seeds", "training s"] > table.loc["model_6", "training s"]
+    assert (table["adoptable"] == "yes").tolist() == [True, False, False, False]
+    assert table["val AUC"].between(0, 1).all()
+    assert ablation.best_variant(table) == "model_6"
 
 
 def test_run_ablation_is_repeatable_with_the_same_seed(xray_folder):
-    def load(color_mode):
-        return data.load_chest_xrays(xray_folder.root, image_size=32, color_mode=color_mode, seed=0)
+    def load(color_mode, image_size):
+        return data.load_chest_xrays(
+            xray_folder.root, image_size=image_size, color_mode=color_mode, seed=0
+        )
 
     variants = (ablation.variant_named("no augmentation"),)
-    first = ablation.run_ablation(load, variants, epochs=1, batch_size=8, seed=3)
-    second = ablation.run_ablation(load, variants, epochs=1, batch_size=8, seed=3)
+    first = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=3)
+    second = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=3)
     assert first["val AUC"].iloc[0] == second["val AUC"].iloc[0]
     assert first["val log loss"].iloc[0] == pytest.approx(second["val log loss"].iloc[0], abs=1e-6)

@@ -221,3 +221,14 @@ def test_ablation_verdict_says_whether_the_choice_beats_the_recipe_beyond_noise(
     clear = chapter.ablation_verdict(table, "RGB input")
     assert "0.9900 against 0.9500" in clear and "do not overlap" in clear
     assert "may be chance" in chapter.ablation_verdict(table, "no augmentation")
+
+
+def test_not_adopted_text_gives_each_measured_only_row_against_the_recipe():
+    import pandas as pd
+
+    table = pd.DataFrame(
+        {"val AUC": [0.95, 0.96, 0.9725], "adoptable": ["yes", "yes", "five forward passes"]},
+        index=["model_6", "RGB input", "test-time augmentation"],
+    )
+    assert chapter.not_adopted_text(table) == "test-time augmentation: 0.9725 (+0.0225 against the recipe)"
+    assert chapter.not_adopted_text(table.iloc[:2]) == "every row could be adopted"
