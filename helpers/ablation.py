@@ -281,10 +281,17 @@ def run_ablation(
             networks[key] = (run.model, time.perf_counter() - start)
         return networks[key]
 
+    # The last row that uses each network: after it, the network is let go (memory).
+    last_use = {
+        (variant.training_key(), seed + i): position
+        for position, variant in enumerate(variants) for i in range(variant.seeds)
+    }
     rows = []
-    for variant in variants:
+    for position, variant in enumerate(variants):
         xrays = data_for(variant)
         trained = [network(variant, xrays, seed + i) for i in range(variant.seeds)]
+        for key in [k for k, last in last_use.items() if last == position]:
+            networks.pop(key, None)
         labels = xrays.val.labels
         if variant.tta or variant.seeds > 1:
             per_network = [

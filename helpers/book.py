@@ -37,6 +37,8 @@ from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import yaml
 
+from helpers.config import ON_BAD_IMAGE, STRATEGIES
+
 #: The repository root (the folder holding ``helpers/``, ``_config.yml`` and ``_toc.yml``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The book's source folder: pages and notebooks.
@@ -306,6 +308,12 @@ def _fraction(value: Any) -> str | None:
     return None
 
 
+def _rate(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        return "a number above 0 and at most 1"
+    return None
+
+
 def _existing_dir(value: Any) -> str | None:
     if value is None or not Path(str(value)).is_dir():
         return "an existing folder"
@@ -354,10 +362,10 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "image_size": _positive_int,
     "seed": _non_negative_int,
     "val_fraction": _fraction,
-    "target_sensitivity": _fraction,
+    "target_sensitivity": _rate,
     "color_mode": _one_of("rgb", "grayscale"),
-    "on_bad_image": _one_of("stop", "skip"),
-    "strategy": _one_of("default", "mirrored", "multi_worker"),
+    "on_bad_image": _one_of(*ON_BAD_IMAGE),
+    "strategy": _one_of(*STRATEGIES),
     "base_weights": _weights,
     "ablation_epochs": _non_negative_int,
     "ablation_image_size": _positive_int,

@@ -139,26 +139,16 @@ def setup(model_id: str | None = None, **values: Any) -> dict[str, Any]:
         from helpers.models import get_spec
 
         get_spec(model_id)
-    for name in ("image_size", "epochs", "batch_size", "seed", "ablation_epochs", "ablation_image_size"):
-        if name in params:
-            # As the runner: at least one epoch; an ablation of 0 epochs is no ablation.
-            low = 0 if name in ("seed", "ablation_epochs") else 1
-            value = params[name]
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if "target_sensitivity" in params and not 0 < params["target_sensitivity"] <= 1:
-        raise ValueError(f"target_sensitivity must be in (0, 1], got {params['target_sensitivity']!r}")
-    if params.get("on_bad_image", "stop") not in ("stop", "skip"):
-        raise ValueError(f"on_bad_image must be 'stop' or 'skip', got {params['on_bad_image']!r}")
-    from helpers.train import STRATEGIES
+    # The runner's value rules (helpers.book.RULES), so that a value the runner refuses is
+    # refused here in the same words, and the other way round.
+    from helpers.book import RULES
 
-    if params.get("strategy", "default") not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {params['strategy']!r}")
-    weights = params.get("base_weights")
-    if weights not in (None, "imagenet", "none") and not Path(str(weights)).expanduser().is_file():
-        raise ValueError(
-            f"base_weights must be 'imagenet', None or an existing weights file, got {weights!r}"
-        )
+    for name, value in params.items():
+        if name == "data_dir" or (name == "results_dir" and value is None) or name not in RULES:
+            continue  # data_dir: check_data_dir below says what is wrong with the folder
+        problem = RULES[name](value)
+        if problem:
+            raise ValueError(f"{name} must be {problem}, got {value!r}")
     if "data_dir" in params:
         params["data_dir"] = str(check_data_dir(params["data_dir"]))
     if "results_dir" in params:

@@ -46,6 +46,11 @@ TARGET_SENSITIVITY = 0.95
 CASE_STUDY_MODEL_IDS: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4", "model_5")
 MODEL_IDS: tuple[str, ...] = (*CASE_STUDY_MODEL_IDS, "model_6")
 
+#: ``tf.distribute`` strategies by name (see :func:`helpers.train.distribution_strategy`).
+STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
+#: What ``on_bad_image`` may be: stop at an unreadable image, or skip it (counted, named).
+ON_BAD_IMAGE: tuple[str, ...] = ("stop", "skip")
+
 
 def data_dir_from_env() -> Path:
     """The data folder: ``$CHEST_XRAY_DATA_DIR`` if set, else the embedded copy."""

@@ -693,8 +693,10 @@ def load_chest_xrays(
     ChestXrays
     """
     _check_image_options(image_size, color_mode)
-    if on_bad_image not in ("stop", "skip"):
-        raise ValueError(f"on_bad_image must be 'stop' or 'skip', got {on_bad_image!r}")
+    if on_bad_image not in config.ON_BAD_IMAGE:
+        raise ValueError(
+            f"on_bad_image must be one of {', '.join(map(repr, config.ON_BAD_IMAGE))}, got {on_bad_image!r}"
+        )
     root = check_data_dir(data_dir)
     table = split_table(root, val_fraction=val_fraction, seed=seed)
     splits = {}

@@ -68,7 +68,7 @@ class TrainingRun:
 
 
 #: Strategy names :func:`distribution_strategy` knows.
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = config.STRATEGIES
 
 
 def distribution_strategy(name: str | None = "default", *, devices: list[str] | None = None):

@@ -43,14 +43,16 @@ def test_setup_accepts_the_defaults_and_resolves_paths():
     "overrides, message",
     [
         ({"epochz": 3}, r"unknown parameter\(s\) \['epochz'\]; allowed: data_dir"),
-        ({"image_size": 0}, "image_size must be an integer >= 1, got 0"),
-        ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
-        ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
-        ({"seed": True}, "seed must be an integer >= 0, got True"),
-        ({"on_bad_image": "ignore"}, "on_bad_image must be 'stop' or 'skip', got 'ignore'"),
-        ({"base_weights": "/no/such/weights.h5"}, "base_weights must be 'imagenet', None or an existing"),
-        ({"target_sensitivity": 1.5}, r"target_sensitivity must be in \(0, 1\], got 1.5"),
+        ({"image_size": 0}, "image_size must be a whole number of at least 1, got 0"),
+        ({"epochs": 0}, "epochs must be a whole number of at least 1, got 0"),
+        ({"batch_size": 2.5}, "batch_size must be a whole number of at least 1, got 2.5"),
+        ({"seed": True}, "seed must be a whole number of at least 0, got True"),
+        ({"on_bad_image": "ignore"}, "on_bad_image must be one of 'stop', 'skip', got 'ignore'"),
+        ({"base_weights": "/no/such/weights.h5"}, "base_weights must be 'imagenet', None, or an existing MobileNetV2 weights file"),
+        ({"target_sensitivity": 1.5}, "target_sensitivity must be a number above 0 and at most 1, got 1.5"),
         ({"data_dir": "/no/such/folder"}, "data folder /no/such/folder does not exist"),
+        ({"strategy": "tpu"}, "strategy must be one of 'default', 'mirrored', 'multi_worker', got 'tpu'"),
+        ({"results_dir": __file__}, "results_dir must be a folder path .it need not exist yet., not a file"),
     ],
 )
 def test_setup_rejects_unknown_names_and_impossible_values(overrides, message):
@@ -206,7 +208,7 @@ def test_model_chapters_load_their_models_colour_mode(xray_folder, tmp_path):
     assert chapter.load_data(params).train.images.shape[-1] == 1
     params["model_id"] = "model_1"
     assert chapter.load_data(params).train.images.shape[-1] == 3
-    with pytest.raises(ValueError, match="ablation_epochs must be an integer >= 0"):
+    with pytest.raises(ValueError, match="ablation_epochs must be a whole number of at least 0"):
         chapter.setup("model_6", ablation_epochs=-1)
 
 

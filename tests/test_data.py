@@ -517,7 +517,7 @@ def test_skip_policy_that_empties_a_class_is_an_error(make_xrays):
 
 
 def test_unknown_bad_image_policy_is_refused(xray_folder):
-    with pytest.raises(ValueError, match="on_bad_image must be 'stop' or 'skip'"):
+    with pytest.raises(ValueError, match="on_bad_image must be one of 'stop', 'skip'"):
         data.load_chest_xrays(xray_folder.root, image_size=16, on_bad_image="ignore")
 
 
