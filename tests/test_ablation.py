@@ -108,6 +108,17 @@ def test_validation_row_matches_the_metrics_module():
     assert row["val specificity at sensitivity 0.9"] == expected
 
 
+def _loader(root, loaded=None):
+    """An ablation ``load(color_mode, image_size)`` over the tiny folder, noting each call."""
+
+    def load(color_mode, image_size):
+        if loaded is not None:
+            loaded.append((color_mode, image_size))
+        return data.load_chest_xrays(root, image_size=image_size, color_mode=color_mode, seed=0)
+
+    return load
+
+
 def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(xray_folder, monkeypatch):
     scored = []
     real = evaluate.predict_split
@@ -118,12 +129,7 @@ def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(xray_
 
     monkeypatch.setattr(evaluate, "predict_split", spy)
     loaded = []
-
-    def load(color_mode, image_size):
-        loaded.append((color_mode, image_size))
-        return data.load_chest_xrays(
-            xray_folder.root, image_size=image_size, color_mode=color_mode, seed=0
-        )
+    load = _loader(xray_folder.root, loaded)
 
     variants = (ablation.VARIANTS[0], ablation.variant_named("RGB input"))
     table = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=0)
@@ -151,12 +157,7 @@ def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(x
 
     monkeypatch.setattr(train, "fit", counting_fit)
     loaded = []
-
-    def load(color_mode, image_size):
-        loaded.append((color_mode, image_size))
-        return data.load_chest_xrays(
-            xray_folder.root, image_size=image_size, color_mode=color_mode, seed=0
-        )
+    load = _loader(xray_folder.root, loaded)
 
     names = ("model_6", "1.5x resolution", "test-time augmentation", "ensemble of 3 seeds")
     variants = tuple(ablation.variant_named(n) for n in names)
@@ -172,10 +173,7 @@ def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(x
 
 
 def test_run_ablation_is_repeatable_with_the_same_seed(xray_folder):
-    def load(color_mode, image_size):
-        return data.load_chest_xrays(
-            xray_folder.root, image_size=image_size, color_mode=color_mode, seed=0
-        )
+    load = _loader(xray_folder.root)
 
     variants = (ablation.variant_named("no augmentation"),)
     first = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=3)
