@@ -91,6 +91,8 @@ def test_model_6_shows_its_ablation_and_the_validation_test_gap(html_dir):
     assert ablation, "model_6: no ablation table"
     for variant in VARIANTS:
         assert variant.name in ablation[0], f"model_6: ablation lacks {variant.name!r}"
+        if variant.not_adoptable:
+            assert variant.not_adoptable in ablation[0], f"model_6: no reason for {variant.name!r}"
     assert any("test minus validation" in t for t in tables), "model_6: no validation-test gap table"
     text = soup.get_text(" ")
     choice = re.search(r"in this run,\s+(.+?)\.\s", text)
