@@ -73,6 +73,12 @@ class Variant:
     tta: bool = False
     seeds: int = 1
 
+    def __post_init__(self):
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"{self.name}: seeds must be an integer >= 1, got {self.seeds!r}")
+        if isinstance(self.image_scale, bool) or not self.image_scale > 0:
+            raise ValueError(f"{self.name}: image_scale must be positive, got {self.image_scale!r}")
+
     @property
     def not_adoptable(self) -> str:
         """Why this row can not become the final model, or ``""`` if it can."""
@@ -150,11 +156,12 @@ def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def _logits(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    from helpers.evaluate import model_outputs
     from helpers.models import output_kind
 
     if output_kind(model) != "logit":
         raise ValueError(f"model {model.name!r} must output logits to average them")
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64).reshape(-1)
+    return model_outputs(model, images, batch_size=batch_size)
 
 
 def tta_logits(model, images: np.ndarray, *, batch_size: int = 64, shift: float = TTA_SHIFT) -> np.ndarray:
@@ -163,7 +170,6 @@ def tta_logits(model, images: np.ndarray, *, batch_size: int = 64, shift: float 
     d = max(1, int(round(shift * images.shape[1])))
     views = ((0, 0), (d, 0), (-d, 0), (0, d), (0, -d))
     return np.mean([_logits(model, shifted(images, dy, dx), batch_size) for dy, dx in views], axis=0)
-
 
 
 def _without_test(xrays: ChestXrays) -> ChestXrays:
@@ -245,11 +251,6 @@ def run_ablation(
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise ValueError(f"variant names must be unique, got {names}")
-    for variant in variants:
-        if isinstance(variant.seeds, bool) or not isinstance(variant.seeds, int) or variant.seeds < 1:
-            raise ValueError(f"{variant.name}: seeds must be an integer >= 1, got {variant.seeds!r}")
-        if not variant.image_scale > 0:
-            raise ValueError(f"{variant.name}: image_scale must be positive, got {variant.image_scale!r}")
 
     datasets: dict[tuple, ChestXrays] = {}
 
@@ -318,8 +319,9 @@ def best_variant(table: pd.DataFrame, *, decimals: int = 3) -> str:
     """The adoptable variant with the highest validation AUC, rounded to ``decimals``.
 
     Rows whose "adoptable" column is not ``"yes"`` (a higher resolution, test-time
-    augmentation, an ensemble) are measured but never chosen. Ties go to the earlier row, so model_6's recipe (the first row) is kept unless a
-    variant ranks the validation images visibly better. Log loss is not the criterion:
+    augmentation, an ensemble) are measured but never chosen. Ties go to the earlier row,
+    so model_6's recipe (the first row) is kept unless a variant ranks the validation
+    images visibly better. Log loss is not the criterion:
     class weights move the scores towards a balanced prior on purpose, which log loss on
     74% PNEUMONIA would punish although the ranking (and the chosen threshold) is as good.
     """

@@ -428,7 +428,8 @@ def run_ablation(params: dict[str, Any]):
         return _load({**params, "image_size": image_size}, color_mode)
 
     table = ablation.run_ablation(
-        load, image_size=budget["image_size"], epochs=budget["epochs"], batch_size=params["batch_size"], seed=params["seed"],
+        load, image_size=budget["image_size"], epochs=budget["epochs"],
+        batch_size=params["batch_size"], seed=params["seed"],
         target_sensitivity=params.get("target_sensitivity", config.TARGET_SENSITIVITY),
     )
     choice = ablation.variant_named(ablation.best_variant(table))

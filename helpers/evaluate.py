@@ -51,6 +51,16 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return out
 
 
+def model_outputs(model, images: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
+    """The model's last-layer values (probabilities or logits, as it gives them) for
+    ``images`` in their order, one float64 per image."""
+    raw = np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+    raw = raw.reshape(len(images), -1)
+    if raw.shape[1] != 1:
+        raise ValueError(f"model must output one value per image, got shape {raw.shape}")
+    return raw[:, 0].astype(np.float64)
+
+
 def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
     """Score every image of ``split`` in its fixed order, in one pass.
 
@@ -74,11 +84,7 @@ def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
         If any score is NaN or infinite (a diverged model), naming how many and the first.
     """
     kind = output_kind(model)
-    raw = np.asarray(model.predict(split.images, batch_size=batch_size, verbose=0))
-    raw = raw.reshape(len(split), -1)
-    if raw.shape[1] != 1:
-        raise ValueError(f"model must output one value per image, got shape {raw.shape}")
-    raw = raw[:, 0].astype(np.float64)
+    raw = model_outputs(model, split.images, batch_size=batch_size)
     bad = ~np.isfinite(raw)
     if bad.any():
         first = split.paths[int(np.argmax(bad))]

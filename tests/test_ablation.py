@@ -46,6 +46,13 @@ def test_only_single_networks_at_the_chapters_size_can_be_adopted():
     assert ablation.variant_named("ensemble of 3 seeds").training_key() == recipe
 
 
+def test_a_variant_with_an_impossible_ensemble_or_scale_is_refused_when_built():
+    with pytest.raises(ValueError, match="x: seeds must be an integer >= 1, got 0"):
+        ablation.Variant("x", "y", seeds=0)
+    with pytest.raises(ValueError, match="x: image_scale must be positive, got -1"):
+        ablation.Variant("x", "y", image_scale=-1)
+
+
 def test_best_variant_never_picks_a_row_that_can_not_be_adopted():
     table = pd.DataFrame(
         {"val AUC": [0.990, 0.995, 0.999], "adoptable": ["yes", "yes", "five forward passes"]},
