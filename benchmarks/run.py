@@ -44,6 +44,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+# The chapters define their models in their notebooks; tests/chapter_models.py runs those
+# cells, so that what is measured is the book's own models.
+sys.path.insert(0, str(REPO / "tests"))
 
 HERE = Path(__file__).resolve().parent
 FULL_RES_DIR = HERE / "_data" / "chest_xray_fullres"
@@ -62,8 +65,11 @@ def _case_study_pipeline(data_dir: str, model_id: str, epochs: int, image_size: 
     import keras
     import numpy as np
     import tensorflow as tf
+    from chapter_models import chapter_model
+    from scipy.special import expit
 
-    from helpers import metrics, models
+    from helpers import metrics
+    from helpers.evaluate import output_kind
 
     start = time.perf_counter()
     common = dict(image_size=(image_size, image_size), batch_size=128, seed=seed, label_mode="binary")
@@ -77,26 +83,28 @@ def _case_study_pipeline(data_dir: str, model_id: str, epochs: int, image_size: 
     autotune = tf.data.AUTOTUNE
     train_ds = train_ds.cache().shuffle(1000, seed=seed).prefetch(autotune)
     val_ds = val_ds.cache().prefetch(autotune)
-    keras.utils.set_random_seed(seed)
-    built = models.build_model(model_id, image_size=image_size, channels=3, base_weights=None)
-    built.model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
-    raw = built.model.predict(test_ds, verbose=0)[:, 0]
+    # The chapter's model, built and compiled by its own cells (which seed Keras first).
+    model = chapter_model(model_id, image_size=image_size, seed=seed, base_weights="random")
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, verbose=0)
+    raw = model.predict(test_ds, verbose=0)[:, 0]
     labels = np.concatenate([y.numpy()[:, 0] for _, y in test_ds])
-    scores = 1 / (1 + np.exp(-raw)) if built.output == "logit" else raw
+    scores = expit(raw.astype(np.float64)) if output_kind(model) == "logit" else raw
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "test_auc": metrics.roc_auc_with_ci(labels, scores).value}
 
 
 def _helpers_pipeline(data_dir: str, model_id: str, epochs: int, image_size: int, seed: int) -> dict:
     """The helpers' way: person-aware split, decoded once (disk cache), arrays in memory."""
+    from chapter_models import chapter_model
+
     from helpers import data, metrics, train
     from helpers.evaluate import predict_split
 
     start = time.perf_counter()
     xrays = data.load_chest_xrays(data_dir, image_size=image_size, seed=seed)
     loaded = time.perf_counter() - start
-    built = train.build(model_id, xrays, seed=seed, base_weights=None)
-    run = train.fit(built, xrays, epochs=epochs, batch_size=128, seed=seed, verbose=0)
+    model = chapter_model(model_id, image_size=image_size, seed=seed, base_weights="random")
+    run = train.fit(model, xrays, epochs=epochs, batch_size=128, seed=seed, verbose=0)
     test = predict_split(run.model, xrays.test)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "load_seconds": loaded, "training_seconds": run.training_seconds,
@@ -118,8 +126,9 @@ def _load_only(data_dir: str, image_size: int, workers: int | None = None, cache
     return {"seconds": time.perf_counter() - start}
 
 
-def _model_5_both_ways(epochs: int, image_size: int, seed: int) -> dict:
+def _model_5_both_ways(epochs: int, image_size: int, seed: int, base_weights: str = "imagenet") -> dict:
     import numpy as np
+    from chapter_models import chapter_model
 
     from helpers import data, train
     from helpers.evaluate import predict_split
@@ -128,13 +137,14 @@ def _model_5_both_ways(epochs: int, image_size: int, seed: int) -> dict:
     out = {}
     scores = {}
     for cached in (True, False):
-        built = train.build("model_5", xrays, seed=seed, base_weights="imagenet")
+        # The embedded ImageNet weights (helpers.imagenet): an error, never random, if missing.
+        model = chapter_model("model_5", image_size=image_size, seed=seed, base_weights=base_weights)
         start = time.perf_counter()
-        run = train.fit(built, xrays, epochs=epochs, batch_size=128, seed=seed, verbose=0,
+        run = train.fit(model, xrays, epochs=epochs, batch_size=128, seed=seed, verbose=0,
                         cache_frozen_features=cached)
         out["cached" if cached else "in_loop"] = time.perf_counter() - start
         scores[cached] = predict_split(run.model, xrays.test).scores
-        out["base_weights"] = built.base_weights
+        out["base_weights"] = base_weights
     out["max_score_difference"] = float(np.max(np.abs(scores[True] - scores[False])))
     out["score_spread"] = float(np.ptp(scores[True]))
     return out
@@ -142,16 +152,13 @@ def _model_5_both_ways(epochs: int, image_size: int, seed: int) -> dict:
 
 def _epoch_seconds(image_size: int, epochs: int = 3) -> dict:
     """model_1's seconds per epoch on 4,173 random images (the size of our training side)."""
-    import keras
     import numpy as np
-
-    from helpers import models
+    from chapter_models import chapter_model
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (4173, image_size, image_size, 3), dtype=np.uint8)
     y = rng.integers(0, 2, 4173).astype("float32")
-    keras.utils.set_random_seed(0)
-    model = models.build_model("model_1", image_size=image_size, channels=3).model
+    model = chapter_model("model_1", image_size=image_size, seed=0)
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -165,10 +172,9 @@ def _model_1_training_flops(image_size: int) -> float:
     """FLOPs to train model_1 on one image: forward + input and weight gradients (3x forward,
     less the first layer's input gradient). Counts multiply-adds of conv and dense layers."""
     import keras
+    from chapter_models import chapter_model
 
-    from helpers import models
-
-    model = models.build_model("model_1", image_size=image_size, channels=3).model
+    model = chapter_model("model_1", image_size=image_size, seed=0)
     forward = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
@@ -182,7 +188,6 @@ def _model_1_training_flops(image_size: int) -> float:
 
 
 def _gflops(image_size: int) -> dict:
-    import numpy as np
     import tensorflow as tf
 
     n = 4096
@@ -488,7 +493,7 @@ def main(argv=None) -> int:
             if label == "full-res":
                 on = child("case_study", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed})
                 raw["model_1_full-res"]["case_study_onednn"] = on
-                rows.append((f"model_1 end to end, full-res: case study with oneDNN on / helpers",
+                rows.append(("model_1 end to end, full-res: case study with oneDNN on / helpers",
                              f"{on['seconds']:.1f} s", f"{hp['seconds']:.1f} s",
                              f"{on['seconds'] / hp['seconds']:.2f}x: the input pipeline's share alone"))
 

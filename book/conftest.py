@@ -34,3 +34,50 @@ def pytest_collection_modifyitems(session, config, items):
     order = {name: i for i, name in enumerate(_toc_order())}
     # sort is stable: the cells of one notebook keep their order.
     items.sort(key=lambda item: order.get(Path(str(item.fspath)).stem, len(order)))
+
+
+# ---------------------------------------------------------------------------------------
+# One execution per notebook in `make test`: with BOOK_SAVE_EXECUTED=DIR, each notebook
+# whose cells all passed is written to DIR/<name>.ipynb with the outputs nbval collected,
+# and the CI-sized book build renders those (python -m helpers.book --executed-from DIR)
+# instead of executing every notebook a second time.
+# ---------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+
+_SAVE_DIR = os.environ.get("BOOK_SAVE_EXECUTED")
+_notebooks: dict[str, object] = {}  # path -> nbval's IPyNbFile (holds the notebook)
+_failed: set[str] = set()
+
+
+def pytest_runtest_logreport(report):
+    if _SAVE_DIR and report.failed:
+        _failed.add(str(report.fspath))
+
+
+def pytest_runtest_teardown(item, nextitem):
+    outputs = getattr(item, "test_outputs", None)
+    cell = getattr(item, "cell", None)
+    if not _SAVE_DIR or outputs is None or cell is None:
+        return
+    cell.outputs = list(outputs)
+    count = next((o.get("execution_count") for o in outputs if o.get("output_type") == "execute_result"), None)
+    cell.execution_count = count
+    _notebooks[str(item.fspath)] = item.parent
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _SAVE_DIR:
+        return
+    import nbformat
+
+    folder = Path(_SAVE_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, parent in _notebooks.items():
+        target = folder / Path(path).name
+        if path in _failed:
+            target.unlink(missing_ok=True)  # never render a notebook that failed
+            continue
+        partial = target.with_suffix(".ipynb.partial")
+        nbformat.write(parent.nb, str(partial))
+        os.replace(partial, target)

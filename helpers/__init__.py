@@ -18,15 +18,25 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __all__ = [
     "config",  # defaults in one place
-    "data",  # folders -> file tables, person-aware split, decoded images
-    "models",  # the five case-study models, by id
-    "train",  # seeded training, validation threshold, one test pass, results
-    "evaluate",  # the single ordered pass that yields paths, labels, scores
-    "metrics",  # rates and AUC with 95% intervals, thresholds
+    "parameters",  # the chapters' parameters: names, defaults, rules (one source)
+    "data",  # folders, person-aware split, decoding and its cache, datasets, data tables
+    "leaks",  # images shared between the train, val and test folders
+    "train",  # seeds, device strategy, fit on the person-aware split
+    "evaluate",  # validation scores, threshold on validation, one test pass, metrics
+    "metrics",  # rates and AUC with 95% intervals, thresholds, paired tests
+    "bootstrap",  # person-level (cluster) bootstrap intervals and paired differences
+    "calibration",  # Brier, ECE, reliability, temperature scaling
+    "explain",  # Grad-CAM
+    "adapt",  # batch-norm statistics re-estimated on unlabeled images (AdaBN)
+    "imagenet",  # ImageNet MobileNetV2 weights, offline, from the embedded TFLite file
+    "layers",  # the book's own Keras layers
     "plots",  # one function per figure kind
+    "report",  # what a chapter shows: tables, figure panels, glued numbers
     "results",  # the results contract, written atomically
-    "chapter",  # the steps every chapter takes
+    "comparison",  # the models side by side, paired tests, conclusions
+    "ablation",  # model_6's validation-only ablation
     "case_study",  # the original evaluation, reproduced on purpose
+    "predict",  # python -m helpers.predict: score your own images
     "book",  # the runner: python -m helpers.book
 ]
 __version__ = "0.1.0"

@@ -40,8 +40,8 @@ class Variant:
     change : str
         What differs from model_6, in words.
     color_mode : {"grayscale", "rgb"}
-    augment : str
-        See :data:`helpers.models.AUGMENTATIONS`.
+    augment : {"none", "geometric", "geometric+intensity"}
+        The training-time augmentation of the chapter's network builder.
     standardize : bool
         Per-image standardisation (True) or pixels / 255.
     optimizer : {"adamw-cosine", "adamw-constant", "rmsprop-constant"}
@@ -95,30 +95,29 @@ class Variant:
         return (self.color_mode, self.augment, self.standardize, self.optimizer,
                 self.class_weights, self.width, self.image_scale)
 
-    def spec(self):
-        """model_6's :class:`~helpers.models.ModelSpec` with this variant's choices."""
-        from helpers.models import get_spec
+    def network_options(self) -> dict:
+        """Keyword arguments of the chapter's network builder for this variant."""
+        return {"width": self.width, "augment": self.augment, "standardize": self.standardize}
 
-        base = get_spec("model_6")
-        options = {
-            **base.builder_options, "augment": self.augment, "standardize": self.standardize,
-            "width": self.width,
-        }
-        if self.optimizer == "adamw-cosine":
-            training = {}
-        elif self.optimizer == "adamw-constant":
-            training = {"schedule": "constant"}
-        elif self.optimizer == "rmsprop-constant":
-            training = {"optimizer": "rmsprop", "learning_rate": 1e-4, "weight_decay": 0.0, "schedule": "constant"}
-        else:
-            raise ValueError(
-                "optimizer must be 'adamw-cosine', 'adamw-constant' or 'rmsprop-constant', "
-                f"got {self.optimizer!r}"
-            )
-        return replace(
-            base, builder_options=options, use_class_weights=self.class_weights,
-            color_mode=self.color_mode, **training,
+    def make_optimizer(self, learning_rate: float, weight_decay: float):
+        """The optimiser of this variant: AdamW at ``learning_rate`` with ``weight_decay``
+        (the recipe), or the case study's RMSprop at a constant 1e-4."""
+        import keras
+
+        if self.optimizer in ("adamw-cosine", "adamw-constant"):
+            return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+        if self.optimizer == "rmsprop-constant":
+            return keras.optimizers.RMSprop(learning_rate=1e-4)
+        raise ValueError(
+            "optimizer must be 'adamw-cosine', 'adamw-constant' or 'rmsprop-constant', "
+            f"got {self.optimizer!r}"
         )
+
+    def callbacks(self, learning_rate: float, epochs: int) -> list:
+        """The learning-rate schedule of this variant: cosine decay over ``epochs``, or none."""
+        from helpers.train import cosine_schedule
+
+        return [cosine_schedule(learning_rate, epochs)] if self.optimizer == "adamw-cosine" else []
 
 
 #: model_6's recipe first, then one change at a time.
@@ -156,8 +155,7 @@ def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def _logits(model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    from helpers.evaluate import model_outputs
-    from helpers.models import output_kind
+    from helpers.evaluate import model_outputs, output_kind
 
     if output_kind(model) != "logit":
         raise ValueError(f"model {model.name!r} must output logits to average them")
@@ -203,7 +201,87 @@ def validation_row(labels: np.ndarray, scores: np.ndarray, *, target_sensitivity
     }
 
 
+def compile_network(model, variant: Variant, *, learning_rate: float, weight_decay: float) -> None:
+    """Compile a logit-output network with ``variant``'s optimiser, the binary
+    cross-entropy on logits, and an accuracy that cuts logits at 0 (probability 0.5)."""
+    import keras
+
+    model.compile(
+        optimizer=variant.make_optimizer(learning_rate, weight_decay),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+    )
+
+
+def check_half(val: Split, *, seed: int = config.SEED) -> np.ndarray:
+    """True for the validation images of the *check half*: half of the validation persons
+    (stratified by class, fixed by ``seed``), which the ablation's choices never look at.
+
+    The ablation scores its rows on the other half (the selection half). Scoring the final
+    model on both halves separates what choosing on one validation set flatters (selection
+    half minus check half) from the shift between the training and test folders (check half
+    minus test): :func:`gap_table`.
+    """
+    return check_half_of_predictions(val, seed=seed)
+
+
+def gap_table(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
+    """The validation-test gap of the chosen model, split in two.
+
+    The final model's AUC with its person-level interval on the selection half of the
+    validation images (the ablation chose on it), on the check half (no choice looked at
+    it), and on the test set. Selection half minus check half estimates the optimism of
+    choosing on one validation set; check half minus test is what remains: the shift
+    between the training folder and the separately collected test folder.
+    """
+    from helpers.evaluate import Predictions, metrics_at
+
+    val, test = evaluation.val, evaluation.test
+    check = check_half_of_predictions(val, seed=seed)
+    parts = {
+        "validation, selection half (the ablation chose on it)": ~check,
+        "validation, check half (no choice looked at it)": check,
+    }
+    rows = {}
+    for name, mask in parts.items():
+        part = Predictions(split="val", paths=[p for p, m in zip(val.paths, mask) if m],
+                           labels=val.labels[mask], scores=val.scores[mask])
+        block = metrics_at(part, evaluation.chosen, seed=seed)
+        rows[name] = {"images": int(mask.sum()), "AUC": block["auc"],
+                      "AUC low": block["auc_ci_low"], "AUC high": block["auc_ci_high"]}
+    block = evaluation.metrics["test"]
+    rows["test"] = {"images": len(test.labels), "AUC": block["auc"],
+                    "AUC low": block["auc_ci_low"], "AUC high": block["auc_ci_high"]}
+    return pd.DataFrame(rows).T
+
+
+def check_half_of_predictions(val, *, seed: int = config.SEED) -> np.ndarray:
+    """:func:`check_half` for validation predictions (paths and labels in file order)."""
+    from helpers.data import group_id, person_aware_split
+
+    groups = [group_id(path.rsplit("/", 1)[-1]) for path in val.paths]
+    return person_aware_split(val.labels, groups, val_fraction=0.5, seed=seed)
+
+
+def show_gap(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
+    """Display :func:`gap_table` and glue ``model_6_optimism`` (selection minus check
+    half) and ``model_6_shift`` (check half minus test) for the prose."""
+    from myst_nb import glue
+
+    table = gap_table(evaluation, seed=seed)
+    auc = table["AUC"].astype(float)
+    optimism, shift = auc.iloc[0] - auc.iloc[1], auc.iloc[1] - auc.iloc[2]
+    glue(f"{evaluation.model_id}_optimism", float(optimism), display=False)
+    glue(f"{evaluation.model_id}_shift", float(shift), display=False)
+    glue(f"{evaluation.model_id}_check_auc", float(auc.iloc[1]), display=False)
+    shown = table.assign(**{"AUC (95% CI, person-level)": [
+        f"{r['AUC']:.4f} ({r['AUC low']:.4f}-{r['AUC high']:.4f})" for _, r in table.iterrows()
+    ]})[["images", "AUC (95% CI, person-level)"]]
+    return shown
+
+
 def run_ablation(
+    build_network: Callable,
     load: Callable[[str, int], ChestXrays],
     variants: tuple[Variant, ...] = VARIANTS,
     *,
@@ -211,6 +289,8 @@ def run_ablation(
     epochs: int,
     batch_size: int = 64,
     seed: int = config.SEED,
+    learning_rate: float,
+    weight_decay: float,
     target_sensitivity: float = config.TARGET_SENSITIVITY,
     verbose: int = 0,
 ) -> pd.DataFrame:
@@ -218,6 +298,9 @@ def run_ablation(
 
     Parameters
     ----------
+    build_network : callable
+        The chapter's builder: ``build_network(input_shape, width=, augment=, standardize=)``
+        returns an uncompiled Keras model with one logit output.
     load : callable
         ``load(color_mode, image_size)`` returns the :class:`~helpers.data.ChestXrays` at
         that size; it is called once per colour mode and size.
@@ -227,6 +310,8 @@ def run_ablation(
     epochs, batch_size, seed : int
         The same for every variant (the cosine schedule spans ``epochs``). Ensemble
         members use ``seed``, ``seed + 1``, ...
+    learning_rate, weight_decay : float
+        The recipe's AdamW settings (:meth:`Variant.make_optimizer`).
     target_sensitivity : float
         For the specificity column (see :func:`validation_row`).
 
@@ -239,8 +324,10 @@ def run_ablation(
         test-time augmentation row, is trained once and counted in each), and "adoptable":
         ``"yes"`` or :attr:`Variant.not_adoptable`'s reason.
     """
-    from helpers.evaluate import predict_split, sigmoid
-    from helpers.models import build_model
+    from scipy.special import expit
+
+    from helpers.data import class_weights
+    from helpers.evaluate import predict_split
     from helpers.train import check_training_parameters, fit, set_seed
 
     check_training_parameters(epochs=epochs, batch_size=batch_size, seed=seed)
@@ -273,12 +360,14 @@ def run_ablation(
         key = (variant.training_key(), network_seed)
         if key not in networks:
             set_seed(network_seed)
-            built = build_model(
-                "model_6", image_size=xrays.image_size,
-                channels=xrays.train.images.shape[-1], spec=variant.spec(),
-            )
+            model = build_network(xrays.train.images.shape[1:], **variant.network_options())
+            compile_network(model, variant, learning_rate=learning_rate, weight_decay=weight_decay)
+            weights = class_weights(xrays.train.labels) if variant.class_weights else None
             start = time.perf_counter()
-            run = fit(built, xrays, epochs=epochs, batch_size=batch_size, seed=network_seed, verbose=verbose)
+            run = fit(
+                model, xrays, epochs=epochs, batch_size=batch_size, seed=network_seed,
+                class_weight=weights, callbacks=variant.callbacks(learning_rate, epochs), verbose=verbose,
+            )
             networks[key] = (run.model, time.perf_counter() - start)
         return networks[key]
 
@@ -294,20 +383,21 @@ def run_ablation(
         for key in [k for k, last in last_use.items() if last == position]:
             networks.pop(key, None)
         labels = xrays.val.labels
+        select = ~check_half(xrays.val, seed=seed)  # choices look at this half only
         if variant.tta or variant.seeds > 1:
             per_network = [
                 tta_logits(model, xrays.val.images, batch_size=batch_size) if variant.tta
                 else _logits(model, xrays.val.images, batch_size)
                 for model, _ in trained
             ]
-            scores = sigmoid(np.mean(per_network, axis=0))
+            scores = expit(np.mean(per_network, axis=0))
         else:
             scores = predict_split(trained[0][0], xrays.val, batch_size=batch_size).scores
         rows.append(
             {
                 "variant": variant.name,
                 "change": variant.change,
-                **validation_row(labels, scores, target_sensitivity=target_sensitivity),
+                **validation_row(labels[select], scores[select], target_sensitivity=target_sensitivity),
                 "training s": sum(seconds for _, seconds in trained),
                 "adoptable": variant.not_adoptable or "yes",
             }
@@ -339,3 +429,109 @@ def variant_named(name: str, variants: tuple[Variant, ...] = VARIANTS) -> Varian
         if variant.name == name:
             return variant
     raise ValueError(f"no variant {name!r}; variants: {', '.join(v.name for v in variants)}")
+
+
+def ablation_budget(params) -> dict[str, int]:
+    """Image size and epochs of model_6's ablation: the ``ablation_*`` parameters, never
+    more than the final model's own ``image_size`` and ``epochs``."""
+    return {
+        "image_size": min(params["ablation_image_size"], params["image_size"]),
+        "epochs": min(params["ablation_epochs"], params["epochs"]),
+    }
+
+
+def run_for_chapter(build_network, params, *, learning_rate: float, weight_decay: float):
+    """Run model_6's ablation on validation (:func:`run_ablation`), write it, show it.
+
+    ``build_network`` is the chapter's own network builder; ``params`` the chapter's
+    :class:`~helpers.parameters.ChapterParameters`.
+
+    Writes ``<results_dir>/model_6_ablation/ablation.csv`` and ``choice.json``, displays
+    the table (AUC with its 95% interval) and glues the choice and the budget.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Empty when ``ablation_epochs`` is 0.
+    variant : helpers.ablation.Variant
+        The chosen variant (:func:`helpers.ablation.best_variant`); the recipe itself when
+        no ablation ran.
+    """
+    from IPython.display import display
+    from myst_nb import glue
+
+    from helpers.data import load_chest_xrays
+    from helpers.report import show_warning
+    from helpers.results import ResultsWriter
+
+    params = params.as_dict() if hasattr(params, "as_dict") else dict(params)
+
+    budget = ablation_budget(params)
+    if budget["epochs"] == 0:
+        show_warning(
+            "ablation_epochs is 0: no ablation ran, and model_6 is trained with its recipe "
+            "as registered, not as chosen on validation."
+        )
+        return pd.DataFrame(), VARIANTS[0]
+
+    def load(color_mode: str, image_size: int) -> ChestXrays:
+        return load_chest_xrays(
+            params["data_dir"], image_size=image_size, color_mode=color_mode,
+            seed=params["seed"], on_bad_image=params.get("on_bad_image", "stop"),
+        )
+
+    table = run_ablation(
+        build_network, load, image_size=budget["image_size"], epochs=budget["epochs"],
+        batch_size=params["batch_size"], seed=params["seed"],
+        learning_rate=learning_rate, weight_decay=weight_decay,
+        target_sensitivity=params.get("target_sensitivity", config.TARGET_SENSITIVITY),
+    )
+    choice = variant_named(best_variant(table))
+    with ResultsWriter(params["results_dir"], "model_6_ablation") as writer:
+        table.to_csv(writer.path("ablation.csv"))
+        writer.write_json("choice.json", {"choice": choice.name, **budget, "seed": params["seed"]})
+    shown = table.drop(columns=["val AUC low", "val AUC high"]).copy()
+    shown.insert(1, "val AUC (95% CI)", [
+        f"{r['val AUC']:.4f} ({r['val AUC low']:.4f}-{r['val AUC high']:.4f})" for _, r in table.iterrows()
+    ])
+    display(shown.drop(columns=["val AUC"]).round(4))
+    glue("model_6_ablation_choice", choice.name, display=False)
+    glue("model_6_ablation_image_size", budget["image_size"], display=False)
+    glue("model_6_ablation_epochs", budget["epochs"], display=False)
+    glue("model_6_ablation_variants", len(table), display=False)
+    glue("model_6_ablation_verdict", ablation_verdict(table, choice.name), display=False)
+    glue("model_6_ablation_not_adopted", not_adopted_text(table), display=False)
+    return table, choice
+
+
+def ablation_verdict(table: pd.DataFrame, choice: str) -> str:
+    """One sentence on the ablation's choice against the recipe (the first row), with the
+    overlap of their 95% intervals, for the chapter's prose."""
+    recipe = table.index[0]
+    if choice == recipe:
+        return (
+            f"no variant ranked the validation images better than the recipe (validation AUC "
+            f"{table.loc[recipe, 'val AUC']:.4f}, to three decimals), so the recipe is kept"
+        )
+    a, b = table.loc[choice], table.loc[recipe]
+    overlap = a["val AUC low"] <= b["val AUC high"] and b["val AUC low"] <= a["val AUC high"]
+    return (
+        f"'{choice}' ranked the validation images better than the recipe (validation AUC "
+        f"{a['val AUC']:.4f} against {b['val AUC']:.4f}); the two 95% intervals "
+        + ("overlap, so the difference may be chance" if overlap
+           else "do not overlap, so the difference is larger than the validation set's sampling noise")
+    )
+
+
+def not_adopted_text(table: pd.DataFrame) -> str:
+    """The rows measured but not adoptable (``adoptable`` other than "yes"), each with its
+    validation AUC against the recipe's (the first row), for the chapter's prose."""
+    recipe = table["val AUC"].iloc[0]
+    rows = table[table["adoptable"] != "yes"] if "adoptable" in table else table.iloc[:0]
+    if rows.empty:
+        return "every row could be adopted"
+    return "; ".join(
+        f"{name}: {row['val AUC']:.4f} ({row['val AUC'] - recipe:+.4f} against the recipe)"
+        for name, row in rows.iterrows()
+    )
+

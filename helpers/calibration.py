@@ -11,6 +11,9 @@ A score of 0.8 should mean "about 80% of images scored like this have pneumonia"
 - :func:`fit_temperature` / :func:`apply_temperature`: one parameter T > 0 that divides the
   logits, fitted on validation data by maximum likelihood (Guo et al., 2017). T > 1 softens
   over-confident scores; T does not change the ranking, so AUC and the images' order stay.
+- :func:`fit_platt` / :func:`apply_platt`: a slope and an intercept on the logit (Platt, 1999);
+  the intercept moves with the prevalence, which a temperature cannot follow.
+- :func:`recalibration_report`: both, fitted on validation, measured on test.
 
 References
 ----------
@@ -44,34 +47,43 @@ def brier_score(y_true: Iterable[int], scores: Iterable[float]) -> float:
     >>> brier_score([0, 1, 1], [0.0, 1.0, 0.5])
     0.08333333333333333
     """
+    from sklearn.metrics import brier_score_loss
+
     y_true, scores = _probabilities(y_true, scores)
-    return float(np.mean((scores - y_true) ** 2))
+    return float(brier_score_loss(y_true, scores, labels=[0, 1]))
 
 
 def reliability_table(y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10) -> pd.DataFrame:
     """Images per equal-width score bin with their mean score and fraction of PNEUMONIA.
 
-    Bins are ``[0, 1/n), [1/n, 2/n), ..., [(n-1)/n, 1]``; empty bins are left out.
+    The points of scikit-learn's :func:`~sklearn.calibration.calibration_curve` (uniform
+    bins, the same edges: ``[0, 1/n], (1/n, 2/n], ..., ((n-1)/n, 1]``), with each bin's
+    edges and number of images beside them; empty bins are left out.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``bin_low``, ``bin_high``, ``images``, ``mean_score``, ``fraction_positive``.
     """
+    from sklearn.calibration import calibration_curve
+
     y_true, scores = _probabilities(y_true, scores)
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
-    index = np.minimum((scores * n_bins).astype(np.int64), n_bins - 1)
-    rows = []
-    for b in range(n_bins):
-        inside = index == b
-        if inside.any():
-            rows.append({
-                "bin_low": b / n_bins, "bin_high": (b + 1) / n_bins, "images": int(inside.sum()),
-                "mean_score": float(scores[inside].mean()),
-                "fraction_positive": float(y_true[inside].mean()),
-            })
-    return pd.DataFrame(rows, columns=["bin_low", "bin_high", "images", "mean_score", "fraction_positive"])
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.searchsorted(edges[1:-1], scores)  # calibration_curve's own binning
+    counts = np.bincount(index, minlength=n_bins)
+    filled = np.flatnonzero(counts)
+    columns = ["bin_low", "bin_high", "images", "mean_score", "fraction_positive"]
+    if y_true.min() == y_true.max():  # calibration_curve needs both classes; the rest does not
+        fraction = np.array([y_true[index == b].mean() for b in filled])
+        mean = np.array([scores[index == b].mean() for b in filled])
+    else:
+        fraction, mean = calibration_curve(y_true, scores, n_bins=n_bins, strategy="uniform")
+    return pd.DataFrame({
+        "bin_low": edges[filled], "bin_high": edges[filled + 1], "images": counts[filled],
+        "mean_score": mean, "fraction_positive": fraction,
+    }, columns=columns)
 
 
 def expected_calibration_error(y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10) -> float:
@@ -87,17 +99,18 @@ def expected_calibration_error(y_true: Iterable[int], scores: Iterable[float], *
 
 def logit(scores: Iterable[float]) -> np.ndarray:
     """Log-odds of probabilities, clipped to [1e-7, 1 - 1e-7] first."""
-    p = np.clip(np.asarray(scores, dtype=np.float64), _EPS, 1 - _EPS)
-    return np.log(p) - np.log1p(-p)
+    from scipy.special import logit as log_odds
+
+    return log_odds(np.clip(np.asarray(scores, dtype=np.float64), _EPS, 1 - _EPS))
 
 
 def apply_temperature(scores: Iterable[float], temperature: float) -> np.ndarray:
     """Probabilities after dividing their logits by ``temperature``."""
-    from helpers.evaluate import sigmoid
+    from scipy.special import expit
 
     if not np.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-    return sigmoid(logit(scores) / temperature)
+    return expit(logit(scores) / temperature)
 
 
 def fit_temperature(y_true: Iterable[int], scores: Iterable[float]) -> float:
@@ -126,39 +139,78 @@ def fit_temperature(y_true: Iterable[int], scores: Iterable[float]) -> float:
 
 def log_loss(y_true: Iterable[int], scores: Iterable[float]) -> float:
     """Mean negative log-likelihood of the labels (scores clipped to [1e-7, 1 - 1e-7])."""
+    from sklearn.metrics import log_loss as sk_log_loss
+
     y_true, scores = _probabilities(y_true, scores)
-    z = logit(scores)
-    return float(np.mean(np.logaddexp(0.0, np.where(y_true == 1, -z, z))))
+    return float(sk_log_loss(y_true, np.clip(scores, _EPS, 1 - _EPS), labels=[0, 1]))
 
 
-#: Temperature scaling is kept only if it lowers the validation log loss by this fraction.
-MIN_IMPROVEMENT = 0.01
+def fit_platt(y_true: Iterable[int], scores: Iterable[float]) -> tuple[float, float]:
+    """Platt scaling on the logit: ``slope`` and ``intercept`` of a logistic regression of
+    the labels on ``logit(score)`` (unpenalised, maximum likelihood; validation data only).
+
+    Unlike a temperature (a slope alone), the intercept can move: it absorbs a change of
+    prevalence, such as class weights that trained the model as if half of the images
+    were PNEUMONIA.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=True)
+    fit = LogisticRegression(C=np.inf, solver="lbfgs", max_iter=1000)
+    fit.fit(logit(scores).reshape(-1, 1), y_true)
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
-def temperature_report(val_labels, val_scores, test_labels, test_scores, *, n_bins: int = 10) -> dict:
-    """Fit a temperature on validation, decide there whether to use it, report both on test.
+def apply_platt(scores: Iterable[float], slope: float, intercept: float) -> np.ndarray:
+    """Probabilities ``sigmoid(slope * logit(score) + intercept)``."""
+    from scipy.special import expit
+
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise ValueError(f"slope and intercept must be finite, got {slope!r}, {intercept!r}")
+    return expit(slope * logit(scores) + intercept)
+
+
+#: What the book does with the refits below, and why (decided without the test set).
+ADOPTED = (
+    "none: the book reports each model's probabilities as trained. Both refits are fitted on "
+    "validation images drawn from the training folder, where they help by construction; "
+    "nothing on validation can tell whether they transfer to a separately collected folder "
+    "with another prevalence, so neither is applied to metrics.json or to helpers.predict"
+)
+
+
+def recalibration_report(val_labels, val_scores, test_labels, test_scores, *, n_bins: int = 10) -> dict:
+    """Fit a temperature and Platt scaling on validation; measure both on test.
 
     Returns
     -------
     dict
-        ``temperature``; ``applied`` (True when it lowers the validation log loss by at
-        least 1%: decided on validation, never on test); ``val_log_loss_before`` and
-        ``_after``; ``test_before`` and ``test_after`` (Brier score and ECE on test).
+        ``temperature``; ``platt`` (``slope``, ``intercept``); the validation log loss as
+        trained and after each refit; ``test_before``, ``test_after`` (temperature) and
+        ``test_platt``: Brier score, ECE and mean score on test; ``val_prevalence`` and
+        ``test_prevalence`` (share of PNEUMONIA); ``adopted`` (:data:`ADOPTED`).
     """
     t = fit_temperature(val_labels, val_scores)
-    before, after = log_loss(val_labels, val_scores), log_loss(val_labels, apply_temperature(val_scores, t))
+    slope, intercept = fit_platt(val_labels, val_scores)
+    test_labels = np.asarray(test_labels)
     return {
         "temperature": t,
-        "applied": bool(after < before * (1 - MIN_IMPROVEMENT)),
-        "val_log_loss_before": before,
-        "val_log_loss_after": after,
+        "platt": {"slope": slope, "intercept": intercept},
+        "val_log_loss_before": log_loss(val_labels, val_scores),
+        "val_log_loss_after": log_loss(val_labels, apply_temperature(val_scores, t)),
+        "val_log_loss_platt": log_loss(val_labels, apply_platt(val_scores, slope, intercept)),
         "test_before": calibration_summary(test_labels, test_scores, n_bins=n_bins),
         "test_after": calibration_summary(test_labels, apply_temperature(test_scores, t), n_bins=n_bins),
+        "test_platt": calibration_summary(test_labels, apply_platt(test_scores, slope, intercept), n_bins=n_bins),
+        "val_prevalence": float(np.mean(val_labels)),
+        "test_prevalence": float(np.mean(test_labels)),
         "n_bins": n_bins,
+        "adopted": ADOPTED,
     }
 
 
 def calibration_summary(y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10) -> dict:
     """Brier score and ECE of one set of scores, as plain floats."""
     return {"brier": brier_score(y_true, scores),
-            "ece": expected_calibration_error(y_true, scores, n_bins=n_bins)}
+            "ece": expected_calibration_error(y_true, scores, n_bins=n_bins),
+            "mean_score": float(np.mean(np.asarray(scores, dtype=np.float64)))}

@@ -1,8 +1,8 @@
 """The case study's evaluation, reproduced on purpose, to show what it got wrong.
 
 Nothing else in the project uses this module: it exists for the chapter "What went wrong in
-the original evaluation". Each function does one of the original's mistakes, so the chapter
-can put its number next to the correct one.
+the original evaluation". Each function does one of the original's mistakes, or builds the
+table that puts its number next to the correct one (read from the model chapters' results).
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from helpers import config
+from helpers import config, metrics
+from helpers.report import interval_text, show_warning
 
 
 def case_study_test_pass(
@@ -83,3 +85,107 @@ def keras_sensitivity_at_specificity(y_true, y_pred, *, specificity: float = 0.5
     metric = keras.metrics.SensitivityAtSpecificity(specificity)
     metric.update_state(np.asarray(y_true, dtype="float32"), np.asarray(y_pred, dtype="float32"))
     return float(metric.result())
+
+
+def reported_vs_corrected(all_metrics: dict[str, dict]) -> pd.DataFrame:
+    """The case study's reported test accuracy beside this book's numbers, per model."""
+    low, high = config.CASE_STUDY_REPORTED_ACCURACY
+    rows = {}
+    for model_id, m in all_metrics.items():
+        if model_id not in config.CASE_STUDY_MODEL_IDS:
+            continue
+        rows[model_id] = {
+            "reported accuracy (case study)": f"{low:.2f}-{high:.2f} (range over all five)",
+            "accuracy at 0.5 (this book)": interval_text(m["test_at_0.5"], "accuracy"),
+            "accuracy at validation threshold": interval_text(m["test"], "accuracy"),
+            "AUC (this book)": interval_text(m["test"], "auc"),
+        }
+    return pd.DataFrame(rows).T
+
+
+def results_path(results_dir: str | os.PathLike, model_id: str, name: str) -> Path:
+    """``<results_dir>/<model_id>/<name>``, failing clearly if that chapter has not run."""
+    path = Path(results_dir) / model_id / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run the {model_id} chapter first")
+    return path
+
+
+def load_trained(results_dir: str | os.PathLike, model_id: str):
+    """The saved model of ``model_id`` (loaded in Keras' safe mode) and its metrics."""
+    import keras
+
+    import helpers.layers  # noqa: F401 - registers the book's own layers for safe loading
+    from helpers.results import read_metrics
+
+    model = keras.saving.load_model(results_path(results_dir, model_id, "model.keras"), safe_mode=True)
+    return model, read_metrics(results_dir, model_id)
+
+
+def evaluation_ways(ways: dict[str, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """AUC and accuracy at 0.5 for each way of pairing labels with scores."""
+    rows = {}
+    for name, (labels, scores) in ways.items():
+        rates = metrics.rates_at_threshold(labels, scores, threshold=0.5)
+        auc = metrics.roc_auc_with_ci(labels, scores)
+        rows[name] = {
+            "AUC": round(auc.value, 4),
+            "AUC 95% CI": f"{auc.ci_low:.3f}-{auc.ci_high:.3f}",
+            "accuracy at 0.5": round(rates["accuracy"].value, 4),
+            "sensitivity at 0.5": round(rates["sensitivity"].value, 4),
+            "specificity at 0.5": round(rates["specificity"].value, 4),
+        }
+    return pd.DataFrame(rows).T
+
+
+def logit_cut_table(results_dir: str | os.PathLike, model_id: str = "model_4") -> pd.DataFrame:
+    """Test rates of a logit model cut the case study's way and the correct ways."""
+    from scipy.special import expit
+
+    from helpers.results import read_metrics, read_predictions
+
+    frame = read_predictions(results_path(results_dir, model_id, "predictions_test.csv"))
+    m = read_metrics(results_dir, model_id)
+    if frame["score"].nunique() < 2:
+        show_warning(
+            f"{model_id} gives every test image the same score (base weights: "
+            f"{m['base_weights']}), so every threshold below gives the same decisions: this "
+            "table only shows the mistake with ImageNet weights."
+        )
+    # A logit cut at 0.5 is a probability cut at sigmoid(0.5).
+    logit_cut = float(expit(0.5))
+    rows = {}
+    for name, threshold in (
+        ("original: logit >= 0.5", logit_cut),
+        ("probability >= 0.5", 0.5),
+        ("probability >= validation threshold", m["threshold"]["threshold"]),
+    ):
+        rates = metrics.rates_at_threshold(frame["label"], frame["score"], threshold=threshold)
+        rows[name] = {
+            "probability threshold": f"{threshold:.3f}",
+            **{k: f"{rates[k]:.3f}" for k in ("sensitivity", "specificity", "accuracy")},
+        }
+    return pd.DataFrame(rows).T
+
+
+def metric_helpers_table(correct, metrics_json: dict, *, batch_size: int, seed: int = config.SEED) -> pd.DataFrame:
+    """The case study's metric helpers against the correct numbers, on the same scores."""
+    labels, scores = correct.labels, correct.scores
+    # Keras evaluates a shuffled dataset batch by batch: reproduce that order.
+    order = np.random.default_rng(seed).permutation(labels.size)
+    at_half = metrics.rates_at_threshold(labels, scores, threshold=0.5)
+    rows = {
+        "specificity, helper averaged over batches (0.5)": (
+            batch_averaged_specificity(labels[order], scores[order], batch_size=batch_size),
+            "mean of per-batch ratios",
+        ),
+        "specificity over the test set (0.5)": (at_half["specificity"].value, "tn / (tn + fp)"),
+        "SensitivityAtSpecificity(0.5) on the test set": (
+            keras_sensitivity_at_specificity(labels, scores, specificity=0.5),
+            "threshold tuned on the test set itself",
+        ),
+        "sensitivity at the validation threshold": (
+            metrics_json["test"]["sensitivity"], "threshold fixed on validation first",
+        ),
+    }
+    return pd.DataFrame({"value": {k: round(v, 4) for k, (v, _) in rows.items()}, "what it is": {k: w for k, (_, w) in rows.items()}})

@@ -6,7 +6,6 @@ and nowhere else, so that a notebook, the runner and the tests agree.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 #: The repository root (the folder holding ``helpers/``).
@@ -42,20 +41,18 @@ VAL_FRACTION = 0.2
 #: Sensitivity the validation-chosen operating point must reach.
 TARGET_SENSITIVITY = 0.95
 
-#: The case study's five models, and all models of the book (with its own model_6).
+#: The case study's five models, and all models of the book (with its own model_6, trained
+#: from scratch, and model_7, the fine-tuned MobileNetV2).
 CASE_STUDY_MODEL_IDS: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4", "model_5")
-MODEL_IDS: tuple[str, ...] = (*CASE_STUDY_MODEL_IDS, "model_6")
+MODEL_IDS: tuple[str, ...] = (*CASE_STUDY_MODEL_IDS, "model_6", "model_7")
 
 #: ``tf.distribute`` strategies by name (see :func:`helpers.train.distribution_strategy`).
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")
 #: What ``on_bad_image`` may be: stop at an unreadable image, or skip it (counted, named).
 ON_BAD_IMAGE: tuple[str, ...] = ("stop", "skip")
+#: What :func:`helpers.leaks.check_leaks` does when images are shared between folders.
+ON_LEAK: tuple[str, ...] = ("warn", "stop", "ignore")
 
-
-def data_dir_from_env() -> Path:
-    """The data folder: ``$CHEST_XRAY_DATA_DIR`` if set, else the embedded copy."""
-    value = os.environ.get("CHEST_XRAY_DATA_DIR")
-    return Path(value) if value else DEFAULT_DATA_DIR
 
 #: The case study's reported test accuracy: 52-58% for all five models (its own numbers,
 #: quoted for comparison; they come from its misaligned evaluation).

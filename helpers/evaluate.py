@@ -1,22 +1,36 @@
-"""The one way the project evaluates a model: a single ordered pass over a split.
+"""Evaluation: score validation, fix the threshold there, then score the test set once.
 
 The case study gathered predictions in one pass over a shuffled dataset and the labels in a
 second, reshuffled pass, so labels and predictions belonged to different images. Here the
 images, labels and paths of a split are arrays in one fixed (sorted) order, the model sees
 the images in that order, and the scores come back in it: the three can not drift apart.
 Logits are turned into probabilities here, before anything compares them with a threshold.
+
+A chapter's evaluation is four calls, in this order, and the order is enforced:
+
+1. :func:`score_validation` scores the validation images;
+2. :func:`threshold_on_validation` chooses the operating point on them;
+3. :func:`score_test_once` scores the test images, once per model, and only with a
+   threshold that came from step 2;
+4. :func:`summarise` computes the test metrics with their intervals (and the validation
+   ones beside them), ready for :func:`helpers.results.save_results`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import platform
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
-from helpers.data import Split
+from helpers import bootstrap, calibration, config, metrics
+from helpers.data import ChestXrays, Split, group_id
 from helpers.metrics import MetricError
-from helpers.models import output_kind
+
+OutputKind = Literal["probability", "logit"]
 
 
 @dataclass(frozen=True)
@@ -40,15 +54,27 @@ class Predictions:
         return pd.DataFrame({"path": self.paths, "label": self.labels, "score": self.scores})
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function, in float64."""
-    logits = np.asarray(logits, dtype=np.float64)
-    out = np.empty_like(logits)
-    positive = logits >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-logits[positive]))
-    exp = np.exp(logits[~positive])
-    out[~positive] = exp / (1.0 + exp)
-    return out
+def output_kind(model) -> OutputKind:
+    """Read from the model's last layer whether it outputs a probability or a logit.
+
+    A final layer with a sigmoid activation gives probabilities; a linear one gives
+    logits. Anything else is refused, since evaluation must know which it gets.
+    """
+    import keras
+
+    last = model.layers[-1]
+    while isinstance(last, keras.Model) and last.layers:  # a nested head: its last layer
+        last = last.layers[-1]
+    activation = getattr(last, "activation", None)
+    if activation is keras.activations.sigmoid:
+        return "probability"
+    if activation is keras.activations.linear:
+        return "logit"
+    raise ValueError(
+        f"cannot tell whether model {model.name!r} outputs probabilities or logits: its last "
+        f"layer {last.name!r} ({type(last).__name__}) has activation {activation!r}; expected "
+        "a Dense layer with sigmoid or linear activation"
+    )
 
 
 def model_outputs(model, images: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
@@ -68,8 +94,7 @@ def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
     ----------
     model : keras.Model
         A model whose last layer is a Dense with sigmoid (probabilities) or linear
-        (logits) activation; which one is read from the model (see
-        :func:`helpers.models.output_kind`).
+        (logits) activation; which one is read from the model (:func:`output_kind`).
     split : helpers.data.Split
     batch_size : int
 
@@ -94,7 +119,242 @@ def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
             "No metric is defined for them; training has probably diverged: look at the "
             "loss in the training history, and lower the learning rate or check the inputs."
         )
-    scores = sigmoid(raw) if kind == "logit" else raw
+    scores = expit(raw) if kind == "logit" else raw
     return Predictions(
         split=split.name, paths=list(split.paths), labels=split.labels.copy(), scores=scores
     )
+
+
+def score_validation(model, xrays: ChestXrays, *, batch_size: int = 128) -> Predictions:
+    """Step 1: the validation images' scores, in file order (:func:`predict_split`)."""
+    return predict_split(model, xrays.val, batch_size=batch_size)
+
+
+def threshold_on_validation(
+    val: Predictions, *, target_sensitivity: float = config.TARGET_SENSITIVITY
+) -> dict:
+    """Step 2: the operating point, chosen on validation scores only.
+
+    The highest threshold whose validation sensitivity reaches ``target_sensitivity``
+    (:func:`helpers.metrics.threshold_for_sensitivity`), with Youden's threshold beside it.
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``method``, ``target_sensitivity``, ``youden``, ``chosen_on``
+        (``"validation"``) and ``warnings`` (non-empty when the model gives every
+        validation image the same score: it ranks nothing, and 0.5 is used).
+
+    Raises
+    ------
+    ValueError
+        If ``val`` are not validation predictions.
+    """
+    if val.split != "val":
+        raise ValueError(
+            f"the threshold must be chosen on the validation images, got {val.split!r} "
+            "predictions; choosing it on the test set would make the test result optimistic"
+        )
+    chosen = {"chosen_on": "validation", "target_sensitivity": float(target_sensitivity), "warnings": []}
+    if np.unique(val.scores).size < 2:
+        chosen.update(threshold=0.5, method="none (constant scores)", youden=None)
+        chosen["warnings"].append(
+            f"the model gives every validation image the same score ({val.scores[0]:.6g}): it "
+            "does not rank images, so no threshold can be chosen on validation; the case "
+            "study's 0.5 is used and the test AUC is 0.5 by construction."
+        )
+        return chosen
+    chosen.update(metrics.choose_threshold(val.labels, val.scores, method="sensitivity", target=target_sensitivity))
+    chosen["youden"] = metrics.youden_threshold(val.labels, val.scores)
+    return chosen
+
+
+#: (id of a test split in memory) -> names of the models already scored on it.
+_TEST_SCORED: dict[int, set[str]] = {}
+
+
+def score_test_once(
+    model, xrays: ChestXrays, *, threshold: dict, batch_size: int = 128, name: str | None = None
+) -> Predictions:
+    """Step 3: score the test images, once per model, after the threshold was fixed.
+
+    Parameters
+    ----------
+    model : keras.Model
+    xrays : helpers.data.ChestXrays
+    threshold : dict
+        What :func:`threshold_on_validation` returned; anything else is refused.
+    name : str, optional
+        What the once-only rule counts as one model (default: ``model.name``), so that a
+        model and its adapted copy (:func:`adapted_to_each_folder`) are two.
+
+    Raises
+    ------
+    ValueError
+        If the threshold was not chosen on validation, or if this model (by name) was
+        already scored on this test split in this session: the test set is touched once
+        per model, at the end. To evaluate a changed model, run the chapter from the top
+        (which loads the data again).
+    """
+    if not isinstance(threshold, dict) or threshold.get("chosen_on") != "validation":
+        raise ValueError(
+            "score_test_once needs the threshold returned by threshold_on_validation (chosen "
+            f"on the validation images before the test set is scored), got {threshold!r}"
+        )
+    claim_test_set(xrays, name or model.name)
+    return predict_split(model, xrays.test, batch_size=batch_size)
+
+
+def claim_test_set(xrays: ChestXrays, name: str) -> None:
+    """Record that model ``name`` is about to score ``xrays.test``; refuse a second time.
+
+    :func:`score_test_once` calls it; so does any other evaluation that scores the test
+    images (a probe on frozen features), so that the once-only rule has one keeper.
+    """
+    scored = _TEST_SCORED.setdefault(id(xrays.test), set())
+    if name in scored:
+        raise ValueError(
+            f"the test set was already scored for {name!r} in this session; it is "
+            "scored once per model, at the end. Run the chapter from the top to evaluate a "
+            "changed model."
+        )
+    scored.add(name)
+
+
+@dataclass
+class Evaluation:
+    """One model's evaluation: its predictions, the threshold and the metrics."""
+
+    model_id: str
+    val: Predictions
+    test: Predictions
+    threshold: dict
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def chosen(self) -> float:
+        """The threshold chosen on validation."""
+        return float(self.threshold["threshold"])
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def persons_of(predictions: Predictions) -> list[str]:
+    """The person (or study) each image comes from, from its file name
+    (:func:`helpers.data.group_id`): the unit the intervals resample."""
+    return [group_id(path.rsplit("/", 1)[-1]) for path in predictions.paths]
+
+
+def metrics_at(predictions: Predictions, threshold: float, *, seed: int = config.SEED) -> dict:
+    """Rates and AUC at ``threshold`` with **person-level** 95% intervals.
+
+    The point values and counts are :func:`helpers.metrics.summary`'s; every interval is a
+    person-level cluster bootstrap (:func:`helpers.bootstrap.person_bootstrap`: persons
+    resampled within each class, 2,000 resamples, percentile), because one person's images
+    are not independent observations. ``interval_method`` names it.
+    """
+    block = metrics.summary(predictions.labels, predictions.scores, threshold=threshold)
+    person_level = bootstrap.person_bootstrap(
+        predictions.labels, predictions.scores, persons_of(predictions), threshold=threshold, seed=seed
+    )
+    for name, estimate in person_level["estimates"].items():
+        block[f"{name}_ci_low"], block[f"{name}_ci_high"] = estimate.ci_low, estimate.ci_high
+    block["interval_method"] = person_level["method"]
+    block["persons"] = person_level["n_clusters"]
+    return block
+
+
+def image_level_metrics(predictions: Predictions, threshold: float) -> dict:
+    """The same metrics with image-level intervals (Wilson for rates, DeLong for the AUC),
+    shown beside the person-level ones to say how much too narrow they are."""
+    block = metrics.summary(predictions.labels, predictions.scores, threshold=threshold)
+    block["interval_method"] = "image-level: Wilson score intervals for rates, DeLong for the AUC"
+    return block
+
+
+def summarise(model_id: str, val: Predictions, test: Predictions, threshold: dict) -> Evaluation:
+    """Step 4: test metrics at the validation threshold, at Youden's and at 0.5, with
+    person-level 95% intervals (:func:`metrics_at`); the same threshold's metrics on
+    validation; image-level intervals beside the main block; calibration; sensitivity by
+    kind of pneumonia.
+
+    Returns
+    -------
+    Evaluation
+        ``metrics`` holds the blocks of ``metrics.json`` that describe the evaluation:
+        ``threshold``, ``thresholds``, ``test``, ``test_at_youden``, ``test_at_0.5``,
+        ``val`` (person-level intervals), ``test_image_level``, ``calibration``, ``sensitivity_by_kind``, ``n_images``, ``versions``,
+        ``warnings``.
+    """
+    if val.split != "val" or test.split != "test":
+        raise ValueError(f"summarise needs validation and test predictions, got {val.split!r} and {test.split!r}")
+    if threshold.get("chosen_on") != "validation":
+        raise ValueError("summarise needs the threshold returned by threshold_on_validation")
+    chosen, youden = float(threshold["threshold"]), threshold.get("youden")
+    block = {
+        "model_id": model_id,
+        "threshold": {k: v for k, v in threshold.items() if k not in ("warnings", "youden")},
+        "thresholds": {"sensitivity": chosen, "youden": youden, "case_study": 0.5},
+        "test": metrics_at(test, chosen),
+        "test_at_youden": None if youden is None else metrics_at(test, youden),
+        "test_at_0.5": metrics_at(test, 0.5),
+        "val": metrics_at(val, chosen),
+        "test_image_level": image_level_metrics(test, chosen),
+        "calibration": calibration.recalibration_report(val.labels, val.scores, test.labels, test.scores),
+        "sensitivity_by_kind": metrics.sensitivity_by_kind(
+            test.paths, test.labels, test.scores, threshold=chosen
+        ).reset_index().to_dict("records"),
+        "n_images": {"val": len(val.labels), "test": len(test.labels)},
+        "versions": _versions(),
+        "warnings": list(threshold.get("warnings", [])),
+    }
+    return Evaluation(model_id=model_id, val=val, test=test, threshold=threshold, metrics=block)
+
+
+def adapted_to_each_folder(
+    model, xrays: ChestXrays, model_id: str, *,
+    target_sensitivity: float = config.TARGET_SENSITIVITY, batch_size: int = 128,
+) -> Evaluation:
+    """The evaluation steps with batch-norm statistics re-estimated on each folder's own
+    images, without their labels (AdaBN, :func:`helpers.adapt.adapt_batchnorm`).
+
+    The threshold is chosen on validation, scored by the model adapted to the validation
+    images; then the test folder is scored, once, by the model adapted to the **test
+    images** (their pixels, never their labels), and the metrics are computed as in
+    :func:`summarise`. ``model`` itself is not changed. A site can do the same with the
+    unlabeled images it collects before deploying (``helpers.predict --adapt-to``).
+
+    Returns
+    -------
+    Evaluation
+        Its ``model_id`` is ``<model_id>_adapted``; ``metrics["adaptation"]`` says what was
+        adapted to what.
+    """
+    from helpers.adapt import adapt_batchnorm, adapted_layer_names
+
+    to_val = adapt_batchnorm(model, xrays.val.images, batch_size=batch_size)
+    val = predict_split(to_val, xrays.val, batch_size=batch_size)
+    threshold = threshold_on_validation(val, target_sensitivity=target_sensitivity)
+    del to_val
+    to_test = adapt_batchnorm(model, xrays.test.images, batch_size=batch_size)
+    test = score_test_once(
+        to_test, xrays, threshold=threshold, batch_size=batch_size, name=f"{model_id}_adapted"
+    )
+    evaluation = summarise(f"{model_id}_adapted", val, test, threshold)
+    evaluation.metrics["adaptation"] = {
+        "method": "AdaBN: batch-norm statistics re-estimated on each folder's images, no labels",
+        "validation": f"{len(xrays.val)} validation images",
+        "test": f"{len(xrays.test)} test images (pixels only, never their labels)",
+        "layers": list(adapted_layer_names(to_test)),
+    }
+    return evaluation

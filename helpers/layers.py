@@ -1,8 +1,8 @@
 """Keras layers of the book's own model (model_6), registered so that saved models load in
 Keras' safe mode (no pickled Python code).
 
-Importing this module imports Keras; :mod:`helpers.models` and every loader of saved models
-(:func:`helpers.chapter.load_trained`, :mod:`helpers.predict`) import it first.
+Importing this module imports Keras; model_6's chapter and every loader of saved models
+(:func:`helpers.case_study.load_trained`, :mod:`helpers.predict`) import it first.
 """
 
 from __future__ import annotations

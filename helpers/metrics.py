@@ -157,7 +157,9 @@ def rates_at_threshold(
         interval: sensitivity = tp / (tp + fn), specificity = tn / (tn + fp),
         PPV = tp / (tp + fp), NPV = tn / (tn + fn), accuracy = (tp + tn) / n. F1 is a
         harmonic mean, not a proportion; its interval is the Wilson interval of
-        ``2 tp / (2 tp + fp + fn)`` read as the proportion ``2 tp`` of ``2 tp + fp + fn``.
+        ``2 tp / (2 tp + fp + fn)`` read as the proportion ``2 tp`` of ``2 tp + fp + fn``,
+        which counts every true positive twice and so is too narrow: :func:`summary`
+        drops it (use :func:`helpers.bootstrap.person_bootstrap` for an F1 interval).
         A rate whose denominator is 0 is NaN.
     """
     y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=False)
@@ -320,7 +322,10 @@ def summary(
     """All test metrics at one threshold as plain floats (for ``metrics.json`` and tables).
 
     Returns a flat dict: ``auc``, ``auc_ci_low``, ``auc_ci_high``, each rate with its
-    ``_ci_low``/``_ci_high``, the counts and the threshold.
+    ``_ci_low``/``_ci_high``, the counts and the threshold. F1 keeps its point value but
+    ``f1_ci_low`` and ``f1_ci_high`` are None: no image-level interval is valid for it
+    (the Wilson one counts true positives twice); a person-level one comes from
+    :func:`helpers.bootstrap.person_bootstrap`.
     """
     rates = rates_at_threshold(y_true, scores, threshold=threshold, confidence=confidence)
     auc = roc_auc_with_ci(y_true, scores, confidence=confidence)
@@ -329,6 +334,7 @@ def summary(
         flat[name] = estimate.value
         flat[f"{name}_ci_low"] = estimate.ci_low
         flat[f"{name}_ci_high"] = estimate.ci_high
+    flat["f1_ci_low"] = flat["f1_ci_high"] = None
     for key in ("tp", "fp", "tn", "fn", "n"):
         flat[key] = rates[key]
     return flat

@@ -340,3 +340,64 @@ def plot_heatmap_grid(
             ax.imshow(overlay(images[i], heatmaps[i]))
             ax.set_title(titles[i], fontsize=8)
     return axes
+
+
+def plot_forest(table: pd.DataFrame, *, ax=None):
+    """Forest plot: each model's AUC, sensitivity and specificity with its interval.
+
+    One panel per metric, one row per model (top to bottom in the table's order), a dot
+    at the point value and a bar over the interval. Reading a comparison off overlapping
+    bars is not a test: compare models by the interval of their difference
+    (:func:`helpers.bootstrap.paired_person_bootstrap`).
+
+    Parameters
+    ----------
+    table : DataFrame
+        Index: model ids; columns ``auc``, ``sensitivity``, ``specificity``, each with
+        ``_ci_low`` and ``_ci_high`` (from :func:`helpers.bootstrap.interval_table`, or
+        rows of :func:`helpers.metrics.summary`). ``table.attrs["method"]``, when set,
+        becomes the figure's title. A NaN value or interval is left out of the panel.
+    ax : sequence of three Axes, optional
+        The panels to draw on; new ones side by side if None.
+
+    Returns
+    -------
+    numpy.ndarray of three Axes
+
+    Raises
+    ------
+    ValueError
+        If the table is empty, lacks a column, or ``ax`` is not three axes.
+    """
+    import matplotlib.pyplot as plt
+
+    names = {"auc": "AUC", "sensitivity": "sensitivity", "specificity": "specificity"}
+    needed = [f"{n}{end}" for n in names for end in ("", "_ci_low", "_ci_high")]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks the columns {missing}; it has {list(table.columns)}")
+    if table.empty:
+        raise ValueError("table has no rows: no model to plot")
+    if ax is None:
+        _, ax = plt.subplots(1, 3, figsize=(10, 0.5 * len(table) + 1.6), sharey=True)
+    axes = np.ravel(np.asarray(ax, dtype=object))
+    if axes.size != 3:
+        raise ValueError(f"ax must be three Axes (AUC, sensitivity, specificity), got {axes.size}")
+    rows = np.arange(len(table))[::-1]  # the first model at the top
+    for panel, (name, title) in zip(axes, names.items()):
+        values = table[[name, f"{name}_ci_low", f"{name}_ci_high"]].to_numpy(dtype=float)
+        for y, model_id, (value, low, high) in zip(rows, table.index, values):
+            if np.isnan([value, low, high]).any():
+                continue
+            colour = MODEL_COLOURS.get(str(model_id), "black")
+            # A line from low to high, not error bars: a percentile interval need not
+            # hold its point value, and error bars cannot be negative.
+            panel.plot([low, high], [y, y], "-|", color=colour, lw=1.5)
+            panel.plot([value], [y], "o", color=colour)
+        panel.set_title(title)
+        panel.set_yticks(rows, [str(m) for m in table.index])
+        panel.set_ylim(-0.6, len(table) - 0.4)
+        panel.set_xlabel("point and interval")
+    if table.attrs.get("method"):
+        axes[0].figure.suptitle(table.attrs["method"], fontsize=9)
+    return axes

@@ -5,6 +5,7 @@
     python -m helpers.predict --model results/model_1 IMAGE [IMAGE ...]
     python -m helpers.predict --model results/model_1 --json scans/*.jpeg
     python -m helpers.predict --model results/model_1 --gradcam heatmaps/ IMAGE
+    python -m helpers.predict --model results/model_6 --adapt-to hospital_b/ IMAGE [IMAGE ...]
 
 For each image it prints the path, the probability of PNEUMONIA and the decision at the
 threshold stored in the model's ``metrics.json`` (chosen on validation data when the model
@@ -15,6 +16,13 @@ as in training (:func:`helpers.data.decode_image`). A missing file, a non-image 
 image is reported on standard error by path; the other images are still scored, and the
 exit status is then 1. Exit status 2: the model folder is unusable.
 
+``--adapt-to FOLDER`` first re-estimates the model's batch-normalisation statistics on the
+images of FOLDER (all image files below it, no labels; :func:`helpers.adapt.adapt_batchnorm`,
+AdaBN), for images from another collection than the training data, whose feature statistics
+differ. The output says which statistics were used. Exit status 2 also when FOLDER holds fewer
+than :data:`helpers.adapt.MIN_ADAPT_IMAGES` readable images or the model has no batch
+normalisation to adapt.
+
 This is a teaching tool, not a medical device: its output is not a diagnosis.
 """
 
@@ -24,18 +32,26 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence, TextIO
 
 import numpy as np
 
 from helpers import config
+from helpers.adapt import MIN_ADAPT_IMAGES, AdaptationError, adapt_batchnorm, adaptation_report
 from helpers.data import DataError, decode_image
+
+#: What the output says when the model keeps the statistics it was trained with.
+TRAINING_STATISTICS = "training statistics"
 
 
 class ModelFolderError(Exception):
     """The model folder is missing, incomplete, unsafe or inconsistent."""
+
+
+class AdaptFolderError(Exception):
+    """The ``--adapt-to`` folder is missing or holds too few readable images."""
 
 
 @dataclass
@@ -49,6 +65,10 @@ class LoadedModel:
     image_size: int
     color_mode: str
     output: str
+    #: Which batch-norm statistics the model uses (see :func:`adapt_to_folder`).
+    statistics: str = TRAINING_STATISTICS
+    #: The batch-normalisation layers re-estimated by :func:`adapt_to_folder`, if any.
+    adapted_layers: tuple[str, ...] = ()
 
 
 def load_model_folder(folder: str | os.PathLike) -> LoadedModel:
@@ -64,7 +84,7 @@ def load_model_folder(folder: str | os.PathLike) -> LoadedModel:
     import keras
 
     import helpers.layers  # noqa: F401 - registers the book's own layers for safe loading
-    from helpers.models import output_kind
+    from helpers.evaluate import output_kind
 
     folder = Path(folder)
     model_file, metrics_file = folder / "model.keras", folder / "metrics.json"
@@ -104,6 +124,84 @@ def load_model_folder(folder: str | os.PathLike) -> LoadedModel:
                        image_size, color_mode, output_kind(model))
 
 
+def folder_image_files(folder: str | os.PathLike) -> list[Path]:
+    """Every image file below ``folder`` (recursively), sorted by path.
+
+    Image files are those with an extension in :data:`helpers.config.IMAGE_EXTENSIONS`
+    (in any case); hidden files (starting with ".") are left out.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder to search.
+
+    Returns
+    -------
+    list of pathlib.Path
+
+    Raises
+    ------
+    AdaptFolderError
+        If ``folder`` is not an existing folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise AdaptFolderError(f"--adapt-to {folder} is not a folder")
+    return sorted(
+        path for path in folder.rglob("*")
+        if path.is_file() and not path.name.startswith(".")
+        and path.suffix.lower() in config.IMAGE_EXTENSIONS
+    )
+
+
+def adapt_to_folder(loaded: LoadedModel, folder: str | os.PathLike) -> tuple[LoadedModel, dict[str, str]]:
+    """Re-estimate the model's batch-norm statistics on the images below ``folder`` (no labels).
+
+    Each image is decoded at the model's size and colour mode, as the scored images are.
+    Unreadable files are left out and returned; the rest must number at least
+    :data:`helpers.adapt.MIN_ADAPT_IMAGES`.
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        The model to adapt (it is not changed).
+    folder : path-like
+        A folder of unlabeled images of the collection to be scored, searched recursively.
+
+    Returns
+    -------
+    (LoadedModel, dict)
+        A copy of ``loaded`` holding the adapted model, whose ``statistics`` says
+        "batch-norm statistics re-estimated on N images of FOLDER"; and the unreadable
+        files, path -> reason.
+
+    Raises
+    ------
+    AdaptFolderError
+        If ``folder`` is not a folder or holds fewer than ``MIN_ADAPT_IMAGES`` readable images.
+    AdaptationError
+        If the model has no batch-normalisation layer to adapt.
+    """
+    images, unreadable = [], {}
+    files = folder_image_files(folder)
+    for path in files:
+        try:
+            images.append(decode_image(path, image_size=loaded.image_size, color_mode=loaded.color_mode))
+        except DataError as error:
+            unreadable[str(path)] = str(error)
+    if len(images) < MIN_ADAPT_IMAGES:
+        raise AdaptFolderError(
+            f"--adapt-to {folder} holds {len(images)} readable image(s) (of {len(files)} image "
+            f"file(s) found); at least {MIN_ADAPT_IMAGES} are needed, because batch-norm "
+            "statistics measured on a few images are noise"
+        )
+    model = adapt_batchnorm(loaded.model, np.stack(images))
+    statistics = f"batch-norm statistics re-estimated on {len(images)} images of {folder}"
+    adapted = replace(loaded, model=model, statistics=statistics,
+                      adapted_layers=adaptation_report(model).adapted)
+    return adapted, unreadable
+
+
 @dataclass
 class Prediction:
     """One scored image."""
@@ -119,7 +217,7 @@ def predict_images(loaded: LoadedModel, paths: Sequence[str | os.PathLike]):
     ``errors`` maps each path that could not be read to the reason; the images are decoded
     at the model's size and colour mode.
     """
-    from helpers.evaluate import sigmoid
+    from scipy.special import expit as sigmoid
 
     predictions, errors, images = [], {}, []
     for path in paths:
@@ -151,6 +249,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--gradcam", metavar="DIR", type=Path,
                         help="also write a Grad-CAM overlay per image, DIR/<name>.gradcam.png")
+    parser.add_argument("--adapt-to", metavar="FOLDER", type=Path,
+                        help="first re-estimate the model's batch-norm statistics on the images "
+                             f"below FOLDER (no labels; at least {MIN_ADAPT_IMAGES} images)")
     return parser
 
 
@@ -164,6 +265,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except ModelFolderError as error:
         print(f"error: {error}", file=err)
         return 2
+    if args.adapt_to is not None:
+        try:
+            loaded, unreadable = adapt_to_folder(loaded, args.adapt_to)
+        except (AdaptFolderError, AdaptationError) as error:
+            print(f"error: {error}", file=err)
+            return 2
+        if unreadable:
+            first = next(iter(unreadable.items()))
+            print(f"note: {len(unreadable)} file(s) below {args.adapt_to} could not be read and were "
+                  f"left out of the adaptation (first: {first[0]}: {first[1]})", file=err)
     predictions, errors, decoded = predict_images(loaded, args.images)
     if args.gradcam is not None and predictions:
         from helpers.explain import grad_cam, save_overlay
@@ -175,13 +286,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     if args.json:
         print(json.dumps({
             "model": loaded.model_id, "threshold": loaded.threshold, "threshold_method": loaded.threshold_method,
+            "statistics": loaded.statistics, "adapted_layers": list(loaded.adapted_layers),
             "predictions": [p.__dict__ for p in predictions],
             "errors": [{"path": path, "error": reason} for path, reason in errors.items()],
         }, indent=1), file=out)
     else:
         width = max([len(p.path) for p in predictions] + [4])
         print(f"{'path':<{width}}  p(PNEUMONIA)  decision at {loaded.threshold:.3f} "
-              f"({loaded.model_id}, threshold {loaded.threshold_method})", file=out)
+              f"({loaded.model_id}, threshold {loaded.threshold_method}; {loaded.statistics})", file=out)
         for p in predictions:
             print(f"{p.path:<{width}}  {p.probability:12.4f}  {p.decision}", file=out)
     for path, reason in errors.items():

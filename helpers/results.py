@@ -11,6 +11,8 @@ file                        content
                             sensitivity by kind of pneumonia, epochs, training seconds,
                             base weights used, images skipped
 ``history.csv``             per-epoch loss and accuracy, training and validation
+``predictions_*_adapted``   models with batch normalisation: the same, adapted to each
+                            folder's images without labels (``metrics.json["adapted"]``)
 ``model.keras``             the trained model (Keras 3 format)
 ==========================  =======================================================
 
@@ -185,7 +187,8 @@ class ResultsWriter:
         return self.staging / name
 
     def write_predictions(self, name: str, frame: pd.DataFrame) -> None:
-        atomic_write_text(self.path(name), frame[PREDICTION_COLUMNS].to_csv(index=False))
+        checked = predictions_frame(frame["path"], frame["label"], frame["score"])
+        atomic_write_text(self.path(name), checked.to_csv(index=False))
 
     def write_json(self, name: str, payload: dict) -> None:
         write_json(self.path(name), payload)
@@ -202,3 +205,133 @@ class ResultsWriter:
         os.replace(self.staging, self.final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _optimizer_settings(model) -> dict:
+    """Optimiser name, learning rate and weight decay as compiled (for ``metrics.json``)."""
+    optimizer = model.get_compile_config().get("optimizer") or {}
+    settings = optimizer.get("config", {}) if isinstance(optimizer, dict) else {}
+    rate = settings.get("learning_rate")
+    return {
+        "optimizer": optimizer.get("class_name", str(optimizer)) if isinstance(optimizer, dict) else str(optimizer),
+        "learning_rate": rate if isinstance(rate, (int, float)) else str(rate),
+        "weight_decay": settings.get("weight_decay"),
+    }
+
+
+def save_results(
+    evaluation,
+    *,
+    model,
+    run,
+    xrays,
+    parameters: dict,
+    title: str,
+    base_weights: str = "none",
+    extra: dict | None = None,
+    adapted=None,
+    results_dir: str | os.PathLike | None = None,
+    save_model: bool = True,
+) -> Path:
+    """Write ``results_dir/<model_id>/`` (see the table above), atomically.
+
+    Parameters
+    ----------
+    evaluation : helpers.evaluate.Evaluation
+        What :func:`helpers.evaluate.summarise` returned.
+    model : keras.Model
+        The trained model (saved as ``model.keras``).
+    run : helpers.train.TrainingRun
+        Its history, epochs, batch size, seed and training seconds.
+    xrays : helpers.data.ChestXrays
+        The data it was trained and evaluated on (image size, colour mode, split, skipped files).
+    parameters : dict
+        The chapter's parameters (:meth:`helpers.parameters.ChapterParameters.as_dict`).
+    title : str
+        One line saying what the model is.
+    base_weights : str
+        ``"imagenet"``, ``"random"``, a weights file, or ``"none"`` (no pretrained base).
+    extra : dict, optional
+        More blocks for ``metrics.json`` (a chapter's own measurements).
+    adapted : helpers.evaluate.Evaluation, optional
+        The evaluation adapted to each folder's images
+        (:func:`helpers.evaluate.adapted_to_each_folder`): its metrics go to
+        ``metrics.json["adapted"]`` and its predictions to ``predictions_*_adapted.csv``.
+    results_dir : path-like, optional
+        Default: ``parameters["results_dir"]``.
+
+    Returns
+    -------
+    pathlib.Path
+        The model's results folder. Under a multi-worker strategy every worker trains and
+        scores, and only the chief (:func:`helpers.train.is_chief`) writes.
+    """
+    from helpers.evaluate import output_kind
+    from helpers.train import is_chief
+
+    results_dir = Path(results_dir if results_dir is not None else parameters["results_dir"])
+    model_id = evaluation.model_id
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and not is_chief(strategy):
+        return results_dir / model_id
+    payload = {
+        "model_id": model_id,
+        "title": title,
+        "parameters": {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in parameters.items()},
+            "data_dir": str(xrays.train.data_dir),
+            "image_size": xrays.image_size,
+            "color_mode": xrays.color_mode,
+            "epochs": run.epochs,
+            "batch_size": run.batch_size,
+            "seed": run.seed,
+            "val_fraction": xrays.val_fraction,
+            "split_seed": xrays.seed,
+            **_optimizer_settings(model),
+            "use_class_weights": run.class_weight is not None,
+        },
+        "output": output_kind(model),
+        "base_weights": base_weights,
+        **evaluation.metrics,
+        "epochs": run.epochs,
+        "training_seconds": run.training_seconds,
+        "n_images": {"train": len(xrays.train), **evaluation.metrics.get("n_images", {})},
+        "skipped_images": [{"path": path, "reason": reason} for path, reason in xrays.skipped],
+        **(extra or {}),
+    }
+    if adapted is not None:
+        payload["adapted"] = adapted.metrics
+    with ResultsWriter(results_dir, model_id) as writer:
+        writer.write_predictions("predictions_val.csv", evaluation.val.to_frame())
+        writer.write_predictions("predictions_test.csv", evaluation.test.to_frame())
+        if adapted is not None:
+            writer.write_predictions("predictions_val_adapted.csv", adapted.val.to_frame())
+            writer.write_predictions("predictions_test_adapted.csv", adapted.test.to_frame())
+        run.history.to_csv(writer.path("history.csv"), index=False)
+        if save_model:
+            model.save(writer.path("model.keras"))
+        writer.write_json("metrics.json", payload)
+    return results_dir / model_id
+
+
+class MissingResults(FileNotFoundError):
+    """A chapter needs results that another chapter writes and that are not there yet.
+
+    In Jupyter it shows as its message alone, not as a traceback into the package
+    (IPython calls ``_render_traceback_``): the message says which chapters to run first.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+def require_chapters(results_dir: str | os.PathLike, model_ids) -> None:
+    """Stop with :class:`MissingResults` unless every model in ``model_ids`` has written
+    ``results_dir/<model_id>/metrics.json``; the message names the chapters to run first."""
+    missing = [m for m in model_ids if not (Path(results_dir) / m / "metrics.json").is_file()]
+    if missing:
+        raise MissingResults(
+            f"this chapter reads the results of {', '.join(missing)}, which are not in "
+            f"{results_dir}: run the chapter(s) {', '.join(f'{m}.ipynb' for m in missing)} first "
+            "(or build the book: make book)"
+        )

@@ -1,26 +1,23 @@
-"""Seeded training, validation-chosen thresholds, one test pass, and the results folder.
+"""Training: seeds, a device strategy, and ``fit`` on the person-aware split.
 
-The order is fixed by :func:`evaluate_and_save`: validation scores choose the threshold,
-then the test set is scored once, and only then are test metrics computed.
+The chapters define and compile their own Keras models; this module trains them the same
+way for every chapter: a seeded, shuffled ``tf.data`` pipeline over the training images,
+the validation images watched each epoch in file order, and, for a model whose frozen base
+sees un-augmented images (model 5), the base's outputs computed once instead of every epoch.
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import random
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from helpers import calibration, config, metrics
-from helpers.data import ChestXrays, class_weights, training_dataset
-from helpers.evaluate import Predictions, predict_split
-from helpers.models import BuiltModel, build_model, get_spec
-from helpers.results import ResultsWriter
+from helpers import config
+from helpers.data import ChestXrays, training_dataset
 
 
 def set_seed(seed: int, *, deterministic_ops: bool = False) -> None:
@@ -52,23 +49,15 @@ def check_training_parameters(*, epochs: int, batch_size: int, seed: int) -> Non
 
 @dataclass
 class TrainingRun:
-    """A trained model with its history and wall time."""
+    """A trained model with its history, its settings and its wall time."""
 
-    built: BuiltModel
+    model: object
     history: pd.DataFrame
     epochs: int
     batch_size: int
     seed: int
     training_seconds: float
     class_weight: dict[int, float] | None = None
-
-    @property
-    def model(self):
-        return self.built.model
-
-
-#: Strategy names :func:`distribution_strategy` knows.
-STRATEGIES = config.STRATEGIES
 
 
 def distribution_strategy(name: str | None = "default", *, devices: list[str] | None = None):
@@ -83,15 +72,13 @@ def distribution_strategy(name: str | None = "default", *, devices: list[str] | 
         ``"multi_worker"``: :class:`tf.distribute.MultiWorkerMirroredStrategy`, the cluster
         described by the ``TF_CONFIG`` environment variable.
     devices : list of str, optional
-        For ``"mirrored"``: the devices to mirror over (``["/gpu:0", "/gpu:1"]``); all
-        visible GPUs (or the CPU) when None.
+        For ``"mirrored"``: the devices to mirror over (``["/gpu:0", "/gpu:1"]``).
 
     Returns
     -------
     tf.distribute.Strategy
-        Build the model inside ``strategy.scope()`` (:func:`build` does) and give
-        :func:`fit` the *per-replica* batch size: it multiplies it by
-        ``strategy.num_replicas_in_sync``.
+        Build and compile the model inside ``strategy.scope()``; :func:`fit` reads the
+        strategy from the model and takes the *per-replica* batch size.
     """
     import tensorflow as tf
 
@@ -103,37 +90,41 @@ def distribution_strategy(name: str | None = "default", *, devices: list[str] | 
         if devices is not None:
             raise ValueError("devices applies to the 'mirrored' strategy only")
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+    raise ValueError(f"strategy must be one of {', '.join(config.STRATEGIES)}, got {name!r}")
 
 
-def build(
-    model_id: str,
-    xrays: ChestXrays,
-    *,
-    seed: int = config.SEED,
-    base_weights: str | os.PathLike | None = "imagenet",
-    strategy=None,
-    spec=None,
-) -> BuiltModel:
-    """Seed everything, then build and compile ``model_id`` for ``xrays``' image shape.
+def is_chief(strategy) -> bool:
+    """Whether this process is the one that writes the results under ``strategy``.
 
-    ``strategy`` (a ``tf.distribute.Strategy`` or a name for
-    :func:`distribution_strategy`) is the scope the model's variables are created in;
-    None is the default single-device strategy. ``spec`` is a variant of the model's
-    registered :class:`~helpers.models.ModelSpec` (model_6's ablation), None the registered.
+    Parameters
+    ----------
+    strategy : tf.distribute.Strategy
+        What :func:`distribution_strategy` returned (or ``model.distribute_strategy``).
+
+    Returns
+    -------
+    bool
+        True for a strategy without a cluster (one machine: default or mirrored). In a
+        cluster (``multi_worker``, from ``TF_CONFIG``): True for the task of type ``chief``,
+        or, in a cluster without one, for worker 0, TensorFlow's own rule. Every worker
+        trains and scores (both need all workers' collective steps); only the chief writes.
+
+    Raises
+    ------
+    TypeError
+        If ``strategy`` is not a ``tf.distribute.Strategy``.
     """
-    get_spec(model_id)
-    if strategy is None or isinstance(strategy, str):
-        strategy = distribution_strategy(strategy)
-    set_seed(seed)
-    channels = xrays.train.images.shape[-1]
-    with strategy.scope():
-        built = build_model(
-            model_id, image_size=xrays.image_size, channels=channels,
-            base_weights=base_weights, spec=spec,
-        )
-    built.strategy = strategy
-    return built
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(f"strategy must be a tf.distribute.Strategy, got {type(strategy).__name__}")
+    resolver = strategy.cluster_resolver
+    if resolver is None or resolver.task_type is None:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def cosine_schedule(initial: float, epochs: int):
@@ -149,6 +140,50 @@ def cosine_schedule(initial: float, epochs: int):
     return keras.callbacks.LearningRateScheduler(
         lambda epoch, _rate: initial * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
     )
+
+
+def frozen_base(model) -> tuple[str | None, bool]:
+    """The name of ``model``'s frozen nested base (a MobileNetV2), and whether its inputs are
+    the same every epoch (no ``Random*`` augmentation layer before it), so that its outputs
+    can be computed once. ``(None, False)`` for a model without a frozen base."""
+    import keras
+
+    def augments(layer) -> bool:
+        if type(layer).__name__.startswith("Random"):
+            return True
+        return isinstance(layer, keras.Model) and any(augments(inner) for inner in layer.layers)
+
+    augmented = False
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and not layer.trainable:
+            return layer.name, not augmented
+        augmented = augmented or augments(layer)
+    return None, False
+
+
+def split_at_layer(model, layer_name: str):
+    """Split ``model`` into a feature extractor (up to the frozen ``layer_name``) and a head.
+
+    The head is built from the *same layer objects* as the model's layers after
+    ``layer_name`` (which must form a chain), so training the head trains the model.
+    """
+    import keras
+
+    names = [layer.name for layer in model.layers]
+    position = names.index(layer_name)
+    if model.layers[position].trainable:
+        raise ValueError(f"layer {layer_name!r} is trainable; only a frozen part can be cached")
+    # The next layer's input is the frozen layer's output *in this model's graph* (a nested
+    # model's own .output would be its inner graph's tensor).
+    frozen_output = model.layers[position + 1].input
+    extractor = keras.Model(model.inputs, frozen_output, name=f"{model.name}_features")
+    features = keras.Input(shape=tuple(frozen_output.shape[1:]), name="features")
+    x = features
+    for layer in model.layers[position + 1:]:
+        x = layer(x)
+    head = keras.Model(features, x, name=f"{model.name}_head")
+    head.compile_from_config(model.get_compile_config())
+    return extractor, head
 
 
 def _validation_on_features(head, features, labels, batch_size):
@@ -168,72 +203,134 @@ def _validation_on_features(head, features, labels, batch_size):
     return ValidationOnFeatures()
 
 
+def _several_workers(strategy) -> bool:
+    """Whether ``strategy`` is a MultiWorkerMirroredStrategy over two or more workers."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type is None:
+        return False
+    return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
+
+
+def _work_around_keras_multi_worker_fit(model) -> None:
+    """Let Keras 3.15's ``Model.fit`` train ``model`` under a MultiWorkerMirroredStrategy of
+    two or more workers, which it cannot do as released (keras-team/keras#20585).
+
+    Two places in ``keras/src/backend/tensorflow/trainer.py`` fail as soon as more than one
+    worker takes part; nothing in helpers/ or in the chapters causes either:
+
+    1. ``_maybe_symbolic_build`` reads the first batch to build the metrics and calls
+       ``strategy.reduce("MEAN", (images, labels), axis=None)`` on the whole *tuple* of
+       per-replica values; with several workers TensorFlow's collective reduce tries to
+       convert the tuple to one tensor: ``ValueError: Attempt to convert a value
+       (PerReplica:{...}) with an unsupported type``. Only the batch's shapes and dtypes are
+       needed, so this worker's own share of the batch is used instead.
+    2. ``reduce_per_replica`` averages each step's logs across workers with
+       ``strategy.reduce("MEAN", v, axis=0)``; the logs (loss, accuracy) are scalars, so
+       every training step fails: ``ValueError: Invalid reduction dimension 0 for input
+       with 0 dimensions``. The mean across replicas needs no axis (``axis=None``).
+
+    Gradients are untouched: Keras scales the loss by 1 / replicas and TensorFlow sums the
+    gradients across workers, which the test checks against a one-process run.
+    """
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    strategy = model.distribute_strategy
+
+    def build_from_local_share(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                shares = next(batches)
+                data_batch = tree.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0], shares
+                )
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = build_from_local_share
+
+    released = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy_, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy_):
+            return tree.map_structure(
+                lambda v: strategy_.reduce("MEAN", v, axis=None)
+                if tf_trainer._is_per_replica_instance(v) else v,
+                values,
+            )
+        return released(values, strategy_, reduction)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 def fit(
-    built: BuiltModel,
+    model,
     xrays: ChestXrays,
     *,
     epochs: int = config.EPOCHS,
     batch_size: int = config.BATCH_SIZE,
     seed: int = config.SEED,
-    use_class_weights: bool | None = None,
+    class_weight: dict[int, float] | None = None,
+    callbacks: Sequence = (),
     cache_frozen_features: bool = True,
     verbose: int = 2,
+    patch_keras_multi_worker: bool = True,
 ) -> TrainingRun:
-    """Train on ``xrays.train``, watching ``xrays.val`` each epoch (as the case study did).
+    """Train a compiled ``model`` on ``xrays.train``, watching ``xrays.val`` each epoch.
 
     Parameters
     ----------
-    use_class_weights : bool, optional
-        Weight the loss by :func:`helpers.data.class_weights`. None (default) follows the
-        model's spec: off for the case study's models (it did not), on for model_6.
+    model : keras.Model
+        Built and compiled (inside a ``tf.distribute`` strategy's scope for several devices).
+    xrays : helpers.data.ChestXrays
+        The person-aware split; the test images are never used here.
+    epochs, batch_size, seed : int
+        ``batch_size`` is *per replica*: under a strategy with several replicas each step
+        sees ``replicas x batch_size`` images. ``seed`` fixes the shuffling of each epoch.
+    class_weight : dict, optional
+        Keras' ``class_weight`` (see :func:`helpers.data.class_weights`); None: unweighted.
+    callbacks : sequence of keras.callbacks.Callback
     cache_frozen_features : bool
-        For a model with a frozen base that sees un-augmented images (model 5), compute the
-        base's output once per image and train only the head on it. The head shares its
-        layers with the model, the shuffling and dropout draw the same random numbers, so
-        the trained model is the same as with the base in the loop (test scores agree to
-        float32 rounding), several times faster. For model 4, whose augmentation comes
-        before the base, only the per-epoch validation pass runs on base outputs computed
-        once (the logged validation loss is the same to float32 rounding).
-    batch_size : int
-        Images per step *per replica*: under a strategy with several replicas (see
-        :func:`distribution_strategy`) each step sees ``replicas x batch_size`` images.
+        For a model whose frozen base sees un-augmented images (model 5), compute the base's
+        output once per image and train only the head on it: the head shares its layers with
+        the model and the shuffling and dropout draw the same random numbers, so the trained
+        model is the same (test scores agree to float32 rounding), several times faster. For
+        model 4, whose augmentation comes before the base, only the per-epoch validation pass
+        runs on base outputs computed once.
     verbose : int
         Keras' verbosity; 2 prints one line per epoch.
+    patch_keras_multi_worker : bool
+        Under a ``MultiWorkerMirroredStrategy`` of two or more workers, work around Keras
+        3.15's ``fit``, which cannot train there as released (keras-team/keras#20585; see
+        :func:`_work_around_keras_multi_worker_fit`). False shows Keras' own failure.
+
+    Returns
+    -------
+    TrainingRun
     """
     check_training_parameters(epochs=epochs, batch_size=batch_size, seed=seed)
-    if use_class_weights is None:
-        use_class_weights = built.spec.use_class_weights
-    weights = class_weights(xrays.train.labels) if use_class_weights else None
-    callbacks = []
-    if built.spec.schedule == "cosine":
-        callbacks.append(cosine_schedule(built.spec.learning_rate, epochs))
-    # batch_size is per replica (per device); each step sees replicas x batch_size images.
-    replicas = built.strategy.num_replicas_in_sync if built.strategy is not None else 1
+    callbacks = list(callbacks)
+    strategy = getattr(model, "distribute_strategy", None)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if patch_keras_multi_worker and _several_workers(strategy):
+        _work_around_keras_multi_worker_fit(model)
     global_batch = batch_size * replicas
     start = time.perf_counter()
-    model, train_split, val_split = built.model, xrays.train, xrays.val
-    if cache_frozen_features and built.frozen_feature_layer is not None and replicas == 1:
-        from dataclasses import replace
-
-        from helpers.models import compile_with_spec, split_at_frozen_features
-
-        extractor, model = split_at_frozen_features(built.model, built.frozen_feature_layer)
-        compile_with_spec(model, built.spec)
-        train_split, val_split = (
-            replace(s, images=extractor.predict(s.images, batch_size=batch_size, verbose=0))
-            for s in (xrays.train, xrays.val)
-        )
-    elif cache_frozen_features and built.frozen_base_layer is not None and replicas == 1:
-        # Model 4: augmentation comes before the frozen base, so training must run the base
-        # on every batch; the validation images are not augmented, so the per-epoch
-        # validation pass can run the head on features computed once.
-        from helpers.models import compile_with_spec, split_at_frozen_features
-
-        extractor, head = split_at_frozen_features(built.model, built.frozen_base_layer)
-        compile_with_spec(head, built.spec)
-        features = extractor.predict(val_split.images, batch_size=batch_size, verbose=0)
-        callbacks.append(_validation_on_features(head, features, val_split.labels, batch_size))
-        val_split = None
+    trained, train_split, val_split = model, xrays.train, xrays.val
+    base, fixed_inputs = frozen_base(model)
+    if cache_frozen_features and base is not None and replicas == 1:
+        extractor, head = split_at_layer(model, base)
+        if fixed_inputs:
+            trained = head
+            train_split, val_split = (
+                replace(s, images=extractor.predict(s.images, batch_size=batch_size, verbose=0))
+                for s in (xrays.train, xrays.val)
+            )
+        else:
+            features = extractor.predict(val_split.images, batch_size=batch_size, verbose=0)
+            callbacks.append(_validation_on_features(head, features, val_split.labels, batch_size))
+            val_split = None
     train_ds = training_dataset(
         train_split, batch_size=global_batch, seed=seed, drop_remainder=replicas > 1
     )
@@ -241,17 +338,17 @@ def fit(
     val_data = None if val_split is None else (val_split.images, val_split.labels.astype("float32"))
     if replicas > 1:
         # Replicas need equal shares of every batch, so the per-epoch validation curve uses
-        # whole batches only; the threshold and every reported metric come from
-        # evaluate_and_save's single pass over all validation images.
+        # whole batches only; the threshold and every reported metric come from a single
+        # ordered pass over all validation images (helpers.evaluate).
         val_data = training_dataset(
             val_split, batch_size=global_batch, seed=seed, shuffle=False, drop_remainder=True
         )
-    history = model.fit(
+    history = trained.fit(
         train_ds,
         validation_data=val_data,
         validation_batch_size=global_batch,
         epochs=epochs,
-        class_weight=weights,
+        class_weight=class_weight,
         callbacks=callbacks,
         shuffle=False,  # shuffling happens in tf.data, seeded
         verbose=verbose,
@@ -260,150 +357,24 @@ def fit(
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     return TrainingRun(
-        built=built,
-        history=frame,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        training_seconds=seconds,
-        class_weight=weights,
+        model=model, history=frame, epochs=epochs, batch_size=batch_size, seed=seed,
+        training_seconds=seconds, class_weight=class_weight,
     )
 
 
-@dataclass
-class ModelResult:
-    """What one model chapter reports: predictions, thresholds and metrics."""
-
-    model_id: str
-    val: Predictions
-    test: Predictions
-    threshold: dict
-    metrics: dict
-    results_dir: Path
-    extra_thresholds: dict = field(default_factory=dict)
-
-    @property
-    def folder(self) -> Path:
-        return self.results_dir / self.model_id
-
-
-def _versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-    }
-
-
-def evaluate_and_save(
-    run: TrainingRun,
-    xrays: ChestXrays,
-    *,
-    results_dir: str | os.PathLike = config.DEFAULT_RESULTS_DIR,
-    target_sensitivity: float = config.TARGET_SENSITIVITY,
-    parameters: dict | None = None,
-    save_model: bool = True,
-) -> ModelResult:
-    """Choose the threshold on validation, score the test set once, write the results.
-
-    Parameters
-    ----------
-    run : TrainingRun
-    xrays : ChestXrays
-    results_dir : path-like
-        Results go to ``results_dir/<model_id>/`` (see :mod:`helpers.results`).
-    target_sensitivity : float
-        The operating point: the highest validation threshold reaching this sensitivity.
-        Youden's threshold and the case study's 0.5 are reported beside it.
-    parameters : dict, optional
-        The notebook's parameters, recorded in ``metrics.json``.
-
-    Returns
-    -------
-    ModelResult
-    """
-    model_id = run.built.spec.model_id
-    results_dir = Path(results_dir)
-    val = predict_split(run.model, xrays.val, batch_size=run.batch_size)
-    warnings_list: list[str] = []
-    if np.unique(val.scores).size < 2:
-        # A model that gives every image the same score ranks nothing: no threshold can be
-        # chosen. Say so in the results instead of inventing an operating point.
-        message = (
-            f"{model_id} gives every validation image the same score ({val.scores[0]:.6g}): "
-            "it does not rank images, so no threshold can be chosen on validation; the "
-            "case study's 0.5 is used and the test AUC is 0.5 by construction."
-        )
-        warnings_list.append(message)
-        chosen = {"threshold": 0.5, "method": "none (constant scores)", "target_sensitivity": float(target_sensitivity)}
-        youden = None
-    else:
-        chosen = metrics.choose_threshold(
-            val.labels, val.scores, method="sensitivity", target=target_sensitivity
-        )
-        youden = metrics.youden_threshold(val.labels, val.scores)
-    chosen["chosen_on"] = "validation"
-    # The test set is scored here, once, after the thresholds are fixed.
-    test = predict_split(run.model, xrays.test, batch_size=run.batch_size)
-    spec = run.built.spec
-    payload = {
-        "model_id": model_id,
-        "title": spec.title,
-        "parameters": {
-            "data_dir": str(xrays.train.data_dir),
-            "image_size": xrays.image_size,
-            "color_mode": xrays.color_mode,
-            "epochs": run.epochs,
-            "batch_size": run.batch_size,
-            "seed": run.seed,
-            "val_fraction": xrays.val_fraction,
-            "split_seed": xrays.seed,
-            "optimizer": spec.optimizer,
-            "learning_rate": spec.learning_rate,
-            "weight_decay": spec.weight_decay,
-            "schedule": spec.schedule,
-            "use_class_weights": run.class_weight is not None,
-            "target_sensitivity": target_sensitivity,
-            **(parameters or {}),
-        },
-        "output": spec.output,
-        "base_weights": run.built.base_weights,
-        "threshold": chosen,
-        "thresholds": {"sensitivity": chosen["threshold"], "youden": youden, "case_study": 0.5},
-        "test": metrics.summary(test.labels, test.scores, threshold=chosen["threshold"]),
-        "test_at_youden": (
-            None if youden is None else metrics.summary(test.labels, test.scores, threshold=youden)
-        ),
-        "test_at_0.5": metrics.summary(test.labels, test.scores, threshold=0.5),
-        "val": metrics.summary(val.labels, val.scores, threshold=chosen["threshold"]),
-        "calibration": calibration.temperature_report(val.labels, val.scores, test.labels, test.scores),
-        "sensitivity_by_kind": metrics.sensitivity_by_kind(
-            test.paths, test.labels, test.scores, threshold=chosen["threshold"]
-        ).reset_index().to_dict("records"),
-        "epochs": run.epochs,
-        "training_seconds": run.training_seconds,
-        "n_images": {"train": len(xrays.train), "val": len(xrays.val), "test": len(xrays.test)},
-        "skipped_images": [{"path": path, "reason": reason} for path, reason in xrays.skipped],
-        "versions": _versions(),
-        "warnings": warnings_list + list(run.built.messages),
-    }
-    with ResultsWriter(results_dir, model_id) as writer:
-        writer.write_predictions("predictions_val.csv", val.to_frame())
-        writer.write_predictions("predictions_test.csv", test.to_frame())
-        run.history.to_csv(writer.path("history.csv"), index=False)
-        if save_model:
-            run.model.save(writer.path("model.keras"))
-        writer.write_json("metrics.json", payload)
-    return ModelResult(
-        model_id=model_id,
-        val=val,
-        test=test,
-        threshold=chosen,
-        metrics=payload,
-        results_dir=results_dir,
-        extra_thresholds={"youden": youden, "case_study": 0.5},
+def combine_runs(first: TrainingRun, second: TrainingRun) -> TrainingRun:
+    """Two training stages of one model (a head, then fine-tuning) as one run: the
+    histories one after the other (a ``stage`` column says which), epochs and seconds
+    added, the second stage's model."""
+    histories = []
+    for stage, run in enumerate((first, second), start=1):
+        if len(run.history):
+            histories.append(run.history.assign(stage=stage))
+    history = pd.concat(histories, ignore_index=True) if histories else first.history.iloc[:0]
+    history["epoch"] = np.arange(1, len(history) + 1)
+    return TrainingRun(
+        model=second.model, history=history, epochs=first.epochs + second.epochs,
+        batch_size=second.batch_size, seed=second.seed,
+        training_seconds=first.training_seconds + second.training_seconds,
+        class_weight=second.class_weight,
     )

@@ -9,7 +9,15 @@ import pytest
 
 pytest.importorskip("keras")
 
+from chapter_models import make_model_function  # noqa: E402
 from helpers import ablation, data, evaluate  # noqa: E402
+
+#: model_6's network builder, from its chapter's model cell, and its AdamW settings there.
+RECIPE = {"learning_rate": 2e-3, "weight_decay": 1e-4}
+
+
+def build_network(input_shape, **options):
+    return make_model_function("model_6")(input_shape, **options)
 
 
 def test_each_variant_changes_one_choice_of_the_recipe():
@@ -22,17 +30,51 @@ def test_each_variant_changes_one_choice_of_the_recipe():
     for variant in ablation.VARIANTS[1:]:
         changed = [f for f in fields if getattr(variant, f) != getattr(recipe, f)]
         assert len(changed) == 1, (variant.name, changed)
-    spec = ablation.variant_named("case study's optimiser").spec()
-    assert (spec.optimizer, spec.learning_rate, spec.schedule) == ("rmsprop", 1e-4, "constant")
-    assert ablation.variant_named("no class weights").spec().use_class_weights is False
-    assert ablation.variant_named("pixels / 255").spec().builder_options["standardize"] is False
     with pytest.raises(ValueError, match="no variant 'bigger'"):
         ablation.variant_named("bigger")
-    spec = ablation.variant_named("constant learning rate").spec()
-    assert (spec.optimizer, spec.schedule) == ("adamw", "constant")
-    assert ablation.variant_named("half width").spec().builder_options["width"] == 16
+
+
+def test_what_each_variant_gives_the_chapters_builder_optimiser_and_schedule():
+    import keras
+
+    recipe = ablation.VARIANTS[0]
+    assert recipe.network_options() == {"width": 32, "augment": "geometric+intensity", "standardize": True}
+    assert recipe.color_mode == "grayscale" and recipe.class_weights is True
+    adamw = recipe.make_optimizer(2e-3, 1e-4)
+    assert isinstance(adamw, keras.optimizers.AdamW)
+    assert float(adamw.learning_rate) == pytest.approx(2e-3) and adamw.weight_decay == pytest.approx(1e-4)
+    (schedule,) = recipe.callbacks(2e-3, 4)
+    assert [schedule.schedule(e, None) for e in (0, 2)] == pytest.approx([2e-3, 1e-3])
+
+    case_study = ablation.variant_named("case study's optimiser")
+    rmsprop = case_study.make_optimizer(2e-3, 1e-4)
+    assert isinstance(rmsprop, keras.optimizers.RMSprop)
+    assert float(rmsprop.learning_rate) == pytest.approx(1e-4)
+    assert case_study.callbacks(2e-3, 4) == []  # a constant rate
+    constant = ablation.variant_named("constant learning rate")
+    assert isinstance(constant.make_optimizer(2e-3, 1e-4), keras.optimizers.AdamW)
+    assert constant.callbacks(2e-3, 4) == []
+    assert ablation.variant_named("no class weights").class_weights is False
+    assert ablation.variant_named("pixels / 255").network_options()["standardize"] is False
+    assert ablation.variant_named("half width").network_options()["width"] == 16
+    assert ablation.variant_named("no augmentation").network_options()["augment"] == "none"
     with pytest.raises(ValueError, match="optimizer must be"):
-        ablation.Variant("x", "y", optimizer="sgd").spec()
+        ablation.Variant("x", "y", optimizer="sgd").make_optimizer(2e-3, 1e-4)
+
+
+def test_compile_network_compiles_a_logit_network_with_the_variants_optimiser():
+    import keras
+
+    from chapter_models import make_model_function
+
+    model = make_model_function("model_6")((32, 32, 1), width=4)
+    ablation.compile_network(
+        model, ablation.variant_named("case study's optimiser"), learning_rate=2e-3, weight_decay=1e-4
+    )
+    assert isinstance(model.optimizer, keras.optimizers.RMSprop)
+    assert model.loss.get_config()["from_logits"] is True
+    (accuracy,) = [m for m in model._compile_metrics._user_metrics if isinstance(m, keras.metrics.BinaryAccuracy)]
+    assert accuracy.threshold == 0.0  # logits are cut at 0, a probability of 0.5
 
 
 def test_only_single_networks_at_the_chapters_size_can_be_adopted():
@@ -139,7 +181,7 @@ def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(xray_
     load = _loader(xray_folder.root, loaded)
 
     variants = (ablation.VARIANTS[0], ablation.variant_named("RGB input"))
-    table = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=0)
+    table = ablation.run_ablation(build_network, load, variants, image_size=32, epochs=1, batch_size=8, seed=0, **RECIPE)
     assert list(table.index) == ["model_6", "RGB input"]
     assert loaded == [("grayscale", 32), ("rgb", 32)]
     assert {name for name, _ in scored} == {"val"}  # only validation images were scored
@@ -147,9 +189,9 @@ def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(xray_
     assert (table["val AUC low"] <= table["val AUC"]).all()
     assert table["adoptable"].tolist() == ["yes", "yes"]
     with pytest.raises(ValueError, match="unique"):
-        ablation.run_ablation(load, (variants[0], variants[0]), image_size=32, epochs=1)
+        ablation.run_ablation(build_network, load, (variants[0], variants[0]), image_size=32, epochs=1, **RECIPE)
     with pytest.raises(ValueError, match="at least 1"):
-        ablation.run_ablation(load, variants, image_size=32, epochs=0)
+        ablation.run_ablation(build_network, load, variants, image_size=32, epochs=0, **RECIPE)
 
 
 def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(xray_folder, monkeypatch):
@@ -158,9 +200,9 @@ def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(x
     trained_seeds = []
     real_fit = train.fit
 
-    def counting_fit(built, xrays, **kwargs):
+    def counting_fit(model, xrays, **kwargs):
         trained_seeds.append((xrays.image_size, kwargs["seed"]))
-        return real_fit(built, xrays, **kwargs)
+        return real_fit(model, xrays, **kwargs)
 
     monkeypatch.setattr(train, "fit", counting_fit)
     loaded = []
@@ -168,7 +210,7 @@ def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(x
 
     names = ("model_6", "1.5x resolution", "test-time augmentation", "ensemble of 3 seeds")
     variants = tuple(ablation.variant_named(n) for n in names)
-    table = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=5)
+    table = ablation.run_ablation(build_network, load, variants, image_size=32, epochs=1, batch_size=8, seed=5, **RECIPE)
     # One load per size; the recipe's network (seed 5) serves TTA and the ensemble.
     assert loaded == [("grayscale", 32), ("grayscale", 48)]
     assert trained_seeds == [(32, 5), (48, 5), (32, 6), (32, 7)]
@@ -183,7 +225,52 @@ def test_run_ablation_is_repeatable_with_the_same_seed(xray_folder):
     load = _loader(xray_folder.root)
 
     variants = (ablation.variant_named("no augmentation"),)
-    first = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=3)
-    second = ablation.run_ablation(load, variants, image_size=32, epochs=1, batch_size=8, seed=3)
+    first = ablation.run_ablation(build_network, load, variants, image_size=32, epochs=1, batch_size=8, seed=3, **RECIPE)
+    second = ablation.run_ablation(build_network, load, variants, image_size=32, epochs=1, batch_size=8, seed=3, **RECIPE)
     assert first["val AUC"].iloc[0] == second["val AUC"].iloc[0]
     assert first["val log loss"].iloc[0] == pytest.approx(second["val log loss"].iloc[0], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# The chapter's budget and prose (moved here from helpers.chapter)
+# ---------------------------------------------------------------------------------------
+
+
+def test_ablation_budget_never_exceeds_the_final_model():
+    params = {"image_size": 128, "epochs": 12, "ablation_image_size": 64, "ablation_epochs": 3}
+    assert ablation.ablation_budget(params) == {"image_size": 64, "epochs": 3}
+    params.update(image_size=32, epochs=1)
+    assert ablation.ablation_budget(params) == {"image_size": 32, "epochs": 1}
+
+
+def test_ablation_verdict_says_whether_the_choice_beats_the_recipe_beyond_noise():
+    table = pd.DataFrame(
+        {"val AUC": [0.95, 0.99, 0.96], "val AUC low": [0.94, 0.985, 0.94], "val AUC high": [0.96, 0.995, 0.98]},
+        index=["model_6", "RGB input", "no augmentation"],
+    )
+    assert "recipe is kept" in ablation.ablation_verdict(table, "model_6")
+    clear = ablation.ablation_verdict(table, "RGB input")
+    assert "0.9900 against 0.9500" in clear and "do not overlap" in clear
+    assert "may be chance" in ablation.ablation_verdict(table, "no augmentation")
+
+
+def test_not_adopted_text_gives_each_measured_only_row_against_the_recipe():
+    table = pd.DataFrame(
+        {"val AUC": [0.95, 0.96, 0.9725], "adoptable": ["yes", "yes", "five forward passes"]},
+        index=["model_6", "RGB input", "test-time augmentation"],
+    )
+    assert ablation.not_adopted_text(table) == "test-time augmentation: 0.9725 (+0.0225 against the recipe)"
+    assert ablation.not_adopted_text(table.iloc[:2]) == "every row could be adopted"
+
+
+def test_run_for_chapter_without_ablation_epochs_keeps_the_recipe_and_says_so(monkeypatch, tmp_path):
+    from helpers import report
+
+    shown = []
+    monkeypatch.setattr(report, "show_warning", shown.append)
+    params = {"image_size": 32, "epochs": 1, "ablation_image_size": 32, "ablation_epochs": 0,
+              "results_dir": str(tmp_path), "data_dir": None, "seed": 0, "batch_size": 8}
+    table, choice = ablation.run_for_chapter(build_network, params, **RECIPE)
+    assert table.empty and choice == ablation.VARIANTS[0]
+    assert len(shown) == 1 and "no ablation ran" in shown[0]
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -22,7 +22,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import book
+import yaml
+
+from helpers import config
+from helpers.book import build, left_out_refs, plan, render, staleness, toc
 
 REPO = Path(__file__).resolve().parent.parent
 STDERR_MARKER = "STDERR-MUST-NOT-REACH-THE-HTML"
@@ -122,7 +125,7 @@ def failing_notebook() -> nbformat.NotebookNode:
 def make_fixture_book(root: Path, notebooks: dict | None = None, toc: str = TOC) -> dict:
     """Lay out a small book like the repository's under ``root``.
 
-    Returns the keyword arguments of :func:`helpers.book.build_book` (less the output).
+    Returns the keyword arguments of :func:`helpers.book.build.build_book` (less the output).
     """
     source = root / "book"
     source.mkdir(parents=True)
@@ -167,7 +170,8 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("fixture")
     layout = make_fixture_book(root)
     before = _hashes(layout["source_dir"])
-    result = run_cli(layout, root, "-p", "n_points", "7", "-p", "n_rows", "4")
+    # --data-dir relative to the folder the command is typed in (the repository here).
+    result = run_cli(layout, root, "-p", "n_points", "7", "-p", "n_rows", "4", "--data-dir", "data/chest_xray")
     return {"root": root, "layout": layout, "before": before, "result": result,
             "html": root / "_build" / "html"}  # fmt: skip
 
@@ -209,8 +213,15 @@ def test_parameters_reach_only_the_notebooks_that_declare_them(built):
     executed = built["root"] / "_build" / "executed"
     alpha = nbformat.read(str(executed / "alpha.ipynb"), as_version=4)
     beta = nbformat.read(str(executed / "beta.ipynb"), as_version=4)
-    assert alpha.metadata["papermill"]["parameters"] == {"n_points": 7}
+    # A path inside the repository is passed repository-relative.
+    assert alpha.metadata["papermill"]["parameters"] == {"n_points": 7, "data_dir": "data/chest_xray"}
     assert beta.metadata["papermill"]["parameters"] == {"n_rows": 4}
+
+
+def test_rendered_pages_show_repository_relative_paths(built):
+    page = (built["html"] / "alpha.html").read_text()
+    assert "data/chest_xray" in page  # the injected-parameters cell
+    assert str(REPO) not in page  # never the build machine's folders
 
 
 def test_navigation_lists_every_chapter(built):
@@ -235,7 +246,7 @@ def test_source_notebooks_are_unchanged(built):
 def test_only_runs_the_named_chapter(tmp_path):
     layout = make_fixture_book(tmp_path)
     out = io.StringIO()
-    index = book.build_book(**layout, output_dir=tmp_path, only=["beta"], out=out)
+    index = build.build_book(**layout, output_dir=tmp_path, only=["beta"], out=out)
     lines = out.getvalue().splitlines()
     assert re.match(r"beta\s+executed\s", next(l for l in lines if l.startswith("beta")))
     assert "stale (never executed)" in next(l for l in lines if l.startswith("alpha"))
@@ -247,7 +258,7 @@ def test_only_runs_the_named_chapter(tmp_path):
 
     # A second run with --only alpha keeps beta's executed copy (its source is unchanged).
     out = io.StringIO()
-    book.build_book(**layout, output_dir=tmp_path, only=["alpha.ipynb"], out=out)
+    build.build_book(**layout, output_dir=tmp_path, only=["alpha.ipynb"], out=out)
     beta_line = next(l for l in out.getvalue().splitlines() if l.startswith("beta"))
     assert "kept" in beta_line
     assert "<table" in (index.parent / "beta.html").read_text()
@@ -299,24 +310,24 @@ def test_rendering_warnings_fail_the_build(tmp_path):
 
 
 def test_parse_value_follows_papermill():
-    assert book.parse_value("3") == 3
-    assert book.parse_value("0.5") == 0.5
-    assert book.parse_value("True") is True
-    assert book.parse_value("none") is None
-    assert book.parse_value("rgb") == "rgb"
+    assert plan.parse_value("3") == 3
+    assert plan.parse_value("0.5") == 0.5
+    assert plan.parse_value("True") is True
+    assert plan.parse_value("none") is None
+    assert plan.parse_value("rgb") == "rgb"
 
 
 def test_check_value_types_and_rules():
-    epochs = book.Parameter("epochs", "10", "int")
-    assert book.check_value(epochs, 3) == (3, None)
-    assert book.check_value(epochs, 0)[1] == "a whole number of at least 1"
-    assert book.check_value(epochs, 2.5)[1] == "a whole number"
-    rate = book.Parameter("learning_rate", "1e-3", "float")
-    assert book.check_value(rate, 1) == (1.0, None)
-    name = book.Parameter("run_name", "'x'", "str")
-    assert book.check_value(name, 2024) == ("2024", None)
-    unknown = book.Parameter("data_dir", "config.DEFAULT_DATA_DIR", "None")
-    assert book.check_value(unknown, str(REPO))[1] is None
+    epochs = plan.Parameter("epochs", "10", "int")
+    assert plan.check_declared_value(epochs, 3) == (3, None)
+    assert plan.check_declared_value(epochs, 0)[1] == "a whole number of at least 1"
+    assert plan.check_declared_value(epochs, 2.5)[1] == "a whole number"
+    rate = plan.Parameter("learning_rate", "1e-3", "float")
+    assert plan.check_declared_value(rate, 1) == (1.0, None)
+    name = plan.Parameter("run_name", "'x'", "str")
+    assert plan.check_declared_value(name, 2024) == ("2024", None)
+    unknown = plan.Parameter("data_dir", "config.DEFAULT_DATA_DIR", "None")
+    assert plan.check_declared_value(unknown, str(REPO))[1] is None
 
 
 def test_help_documents_every_option():
@@ -331,9 +342,9 @@ def test_help_documents_every_option():
 def test_repository_toc_and_config_are_consistent():
     # jupyter-book build book reads book/_toc.yml; the runner reads _toc.yml: one file.
     assert (REPO / "book" / "_toc.yml").resolve() == (REPO / "_toc.yml").resolve()
-    chapters = book.find_chapters(REPO / "book", REPO / "_toc.yml")
+    chapters = toc.find_chapters(REPO / "book", REPO / "_toc.yml")
     assert chapters[0].name == "intro"
-    config = book.yaml.safe_load((REPO / "_config.yml").read_text())
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
     assert config["execute"]["stderr_output"] == "remove"
     assert config["execute"]["timeout"] >= 1800
     assert config["launch_buttons"]["thebe"] is False
@@ -395,7 +406,7 @@ def counting_book(tmp_path):
 def _build(counting_book, **options):
     layout, code, root = counting_book
     out = io.StringIO()
-    book.build_book(**layout, output_dir=root, code_dir=code, out=out, **options)
+    build.build_book(**layout, output_dir=root, code_dir=code, out=out, **options)
     return _lines(out)
 
 
@@ -465,11 +476,11 @@ def test_changed_data_makes_chapters_that_read_it_stale(tmp_path, make_xrays):
     nb.cells[1].source = f"n_points = 3\ndata_dir = {str(folder.root)!r}"
     layout = make_fixture_book(tmp_path, {"alpha": nb, "beta": counting_notebook("beta")})
     out = io.StringIO()
-    book.build_book(**layout, output_dir=tmp_path, out=out)
+    build.build_book(**layout, output_dir=tmp_path, out=out)
     extra = folder.root / "test" / "NORMAL" / "IM-0777-0001.jpeg"
     shutil.copy(folder.root / folder.images_of("test")[0], extra)
     out = io.StringIO()
-    decisions = book.book_status(layout["source_dir"], tmp_path, layout["toc_path"], out=out)
+    decisions = build.book_status(layout["source_dir"], tmp_path, layout["toc_path"], out=out)
     assert decisions["alpha"].action == "execute" and decisions["beta"].action == "reuse"
     assert re.search(r"alpha\s+stale\s+\(data changed\)", out.getvalue())
     assert re.search(r"beta\s+up to date", out.getvalue())
@@ -499,17 +510,25 @@ def test_an_interrupted_build_is_reported_and_its_chapter_runs_again(tmp_path):
         ("code", "import time\nprint('STARTED', flush=True)\ntime.sleep(seconds)", []),
     )
     layout = make_fixture_book(tmp_path, {"alpha": alpha_notebook(), "beta": sleeper})
+    # A code folder of its own: edits to helpers/ while the test runs must not count.
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "module.py").write_text("VALUE = 1\n")
+    script = (
+        "import sys; from pathlib import Path; from helpers.book.build import build_book; "
+        "s, o, c, t, code = map(Path, sys.argv[1:]); "
+        "build_book(source_dir=s, output_dir=o, config_path=c, toc_path=t, code_dir=code)"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "helpers.book", "--source-dir", str(layout["source_dir"]),
-         "--output-dir", str(tmp_path), "--config", str(layout["config_path"]),
-         "--toc", str(layout["toc_path"])],
+        [sys.executable, "-c", script, str(layout["source_dir"]), str(tmp_path),
+         str(layout["config_path"]), str(layout["toc_path"]), str(code)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
     )
     try:
         for line in process.stdout:
             if line.startswith("alpha"):
                 break  # alpha finished; beta is running now
-        state = tmp_path / "_build" / book.STATE_FILE
+        state = tmp_path / "_build" / staleness.STATE_FILE
         for _ in range(300):
             if '"running"' in state.read_text():
                 break
@@ -525,5 +544,310 @@ def test_an_interrupted_build_is_reported_and_its_chapter_runs_again(tmp_path):
         capture_output=True, text=True, cwd=REPO,
     )
     assert status.returncode == 0, status.stderr
-    assert re.search(r"alpha\s+up to date", status.stdout), status.stdout
     assert re.search(r"beta\s+stale\s+\(its run of .* was interrupted\)", status.stdout), status.stdout
+    out = io.StringIO()
+    decisions = build.book_status(layout["source_dir"], tmp_path, layout["toc_path"], out=out, code_dir=code)
+    assert re.search(r"alpha\s+up to date", out.getvalue()), out.getvalue()
+    assert re.search(r"beta\s+stale\s+\(its run of .* was interrupted\)", out.getvalue()), out.getvalue()
+    assert decisions["beta"].action == "execute"  # the next build runs it again
+
+
+def test_editing_one_model_notebook_runs_only_it_and_the_chapters_that_read_its_results(tmp_path):
+    notebooks = {
+        "model_1": counting_notebook("model_1"),
+        "model_2": counting_notebook("model_2"),
+        "comparison": counting_notebook("comparison", uses=["model_1", "model_2"]),
+        "original": counting_notebook("original", uses=["model_2"]),
+    }
+    chapters_toc = "".join(f"  - file: {name}\n" for name in notebooks)
+    layout = make_fixture_book(tmp_path, notebooks, "format: jb-book\nroot: intro\nchapters:\n" + chapters_toc)
+    code = tmp_path / "code"  # not helpers/, which may change while the test runs
+    code.mkdir()
+    (code / "module.py").write_text("VALUE = 1\n")
+    build.build_book(**layout, output_dir=tmp_path, out=io.StringIO(), code_dir=code)
+    edited = counting_notebook("model_1")
+    edited.cells[0].source += "\n\nA sentence added to model 1."
+    nbformat.write(edited, layout["source_dir"] / "model_1.ipynb")
+    out = io.StringIO()
+    build.build_book(**layout, output_dir=tmp_path, out=out, code_dir=code)
+    lines = _lines(out)
+    executed = sorted(name for name, line in lines.items() if re.match(rf"{name}\s+executed\s", line))
+    assert executed == ["comparison", "model_1"], out.getvalue()
+    assert "(notebook changed)" in lines["model_1"]
+    assert "(model_1 runs again)" in lines["comparison"]
+    for name in ("model_2", "original"):
+        assert re.match(rf"{name}\s+re-used\s+unchanged since", lines[name]), lines[name]
+    assert _runs(layout) == ["model_1", "model_2", "comparison", "original", "model_1", "comparison"]
+
+
+# ---------------------------------------------------------------------------------------
+# A build of some chapters renders what it has; a failed render keeps the last good book
+# ---------------------------------------------------------------------------------------
+
+
+def labelled_notebook(name: str) -> nbformat.NotebookNode:
+    """A chapter with a reference target, writing ``<results_dir>/<name>/metrics.json``."""
+    return _notebook(
+        ("markdown", f"({name}-results)=\n# {name.title()} chapter\n\nIts results.", []),
+        ("code", "results_dir = None", ["parameters"]),
+        (
+            "code",
+            f"""
+            import os
+            folder = os.path.join(results_dir or 'results-default', '{name}')
+            os.makedirs(folder, exist_ok=True)
+            open(os.path.join(folder, 'metrics.json'), 'w').write('{{}}')
+            print('{name} wrote', folder)
+            """,
+            [],
+        ),
+    )
+
+
+CHECKLIST = """\
+# Checklist
+
+Alpha's results: {ref}`alpha-results`. Beta's results: {ref}`beta-results`.
+The whole alpha chapter: {doc}`alpha`.
+"""
+CHECKLIST_TOC = TOC + "  - file: checklist\n"
+
+
+def _checklist_book(root: Path) -> dict:
+    layout = make_fixture_book(
+        root, {"alpha": labelled_notebook("alpha"), "beta": labelled_notebook("beta")}, CHECKLIST_TOC
+    )
+    (layout["source_dir"] / "checklist.md").write_text(CHECKLIST)
+    return layout
+
+
+def test_only_on_a_fresh_book_renders_what_it_has(tmp_path):
+    """Like `--only model_1` on a fresh clone: the checklist refers to chapters never run."""
+    layout = _checklist_book(tmp_path)
+    results = tmp_path / "other-results"
+    result = run_cli(layout, tmp_path, "--only", "beta", "--results-dir", str(results))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
+    assert re.match(r"alpha\s+left out\s+stale \(never executed\)", lines["alpha"]), lines["alpha"]
+    assert re.match(r"beta\s+executed\s", lines["beta"])
+    assert "(left out: alpha)" in lines["(rendering)"]
+    assert (results / "beta" / "metrics.json").is_file()  # the other --results-dir was used
+    assert not (results / "alpha").exists()
+    executed = nbformat.read(str(tmp_path / "_build" / "executed" / "beta.ipynb"), as_version=4)
+    assert executed.metadata["papermill"]["parameters"] == {"results_dir": str(results)}  # outside the repo
+
+    html = tmp_path / "_build" / "html"
+    assert not (html / "alpha.html").exists()
+    page = (html / "checklist.html").read_text()
+    assert 'href="beta.html#beta-results"' in page  # a chapter of this build: a link
+    assert "alpha-results (not in this build)" in page  # a chapter left out: plain text
+    assert re.search(r"alpha\S* \(not in this build\)", page.replace("</span>", ""))
+    assert 'href="alpha.html' not in page
+    assert 'class="left-out-reference"' in page
+
+
+def test_a_render_of_some_chapters_still_fails_on_any_other_broken_reference(tmp_path):
+    layout = _checklist_book(tmp_path)
+    (layout["source_dir"] / "checklist.md").write_text(CHECKLIST + "\nAnd {ref}`no-such-label`.\n")
+    result = run_cli(layout, tmp_path, "--only", "beta")
+    assert result.returncode == 1
+    assert "no-such-label" in result.stderr
+    assert "alpha-results" not in result.stderr  # that one was made plain text
+
+
+def test_the_full_build_has_no_left_out_references(tmp_path):
+    layout = _checklist_book(tmp_path)
+    build.build_book(**layout, output_dir=tmp_path, out=io.StringIO())
+    page = (tmp_path / "_build" / "html" / "checklist.html").read_text()
+    assert 'href="alpha.html#alpha-results"' in page and 'href="beta.html#beta-results"' in page
+    assert "not in this build" not in page
+    rendered_config = yaml.safe_load((tmp_path / "_build" / "executed" / "_config.yml").read_text())
+    assert render.LEFT_OUT_EXTENSION not in str(rendered_config)  # -W stays fully strict
+
+
+def test_a_failed_render_keeps_the_last_good_book(counting_book):
+    layout, _, root = counting_book
+    _build(counting_book)
+    html = root / "_build" / "html"
+    before = _hashes(html)
+    (layout["source_dir"] / "intro.md").write_text("# Intro\n\nSee {doc}`missing_chapter`.\n")
+    with pytest.raises(render.RenderFailed, match="missing_chapter"):
+        _build(counting_book)
+    assert _hashes(html) == before  # the last good book, untouched
+    leftovers = [p.name for p in (root / "_build").iterdir() if p.name.startswith(".")]
+    assert leftovers == [], leftovers
+
+
+def test_replace_folder_swaps_and_puts_the_old_folder_back_if_the_swap_fails(tmp_path, monkeypatch):
+    old, new = tmp_path / "html", tmp_path / "new"
+    old.mkdir()
+    (old / "index.html").write_text("old")
+    new.mkdir()
+    (new / "index.html").write_text("new")
+    real_rename = os.rename
+
+    def failing_rename(source, destination):
+        if Path(source) == new:
+            raise OSError("disk gone")
+        real_rename(source, destination)
+
+    monkeypatch.setattr(render.os, "rename", failing_rename)
+    with pytest.raises(OSError, match="disk gone"):
+        render.replace_folder(new, old)
+    assert (old / "index.html").read_text() == "old"
+    monkeypatch.setattr(render.os, "rename", real_rename)
+    render.replace_folder(new, old)
+    assert (old / "index.html").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["html"]  # the old copy was deleted
+
+
+def test_write_render_config_loads_the_extension_only_with_chapters_left_out(tmp_path):
+    full = yaml.safe_load(render.write_render_config(REPO / "_config.yml", tmp_path / "full.yml").read_text())
+    assert full["execute"]["execute_notebooks"] == "off"
+    assert full["sphinx"] == yaml.safe_load((REPO / "_config.yml").read_text())["sphinx"]
+    partial = yaml.safe_load(
+        render.write_render_config(REPO / "_config.yml", tmp_path / "partial.yml", ["b", "a"], ["data"]).read_text()
+    )
+    sphinx_config = partial["sphinx"]["config"]
+    assert sphinx_config["extensions"][-1] == render.LEFT_OUT_EXTENSION
+    assert sphinx_config["extensions"][:-1] == full["sphinx"]["config"]["extensions"]
+    assert sphinx_config["book_left_out_labels"] == ["a", "b"]
+    assert sphinx_config["book_left_out_docs"] == ["data"]
+
+
+@pytest.mark.parametrize(
+    "refdoc, target, expected",
+    [("checklist", "alpha", "alpha"), ("part/page", "other", "part/other"),
+     ("part/page", "../model_1.ipynb", "model_1"), ("part/page", "/data", "data")],
+)  # fmt: skip
+def test_doc_targets_are_resolved_from_the_referring_page(refdoc, target, expected):
+    assert left_out_refs.target_docname(refdoc, target) == expected
+
+
+def test_every_reference_of_the_real_pages_has_a_target_the_runner_can_find():
+    """So that `--only model_1` can turn the checklist's references to other chapters into text."""
+    chapters = toc.find_chapters(REPO / "book", REPO / "_toc.yml")
+    defined = {c.name: toc.chapter_targets(c) for c in chapters}
+    for chapter in chapters:
+        for target in re.findall(r"\{(?:ref|numref)\}`(?:[^`<]*<)?([^`>]+)>?`", toc.markdown_text(chapter)):
+            owners = [name for name, labels in defined.items() if target.lower() in labels]
+            assert owners, f"{chapter.name} refers to {target}, which no chapter defines"
+
+
+def test_toc_without_removes_the_named_entries_only():
+    parsed = yaml.safe_load(CHECKLIST_TOC)
+    trimmed = toc.toc_without(parsed, {"alpha"})
+    assert [e["file"] for e in trimmed["chapters"]] == ["beta", "checklist"]
+    assert [e["file"] for e in parsed["chapters"]] == ["alpha", "beta", "checklist"]  # unchanged
+
+
+# ---------------------------------------------------------------------------------------
+# Parameters of a build: one set of rules (helpers.parameters), paths relative to the repo
+# ---------------------------------------------------------------------------------------
+
+
+def _declaring(tmp_path: Path, cell: str) -> list[toc.Chapter]:
+    nb = _notebook(("markdown", "# Chapter", []), ("code", cell, ["parameters"]))
+    layout = make_fixture_book(tmp_path, {"alpha": nb}, "format: jb-book\nroot: intro\nchapters:\n  - file: alpha\n")
+    return toc.find_chapters(layout["source_dir"], layout["toc_path"])
+
+
+def test_paths_inside_the_repository_are_passed_relative_and_others_absolute(tmp_path):
+    chapters = _declaring(tmp_path, "data_dir = None\nresults_dir = None")
+    inside = plan.plan_build(chapters, params={"data_dir": str(config.DEFAULT_DATA_DIR),
+                                               "results_dir": str(REPO / "results" / "ci")}, environ={})
+    assert inside.parameters["alpha"] == {"data_dir": "data/chest_xray", "results_dir": "results/ci"}
+    outside = plan.plan_build(chapters, params={"results_dir": str(tmp_path / "out")}, environ={})
+    assert outside.parameters["alpha"] == {"results_dir": str(tmp_path / "out")}
+    relative = plan.plan_build(chapters, params={"data_dir": "data/chest_xray"}, environ={})
+    assert relative.parameters["alpha"] == {"data_dir": "data/chest_xray"}  # relative to the repo
+
+
+@pytest.mark.parametrize(
+    "params, environ, message",
+    [
+        ({"epochs": 0}, {}, "epochs = 0 (-p epochs): expected a whole number of at least 1"),
+        ({"base_weights": "none"}, {}, "base_weights = 'none' (-p base_weights): expected 'imagenet', 'random'"),
+        ({"on_leak": "maybe"}, {}, "on_leak = 'maybe' (-p on_leak): expected one of 'warn', 'stop', 'ignore'"),
+        ({}, {"BOOK_EPOCHS": "0"}, "epochs = 0 (environment variable BOOK_EPOCHS): expected a whole number of at least 1"),
+        ({}, {"BOOK_EPOCSH": "1"}, "BOOK_EPOCSH: unknown environment variable; the overrides are BOOK_DATA_DIR"),
+    ],
+)  # fmt: skip
+def test_the_runner_checks_values_and_environment_with_the_book_rules(tmp_path, params, environ, message):
+    chapters = _declaring(tmp_path, 'epochs = 10\nbase_weights = "imagenet"\non_leak = "warn"')
+    with pytest.raises(plan.ParameterError) as caught:
+        plan.plan_build(chapters, params=params, environ=environ)
+    assert message in str(caught.value)
+    assert "Allowed parameters:" in str(caught.value)
+
+
+def test_an_explicit_value_makes_the_environment_variable_irrelevant_to_the_runner(tmp_path):
+    chapters = _declaring(tmp_path, "epochs = 10")
+    planned = plan.plan_build(chapters, params={"epochs": 2}, environ={"BOOK_EPOCHS": "0"})
+    assert planned.parameters["alpha"] == {"epochs": 2}
+
+
+# ---------------------------------------------------------------------------------------
+# The package's layout
+# ---------------------------------------------------------------------------------------
+
+BOOK_PACKAGE = REPO / "helpers" / "book"
+
+
+def _package_imports(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                names.add(f"helpers.book.{node.module}" if node.module else "helpers.book")
+            elif node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_the_runner_is_a_package_of_small_modules_without_import_circles():
+    modules = sorted(BOOK_PACKAGE.glob("*.py"))
+    assert {p.stem for p in modules} >= {"toc", "plan", "staleness", "execute", "render", "cli", "__main__"}
+    assert not (REPO / "helpers" / "book.py").exists()
+    graph = {}
+    for path in modules:
+        text = path.read_text()
+        assert len(text.splitlines()) <= 600, path.name
+        assert text.lstrip().startswith('"""'), f"{path.name} has no module docstring"
+        imports = _package_imports(path)
+        for retired in ("helpers.chapter", "helpers.models", "helpers.train", "helpers.book.book"):
+            assert not any(i == retired or i.startswith(retired + ".") for i in imports), (path.name, retired)
+        graph[path.stem] = {i.split(".")[2] for i in imports if i.startswith("helpers.book.")} - {path.stem}
+    # __init__ and __main__ sit on top; every other module must not reach itself.
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n)))
+                   for n in graph.get(start, ()) if n not in ("__init__", "__main__"))
+    for name in graph:
+        if name not in ("__init__", "__main__"):
+            assert not reaches(name, name), f"import circle through helpers.book.{name}"
+
+
+def test_the_real_checklist_renders_with_every_notebook_left_out(tmp_path):
+    """The pages of a fresh `--only` build: the real intro and checklist, no chapter executed."""
+    chapters = toc.find_chapters(REPO / "book", REPO / "_toc.yml")
+    notebooks = [c for c in chapters if c.is_notebook]
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    for chapter in chapters:
+        if not chapter.is_notebook:
+            shutil.copyfile(chapter.path, executed / chapter.path.name)
+    trimmed = toc.toc_without(yaml.safe_load((REPO / "_toc.yml").read_text()), {c.name for c in notebooks})
+    (tmp_path / "_toc.yml").write_text(yaml.safe_dump(trimmed, sort_keys=False))
+    labels = set().union(*(toc.chapter_targets(c) for c in notebooks))
+    html = render.render(
+        executed, tmp_path, REPO / "_config.yml", tmp_path / "_toc.yml",
+        left_out_labels=labels, left_out_docs={c.name for c in notebooks},
+    )  # fmt: skip
+    page = (html / "claim_checklist.html").read_text()
+    assert "data-counts (not in this build)" in page and "model-6-gap (not in this build)" in page
+    assert 'href="model_1.html' not in page

@@ -15,119 +15,25 @@ is unset: CI installs Chromium and sets it, so there the test fails rather than 
 
 from __future__ import annotations
 
-import fcntl
 import io
 import json
-import os
-import select
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+import _chromium
 from helpers import book
 from test_book import make_fixture_book
 
-CHROMIUM = shutil.which("chromium")
-REQUIRED = bool(os.environ.get("BOOK_REQUIRE_BROWSER"))
-
-pytestmark = [
-    pytest.mark.skipif(
-        CHROMIUM is None and not REQUIRED,
-        reason="chromium is not installed (apt-get install chromium); "
-        "set BOOK_REQUIRE_BROWSER=1 to make this a failure",
-    ),
-]
-
-#: The flags the project's design card fixes; a fresh --user-data-dir is added per run.
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
-TIMEOUT = 30.0
+CHROMIUM = _chromium.CHROMIUM
+TIMEOUT = _chromium.TIMEOUT
+REQUIRED = _chromium.REQUIRED
+pytestmark = [_chromium.requires_chromium]
 
 
-class Chromium:
-    """A headless Chromium driven over the DevTools pipe."""
-
-    def __init__(self, user_data_dir: Path) -> None:
-        if CHROMIUM is None:
-            pytest.fail("BOOK_REQUIRE_BROWSER is set but chromium is not installed")
-        # Chromium reads commands from fd 3 and writes replies to fd 4.
-        to_browser_r, self._to_browser = os.pipe()
-        self._from_browser, from_browser_w = os.pipe()
-
-        def wire_fds() -> None:
-            # Copy both ends above 10 first: a pipe end may itself be fd 3 or 4, and
-            # dup2 onto itself would leave it close-on-exec.
-            high_r = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10)
-            high_w = fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
-            os.dup2(high_r, 3)  # os.dup2 makes the copies inheritable
-            os.dup2(high_w, 4)
-
-        self.process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe",
-             "about:blank"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=wire_fds,
-            close_fds=False,
-        )  # fmt: skip
-        os.close(to_browser_r)
-        os.close(from_browser_w)
-        self._buffer = b""
-        self._next_id = 0
-        self.events: list[dict] = []
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", timeout=5)
-        except Exception:  # noqa: BLE001 - it is going away anyway
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        os.close(self._to_browser)
-        os.close(self._from_browser)
-
-    def _read_message(self, deadline: float) -> dict:
-        while b"\0" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no answer from chromium")
-            ready, _, _ = select.select([self._from_browser], [], [], left)
-            if ready:
-                chunk = os.read(self._from_browser, 1 << 20)
-                if not chunk:
-                    raise RuntimeError(f"chromium exited (status {self.process.poll()})")
-                self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = TIMEOUT) -> dict:  # fmt: skip
-        """Send a command and return its result; events that arrive meanwhile are kept."""
-        self._next_id += 1
-        message = {"id": self._next_id, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._read_message(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-            self.events.append(reply)
+class Chromium(_chromium.Chromium):
+    """The shared DevTools-pipe browser (``tests/_chromium.py``), with a page report."""
 
     def wait_for(self, method: str, session: str, timeout: float = TIMEOUT) -> dict:
         """Wait for an event (keeping the others)."""

@@ -151,3 +151,37 @@ def test_checklist_links_every_model_chapters_clinical_sections(html_dir):
     text = page(html_dir, "model_1").get_text(" ")
     for heading in ("Beyond the case study", "Calibration", "What the model looks at", "The misclassified test images"):
         assert heading in text, f"model_1 lacks the section {heading!r}"
+
+
+@pytest.mark.parametrize("name", [m for m in MODEL_IDS])
+def test_model_chapters_show_their_keras_code_and_summary(html_dir, name):
+    soup = page(html_dir, name)
+    # Code is highlighted token by token: read each block's text without separators.
+    text = "\n".join(block.get_text("") for block in soup.find_all("pre"))
+    assert "def make_model" in text or "def make_parts" in text, f"{name}: the model's definition is not on the page"
+    assert "model.compile(" in text and "train.fit(" in text, f"{name}: compile or fit is not shown"
+    assert "Total params" in text, f"{name}: model.summary() output is missing"
+    for step in ("score_validation", "threshold_on_validation", "score_test_once", "save_results"):
+        assert step in text, f"{name}: the evaluation step {step} is not shown"
+
+
+def test_pages_show_repository_paths_never_the_build_machines(html_dir):
+    root = str(REPO_ROOT)
+    for html in sorted(html_dir.glob("*.html")):
+        assert root not in html.read_text(encoding="utf-8"), f"{html.name} shows the absolute path {root}"
+
+
+def test_cells_that_only_glue_numbers_are_hidden(html_dir):
+    for name in ("data", "model_1", "comparison", "original_evaluation"):
+        text = "\n".join(block.get_text("") for block in page(html_dir, name).find_all("pre"))
+        assert "glue(" not in text, f"{name}: a glue-only cell is shown on the page"
+
+
+def test_comparison_shows_the_forest_plot_paired_intervals_and_adapted_rows(html_dir):
+    soup = page(html_dir, "comparison")
+    text = soup.get_text(" ")
+    assert "p (Holm)" in text, "comparison: no Holm-adjusted p-values"
+    assert any(word in text for word in ("these data cannot tell", "improves on", "is worse than")), \
+        "comparison: no conclusion judged by the interval of a difference"
+    assert "adapted (no labels)" in text, "comparison: the adapted rows are missing"
+    assert len(soup.find_all("img")) >= 2, "comparison: the forest plot or the ROC overlay is missing"

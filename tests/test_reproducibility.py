@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -28,12 +27,13 @@ TRAIN_SCRIPT = """
 import hashlib, json, sys, time
 from pathlib import Path
 import numpy as np
+from chapter_models import chapter_model, evaluate_like_a_chapter
 from helpers import data, train, results
 
 folder, results_dir, epochs, pause_at = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 xrays = data.load_chest_xrays(folder, image_size=24, seed=3, results_dir=results_dir)
-built = train.build("model_1", xrays, seed=3)
-initial = hashlib.sha256(b"".join(w.tobytes() for w in built.model.get_weights())).hexdigest()
+model = chapter_model("model_1", image_size=24, seed=3)
+initial = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
 if pause_at == "writing":
     real = results.atomic_write_text
     def slow(path, text):
@@ -42,15 +42,16 @@ if pause_at == "writing":
         time.sleep(600)
     results.atomic_write_text = slow
 print("TRAINING", flush=True)
-run = train.fit(built, xrays, epochs=epochs, batch_size=8, seed=3, verbose=0)
-train.evaluate_and_save(run, xrays, results_dir=results_dir, save_model=False)
+run = train.fit(model, xrays, epochs=epochs, batch_size=8, seed=3, verbose=0)
+evaluate_like_a_chapter("model_1", model, run, xrays, results_dir)
 print(json.dumps({"initial_weights": initial}), flush=True)
 """
 
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO)
+    # The repository (helpers) and tests/ (chapter_models: the notebooks' own model cells).
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests")])
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     return env
 
@@ -90,7 +91,7 @@ def test_a_killed_run_leaves_the_previous_complete_results(xray_folder, tmp_path
     results_dir = tmp_path / "results"
     run_training(xray_folder.root, results_dir, epochs=1)
     before = _snapshot(results_dir / "model_1")
-    assert set(before) == {"predictions_val.csv", "predictions_test.csv", "metrics.json", "history.csv"}
+    assert set(before) == {"predictions_val.csv", "predictions_test.csv", "metrics.json", "history.csv", "model.keras"}
 
     process = subprocess.Popen(
         [sys.executable, "-c", TRAIN_SCRIPT, str(xray_folder.root), str(results_dir),
@@ -151,16 +152,21 @@ import json, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from chapter_models import chapter_model
 from helpers import data, metrics, train
 from helpers.data import training_dataset
 from helpers.evaluate import predict_split
 
+# The chapter's own cell asks for strategy "mirrored", which mirrors over every GPU; this
+# machine has none, so it is pointed at the two logical CPUs instead.
+mirrored = train.distribution_strategy
+train.distribution_strategy = lambda name: mirrored(name, devices=["/cpu:0", "/cpu:1"])
 xrays = data.load_chest_xrays(sys.argv[1], image_size=24, seed=0)
-strategy = train.distribution_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
-built = train.build("model_3", xrays, seed=0, strategy=strategy)
-run = train.fit(built, xrays, epochs=int(sys.argv[2]), batch_size=4, seed=0, verbose=0)
+model = chapter_model("model_3", image_size=24, seed=0, strategy="mirrored")
+strategy = model.distribute_strategy
+run = train.fit(model, xrays, epochs=int(sys.argv[2]), batch_size=4, seed=0, verbose=0)
 test = predict_split(run.model, xrays.test, batch_size=8)
-val = predict_split(run.model, xrays.val, batch_size=8)  # 15 images: an uneven last batch
+val = predict_split(run.model, xrays.val, batch_size=8)  # an uneven last batch
 assert len(val.scores) == len(xrays.val)
 print(json.dumps({
     "replicas": strategy.num_replicas_in_sync,

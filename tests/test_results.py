@@ -183,3 +183,27 @@ def test_scores_round_trip_exactly_through_csv(tmp_path):
     back = results.read_predictions(tmp_path / "model_1" / "predictions_val.csv")
     assert np.array_equal(back.score.to_numpy(), scores)
     assert not any(math.isnan(s) for s in back.score)
+
+
+# ---------------------------------------------------------------------------------------
+# Chapters that read other chapters' results
+# ---------------------------------------------------------------------------------------
+
+
+def test_require_chapters_names_the_missing_chapters(tmp_path):
+    results.write_json(tmp_path / "model_1" / "metrics.json", {"model_id": "model_1"})
+    (tmp_path / "model_3").mkdir()  # a folder without metrics.json: not a finished chapter
+    results.require_chapters(tmp_path, ["model_1"])  # all there: no error
+    with pytest.raises(results.MissingResults) as info:
+        results.require_chapters(tmp_path, ["model_1", "model_2", "model_3"])
+    message = str(info.value)
+    assert "model_2, model_3" in message and "model_1," not in message
+    assert "run the chapter(s) model_2.ipynb, model_3.ipynb first" in message
+    assert str(tmp_path) in message
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_missing_results_show_in_jupyter_as_their_message_alone(tmp_path):
+    with pytest.raises(results.MissingResults) as info:
+        results.require_chapters(tmp_path / "nowhere", ["model_6"])
+    assert info.value._render_traceback_() == [f"MissingResults: {info.value}"]

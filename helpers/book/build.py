@@ -1,0 +1,283 @@
+"""The whole build: plan, decide what is stale, execute it, render; and the status and list reports.
+
+:func:`build_book` is what ``python -m helpers.book`` runs. Every function takes its
+folders as arguments, so that the tests build a small book from fixture notebooks in a
+temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TextIO
+
+import yaml
+
+from helpers import config
+from helpers import parameters as book_parameters
+
+from .errors import NotebookFailed
+from .execute import EXECUTED_SUBDIR, KERNEL_NAME, execute_notebook, prepare_executed_dir
+from .plan import PATH_OPTIONS, declared_parameters, plan_build
+from .render import render
+from .staleness import (
+    CODE_DIR,
+    STATE_FILE,
+    Decision,
+    decide,
+    load_state,
+    result_files,
+    save_state,
+    sha256_file,
+)
+from .toc import CONFIG_PATH, SOURCE_DIR, TOC_PATH, Chapter, chapter_targets, find_chapters, toc_without
+
+#: The folder that receives ``_build/`` (like ``jupyter-book build --path-output``).
+OUTPUT_DIR = config.REPO_ROOT
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _progress(out: TextIO, width: int, name: str, word: str, seconds: str, note: str) -> None:
+    print(f"{name:<{width}} {word:<9} {seconds:>9}  {note}".rstrip(), file=out, flush=True)
+
+
+def _run_one(
+    chapter: Chapter,
+    decision: Decision,
+    parameters: Mapping[str, Any],
+    *,
+    source_dir: Path,
+    executed_dir: Path,
+    state: dict[str, Any],
+    state_path: Path,
+    kernel_name: str,
+    out: TextIO,
+    width: int,
+) -> None:
+    """Execute one notebook, recording its run in the state file before and after."""
+    state[chapter.name] = {
+        "status": "running", "started": _now(), "inputs": decision.inputs,
+        "parameters": dict(parameters),
+    }  # fmt: skip
+    save_state(state_path, state)
+    start = time.perf_counter()
+    try:
+        execute_notebook(chapter, source_dir, executed_dir, parameters, kernel_name)
+    except NotebookFailed:
+        state[chapter.name]["status"] = "failed"
+        save_state(state_path, state)
+        _progress(out, width, chapter.name, "FAILED", f"{time.perf_counter() - start:7.1f} s", "")
+        raise
+    seconds = time.perf_counter() - start
+    state[chapter.name].update(
+        status="complete",
+        finished=_now(),
+        seconds=round(seconds, 1),
+        outputs={str(f): sha256_file(f) for f in result_files(chapter, parameters) if f.is_file()},
+    )
+    save_state(state_path, state)
+    _progress(out, width, chapter.name, "executed", f"{seconds:7.1f} s", f"({decision.reason})")
+
+
+def _adoptable(executed_from: Path | None, chapters: Sequence[Chapter]) -> dict[str, Path]:
+    """The chapters with an executed notebook in ``executed_from``: name -> file."""
+    if executed_from is None:
+        return {}
+    folder = Path(executed_from)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--executed-from {folder} is not a folder of executed notebooks")
+    return {c.name: folder / f"{c.name}.ipynb" for c in chapters
+            if c.is_notebook and (folder / f"{c.name}.ipynb").is_file()}
+
+
+def build_book(
+    source_dir: Path = SOURCE_DIR,
+    output_dir: Path = OUTPUT_DIR,
+    config_path: Path = CONFIG_PATH,
+    toc_path: Path = TOC_PATH,
+    only: Sequence[str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    kernel_name: str = KERNEL_NAME,
+    verbose: bool = False,
+    out: TextIO | None = None,
+    force: bool = False,
+    code_dir: Path = CODE_DIR,
+    executed_from: Path | None = None,
+) -> Path:
+    """Execute the book's stale notebooks with papermill, then render them with jupyter-book.
+
+    Parameters
+    ----------
+    source_dir : Path
+        The book's pages and notebooks (never modified).
+    output_dir : Path
+        Receives ``_build/executed/`` (the executed copy) and ``_build/html/``.
+    config_path, toc_path : Path
+        ``_config.yml`` and ``_toc.yml``; toc entries are relative to ``source_dir``.
+    only : sequence of str, optional
+        Consider only these notebooks (by name, ``"model_1"``) for execution. The others
+        keep an earlier run's executed copy when still valid, else are left out of the
+        render, and references to them are shown as plain text.
+    params : mapping, optional
+        Parameter name to value, shared by all notebooks; each notebook gets those its
+        ``parameters`` cell declares. A relative path is relative to the repository root;
+        paths inside the repository are passed repository-relative.
+    kernel_name : str
+        The Jupyter kernel.
+    verbose : bool
+        Print jupyter-book's whole output.
+    out : text stream, optional
+        Where progress lines go (standard output by default).
+    force : bool
+        Execute every selected notebook, even those whose inputs did not change.
+    code_dir : Path
+        The package whose code the notebooks run (its hash is one of their inputs).
+    executed_from : Path, optional
+        A folder of notebooks already executed elsewhere (``pytest --nbval-lax book/`` with
+        ``BOOK_SAVE_EXECUTED`` set, see ``book/conftest.py``): each chapter found there is
+        rendered as it is ("adopted"), not executed again, so that ``make test`` executes
+        every notebook once.
+
+    Returns
+    -------
+    Path
+        ``<output_dir>/_build/html/index.html``.
+
+    Raises
+    ------
+    ParameterError
+        Before anything runs, for unknown names or impossible values.
+    NotebookFailed
+        When a notebook raises; nothing is rendered.
+    RenderFailed
+        When jupyter-book warns or fails; the previous HTML is kept.
+    """
+    out = out or sys.stdout
+    source_dir, output_dir = Path(source_dir).resolve(), Path(output_dir).resolve()
+    config_path, toc_path = Path(config_path).resolve(), Path(toc_path).resolve()
+    chapters = find_chapters(source_dir, toc_path)
+    plan = plan_build(chapters, only, params)
+
+    executed_dir = output_dir / "_build" / EXECUTED_SUBDIR
+    state_path = output_dir / "_build" / STATE_FILE
+    state = load_state(state_path)
+    decisions = decide(plan, state, executed_dir, source_dir, force=force, code_dir=code_dir)
+    adopted = _adoptable(executed_from, plan.chapters)
+    for name in adopted:
+        decisions[name] = Decision("adopt", f"executed by {executed_from}", decisions[name].inputs)
+    reused = {n for n, d in decisions.items() if d.action == "reuse"}
+    prepare_executed_dir(source_dir, executed_dir, reused, chapters)
+    for name, path in adopted.items():
+        chapter = next(c for c in chapters if c.name == name)
+        (executed_dir / chapter.path.relative_to(source_dir)).write_bytes(path.read_bytes())
+    # The kernels inherit this: it silences TensorFlow's C++ INFO and WARNING lines
+    # (stderr is also removed from the HTML by the config, for the lines it misses).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    width = max((len(c.name) for c in chapters), default=10) + 2
+    for chapter in plan.chapters:
+        decision = decisions.get(chapter.name)
+        if decision is None:
+            continue
+        if decision.action != "execute":
+            word = {"reuse": "re-used", "adopt": "adopted"}.get(decision.action, "left out")
+            _progress(out, width, chapter.name, word, "", decision.reason)
+            continue
+        _run_one(
+            chapter, decision, plan.parameters[chapter.name], source_dir=source_dir,
+            executed_dir=executed_dir, state=state, state_path=state_path,
+            kernel_name=kernel_name, out=out, width=width,
+        )  # fmt: skip
+
+    start = time.perf_counter()
+    left_out = [c for c in chapters if c.name in decisions and decisions[c.name].action == "leave out"]
+    render_toc = toc_path
+    labels: set[str] = set()
+    if left_out:
+        names = {c.name for c in left_out}
+        render_toc = executed_dir / "_toc.render.yml"
+        render_toc.write_text(
+            yaml.safe_dump(toc_without(yaml.safe_load(toc_path.read_text()), names), sort_keys=False)
+        )
+        labels = set().union(*(chapter_targets(c) for c in left_out))
+    html_dir = render(
+        executed_dir, output_dir, config_path, render_toc, verbose=verbose,
+        left_out_labels=labels, left_out_docs={c.name for c in left_out},
+    )  # fmt: skip
+    pages = len(plan.chapters) - len(left_out)
+    note = f"{pages} page{'s' if pages != 1 else ''} -> {html_dir / 'index.html'}"
+    if left_out:
+        note += f" (left out: {', '.join(c.name for c in left_out)})"
+    _progress(out, width, "(rendering)", "rendered", f"{time.perf_counter() - start:7.1f} s", note)
+    return html_dir / "index.html"
+
+
+def book_status(
+    source_dir: Path = SOURCE_DIR,
+    output_dir: Path = OUTPUT_DIR,
+    toc_path: Path = TOC_PATH,
+    params: Mapping[str, Any] | None = None,
+    out: TextIO | None = None,
+    code_dir: Path = CODE_DIR,
+) -> dict[str, Decision]:
+    """Print, for every notebook, whether its last run is up to date or stale, and why.
+
+    Parameters
+    ----------
+    source_dir, output_dir, toc_path : Path
+        As for :func:`build_book`.
+    params : mapping, optional
+        The parameters a build would pass.
+    out : text stream, optional
+        Where the lines go (standard output by default).
+    code_dir : Path
+        The package whose code the notebooks run.
+
+    Returns
+    -------
+    dict
+        Notebook name to :class:`~helpers.book.staleness.Decision`.
+    """
+    out = out or sys.stdout
+    source_dir, output_dir = Path(source_dir).resolve(), Path(output_dir).resolve()
+    chapters = find_chapters(source_dir, Path(toc_path).resolve())
+    plan = plan_build(chapters, None, params)
+    state = load_state(output_dir / "_build" / STATE_FILE)
+    decisions = decide(plan, state, output_dir / "_build" / EXECUTED_SUBDIR, source_dir, code_dir=code_dir)
+    width = max((len(c.name) for c in chapters), default=10) + 2
+    for name, decision in decisions.items():
+        if decision.action == "reuse":
+            seconds = state.get(name, {}).get("seconds", "?")
+            line = f"up to date  ({decision.reason}, {seconds} s)"
+        else:
+            line = f"stale       ({decision.reason})"
+        print(f"{name:<{width}} {line}", file=out)
+    return decisions
+
+
+def list_chapters(chapters: Sequence[Chapter], out: TextIO | None = None) -> None:
+    """Print each chapter and the parameters its notebook declares.
+
+    Parameters
+    ----------
+    chapters : sequence of Chapter
+        The book's chapters.
+    out : text stream, optional
+        Where the lines go (standard output by default).
+    """
+    out = out or sys.stdout
+    for chapter in chapters:
+        if not chapter.is_notebook:
+            print(f"{chapter.name}  (page)", file=out)
+            continue
+        print(f"{chapter.name}  (notebook)", file=out)
+        for p in declared_parameters(chapter.path).values():
+            option = f"  [{PATH_OPTIONS[p.name]}]" if p.name in PATH_OPTIONS else ""
+            spec = book_parameters.PARAMETERS.get(p.name)
+            help_text = f"  # {spec.help}" if spec else ""
+            print(f"    {p.name}: {p.type_name} = {p.default}{option}{help_text}", file=out)

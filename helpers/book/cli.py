@@ -1,0 +1,149 @@
+"""The command line, ``python -m helpers.book``: parse options, run a build, a status or a list.
+
+Exit status: 0 built; 1 a notebook failed or rendering reported a warning; 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .build import OUTPUT_DIR, book_status, build_book, list_chapters
+from .errors import BookError
+from .execute import KERNEL_NAME
+from .plan import PATH_OPTIONS, parse_value
+from .toc import CONFIG_PATH, SOURCE_DIR, TOC_PATH, find_chapters
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.book",
+        description=(
+            "Build the course book. Every notebook listed in _toc.yml is executed with "
+            "papermill into _build/executed/ (a copy of book/; the source notebooks are "
+            "never modified), with one shared set of parameters, then jupyter-book renders "
+            "the executed copies, without executing them again, into _build/html/. "
+            "Open _build/html/index.html in a browser; no server or network is needed. "
+            "The HTML is replaced only when rendering succeeded."
+        ),
+        epilog=(
+            "Parameters: each notebook is passed only the parameters its cell tagged "
+            "'parameters' declares. A name that no selected notebook declares, or an "
+            "impossible value (a missing --data-dir, epochs 0, ...), is rejected before any "
+            "notebook runs, with the list of allowed names (see --list). A relative path "
+            "given with -p is relative to the repository root; --data-dir and --results-dir "
+            "are relative to the current folder. "
+            "Exit status: 0 built; 1 a notebook failed (its name and failing cell are "
+            "printed) or rendering reported a warning or broken reference; 2 bad arguments. "
+            "`jupyter-book build book` from the repository root also builds the book; it "
+            "executes the notebooks itself with their defaults."
+        ),
+    )
+    parser.add_argument(
+        "--data-dir", metavar="PATH",
+        help="the chest X-ray data folder; passed as the parameter data_dir "
+        "(default: each notebook's own default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--results-dir", metavar="PATH",
+        help="where models write their results; passed as the parameter results_dir "
+        "(default: each notebook's own default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        help="set a notebook parameter; VALUE is parsed like papermill -p: True/False/None, "
+        "an int, a float, else a string. Repeatable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--only", nargs="+", metavar="NAME",
+        help="execute only these notebooks (by name, e.g. model_1); the other chapters keep "
+        "the executed copy of an earlier run if their source is unchanged, else are "
+        "left out of this build (references to them become plain text)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--force", action="store_true",
+        help="execute every selected notebook, even those whose notebook, parameters, data, "
+        "helpers code and upstream results are unchanged since their last complete run "
+        "(those are re-used otherwise)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--status", action="store_true",
+        help="say which chapters are up to date and which are stale (and why), then exit",
+    )  # fmt: skip
+    parser.add_argument(
+        "--list", action="store_true",
+        help="list the chapters and the parameters each notebook declares, then exit",
+    )  # fmt: skip
+    parser.add_argument(
+        "--executed-from", type=Path, metavar="DIR",
+        help="render the notebooks found in DIR as they are, executed elsewhere (make test: "
+        "pytest --nbval-lax book/ with BOOK_SAVE_EXECUTED=DIR), instead of executing them again",
+    )  # fmt: skip
+    parser.add_argument("--kernel", default=KERNEL_NAME, help=f"Jupyter kernel name (default: {KERNEL_NAME})")
+    parser.add_argument(
+        "--source-dir", type=Path, default=SOURCE_DIR, help="the book's source folder (default: book/)"
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, default=OUTPUT_DIR,
+        help="the folder that receives _build/ (default: the repository root)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--config", type=Path, default=CONFIG_PATH, help="jupyter-book config (default: _config.yml)"
+    )
+    parser.add_argument(
+        "--toc", type=Path, default=TOC_PATH,
+        help="table of contents, entries relative to the source folder (default: _toc.yml)",
+    )  # fmt: skip
+    parser.add_argument("-v", "--verbose", action="store_true", help="print jupyter-book's whole output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (``sys.argv[1:]`` by default).
+
+    Returns
+    -------
+    int
+        0 on success, 1 for a failed notebook or render, 2 for bad arguments.
+    """
+    args = _parser().parse_args(argv)
+    params: dict[str, Any] = {name: parse_value(value) for name, value in args.parameter}
+    for name, option in PATH_OPTIONS.items():
+        given = getattr(args, name)
+        if given is not None:
+            if name in params:
+                print(f"error: give {name} either as {option} or -p {name}, not both", file=sys.stderr)
+                return 2
+            # Typed in a shell: relative to where the command was typed. The plan passes it
+            # on repository-relative when it is inside the repository.
+            params[name] = str(Path(given).expanduser().resolve())
+    try:
+        if args.list:
+            list_chapters(find_chapters(args.source_dir.resolve(), args.toc.resolve()))
+            return 0
+        if args.status:
+            book_status(args.source_dir, args.output_dir, args.toc, params)
+            return 0
+        build_book(
+            source_dir=args.source_dir,
+            output_dir=args.output_dir,
+            config_path=args.config,
+            toc_path=args.toc,
+            only=args.only,
+            params=params,
+            kernel_name=args.kernel,
+            verbose=args.verbose,
+            force=args.force,
+            executed_from=args.executed_from,
+        )
+    except BookError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0

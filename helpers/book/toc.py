@@ -1,0 +1,219 @@
+"""The table of contents and its chapters: which pages the book has, in order, and what they link.
+
+Reads ``_toc.yml`` (the jb-book format), maps each entry to its source file, reads the
+chapters a notebook depends on (its metadata ``book.uses_results_of``) and the reference
+targets a chapter defines, and writes a table of contents with some chapters left out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers import config
+
+from .errors import BookError
+
+#: The book's source folder: pages and notebooks.
+SOURCE_DIR = config.REPO_ROOT / "book"
+#: jupyter-book configuration; its ``execute`` section is overridden when rendering.
+CONFIG_PATH = config.REPO_ROOT / "_config.yml"
+#: Table of contents; entries are relative to :data:`SOURCE_DIR`.
+TOC_PATH = config.REPO_ROOT / "_toc.yml"
+
+# MyST targets: a `(label)=` line before a heading, or a directive's `:name:` / `:label:`.
+_TARGET_LINE = re.compile(r"^\s*\((?P<label>[^()\s]+)\)=\s*$", re.MULTILINE)
+_TARGET_OPTION = re.compile(r"^\s*:(?:name|label):\s*(?P<label>\S+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One entry of the table of contents.
+
+    Attributes
+    ----------
+    name : str
+        The docname, relative to the source folder and without suffix (``"model_1"``).
+    path : Path
+        The source file (``.ipynb`` or ``.md``).
+    """
+
+    name: str
+    path: Path
+
+    @property
+    def is_notebook(self) -> bool:
+        """Whether the chapter is a notebook (and so is executed)."""
+        return self.path.suffix == ".ipynb"
+
+
+def read_toc(toc_path: Path) -> list[str]:
+    """Return the docnames of a jupyter-book table of contents, in reading order.
+
+    Parameters
+    ----------
+    toc_path : Path
+        A ``_toc.yml`` in the ``jb-book`` or ``jb-article`` format.
+
+    Returns
+    -------
+    list of str
+        Docnames relative to the source folder, root first.
+
+    Raises
+    ------
+    BookError
+        If the file cannot be read or holds a glob entry.
+    """
+    from sphinx_external_toc.api import FileItem, GlobItem
+    from sphinx_external_toc.parsing import MalformedError, parse_toc_yaml
+
+    try:
+        site_map = parse_toc_yaml(toc_path)
+    except (OSError, MalformedError) as exc:
+        raise BookError(f"cannot read the table of contents {toc_path}: {exc}") from exc
+
+    names: list[str] = []
+
+    def walk(docname: str) -> None:
+        names.append(docname)
+        for subtree in site_map[docname].subtrees:
+            for item in subtree.items:
+                if isinstance(item, GlobItem):
+                    # A glob would let a stray notebook into the book unnoticed.
+                    raise BookError(f"{toc_path}: glob entries are not supported: {item}")
+                if isinstance(item, FileItem):
+                    walk(str(item))
+
+    walk(site_map.root.docname)
+    return names
+
+
+def find_chapters(source_dir: Path, toc_path: Path) -> list[Chapter]:
+    """Map the table of contents to source files.
+
+    Parameters
+    ----------
+    source_dir : Path
+        The book's source folder; toc entries are relative to it.
+    toc_path : Path
+        The table of contents.
+
+    Returns
+    -------
+    list of Chapter
+        One per toc entry, in order.
+
+    Raises
+    ------
+    BookError
+        If an entry has no ``.ipynb`` or ``.md`` file.
+    """
+    chapters = []
+    for name in read_toc(toc_path):
+        for suffix in (".ipynb", ".md"):
+            path = source_dir / f"{name}{suffix}"
+            if path.is_file():
+                chapters.append(Chapter(name, path))
+                break
+        else:
+            raise BookError(
+                f"{toc_path} lists '{name}' but neither {name}.ipynb nor {name}.md "
+                f"exists in {source_dir}"
+            )
+    return chapters
+
+
+def _notebook_json(chapter: Chapter) -> dict[str, Any]:
+    return json.loads(chapter.path.read_text(encoding="utf-8"))
+
+
+def uses_results_of(chapter: Chapter) -> list[str]:
+    """The chapters whose results a notebook reads (its metadata ``book.uses_results_of``).
+
+    Parameters
+    ----------
+    chapter : Chapter
+        Any chapter; a page (``.md``) reads none.
+
+    Returns
+    -------
+    list of str
+        Chapter names, as the notebook lists them.
+    """
+    if not chapter.is_notebook:
+        return []
+    metadata = _notebook_json(chapter).get("metadata", {})
+    return list(metadata.get("book", {}).get("uses_results_of", []))
+
+
+def markdown_text(chapter: Chapter) -> str:
+    """The chapter's prose: a page's text, or a notebook's markdown cells joined.
+
+    Parameters
+    ----------
+    chapter : Chapter
+        A page or notebook.
+
+    Returns
+    -------
+    str
+    """
+    if not chapter.is_notebook:
+        return chapter.path.read_text(encoding="utf-8")
+    cells = _notebook_json(chapter).get("cells", [])
+    sources = []
+    for cell in cells:
+        if cell.get("cell_type") == "markdown":
+            source = cell.get("source", "")
+            sources.append("".join(source) if isinstance(source, list) else source)
+    return "\n\n".join(sources)
+
+
+def chapter_targets(chapter: Chapter) -> set[str]:
+    """The reference labels a chapter defines (``(data-counts)=``, ``:name: fig-x``).
+
+    Parameters
+    ----------
+    chapter : Chapter
+        A page or notebook.
+
+    Returns
+    -------
+    set of str
+        Lower-cased, as Sphinx stores them.
+    """
+    text = markdown_text(chapter)
+    found = {m["label"] for m in _TARGET_LINE.finditer(text)}
+    found |= {m["label"] for m in _TARGET_OPTION.finditer(text)}
+    return {label.lower() for label in found}
+
+
+def toc_without(toc: Any, names: set[str]) -> Any:
+    """The toc (as read by ``yaml.safe_load``) without the entries ``file: <name>``.
+
+    Parameters
+    ----------
+    toc : Any
+        The parsed ``_toc.yml``.
+    names : set of str
+        Chapter names to remove (matched with or without a suffix). An entry that has
+        ``sections`` is kept, since removing it would remove its sections too.
+
+    Returns
+    -------
+    Any
+        A new structure; ``toc`` is not changed.
+    """
+    if isinstance(toc, list):
+        kept = [toc_without(entry, names) for entry in toc]
+        return [entry for entry in kept if entry is not None]
+    if isinstance(toc, dict):
+        file = toc.get("file")
+        if file is not None and Path(str(file)).with_suffix("").as_posix() in names and "sections" not in toc:
+            return None
+        return {key: toc_without(value, names) for key, value in toc.items()}
+    return toc

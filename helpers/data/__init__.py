@@ -1,0 +1,100 @@
+"""Chest X-ray folders -> file tables, a person-aware split, and decoded images.
+
+One module per job; every public name is importable from here
+(``from helpers.data import load_chest_xrays``):
+
+- :mod:`~helpers.data.folders`: the folder layout, file tables, what file names say;
+- :mod:`~helpers.data.split`: the person-aware split into training, validation and test;
+- :mod:`~helpers.data.decode`: one image file -> one array, by one fixed rule;
+- :mod:`~helpers.data.cache`: each image decoded once per process and once per disk;
+- :mod:`~helpers.data.load`: the three splits in memory, and batches for training;
+- :mod:`~helpers.data.summaries`: the data chapter's tables;
+- :mod:`~helpers.data.errors`: :class:`DataError` and :class:`DataWarning`.
+
+Importing it is cheap: no TensorFlow, no network, no file access.
+"""
+
+from helpers.data.errors import DataError, DataWarning
+from helpers.data.decode import ColorMode, decode_count, decode_image
+from helpers.data.cache import (
+    CACHE_BYTES_VARIABLE,
+    DEFAULT_CACHE_BYTES,
+    clear_decoded_cache,
+    decoded_cache_bytes,
+    decoded_cache_dir,
+    files_fingerprint,
+    load_images,
+)
+from helpers.data.folders import (
+    check_data_dir,
+    data_fingerprint,
+    describe_files,
+    download_kaggle,
+    duplicate_groups,
+    find_layout_root,
+    group_id,
+    list_split,
+    pneumonia_kind,
+)
+from helpers.data.split import (
+    image_level_split,
+    person_aware_split,
+    persons_on_both_sides,
+    split_table,
+    write_split_csv,
+)
+from helpers.data.load import (
+    BadImagePolicy,
+    ChestXrays,
+    Split,
+    class_weights,
+    load_chest_xrays,
+    training_dataset,
+)
+from helpers.data.summaries import (
+    leakage_summary,
+    official_counts,
+    sample_indices,
+    size_summary,
+    split_summary,
+)
+
+__all__ = [
+    "BadImagePolicy",
+    "CACHE_BYTES_VARIABLE",
+    "ChestXrays",
+    "ColorMode",
+    "DEFAULT_CACHE_BYTES",
+    "DataError",
+    "DataWarning",
+    "Split",
+    "check_data_dir",
+    "class_weights",
+    "clear_decoded_cache",
+    "data_fingerprint",
+    "decode_count",
+    "decode_image",
+    "decoded_cache_bytes",
+    "decoded_cache_dir",
+    "describe_files",
+    "download_kaggle",
+    "duplicate_groups",
+    "files_fingerprint",
+    "find_layout_root",
+    "group_id",
+    "image_level_split",
+    "leakage_summary",
+    "list_split",
+    "load_chest_xrays",
+    "load_images",
+    "official_counts",
+    "person_aware_split",
+    "persons_on_both_sides",
+    "pneumonia_kind",
+    "sample_indices",
+    "size_summary",
+    "split_summary",
+    "split_table",
+    "training_dataset",
+    "write_split_csv",
+]

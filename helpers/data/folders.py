@@ -1,0 +1,325 @@
+"""Finding the image files: the data folder's layout, file tables, and what file names say.
+
+The data set comes in the layout of the Kaggle download::
+
+    <data_dir>/{train,val,test}/{NORMAL,PNEUMONIA}/<image files>
+
+A *file table* has one row per image (``path`` relative to the data folder, with ``/``,
+``label``, ``group``) and is sorted by path, so that every pass over a split sees the images
+in the same order. Nothing here decodes an image.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from helpers import config
+from helpers.data.cache import files_fingerprint
+from helpers.data.errors import DataError
+
+#: Files that operating systems and archives leave beside images; never images, never errors.
+_IGNORED_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+
+_PERSON = re.compile(r"^person(\d+)_", re.IGNORECASE)
+# NORMAL files are named IM-<study>-<image>[...] or NORMAL2-IM-<study>-<image>; images that
+# share the study number come from one examination, so we keep them together as well.
+_STUDY = re.compile(r"^((?:NORMAL2-)?IM-\d+)", re.IGNORECASE)
+
+#: How deep :func:`find_layout_root` looks below the folder it is given.
+_LAYOUT_SEARCH_DEPTH = 3
+
+
+def check_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Return the data folder as an absolute path after checking its layout.
+
+    The folder may be the one holding ``train/``, ``val/`` and ``test/``, or a folder above
+    it: the Kaggle archive unpacks to ``chest_xray/chest_xray/{train,val,test}`` beside a
+    ``__MACOSX/`` copy of resource forks, and people point at either level. The folder
+    actually used is returned (see :func:`find_layout_root`).
+
+    Parameters
+    ----------
+    data_dir : path-like or None
+        Folder holding ``train/``, ``val/`` and ``test/`` (or a folder above it); None means
+        the embedded copy (:data:`helpers.config.DEFAULT_DATA_DIR`).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder holding the three split folders, resolved.
+
+    Raises
+    ------
+    DataError
+        If the folder, a split folder or a class folder is missing, if a split holds class
+        folders other than NORMAL and PNEUMONIA, or if a class folder holds no image.
+    """
+    given = Path(config.DEFAULT_DATA_DIR if data_dir is None else data_dir).expanduser()
+    if not given.is_dir():
+        raise DataError(
+            f"data folder {given} does not exist or is not a folder; expected a folder with "
+            f"train/, val/ and test/, each holding NORMAL/ and PNEUMONIA/"
+        )
+    root = given
+    if not any((given / split).is_dir() for split in config.OFFICIAL_SPLITS):
+        # No split folder at all here: the user may have pointed at the archive's top.
+        try:
+            root = find_layout_root(given)
+        except DataError:
+            pass  # fall through to the precise "split folder missing" message below
+    for split in config.OFFICIAL_SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise DataError(
+                f"split folder {split_dir} is missing; expected {root} (or a folder under "
+                f"it, up to {_LAYOUT_SEARCH_DEPTH} levels down) to hold "
+                f"{', '.join(s + '/' for s in config.OFFICIAL_SPLITS)}"
+            )
+        found = sorted(
+            p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+        unexpected = [name for name in found if name not in config.CLASS_NAMES]
+        if unexpected:
+            raise DataError(
+                f"{split_dir} holds class folders {unexpected}; expected only "
+                f"{list(config.CLASS_NAMES)}"
+            )
+        for class_name in config.CLASS_NAMES:
+            class_dir = split_dir / class_name
+            if not class_dir.is_dir():
+                raise DataError(f"class folder {class_dir} is missing")
+            if not any(_is_image_name(p.name) for p in class_dir.iterdir() if p.is_file()):
+                raise DataError(
+                    f"class folder {class_dir} holds no image files (expected "
+                    f"{', '.join(sorted(config.IMAGE_EXTENSIONS))}, in any case)"
+                )
+    return root.resolve()
+
+
+def _is_image_name(name: str) -> bool:
+    if name.startswith(".") or name.lower() in _IGNORED_NAMES:
+        return False
+    return Path(name).suffix.lower() in config.IMAGE_EXTENSIONS
+
+
+def group_id(filename: str) -> str:
+    """The person (or examination) an image belongs to, read from its file name.
+
+    ``person1003_bacteria_2934.jpeg`` -> ``"person1003"``;
+    ``IM-0115-0001.jpeg`` -> ``"IM-0115"``; ``NORMAL2-IM-1427-0001.jpeg`` ->
+    ``"NORMAL2-IM-1427"``. Any other name is its own group (its stem).
+
+    Examples
+    --------
+    >>> group_id("person12_virus_45.jpeg")
+    'person12'
+    >>> group_id("IM-0011-0001-0002.jpeg")
+    'IM-0011'
+    """
+    name = Path(filename).name
+    match = _PERSON.match(name)
+    if match:
+        return f"person{int(match.group(1))}"
+    match = _STUDY.match(name)
+    if match:
+        return match.group(1).upper()
+    return Path(name).stem
+
+
+def pneumonia_kind(filename: str) -> str:
+    """``"bacteria"``, ``"virus"`` or ``""`` (NORMAL images), from the file name.
+
+    Examples
+    --------
+    >>> pneumonia_kind("person1_virus_7.jpeg"), pneumonia_kind("IM-0001-0001.jpeg")
+    ('virus', '')
+    """
+    name = Path(filename).name.lower()
+    for kind in ("bacteria", "virus"):
+        if f"_{kind}" in name:
+            return kind
+    return ""
+
+
+def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
+    """File table of one official split folder, sorted by path.
+
+    Parameters
+    ----------
+    data_dir : path-like or None
+        The data folder (checked with :func:`check_data_dir`).
+    split : {"train", "val", "test"}
+        An official split folder.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``path`` (relative to ``data_dir``, with ``/``), ``label`` (0 NORMAL,
+        1 PNEUMONIA) and ``group`` (see :func:`group_id`).
+
+    Raises
+    ------
+    ValueError
+        If ``split`` is not an official split name.
+    DataError
+        If the data folder's layout is wrong (see :func:`check_data_dir`).
+    """
+    if split not in config.OFFICIAL_SPLITS:
+        raise ValueError(f"split must be one of {config.OFFICIAL_SPLITS}, got {split!r}")
+    root = check_data_dir(data_dir)
+    rows = []
+    for label, class_name in enumerate(config.CLASS_NAMES):
+        for entry in (root / split / class_name).iterdir():
+            if entry.is_file() and _is_image_name(entry.name):
+                rows.append((f"{split}/{class_name}/{entry.name}", label, group_id(entry.name)))
+    table = pd.DataFrame(rows, columns=["path", "label", "group"])
+    return table.sort_values("path", ignore_index=True)
+
+
+def download_kaggle() -> Path:
+    """Download the original Kaggle data set and return its ``chest_xray`` folder.
+
+    Uses ``kagglehub`` (dataset ``paultimothymooney/chest-xray-pneumonia``, about 1.2 GB,
+    full-resolution images). Runs only when called, never on import. Pass the returned
+    folder as ``data_dir`` (notebooks) or ``--data-dir`` (the runner).
+
+    Raises
+    ------
+    RuntimeError
+        If the download fails (for example with no network), with the reason.
+    """
+    try:
+        import kagglehub
+    except ImportError as error:  # pragma: no cover - kagglehub is in requirements.txt
+        raise RuntimeError("download_kaggle needs kagglehub: pip install kagglehub") from error
+    try:
+        root = Path(kagglehub.dataset_download("paultimothymooney/chest-xray-pneumonia"))
+    except Exception as error:  # kagglehub raises many types; the message is what matters
+        raise RuntimeError(
+            "could not download the Kaggle data set paultimothymooney/chest-xray-pneumonia "
+            f"(are you online?): {type(error).__name__}: {error}. The embedded copy in "
+            f"{config.DEFAULT_DATA_DIR} needs no download."
+        ) from error
+    return find_layout_root(root)
+
+
+def find_layout_root(folder: str | os.PathLike) -> Path:
+    """The folder under ``folder`` that holds ``train/val/test`` (the archive nests it).
+
+    The Kaggle archive unpacks to ``chest_xray/chest_xray/{train,val,test}`` beside a
+    ``__MACOSX`` copy; this returns the first folder, breadth first and at most
+    three levels down, holding all three splits. ``__MACOSX`` and hidden folders are never
+    entered.
+
+    Parameters
+    ----------
+    folder : path-like
+        Where to start looking.
+
+    Returns
+    -------
+    pathlib.Path
+        ``folder`` itself or the folder below it that holds the three splits.
+
+    Raises
+    ------
+    DataError
+        If no such folder exists.
+    """
+    folder = Path(folder)
+    queue = [(folder, 0)]
+    while queue:
+        current, depth = queue.pop(0)
+        if all((current / s).is_dir() for s in config.OFFICIAL_SPLITS):
+            return current
+        if depth < _LAYOUT_SEARCH_DEPTH:
+            queue.extend(
+                (p, depth + 1)
+                for p in sorted(current.iterdir())
+                if p.is_dir() and p.name != "__MACOSX" and not p.name.startswith(".")
+            )
+    raise DataError(
+        f"no folder holding train/, val/ and test/ found in {folder} or up to "
+        f"{_LAYOUT_SEARCH_DEPTH} levels below it"
+    )
+
+
+def describe_files(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Size, mode and format of every image file, read from the headers (no decoding).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per image: ``split`` (official folder), ``label``, ``path``, ``width``,
+        ``height``, ``mode``, ``format``, ``bytes``.
+
+    Raises
+    ------
+    DataError
+        If the folder's layout is wrong or a file's header cannot be read, naming the file.
+    """
+    from PIL import Image
+
+    root = check_data_dir(data_dir)
+    rows = []
+    for split in config.OFFICIAL_SPLITS:
+        for path, label in list_split(root, split)[["path", "label"]].itertuples(index=False):
+            file = root / path
+            try:
+                with Image.open(file) as img:
+                    rows.append((split, label, path, img.width, img.height, img.mode, img.format, file.stat().st_size))
+            except OSError as error:
+                raise DataError(f"{file} is not a readable image: {error}") from None
+    return pd.DataFrame(
+        rows, columns=["split", "label", "path", "width", "height", "mode", "format", "bytes"]
+    )
+
+
+def data_fingerprint(data_dir: str | os.PathLike | None = None) -> str:
+    """SHA-256 of a data folder's image files: relative paths, sizes and modification times.
+
+    Cheap (no file is read) and changes when a file is added, removed, renamed or
+    rewritten. A folder that is not a valid data folder gives ``"invalid: <reason>"``.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits, or ``"invalid: <reason>"``.
+    """
+    try:
+        root = check_data_dir(data_dir)
+    except DataError as error:
+        return f"invalid: {error}"
+    entries = []
+    for split in config.OFFICIAL_SPLITS:
+        for class_name in config.CLASS_NAMES:
+            for entry in os.scandir(root / split / class_name):
+                if entry.is_file() and _is_image_name(entry.name):
+                    stat = entry.stat()
+                    entries.append((f"{split}/{class_name}/{entry.name}", stat.st_size, stat.st_mtime_ns))
+    return files_fingerprint(sorted(entries))
+
+
+def duplicate_groups(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Groups of byte-identical image files: one row per file that has a twin.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``sha1``, ``path``, ``split`` (official folder), ``label``; sorted by
+        ``sha1``, then ``path``. Empty when no two files are identical.
+    """
+    import hashlib
+
+    root = check_data_dir(data_dir)
+    rows = []
+    for split in config.OFFICIAL_SPLITS:
+        for path, label in list_split(root, split)[["path", "label"]].itertuples(index=False):
+            digest = hashlib.sha1((root / path).read_bytes()).hexdigest()
+            rows.append((digest, path, split, label))
+    frame = pd.DataFrame(rows, columns=["sha1", "path", "split", "label"])
+    return frame[frame.duplicated("sha1", keep=False)].sort_values(["sha1", "path"], ignore_index=True)

@@ -1,0 +1,313 @@
+"""Fine-tuning a pretrained base: unfreeze its top layers safely, and choose how on validation.
+
+The second stage of TensorFlow's transfer-learning guide, which the case study followed for
+its models 4 and 5 but stopped before: with the head trained on a frozen base, unfreeze the
+top of the base and train on at a low learning rate, the base still called with
+``training=False``. :func:`unfreeze_top` keeps every ``BatchNormalization`` layer frozen: the
+book's ImageNet weights have batch normalisation folded into the convolutions
+(:mod:`helpers.imagenet`), so a BN layer that learns would no longer be the network it was
+(in a probe, trainable BN layers collapsed fine-tuning within two epochs).
+
+:func:`run_search` trains a few fine-tuning configurations (how many layers, the learning
+rate, augmentation, the input size), each from the same trained head, and scores them on the
+**validation** images only; the test split is removed before anything is built.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from helpers import config
+from helpers.ablation import _without_test, validation_row
+from helpers.data import ChestXrays
+
+
+def unfreeze_top(base, n_layers: int) -> list[str]:
+    """Make the top ``n_layers`` layers of ``base`` trainable, every other layer and every
+    ``BatchNormalization`` layer frozen. Returns the names of the layers made trainable.
+
+    Raises
+    ------
+    ValueError
+        If ``n_layers`` is negative or larger than the base's number of layers.
+    """
+    import keras
+
+    if isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)) or not 0 <= n_layers <= len(base.layers):
+        raise ValueError(f"n_layers must be an integer in [0, {len(base.layers)}], got {n_layers!r}")
+    base.trainable = True  # Keras: a layer is trainable only if its parents are
+    trainable = []
+    for position, layer in enumerate(base.layers):
+        train_it = position >= len(base.layers) - n_layers and not isinstance(
+            layer, keras.layers.BatchNormalization
+        )
+        layer.trainable = train_it
+        if train_it and layer.weights:
+            trainable.append(layer.name)
+    if n_layers == 0:
+        base.trainable = False
+    return trainable
+
+
+@dataclass(frozen=True)
+class FineTuning:
+    """One configuration of the fine-tuning stage.
+
+    Attributes
+    ----------
+    name : str
+    layers : int
+        How many of the base's top layers are unfrozen (0: the frozen base, head only).
+    learning_rate : float
+        RMSprop's learning rate for the fine-tuning epochs.
+    augment : bool
+        Small random rotations, shifts and zooms during fine-tuning.
+    image_scale : float
+        Input size relative to the chapter's ``image_size``.
+    """
+
+    name: str
+    layers: int
+    learning_rate: float = 1e-5
+    augment: bool = False
+    image_scale: float = 1.0
+
+
+#: The recipe first (the guide's: top layers, RMSprop at a tenth of the head's rate, here
+#: 1e-5), then one change at a time.
+CONFIGURATIONS: tuple[FineTuning, ...] = (
+    FineTuning("frozen base (head only)", layers=0),
+    FineTuning("top 24 layers, 1e-5", layers=24),
+    FineTuning("top 54 layers, 1e-5", layers=54),
+    FineTuning("top 24 layers, 3e-5", layers=24, learning_rate=3e-5),
+    FineTuning("top 24 layers, 1e-5, augmentation", layers=24, augment=True),
+    FineTuning("top 24 layers, 1e-5, 1.25x input size", layers=24, image_scale=1.25),
+)
+
+
+def compile_logit_model(model, learning_rate: float) -> None:
+    """RMSprop at ``learning_rate``, binary cross-entropy on logits, accuracy at logit 0."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(learning_rate=learning_rate),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+    )
+
+
+def run_search(
+    make_parts: Callable,
+    assemble: Callable,
+    load: Callable[[int], ChestXrays],
+    configurations: tuple[FineTuning, ...] = CONFIGURATIONS,
+    *,
+    image_size: int,
+    head_epochs: int,
+    fine_tune_epochs: int,
+    batch_size: int,
+    seed: int = config.SEED,
+    head_learning_rate: float = 1e-4,
+    target_sensitivity: float = config.TARGET_SENSITIVITY,
+) -> pd.DataFrame:
+    """Train each configuration from a trained head; score it on validation only.
+
+    Parameters
+    ----------
+    make_parts : callable
+        ``make_parts(input_shape) -> (base_model, head)``: the chapter's frozen pretrained
+        base and its untrained head.
+    assemble : callable
+        ``assemble(input_shape, base_model, head, augment=bool) -> keras.Model``.
+    load : callable
+        ``load(image_size) -> ChestXrays``; called once per size.
+    image_size, head_epochs, fine_tune_epochs, batch_size, seed
+        The same for every configuration (a configuration's ``image_scale`` multiplies the
+        size). The head is trained once per size, on the frozen base, and every
+        configuration at that size starts from a copy of it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per configuration, indexed by name: layers, learning rate, augmentation,
+        image size, the validation metrics of :func:`helpers.ablation.validation_row`, and
+        the seconds of fine-tuning.
+    """
+    from helpers.evaluate import predict_split
+    from helpers.train import fit, set_seed
+
+    heads: dict[int, tuple] = {}
+    datasets: dict[int, ChestXrays] = {}
+    rows = []
+    for configuration in configurations:
+        size = int(round(image_size * configuration.image_scale))
+        if size not in datasets:
+            datasets[size] = _without_test(load(size))
+        xrays = datasets[size]
+        shape = xrays.train.images.shape[1:]
+        if size not in heads:
+            set_seed(seed)
+            base, head = make_parts(shape)
+            model = assemble(shape, base, head, augment=False)
+            compile_logit_model(model, head_learning_rate)
+            fit(model, xrays, epochs=head_epochs, batch_size=batch_size, seed=seed, verbose=0)
+            heads[size] = [w.copy() for w in head.get_weights()]
+        set_seed(seed)
+        base, head = make_parts(shape)
+        head.build((None, *base.output.shape[1:]))
+        head.set_weights(heads[size])
+        model = assemble(shape, base, head, augment=configuration.augment)
+        seconds = 0.0
+        if configuration.layers > 0 and fine_tune_epochs > 0:
+            unfreeze_top(base, configuration.layers)
+            compile_logit_model(model, configuration.learning_rate)
+            start = time.perf_counter()
+            fit(model, xrays, epochs=fine_tune_epochs, batch_size=batch_size, seed=seed, verbose=0)
+            seconds = time.perf_counter() - start
+        scores = predict_split(model, xrays.val, batch_size=batch_size).scores
+        rows.append({
+            "configuration": configuration.name,
+            "layers": configuration.layers,
+            "learning rate": configuration.learning_rate,
+            "augmentation": "yes" if configuration.augment else "no",
+            "image size": size,
+            **validation_row(xrays.val.labels, scores, target_sensitivity=target_sensitivity),
+            "fine-tuning s": round(seconds, 1),
+        })
+    return pd.DataFrame(rows).set_index("configuration")
+
+
+def best_configuration(table: pd.DataFrame, *, decimals: int = 3) -> str:
+    """The configuration with the highest validation AUC, rounded to ``decimals``; ties go
+    to the earlier row."""
+    if table.empty:
+        raise ValueError("the search table is empty")
+    rounded = table["val AUC"].round(decimals)
+    return str(rounded.index[int(np.argmax(rounded.to_numpy()))])
+
+
+def configuration_named(name: str, configurations: tuple[FineTuning, ...] = CONFIGURATIONS) -> FineTuning:
+    """The configuration called ``name``, or a ValueError listing the names."""
+    for configuration in configurations:
+        if configuration.name == name:
+            return configuration
+    raise ValueError(f"no configuration {name!r}; configurations: {', '.join(c.name for c in configurations)}")
+
+
+@dataclass
+class Search:
+    """What :func:`run_for_chapter` returns: the table, the chosen configuration, its size."""
+
+    table: pd.DataFrame
+    choice: FineTuning
+    image_size: int
+
+
+#: The configuration trained when no search runs (``search_epochs=0``): the guide's recipe.
+RECIPE = CONFIGURATIONS[1]
+
+
+def run_for_chapter(make_parts: Callable, assemble: Callable, params, *, head_learning_rate: float = 1e-3) -> Search:
+    """Run the validation search for model_7's chapter, write it, show it, glue its choice.
+
+    Writes ``<results_dir>/model_7_search/search.csv`` and ``choice.json``. With
+    ``search_epochs`` 0 nothing is searched and :data:`RECIPE` is used (said in a warning).
+    """
+    from IPython.display import display
+    from myst_nb import glue
+
+    from helpers.data import load_chest_xrays
+    from helpers.report import show_warning
+    from helpers.results import ResultsWriter
+
+    p = params.as_dict() if hasattr(params, "as_dict") else dict(params)
+    glue("model_7_head_epochs", int(p["head_epochs"]), display=False)
+    glue("model_7_search_epochs", int(p["search_epochs"]), display=False)
+    if p["search_epochs"] == 0:
+        show_warning(
+            "search_epochs is 0: no validation search ran, and model_7 is fine-tuned with the "
+            f"guide's recipe ({RECIPE.name}), not a configuration chosen on validation."
+        )
+        glue("model_7_choice", RECIPE.name, display=False)
+        return Search(table=pd.DataFrame(), choice=RECIPE, image_size=p["image_size"])
+
+    def load(size: int) -> ChestXrays:
+        return load_chest_xrays(
+            p["data_dir"], image_size=size, color_mode="rgb", seed=p["seed"],
+            on_bad_image=p.get("on_bad_image", "stop"),
+        )
+
+    table = run_search(
+        make_parts, assemble, load, image_size=p["image_size"], head_epochs=p["head_epochs"],
+        fine_tune_epochs=p["search_epochs"], batch_size=p["batch_size"], seed=p["seed"],
+        head_learning_rate=head_learning_rate,
+    )
+    choice = configuration_named(best_configuration(table))
+    with ResultsWriter(p["results_dir"], "model_7_search") as writer:
+        table.to_csv(writer.path("search.csv"))
+        writer.write_json("choice.json", {
+            "choice": choice.name, "head_epochs": p["head_epochs"],
+            "search_epochs": p["search_epochs"], "seed": p["seed"],
+        })
+    shown = table.drop(columns=["val AUC low", "val AUC high"]).copy()
+    shown.insert(0, "val AUC (95% CI)", [
+        f"{r['val AUC']:.4f} ({r['val AUC low']:.4f}-{r['val AUC high']:.4f})" for _, r in table.iterrows()
+    ])
+    display(shown.drop(columns=["val AUC"]).round(4))
+    glue("model_7_choice", choice.name, display=False)
+    return Search(table=table, choice=choice, image_size=int(table.loc[choice.name, "image size"]))
+
+
+#: Inverse regularisation strengths the frozen-feature probe tries (chosen on validation).
+PROBE_C = (0.001, 0.01, 0.1, 1.0)
+
+
+def frozen_feature_probe(model, xrays: ChestXrays, model_id: str, *, batch_size: int = 128):
+    """Are the frozen features or the trained head the limit? A logistic regression fitted
+    to convergence on the same frozen base's pooled features.
+
+    The base's outputs (pooled as the model pools them) for the training, validation and
+    test images; scikit-learn's logistic regression fitted on the training features for each
+    C in :data:`PROBE_C`, the C with the highest validation AUC kept; then the chapter's
+    evaluation steps (threshold on validation, the test set scored once). Returns the
+    :class:`~helpers.evaluate.Evaluation` of ``<model_id>_logistic_probe``.
+    """
+    import keras
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from helpers import evaluate
+    from helpers.train import frozen_base, split_at_layer
+
+    base, _ = frozen_base(model)
+    if base is None:
+        raise ValueError(f"model {model.name!r} has no frozen base to probe")
+    extractor, _ = split_at_layer(model, base)
+    pooled = keras.Model(extractor.inputs, keras.layers.GlobalAveragePooling2D()(extractor.outputs[0]))
+    features = {name: pooled.predict(xrays[name].images, batch_size=batch_size, verbose=0)
+                for name in ("train", "val")}
+    fits = {}
+    for c in PROBE_C:
+        fit = LogisticRegression(C=c, max_iter=5000).fit(features["train"], xrays.train.labels)
+        fits[c] = (roc_auc_score(xrays.val.labels, fit.decision_function(features["val"])), fit)
+    best_c = max(PROBE_C, key=lambda c: (fits[c][0], -c))
+    fit = fits[best_c][1]
+
+    def predictions(name: str, images_features) -> evaluate.Predictions:
+        split = xrays[name]
+        return evaluate.Predictions(split=name, paths=list(split.paths), labels=split.labels.copy(),
+                                    scores=fit.predict_proba(images_features)[:, 1])
+
+    val = predictions("val", features["val"])
+    threshold = evaluate.threshold_on_validation(val)
+    name = f"{model_id}_logistic_probe"
+    evaluate.claim_test_set(xrays, name)
+    test = predictions("test", pooled.predict(xrays.test.images, batch_size=batch_size, verbose=0))
+    result = evaluate.summarise(name, val, test, threshold)
+    result.metrics["probe"] = {"C": best_c, "val_auc_by_C": {str(c): float(fits[c][0]) for c in PROBE_C}}
+    return result

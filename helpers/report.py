@@ -1,0 +1,384 @@
+"""What a chapter shows: result tables, figure panels and glued numbers, from an evaluation.
+
+Each function displays one part of a model chapter (the test results, the operating points,
+calibration, Grad-CAM, the misclassified images) from a :class:`helpers.evaluate.Evaluation`
+and glues the numbers the chapter's prose quotes (``{glue:text}`model_1_auc:.3f```), so that
+no number in the text is typed by hand. Figures are drawn by :mod:`helpers.plots`, one
+function per figure kind.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import metrics, plots
+from helpers.data import ChestXrays, sample_indices
+
+def show_warning(message: str) -> None:
+    """Show a warning in the notebook's output (stdout), where the rendered book keeps it."""
+    import html
+
+    try:
+        from IPython.display import HTML, display
+    except ImportError:  # pragma: no cover - outside IPython
+        print(message)
+        return
+    # An HTML admonition looks the same in Jupyter and in the rendered book.
+    display(
+        HTML(
+            '<div class="admonition warning"><p class="admonition-title">Warning</p>'
+            f"<p>{html.escape(message)}</p></div>"
+        )
+    )
+
+
+def _show_warning_in_page(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, UserWarning) and category.__module__.startswith("helpers"):
+        show_warning(str(message))
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def start_chapter() -> None:
+    """Set the book's figure style, and show the package's warnings (a skipped image, a
+    leak between folders) in the page: Python sends warnings to stderr, which the rendered
+    book leaves out."""
+    plots.use_book_style()
+    warnings.showwarning = _show_warning_in_page
+
+
+def metrics_table(metrics_json: dict, *, keys=("test_at_0.5", "test", "test_image_level")) -> pd.DataFrame:
+    """Test metrics with 95% intervals, one column per threshold, as text ``v (lo-hi)``.
+
+    Intervals are person-level (cluster bootstrap) except in the column marked
+    image-level, shown beside them to say how much too narrow image-level intervals are.
+    """
+    names = {
+        "test": "validation-chosen", "test_at_0.5": "0.5 (case study)",
+        "test_at_youden": "Youden (validation)",
+        "test_image_level": "validation-chosen, image-level intervals",
+    }
+    columns = {}
+    for key in keys:
+        block = metrics_json[key]
+        column = {"threshold": f"{block['threshold']:.3f}"}
+        for name in ("auc",) + metrics.RATE_NAMES:
+            column[name] = interval_text(block, name)
+        for name in ("tp", "fp", "tn", "fn"):
+            column[name] = str(block[name])
+        columns[names.get(key, key)] = column
+    return pd.DataFrame(columns)
+
+
+def interval_text(block: dict, name: str) -> str:
+    value, low, high = block[name], block[f"{name}_ci_low"], block[f"{name}_ci_high"]
+    if value is None:
+        return "undefined"
+    if low is None or high is None:  # no valid interval (F1: see metrics.summary)
+        return f"{value:.3f} (no interval)"
+    return f"{value:.3f} ({low:.3f}-{high:.3f})"
+
+
+def glue_metrics(prefix: str, metrics_json: dict) -> None:
+    """Glue the chapter's numbers as ``<prefix>_<name>`` for ``{glue:text}`` in the prose.
+
+    Keys: ``_threshold``, and for the test set at the validation threshold ``_auc``,
+    ``_sensitivity``, ``_specificity``, ``_ppv``, ``_npv``, ``_accuracy``, ``_f1`` (each
+    with ``_lo`` and ``_hi``), ``_tp``, ``_fp``, ``_tn``, ``_fn``; at 0.5 the same with
+    ``_05`` after the prefix (``model_1_05_specificity``); ``_val_auc``,
+    ``_val_sensitivity``, ``_val_specificity`` on validation.
+    """
+    from myst_nb import glue
+
+    glue(f"{prefix}_threshold", metrics_json["threshold"]["threshold"], display=False)
+    for name in ("auc", "sensitivity", "specificity"):  # the same threshold on validation
+        glue(f"{prefix}_val_{name}", _float(metrics_json["val"][name]), display=False)
+    for key, tag in (("test", ""), ("test_at_0.5", "_05")):
+        block = metrics_json[key]
+        for name in ("auc",) + metrics.RATE_NAMES:
+            glue(f"{prefix}{tag}_{name}", _float(block[name]), display=False)
+            glue(f"{prefix}{tag}_{name}_lo", _float(block[f"{name}_ci_low"]), display=False)
+            glue(f"{prefix}{tag}_{name}_hi", _float(block[f"{name}_ci_high"]), display=False)
+        for name in ("tp", "fp", "tn", "fn"):
+            glue(f"{prefix}{tag}_{name}", int(block[name]), display=False)
+
+
+def glue_training(model_id: str, run, *, base_weights: str = "none") -> None:
+    """Glue ``<model_id>_epochs``, ``_training_seconds`` and ``_base_weights`` for the prose."""
+    from myst_nb import glue
+
+    glue(f"{model_id}_epochs", int(run.epochs), display=False)
+    glue(f"{model_id}_training_seconds", float(run.training_seconds), display=False)
+    glue(f"{model_id}_base_weights", str(base_weights), display=False)
+
+
+def _float(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def show_test_results(result, xrays: ChestXrays | None = None, *, per_class: int = 4) -> None:
+    """Display a model's test evaluation: tables, reports, figures; glue its numbers.
+
+    Shows, at the case study's threshold 0.5 and at the threshold chosen on validation:
+    the metrics with 95% intervals, scikit-learn's classification report, the confusion
+    matrices, and the ROC curve with both operating points; given ``xrays``, a grid of
+    ``per_class`` test images of each class with score and decision (wrong ones in red).
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    m = result.metrics
+    for message in m.get("warnings", []):
+        show_warning(message)
+    chosen = m["threshold"]["threshold"]
+    y, s = result.test.labels, result.test.scores
+    display(metrics_table(m))
+    print(f"Intervals: {m['test']['interval_method']} (persons: {m['test']['persons']}); the last "
+          f"column: {m['test_image_level']['interval_method']}.")
+    for title, threshold in (("threshold 0.5 (case study)", 0.5), (f"threshold {chosen:.3f} (chosen on validation)", chosen)):
+        print(f"Classification report at {title}:\n")
+        print(metrics.classification_report(y, s, threshold=threshold))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    plots.plot_confusion_matrix(y, s, threshold=0.5, title="threshold 0.5 (case study)", ax=axes[0])
+    plots.plot_confusion_matrix(y, s, threshold=chosen, title=f"threshold {chosen:.3f} (validation)", ax=axes[1])
+    plots.plot_roc(
+        y, s, thresholds={"0.5": 0.5, "validation": chosen}, label=result.model_id,
+        color=plots.MODEL_COLOURS.get(result.model_id), ax=axes[2],
+    )
+    fig.tight_layout()
+    plt.show()
+    if xrays is not None:
+        if list(xrays.test.paths) != list(result.test.paths):
+            raise ValueError("xrays.test is not the split these predictions were made on")
+        picks = sample_indices(y, per_class=per_class, seed=xrays.seed)
+        plots.plot_image_grid(
+            xrays.test.images[picks], y[picks], scores=s[picks], threshold=chosen,
+            titles=[result.test.paths[i].split("/")[-1] for i in picks],
+        )
+        plt.show()
+    glue_metrics(result.model_id, m)
+
+
+def validation_test_gap(metrics_json: dict) -> pd.DataFrame:
+    """The same model and threshold on validation and on test: AUC, sensitivity,
+    specificity, PPV and NPV with 95% intervals, and test minus validation."""
+    rows = {}
+    for name in ("auc", "sensitivity", "specificity", "ppv", "npv"):
+        val, test = metrics_json["val"], metrics_json["test"]
+        rows[name] = {
+            "validation": interval_text(val, name),
+            "test": interval_text(test, name),
+            "test minus validation": f"{test[name] - val[name]:+.3f}",
+        }
+    return pd.DataFrame(rows).T
+
+
+#: model_6's targets on the test set (issue 4), at the threshold chosen on validation.
+MODEL_6_TARGETS = {"auc": 0.975, "sensitivity": 0.95, "specificity": 0.85}
+
+
+def target_table(metrics_json: dict, targets: dict[str, float] = MODEL_6_TARGETS) -> pd.DataFrame:
+    """Each target beside the test result (95% CI) and how far the estimate is from it."""
+    rows = {}
+    for name, target in targets.items():
+        value = metrics_json["test"][name]
+        rows[name] = {
+            "target": target,
+            "test (95% CI)": interval_text(metrics_json["test"], name),
+            "estimate minus target": f"{value - target:+.3f}",
+            "met": "yes" if value >= target else "no",
+        }
+    return pd.DataFrame(rows).T
+
+
+def _prefix(result) -> str:
+    return result.metrics["model_id"]
+
+
+def show_operating_points(result) -> None:
+    """Test metrics at the validation-chosen thresholds (sensitivity 0.95, Youden) and at
+    0.5; the precision-recall curve; sensitivity for bacterial and viral pneumonia."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    m = result.metrics
+    keys = ("test", "test_at_youden", "test_at_0.5") if m.get("test_at_youden") else ("test", "test_at_0.5")
+    display(metrics_table(m, keys=keys))
+    thresholds = {"sensitivity 0.95 (validation)": m["thresholds"]["sensitivity"], "0.5": 0.5}
+    if m["thresholds"].get("youden") is not None:
+        thresholds["Youden (validation)"] = m["thresholds"]["youden"]
+    plots.plot_precision_recall(result.test.labels, result.test.scores, thresholds=thresholds)
+    plt.show()
+    kinds = pd.DataFrame(m["sensitivity_by_kind"]).set_index("kind")
+    display(kinds.assign(**{"sensitivity (95% CI)": [
+        f"{r.sensitivity:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})" for r in kinds.itertuples()
+    ]})[["images", "detected", "sensitivity (95% CI)"]])
+    from myst_nb import glue
+
+    for row in m["sensitivity_by_kind"]:
+        glue(f"{_prefix(result)}_sensitivity_{row['kind']}", float(row["sensitivity"]), display=False)
+
+
+def show_calibration(result) -> None:
+    """Brier score, ECE and mean score on test as trained, after a temperature and after
+    Platt scaling (both fitted on validation), beside the share of PNEUMONIA; the
+    reliability diagram of all three; and what the book adopts."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    from myst_nb import glue
+
+    from helpers import calibration
+
+    block = result.metrics["calibration"]
+    t, platt = block["temperature"], block["platt"]
+    platt_name = f"Platt {platt['slope']:.2f} x logit {platt['intercept']:+.2f}"
+    table = pd.DataFrame({
+        "as trained": block["test_before"],
+        f"temperature {t:.2f}": block["test_after"],
+        platt_name: block["test_platt"],
+    }).rename(index={
+        "brier": "Brier score (test)", "ece": f"ECE, {block['n_bins']} bins (test)",
+        "mean_score": f"mean score (test; PNEUMONIA share {block['test_prevalence']:.3f})",
+    })
+    table.loc["validation log loss"] = [
+        block["val_log_loss_before"], block["val_log_loss_after"], block["val_log_loss_platt"]
+    ]
+    display(table.round(4))
+    print(f"Adopted: {block['adopted']}.")
+    plots.plot_reliability({
+        "as trained": calibration.reliability_table(result.test.labels, result.test.scores),
+        f"temperature {t:.2f}": calibration.reliability_table(
+            result.test.labels, calibration.apply_temperature(result.test.scores, t)),
+        "Platt": calibration.reliability_table(
+            result.test.labels, calibration.apply_platt(result.test.scores, platt["slope"], platt["intercept"])),
+    })
+    plt.show()
+    prefix = _prefix(result)
+    glue(f"{prefix}_brier", block["test_before"]["brier"], display=False)
+    glue(f"{prefix}_ece", block["test_before"]["ece"], display=False)
+    glue(f"{prefix}_ece_scaled", block["test_after"]["ece"], display=False)
+    glue(f"{prefix}_ece_platt", block["test_platt"]["ece"], display=False)
+    glue(f"{prefix}_mean_score", block["test_before"]["mean_score"], display=False)
+    glue(f"{prefix}_temperature", t, display=False)
+
+
+def outcome_groups(result) -> dict[str, np.ndarray]:
+    """Test image indices per outcome at the validation threshold, most confident first."""
+    labels, scores = result.test.labels, result.test.scores
+    called = metrics.predict_labels(scores, result.threshold["threshold"])
+    order = {
+        "false negative": (labels == 1) & (called == 0),
+        "false positive": (labels == 0) & (called == 1),
+        "true positive": (labels == 1) & (called == 1),
+        "true negative": (labels == 0) & (called == 0),
+    }
+    out = {}
+    for name, mask in order.items():
+        index = np.flatnonzero(mask)
+        # Most confident first: lowest scores for calls of NORMAL, highest for PNEUMONIA.
+        ascending = name in ("false negative", "true negative")
+        out[name] = index[np.argsort(scores[index] if ascending else -scores[index], kind="stable")]
+    return out
+
+
+def show_explanations(model, result, xrays: ChestXrays, *, per_group: int = 2) -> None:
+    """Grad-CAM heatmaps of the most confident test images of each outcome (FN, FP, TP, TN)."""
+    import matplotlib.pyplot as plt
+
+    from helpers.explain import grad_cam
+
+    if np.unique(result.test.scores).size < 2:
+        show_warning(
+            f"{_prefix(result)} gives every test image the same score: its output does not "
+            "depend on the image, so there is nothing for Grad-CAM to show."
+        )
+        return
+    picked, titles = [], []
+    for name, index in outcome_groups(result).items():
+        for i in index[:per_group]:
+            picked.append(i)
+            titles.append(f"{name}\nscore {result.test.scores[i]:.2f}\n{Path(result.test.paths[i]).name}")
+    heatmaps = grad_cam(model, xrays.test.images[picked])
+    plots.plot_heatmap_grid(xrays.test.images[picked], heatmaps, titles, ncols=per_group * 2)
+    plt.show()
+
+
+def show_misclassified(result, xrays: ChestXrays, *, limit: int = 12) -> None:
+    """The misclassified test images at the validation threshold, false negatives first
+    (most confidently wrong first), with their scores and file names."""
+    import matplotlib.pyplot as plt
+
+    groups = outcome_groups(result)
+    wrong = np.concatenate([groups["false negative"], groups["false positive"]])
+    print(
+        f"{len(groups['false negative'])} false negatives and {len(groups['false positive'])} "
+        f"false positives of {len(result.test.labels)} test images; showing {min(limit, len(wrong))}"
+    )
+    if len(wrong) == 0:
+        return
+    shown = wrong[:limit]
+    plots.plot_image_grid(
+        xrays.test.images[shown], result.test.labels[shown], scores=result.test.scores[shown],
+        threshold=result.threshold["threshold"], titles=[Path(result.test.paths[i]).name for i in shown],
+    )
+    plt.show()
+
+
+
+def show_adapted(standard, adapted) -> None:
+    """The standard evaluation beside the one adapted to each folder's images (AdaBN,
+    :func:`helpers.evaluate.adapted_to_each_folder`): threshold, AUC, sensitivity and
+    specificity with person-level intervals; the validation and test score histograms
+    before and after; glue ``<model_id>_adapted_*`` for the prose."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    from myst_nb import glue
+
+    rows = {}
+    for label, evaluation in (("standard (headline)", standard),
+                              ("adapted to each folder's images, without their labels", adapted)):
+        block = evaluation.metrics["test"]
+        rows[label] = {"threshold (validation)": f"{block['threshold']:.3f}",
+                       **{name: interval_text(block, name) for name in ("auc", "sensitivity", "specificity")}}
+    display(pd.DataFrame(rows).T)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), sharex=True)
+    for row, evaluation, label in ((0, standard, "standard"), (1, adapted, "adapted")):
+        for col, predictions in ((0, evaluation.val), (1, evaluation.test)):
+            ax = axes[row, col]
+            plots.plot_score_histogram(predictions.labels, predictions.scores, threshold=evaluation.chosen, ax=ax)
+            ax.set_title(f"{label}: {'validation' if col == 0 else 'test'} scores")
+    fig.tight_layout()
+    plt.show()
+    prefix = adapted.model_id
+    for name in ("auc", "sensitivity", "specificity"):
+        block = adapted.metrics["test"]
+        glue(f"{prefix}_{name}", _float(block[name]), display=False)
+        glue(f"{prefix}_{name}_lo", _float(block[f"{name}_ci_low"]), display=False)
+        glue(f"{prefix}_{name}_hi", _float(block[f"{name}_ci_high"]), display=False)
+
+
+def show_probe(evaluation, probe) -> None:
+    """The chapter's model beside a logistic regression fitted to convergence on the same
+    frozen features (:func:`helpers.finetune.frozen_feature_probe`): threshold, AUC,
+    sensitivity and specificity with person-level intervals; glue the probe's AUC."""
+    from IPython.display import display
+    from myst_nb import glue
+
+    rows = {}
+    for label, result in ((f"{evaluation.model_id} (the case study's head)", evaluation),
+                          (f"logistic regression on the same features (C {probe.metrics['probe']['C']:g}, "
+                           "chosen on validation)", probe)):
+        block = result.metrics["test"]
+        rows[label] = {"validation AUC": f"{result.metrics['val']['auc']:.4f}",
+                       "threshold (validation)": f"{block['threshold']:.3f}",
+                       **{name: interval_text(block, name) for name in ("auc", "sensitivity", "specificity")}}
+    display(pd.DataFrame(rows).T)
+    glue(f"{probe.model_id}_auc", float(probe.metrics["test"]["auc"]), display=False)
+    glue(f"{probe.model_id}_val_auc", float(probe.metrics["val"]["auc"]), display=False)

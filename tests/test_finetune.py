@@ -1,0 +1,120 @@
+"""Tests of helpers.finetune: unfreezing with BatchNormalization kept frozen, the validation
+search (the test images never reach it), the frozen-feature probe, and combining runs."""
+
+from __future__ import annotations
+
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from helpers import evaluate, finetune, train  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def tiny_base(input_shape):
+    """A frozen conv 'base' with batch normalisation, standing in for MobileNetV2."""
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(x)
+    x = keras.layers.BatchNormalization()(x)
+    base = keras.Model(inputs, x, name="tiny_base")
+    base.trainable = False
+    return base
+
+
+def make_parts(input_shape):
+    head = keras.Sequential(
+        [keras.layers.GlobalAveragePooling2D(), keras.layers.Dropout(0.2), keras.layers.Dense(1)], name="head"
+    )
+    return tiny_base(input_shape), head
+
+
+def assemble(input_shape, base, head, *, augment=False):
+    inputs = keras.Input(shape=input_shape)
+    x = keras.layers.RandomRotation(0.03)(inputs) if augment else inputs
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
+    x = base(x, training=False)
+    return keras.Model(inputs, head(x), name="model_7")
+
+
+def test_unfreeze_top_keeps_batch_normalisation_frozen():
+    base = tiny_base((16, 16, 3))
+    names = finetune.unfreeze_top(base, 3)
+    assert base.trainable
+    assert names == ["conv2d_1"] or names[-1].startswith("conv2d")
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert not layer.trainable
+    assert all(not l.trainable for l in base.layers[:-3])
+    assert finetune.unfreeze_top(base, 0) == [] and not base.trainable
+
+
+@pytest.mark.parametrize("bad", [-1, 99, 1.5, True])
+def test_unfreeze_top_refuses_impossible_counts(bad):
+    with pytest.raises(ValueError, match="n_layers"):
+        finetune.unfreeze_top(tiny_base((16, 16, 3)), bad)
+
+
+def test_search_scores_validation_only_and_picks_the_best(xray_folder):
+    from helpers import data
+
+    seen_sizes = []
+
+    def load(size):
+        seen_sizes.append(size)
+        return data.load_chest_xrays(xray_folder.root, image_size=size, seed=0)
+
+    configurations = (
+        finetune.FineTuning("frozen", layers=0),
+        finetune.FineTuning("top 3", layers=3),
+        finetune.FineTuning("top 3, larger", layers=3, image_scale=1.5),
+    )
+    table = finetune.run_search(make_parts, assemble, load, configurations, image_size=16,
+                                head_epochs=1, fine_tune_epochs=1, batch_size=16, seed=0)
+    assert list(table.index) == ["frozen", "top 3", "top 3, larger"]
+    assert seen_sizes == [16, 24]  # once per size
+    assert table.loc["frozen", "fine-tuning s"] == 0
+    assert table["val AUC"].between(0, 1).all()
+    choice = finetune.best_configuration(table)
+    assert table.loc[choice, "val AUC"].round(3) == table["val AUC"].round(3).max()
+    with pytest.raises(ValueError, match="no configuration"):
+        finetune.configuration_named("nope")
+
+
+def test_search_never_sees_the_test_images(xray_folder, monkeypatch):
+    from helpers import data
+
+    scored = []
+    real = evaluate.predict_split
+    monkeypatch.setattr(evaluate, "predict_split", lambda m, split, **k: scored.append(split.name) or real(m, split, **k))
+    finetune.run_search(make_parts, assemble, lambda s: data.load_chest_xrays(xray_folder.root, image_size=s, seed=0),
+                        (finetune.FineTuning("frozen", layers=0),), image_size=16, head_epochs=1,
+                        fine_tune_epochs=0, batch_size=16, seed=0)
+    assert scored == ["val"]
+
+
+def test_probe_and_combined_runs(xray_folder):
+    from helpers import data
+
+    xrays = data.load_chest_xrays(xray_folder.root, image_size=16, seed=0)
+    train.set_seed(0)
+    base, head = make_parts((16, 16, 3))
+    model = assemble((16, 16, 3), base, head)
+    finetune.compile_logit_model(model, 1e-3)
+    first = train.fit(model, xrays, epochs=1, batch_size=16, seed=0, verbose=0)
+    second = train.fit(model, xrays, epochs=2, batch_size=16, seed=0, verbose=0)
+    both = train.combine_runs(first, second)
+    assert list(both.history["epoch"]) == [1, 2, 3] and list(both.history["stage"]) == [1, 2, 2]
+    assert both.training_seconds == pytest.approx(first.training_seconds + second.training_seconds)
+    val = evaluate.score_validation(model, xrays, batch_size=16)
+    threshold = evaluate.threshold_on_validation(val)
+    evaluation = evaluate.summarise("model_7", val, evaluate.score_test_once(model, xrays, threshold=threshold), threshold)
+    probe = finetune.frozen_feature_probe(model, xrays, "model_7", batch_size=16)
+    assert probe.model_id == "model_7_logistic_probe"
+    assert probe.metrics["probe"]["C"] in finetune.PROBE_C
+    assert 0 <= probe.metrics["test"]["auc"] <= 1 and evaluation.metrics["test"]["n"] == len(xrays.test)
+    with pytest.raises(ValueError, match="already scored"):  # the probe scores the test set once
+        finetune.frozen_feature_probe(model, xrays, "model_7", batch_size=16)
