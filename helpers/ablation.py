@@ -277,7 +277,7 @@ def show_gap(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
     shown = table.assign(**{"AUC (95% CI, person-level)": [
         f"{r['AUC']:.4f} ({r['AUC low']:.4f}-{r['AUC high']:.4f})" for _, r in table.iterrows()
     ]})[["images", "AUC (95% CI, person-level)"]]
-    return shown
+    return shown.astype({"images": int})
 
 
 def run_ablation(

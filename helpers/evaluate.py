@@ -19,6 +19,7 @@ A chapter's evaluation is four calls, in this order, and the order is enforced:
 from __future__ import annotations
 
 import platform
+import weakref
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -130,6 +131,11 @@ def score_validation(model, xrays: ChestXrays, *, batch_size: int = 128) -> Pred
     return predict_split(model, xrays.val, batch_size=batch_size)
 
 
+class ValidationThreshold(dict):
+    """The operating point as :func:`threshold_on_validation` returns it: a dict whose type
+    vouches that it was chosen on validation scores (a hand-made dict is refused)."""
+
+
 def threshold_on_validation(
     val: Predictions, *, target_sensitivity: float = config.TARGET_SENSITIVITY
 ) -> dict:
@@ -155,7 +161,9 @@ def threshold_on_validation(
             f"the threshold must be chosen on the validation images, got {val.split!r} "
             "predictions; choosing it on the test set would make the test result optimistic"
         )
-    chosen = {"chosen_on": "validation", "target_sensitivity": float(target_sensitivity), "warnings": []}
+    chosen = ValidationThreshold(
+        chosen_on="validation", target_sensitivity=float(target_sensitivity), warnings=[]
+    )
     if np.unique(val.scores).size < 2:
         chosen.update(threshold=0.5, method="none (constant scores)", youden=None)
         chosen["warnings"].append(
@@ -196,7 +204,7 @@ def score_test_once(
         per model, at the end. To evaluate a changed model, run the chapter from the top
         (which loads the data again).
     """
-    if not isinstance(threshold, dict) or threshold.get("chosen_on") != "validation":
+    if not isinstance(threshold, ValidationThreshold):
         raise ValueError(
             "score_test_once needs the threshold returned by threshold_on_validation (chosen "
             f"on the validation images before the test set is scored), got {threshold!r}"
@@ -211,7 +219,12 @@ def claim_test_set(xrays: ChestXrays, name: str) -> None:
     :func:`score_test_once` calls it; so does any other evaluation that scores the test
     images (a probe on frozen features), so that the once-only rule has one keeper.
     """
-    scored = _TEST_SCORED.setdefault(id(xrays.test), set())
+    key = id(xrays.test)
+    if key not in _TEST_SCORED:
+        _TEST_SCORED[key] = set()
+        # Python reuses the id of a freed object: forget the record with its split.
+        weakref.finalize(xrays.test, _TEST_SCORED.pop, key, None)
+    scored = _TEST_SCORED[key]
     if name in scored:
         raise ValueError(
             f"the test set was already scored for {name!r} in this session; it is "
@@ -298,7 +311,7 @@ def summarise(model_id: str, val: Predictions, test: Predictions, threshold: dic
     """
     if val.split != "val" or test.split != "test":
         raise ValueError(f"summarise needs validation and test predictions, got {val.split!r} and {test.split!r}")
-    if threshold.get("chosen_on") != "validation":
+    if not isinstance(threshold, ValidationThreshold):
         raise ValueError("summarise needs the threshold returned by threshold_on_validation")
     chosen, youden = float(threshold["threshold"]), threshold.get("youden")
     block = {

@@ -230,9 +230,10 @@ def roc_auc_with_ci(
     >>> roc_auc_with_ci([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]).value
     0.75
     """
+    from sklearn.metrics import roc_auc_score
+
     y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=True)
-    auc, v10, v01 = _delong_components(y_true, scores)
-    var = _variance_from_components(v10, v01)
+    auc, var = roc_auc_score(y_true, scores), delong_variance(y_true, scores)
     if np.isnan(var):
         return Estimate(float(auc), float("nan"), float("nan"))
     half = stats.norm.ppf(0.5 + confidence / 2) * np.sqrt(var)

@@ -67,6 +67,10 @@ class LoadedModel:
     output: str
     #: Which batch-norm statistics the model uses (see :func:`adapt_to_folder`).
     statistics: str = TRAINING_STATISTICS
+    #: The threshold of the chapter's adapted evaluation (chosen on validation scored by the
+    #: model adapted to the validation images), used with :func:`adapt_to_folder`; None if
+    #: the chapter made none.
+    adapted_threshold: float | None = None
     #: The batch-normalisation layers re-estimated by :func:`adapt_to_folder`, if any.
     adapted_layers: tuple[str, ...] = ()
 
@@ -100,6 +104,8 @@ def load_model_folder(folder: str | os.PathLike) -> LoadedModel:
         image_size, color_mode = int(params["image_size"]), params.get("color_mode", "rgb")
         threshold = float(metrics["threshold"]["threshold"])
         method = str(metrics["threshold"].get("method", "?"))
+        adapted = metrics.get("adapted")
+        adapted_threshold = None if not adapted else float(adapted["threshold"]["threshold"])
     except (ValueError, KeyError, TypeError) as error:
         raise ModelFolderError(f"{metrics_file} is not a metrics file of this book: {error!r}") from None
     try:
@@ -121,7 +127,7 @@ def load_model_folder(folder: str | os.PathLike) -> LoadedModel:
             f"{image_size} px {color_mode} (shape {expected}); the folder is inconsistent"
         )
     return LoadedModel(model, str(metrics.get("model_id", folder.name)), threshold, method,
-                       image_size, color_mode, output_kind(model))
+                       image_size, color_mode, output_kind(model), adapted_threshold=adapted_threshold)
 
 
 def folder_image_files(folder: str | os.PathLike) -> list[Path]:
@@ -197,8 +203,13 @@ def adapt_to_folder(loaded: LoadedModel, folder: str | os.PathLike) -> tuple[Loa
         )
     model = adapt_batchnorm(loaded.model, np.stack(images))
     statistics = f"batch-norm statistics re-estimated on {len(images)} images of {folder}"
-    adapted = replace(loaded, model=model, statistics=statistics,
-                      adapted_layers=adaptation_report(model).adapted)
+    # The chapter chose its adapted threshold on validation scored by the model adapted to
+    # the validation images: the same protocol, so the same threshold.
+    threshold, method = loaded.threshold, loaded.threshold_method
+    if loaded.adapted_threshold is not None:
+        threshold, method = loaded.adapted_threshold, f"{method}, chosen on adapted validation scores"
+    adapted = replace(loaded, model=model, statistics=statistics, threshold=threshold,
+                      threshold_method=method, adapted_layers=adaptation_report(model).adapted)
     return adapted, unreadable
 
 

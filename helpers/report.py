@@ -250,6 +250,10 @@ def show_calibration(result) -> None:
     table.loc["validation log loss"] = [
         block["val_log_loss_before"], block["val_log_loss_after"], block["val_log_loss_platt"]
     ]
+    val_mean = float(np.mean(result.val.scores))
+    val_share = float(np.mean(result.val.labels))
+    print(f"Mean score as trained: validation {val_mean:.3f} (PNEUMONIA share {val_share:.3f}), "
+          f"test {block['test_before']['mean_score']:.3f} (share {block['test_prevalence']:.3f}).")
     display(table.round(4))
     print(f"Adopted: {block['adopted']}.")
     plots.plot_reliability({
@@ -266,6 +270,9 @@ def show_calibration(result) -> None:
     glue(f"{prefix}_ece_scaled", block["test_after"]["ece"], display=False)
     glue(f"{prefix}_ece_platt", block["test_platt"]["ece"], display=False)
     glue(f"{prefix}_mean_score", block["test_before"]["mean_score"], display=False)
+    glue(f"{prefix}_test_share", block["test_prevalence"], display=False)
+    glue(f"{prefix}_val_mean_score", val_mean, display=False)
+    glue(f"{prefix}_val_share", val_share, display=False)
     glue(f"{prefix}_temperature", t, display=False)
 
 

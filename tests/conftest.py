@@ -225,3 +225,13 @@ def xrays32(xray_folder):
     from helpers import data
 
     return data.load_chest_xrays(xray_folder.root, image_size=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def cli_built_fixture_book(tmp_path_factory) -> dict:
+    """The fixture book (tests/fixture_book.py), built once through ``python -m helpers.book``
+    (a render costs seconds): test_book.py reads its HTML, test_browser.py opens it; do not
+    modify."""
+    from fixture_book import build_fixture_book_with_cli
+
+    return build_fixture_book_with_cli(tmp_path_factory.mktemp("fixture"))

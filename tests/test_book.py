@@ -1,22 +1,20 @@
-"""Tests of the book runner (``python -m helpers.book``) and the book's configuration.
+"""Tests of the book runner (``python -m helpers.book``): one full build through the command
+line, its arguments and parameters, and the book's configuration and package layout.
 
-Each test builds a small book from fixture notebooks in a temporary folder laid out like
-the repository (``_config.yml`` copied from the real one, ``_toc.yml``, ``book/``), so
-that the real configuration is what is tested. No TensorFlow: the notebooks draw a
-matplotlib figure and show a pandas table, which is what the real chapters render.
+The books are the fixture book of tests/fixture_book.py, laid out like the repository
+(``_config.yml`` copied from the real one), so that the real configuration is what is
+tested. The full build is made once per session (``cli_built_fixture_book``, conftest.py)
+and only read here. Successive builds: test_book_rebuilds.py; builds of some chapters and
+the render: test_book_left_out.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import nbformat
@@ -24,156 +22,27 @@ import pytest
 
 import yaml
 
+from fixture_book import (
+    REPO,
+    STDERR_MARKER,
+    TOC,
+    alpha_notebook,
+    beta_notebook,
+    cli_arguments,
+    failing_notebook,
+    file_hashes,
+    make_fixture_book,
+    make_notebook,
+    run_cli,
+)
 from helpers import config
-from helpers.book import build, left_out_refs, plan, render, staleness, toc
-
-REPO = Path(__file__).resolve().parent.parent
-STDERR_MARKER = "STDERR-MUST-NOT-REACH-THE-HTML"
-
-INTRO = """\
-# Fixture book
-
-A page that introduces the chapters (the navigation links them).
-"""
-
-TOC = """\
-format: jb-book
-root: intro
-chapters:
-  - file: alpha
-  - file: beta
-"""
+from helpers.book import build, cli, plan, toc
 
 
-def _notebook(*cells: tuple[str, str, list[str]]) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    for kind, source, tags in cells:
-        make = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
-        cell = make(textwrap.dedent(source).strip())
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    return nb
-
-
-def alpha_notebook() -> nbformat.NotebookNode:
-    """A chapter with parameters, a matplotlib figure and stderr output."""
-    return _notebook(
-        ("markdown", "# Alpha chapter\n\nA figure.", []),
-        ("code", 'n_points = 5\nlabel = "alpha"\ndata_dir = "."', ["parameters"]),
-        (
-            "code",
-            f"""
-            import sys
-            # Split so that the marker appears only in the output, not in the code.
-            print("{STDERR_MARKER[:10]}" + "{STDERR_MARKER[10:]}", file=sys.stderr)
-            print(f"n_points={{n_points}} label={{label}}")
-            """,
-            [],
-        ),
-        (
-            "code",
-            """
-            import matplotlib.pyplot as plt
-            fig, ax = plt.subplots(figsize=(3, 2))
-            ax.plot(range(n_points), [i * i for i in range(n_points)])
-            plt.show()
-            """,
-            [],
-        ),
-    )
-
-
-def beta_notebook() -> nbformat.NotebookNode:
-    """A chapter showing a comparison table (a pandas DataFrame) and a figure."""
-    return _notebook(
-        ("markdown", "# Beta chapter\n\nThe comparison table.", []),
-        ("code", "n_rows = 3", ["parameters"]),
-        (
-            "code",
-            """
-            import pandas as pd
-            table = pd.DataFrame({"model": [f"model_{i}" for i in range(n_rows)],
-                                  "auc": [0.9 - 0.01 * i for i in range(n_rows)]})
-            table
-            """,
-            [],
-        ),
-        (
-            "code",
-            """
-            import matplotlib.pyplot as plt
-            plt.figure(figsize=(3, 2)); plt.bar(table["model"], table["auc"]); plt.show()
-            """,
-            [],
-        ),
-    )
-
-
-def failing_notebook() -> nbformat.NotebookNode:
-    """A chapter whose third cell raises."""
-    return _notebook(
-        ("markdown", "# Gamma chapter", []),
-        ("code", "threshold = 1", ["parameters"]),
-        ("code", 'x = threshold + 1\nraise ValueError("gamma broke on purpose")', []),
-        ("code", "print('never reached')", []),
-    )
-
-
-def make_fixture_book(root: Path, notebooks: dict | None = None, toc: str = TOC) -> dict:
-    """Lay out a small book like the repository's under ``root``.
-
-    Returns the keyword arguments of :func:`helpers.book.build.build_book` (less the output).
-    """
-    source = root / "book"
-    source.mkdir(parents=True)
-    shutil.copyfile(REPO / "_config.yml", root / "_config.yml")
-    (root / "_toc.yml").write_text(toc)
-    # Like the repository: jupyter-book build book finds the toc inside book/.
-    (source / "_toc.yml").symlink_to(Path("..") / "_toc.yml")
-    (source / "intro.md").write_text(INTRO)
-    notebooks = notebooks if notebooks is not None else {
-        "alpha": alpha_notebook(),
-        "beta": beta_notebook(),
-    }
-    for name, nb in notebooks.items():
-        nbformat.write(nb, str(source / f"{name}.ipynb"))
-    return {"source_dir": source, "config_path": root / "_config.yml", "toc_path": root / "_toc.yml"}
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
-
-
-def run_cli(layout: dict, output: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``python -m helpers.book`` on a fixture book, as a user would."""
-    command = [
-        sys.executable, "-m", "helpers.book",
-        "--source-dir", str(layout["source_dir"]),
-        "--config", str(layout["config_path"]),
-        "--toc", str(layout["toc_path"]),
-        "--output-dir", str(output),
-        *args,
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """One full build of the fixture book through the command line, with -p."""
-    root = tmp_path_factory.mktemp("fixture")
-    layout = make_fixture_book(root)
-    before = _hashes(layout["source_dir"])
-    # --data-dir relative to the folder the command is typed in (the repository here).
-    result = run_cli(layout, root, "-p", "n_points", "7", "-p", "n_rows", "4", "--data-dir", "data/chest_xray")
-    return {"root": root, "layout": layout, "before": before, "result": result,
-            "html": root / "_build" / "html"}  # fmt: skip
+@pytest.fixture
+def built(cli_built_fixture_book) -> dict:
+    """The fixture book built through the command line (read only)."""
+    return cli_built_fixture_book
 
 
 def test_build_succeeds_with_one_progress_line_per_notebook(built):
@@ -240,7 +109,7 @@ def test_stderr_never_reaches_the_html(built):
 
 
 def test_source_notebooks_are_unchanged(built):
-    assert _hashes(built["layout"]["source_dir"]) == built["before"]
+    assert file_hashes(built["layout"]["source_dir"]) == built["before"]
 
 
 def test_only_runs_the_named_chapter(tmp_path):
@@ -289,14 +158,18 @@ def test_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path):
         (["--only", "beta", "-p", "n_points", "3"], "unknown parameter n_points"),
     ],
 )
-def test_bad_arguments_are_rejected_before_anything_runs(tmp_path, args, expected):
+def test_bad_arguments_are_rejected_before_anything_runs(tmp_path, args, expected, capsys, monkeypatch):
+    # The command line's main() in this process (a fresh process per case costs seconds);
+    # its exit status reaching the shell is checked by the tests that use run_cli.
     layout = make_fixture_book(tmp_path)
-    result = run_cli(layout, tmp_path, *args)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert expected in result.stderr
+    monkeypatch.chdir(REPO)  # where the command is typed: --data-dir is relative to it
+    status = cli.main(cli_arguments(layout, tmp_path, *args))
+    stdout, stderr = capsys.readouterr()
+    assert status == 2, stdout + stderr
+    assert expected in stderr
     if "unknown parameter" in expected or "expected" in expected:
-        assert "Allowed parameters:" in result.stderr
-        assert "n_rows" in result.stderr or "n_points" in result.stderr
+        assert "Allowed parameters:" in stderr
+        assert "n_rows" in stderr or "n_points" in stderr
     assert not (tmp_path / "_build").exists(), "something ran"
 
 
@@ -368,386 +241,12 @@ def test_jupyter_book_build_book_works_with_the_plain_config(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# Re-using unchanged chapters, and saying which are stale
-# ---------------------------------------------------------------------------------------
-
-
-def counting_notebook(name: str, uses: list[str] | None = None) -> nbformat.NotebookNode:
-    """A chapter that appends a line to runs.txt (beside it) each time it executes."""
-    nb = _notebook(
-        ("markdown", f"# {name.title()} chapter", []),
-        ("code", "n_points = 3", ["parameters"]),
-        ("code", f"with open('runs.txt', 'a') as f:\n    f.write('{name}\\n')\nprint(n_points)", []),
-    )
-    if uses:
-        nb.metadata["book"] = {"uses_results_of": uses}
-    return nb
-
-
-def _runs(layout) -> list[str]:
-    runs = layout["source_dir"] / "runs.txt"
-    return runs.read_text().split() if runs.exists() else []
-
-
-def _lines(out: io.StringIO) -> dict[str, str]:
-    return {line.split()[0]: line for line in out.getvalue().splitlines() if line.strip()}
-
-
-@pytest.fixture
-def counting_book(tmp_path):
-    notebooks = {"alpha": counting_notebook("alpha"), "beta": counting_notebook("beta", uses=["alpha"])}
-    layout = make_fixture_book(tmp_path, notebooks)
-    code = tmp_path / "code"
-    (code / "pkg").mkdir(parents=True)
-    (code / "pkg" / "module.py").write_text("VALUE = 1\n")
-    return layout, code, tmp_path
-
-
-def _build(counting_book, **options):
-    layout, code, root = counting_book
-    out = io.StringIO()
-    build.build_book(**layout, output_dir=root, code_dir=code, out=out, **options)
-    return _lines(out)
-
-
-def test_a_second_build_with_nothing_changed_reuses_every_chapter(counting_book):
-    layout = counting_book[0]
-    _build(counting_book)
-    assert _runs(layout) == ["alpha", "beta"]
-    lines = _build(counting_book)
-    assert _runs(layout) == ["alpha", "beta"]  # nothing executed again
-    for name in ("alpha", "beta"):
-        assert re.match(rf"{name}\s+re-used\s+unchanged since \d{{4}}-", lines[name]), lines[name]
-    assert "rendered" in lines["(rendering)"]
-    assert (counting_book[2] / "_build" / "html" / "beta.html").is_file()
-
-
-def test_force_executes_everything(counting_book):
-    _build(counting_book)
-    lines = _build(counting_book, force=True)
-    assert _runs(counting_book[0]) == ["alpha", "beta"] * 2
-    assert "(--force)" in lines["alpha"]
-
-
-@pytest.mark.parametrize(
-    "change, reruns, reason",
-    [
-        ("notebook", ["beta"], "notebook changed"),
-        ("upstream", ["alpha", "beta"], "alpha runs again"),
-        ("parameters", ["alpha", "beta"], "parameters changed"),
-        ("code", ["alpha", "beta"], "helpers code changed"),
-        ("environment", ["alpha", "beta"], "environment changed"),
-    ],
-)
-def test_a_chapter_runs_again_when_one_of_its_inputs_changed(counting_book, monkeypatch, change, reruns, reason):
-    layout, code, _ = counting_book
-    _build(counting_book)
-    options = {}
-    if change == "notebook":
-        nb = counting_notebook("beta", uses=["alpha"])
-        nb.cells[0].source += "\n\nA new sentence."
-        nbformat.write(nb, layout["source_dir"] / "beta.ipynb")
-    elif change == "upstream":
-        nb = counting_notebook("alpha")
-        nb.cells[0].source += "\n\nA new sentence."
-        nbformat.write(nb, layout["source_dir"] / "alpha.ipynb")
-    elif change == "parameters":
-        options["params"] = {"n_points": 4}
-    elif change == "code":
-        (code / "pkg" / "module.py").write_text("VALUE = 2\n")
-    else:
-        monkeypatch.setenv("BOOK_EPOCHS", "1")
-    lines = _build(counting_book, **options)
-    assert _runs(layout)[2:] == reruns
-    last = reruns[-1]
-    assert reason in lines[last], lines[last]
-
-
-def test_dropping_a_parameter_goes_back_to_the_defaults_and_runs_again(counting_book):
-    _build(counting_book, params={"n_points": 4})
-    lines = _build(counting_book)  # no -p: the notebook's default n_points = 3
-    assert _runs(counting_book[0]) == ["alpha", "beta"] * 2
-    assert "parameters changed" in lines["alpha"]
-
-
-def test_changed_data_makes_chapters_that_read_it_stale(tmp_path, make_xrays):
-    folder = make_xrays()
-    nb = counting_notebook("alpha")
-    nb.cells[1].source = f"n_points = 3\ndata_dir = {str(folder.root)!r}"
-    layout = make_fixture_book(tmp_path, {"alpha": nb, "beta": counting_notebook("beta")})
-    out = io.StringIO()
-    build.build_book(**layout, output_dir=tmp_path, out=out)
-    extra = folder.root / "test" / "NORMAL" / "IM-0777-0001.jpeg"
-    shutil.copy(folder.root / folder.images_of("test")[0], extra)
-    out = io.StringIO()
-    decisions = build.book_status(layout["source_dir"], tmp_path, layout["toc_path"], out=out)
-    assert decisions["alpha"].action == "execute" and decisions["beta"].action == "reuse"
-    assert re.search(r"alpha\s+stale\s+\(data changed\)", out.getvalue())
-    assert re.search(r"beta\s+up to date", out.getvalue())
-
-
-def test_changed_results_file_makes_the_chapter_stale(counting_book, tmp_path):
-    layout, code, root = counting_book
-    nb = counting_notebook("alpha")
-    results = root / "results"
-    nb.cells[1].source = f"n_points = 3\nresults_dir = {str(results)!r}"
-    nb.cells.append(nbformat.v4.new_code_cell(
-        "import os\nos.makedirs(results_dir + '/alpha', exist_ok=True)\n"
-        "open(results_dir + '/alpha/metrics.json', 'w').write('{}')"
-    ))
-    nbformat.write(nb, layout["source_dir"] / "alpha.ipynb")
-    _build(counting_book)
-    (results / "alpha" / "metrics.json").write_text('{"edited": true}')
-    lines = _build(counting_book)
-    assert "results file" in lines["alpha"] and "changed or is missing" in lines["alpha"]
-    assert "alpha runs again" in lines["beta"]
-
-
-def test_an_interrupted_build_is_reported_and_its_chapter_runs_again(tmp_path):
-    sleeper = _notebook(
-        ("markdown", "# Slow chapter", []),
-        ("code", "seconds = 120", ["parameters"]),
-        ("code", "import time\nprint('STARTED', flush=True)\ntime.sleep(seconds)", []),
-    )
-    layout = make_fixture_book(tmp_path, {"alpha": alpha_notebook(), "beta": sleeper})
-    # A code folder of its own: edits to helpers/ while the test runs must not count.
-    code = tmp_path / "code"
-    code.mkdir()
-    (code / "module.py").write_text("VALUE = 1\n")
-    script = (
-        "import sys; from pathlib import Path; from helpers.book.build import build_book; "
-        "s, o, c, t, code = map(Path, sys.argv[1:]); "
-        "build_book(source_dir=s, output_dir=o, config_path=c, toc_path=t, code_dir=code)"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(layout["source_dir"]), str(tmp_path),
-         str(layout["config_path"]), str(layout["toc_path"]), str(code)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
-    )
-    try:
-        for line in process.stdout:
-            if line.startswith("alpha"):
-                break  # alpha finished; beta is running now
-        state = tmp_path / "_build" / staleness.STATE_FILE
-        for _ in range(300):
-            if '"running"' in state.read_text():
-                break
-            time.sleep(0.1)
-        process.kill()
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    status = subprocess.run(
-        [sys.executable, "-m", "helpers.book", "--status", "--source-dir", str(layout["source_dir"]),
-         "--output-dir", str(tmp_path), "--toc", str(layout["toc_path"])],
-        capture_output=True, text=True, cwd=REPO,
-    )
-    assert status.returncode == 0, status.stderr
-    assert re.search(r"beta\s+stale\s+\(its run of .* was interrupted\)", status.stdout), status.stdout
-    out = io.StringIO()
-    decisions = build.book_status(layout["source_dir"], tmp_path, layout["toc_path"], out=out, code_dir=code)
-    assert re.search(r"alpha\s+up to date", out.getvalue()), out.getvalue()
-    assert re.search(r"beta\s+stale\s+\(its run of .* was interrupted\)", out.getvalue()), out.getvalue()
-    assert decisions["beta"].action == "execute"  # the next build runs it again
-
-
-def test_editing_one_model_notebook_runs_only_it_and_the_chapters_that_read_its_results(tmp_path):
-    notebooks = {
-        "model_1": counting_notebook("model_1"),
-        "model_2": counting_notebook("model_2"),
-        "comparison": counting_notebook("comparison", uses=["model_1", "model_2"]),
-        "original": counting_notebook("original", uses=["model_2"]),
-    }
-    chapters_toc = "".join(f"  - file: {name}\n" for name in notebooks)
-    layout = make_fixture_book(tmp_path, notebooks, "format: jb-book\nroot: intro\nchapters:\n" + chapters_toc)
-    code = tmp_path / "code"  # not helpers/, which may change while the test runs
-    code.mkdir()
-    (code / "module.py").write_text("VALUE = 1\n")
-    build.build_book(**layout, output_dir=tmp_path, out=io.StringIO(), code_dir=code)
-    edited = counting_notebook("model_1")
-    edited.cells[0].source += "\n\nA sentence added to model 1."
-    nbformat.write(edited, layout["source_dir"] / "model_1.ipynb")
-    out = io.StringIO()
-    build.build_book(**layout, output_dir=tmp_path, out=out, code_dir=code)
-    lines = _lines(out)
-    executed = sorted(name for name, line in lines.items() if re.match(rf"{name}\s+executed\s", line))
-    assert executed == ["comparison", "model_1"], out.getvalue()
-    assert "(notebook changed)" in lines["model_1"]
-    assert "(model_1 runs again)" in lines["comparison"]
-    for name in ("model_2", "original"):
-        assert re.match(rf"{name}\s+re-used\s+unchanged since", lines[name]), lines[name]
-    assert _runs(layout) == ["model_1", "model_2", "comparison", "original", "model_1", "comparison"]
-
-
-# ---------------------------------------------------------------------------------------
-# A build of some chapters renders what it has; a failed render keeps the last good book
-# ---------------------------------------------------------------------------------------
-
-
-def labelled_notebook(name: str) -> nbformat.NotebookNode:
-    """A chapter with a reference target, writing ``<results_dir>/<name>/metrics.json``."""
-    return _notebook(
-        ("markdown", f"({name}-results)=\n# {name.title()} chapter\n\nIts results.", []),
-        ("code", "results_dir = None", ["parameters"]),
-        (
-            "code",
-            f"""
-            import os
-            folder = os.path.join(results_dir or 'results-default', '{name}')
-            os.makedirs(folder, exist_ok=True)
-            open(os.path.join(folder, 'metrics.json'), 'w').write('{{}}')
-            print('{name} wrote', folder)
-            """,
-            [],
-        ),
-    )
-
-
-CHECKLIST = """\
-# Checklist
-
-Alpha's results: {ref}`alpha-results`. Beta's results: {ref}`beta-results`.
-The whole alpha chapter: {doc}`alpha`.
-"""
-CHECKLIST_TOC = TOC + "  - file: checklist\n"
-
-
-def _checklist_book(root: Path) -> dict:
-    layout = make_fixture_book(
-        root, {"alpha": labelled_notebook("alpha"), "beta": labelled_notebook("beta")}, CHECKLIST_TOC
-    )
-    (layout["source_dir"] / "checklist.md").write_text(CHECKLIST)
-    return layout
-
-
-def test_only_on_a_fresh_book_renders_what_it_has(tmp_path):
-    """Like `--only model_1` on a fresh clone: the checklist refers to chapters never run."""
-    layout = _checklist_book(tmp_path)
-    results = tmp_path / "other-results"
-    result = run_cli(layout, tmp_path, "--only", "beta", "--results-dir", str(results))
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
-    assert re.match(r"alpha\s+left out\s+stale \(never executed\)", lines["alpha"]), lines["alpha"]
-    assert re.match(r"beta\s+executed\s", lines["beta"])
-    assert "(left out: alpha)" in lines["(rendering)"]
-    assert (results / "beta" / "metrics.json").is_file()  # the other --results-dir was used
-    assert not (results / "alpha").exists()
-    executed = nbformat.read(str(tmp_path / "_build" / "executed" / "beta.ipynb"), as_version=4)
-    assert executed.metadata["papermill"]["parameters"] == {"results_dir": str(results)}  # outside the repo
-
-    html = tmp_path / "_build" / "html"
-    assert not (html / "alpha.html").exists()
-    page = (html / "checklist.html").read_text()
-    assert 'href="beta.html#beta-results"' in page  # a chapter of this build: a link
-    assert "alpha-results (not in this build)" in page  # a chapter left out: plain text
-    assert re.search(r"alpha\S* \(not in this build\)", page.replace("</span>", ""))
-    assert 'href="alpha.html' not in page
-    assert 'class="left-out-reference"' in page
-
-
-def test_a_render_of_some_chapters_still_fails_on_any_other_broken_reference(tmp_path):
-    layout = _checklist_book(tmp_path)
-    (layout["source_dir"] / "checklist.md").write_text(CHECKLIST + "\nAnd {ref}`no-such-label`.\n")
-    result = run_cli(layout, tmp_path, "--only", "beta")
-    assert result.returncode == 1
-    assert "no-such-label" in result.stderr
-    assert "alpha-results" not in result.stderr  # that one was made plain text
-
-
-def test_the_full_build_has_no_left_out_references(tmp_path):
-    layout = _checklist_book(tmp_path)
-    build.build_book(**layout, output_dir=tmp_path, out=io.StringIO())
-    page = (tmp_path / "_build" / "html" / "checklist.html").read_text()
-    assert 'href="alpha.html#alpha-results"' in page and 'href="beta.html#beta-results"' in page
-    assert "not in this build" not in page
-    rendered_config = yaml.safe_load((tmp_path / "_build" / "executed" / "_config.yml").read_text())
-    assert render.LEFT_OUT_EXTENSION not in str(rendered_config)  # -W stays fully strict
-
-
-def test_a_failed_render_keeps_the_last_good_book(counting_book):
-    layout, _, root = counting_book
-    _build(counting_book)
-    html = root / "_build" / "html"
-    before = _hashes(html)
-    (layout["source_dir"] / "intro.md").write_text("# Intro\n\nSee {doc}`missing_chapter`.\n")
-    with pytest.raises(render.RenderFailed, match="missing_chapter"):
-        _build(counting_book)
-    assert _hashes(html) == before  # the last good book, untouched
-    leftovers = [p.name for p in (root / "_build").iterdir() if p.name.startswith(".")]
-    assert leftovers == [], leftovers
-
-
-def test_replace_folder_swaps_and_puts_the_old_folder_back_if_the_swap_fails(tmp_path, monkeypatch):
-    old, new = tmp_path / "html", tmp_path / "new"
-    old.mkdir()
-    (old / "index.html").write_text("old")
-    new.mkdir()
-    (new / "index.html").write_text("new")
-    real_rename = os.rename
-
-    def failing_rename(source, destination):
-        if Path(source) == new:
-            raise OSError("disk gone")
-        real_rename(source, destination)
-
-    monkeypatch.setattr(render.os, "rename", failing_rename)
-    with pytest.raises(OSError, match="disk gone"):
-        render.replace_folder(new, old)
-    assert (old / "index.html").read_text() == "old"
-    monkeypatch.setattr(render.os, "rename", real_rename)
-    render.replace_folder(new, old)
-    assert (old / "index.html").read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["html"]  # the old copy was deleted
-
-
-def test_write_render_config_loads_the_extension_only_with_chapters_left_out(tmp_path):
-    full = yaml.safe_load(render.write_render_config(REPO / "_config.yml", tmp_path / "full.yml").read_text())
-    assert full["execute"]["execute_notebooks"] == "off"
-    assert full["sphinx"] == yaml.safe_load((REPO / "_config.yml").read_text())["sphinx"]
-    partial = yaml.safe_load(
-        render.write_render_config(REPO / "_config.yml", tmp_path / "partial.yml", ["b", "a"], ["data"]).read_text()
-    )
-    sphinx_config = partial["sphinx"]["config"]
-    assert sphinx_config["extensions"][-1] == render.LEFT_OUT_EXTENSION
-    assert sphinx_config["extensions"][:-1] == full["sphinx"]["config"]["extensions"]
-    assert sphinx_config["book_left_out_labels"] == ["a", "b"]
-    assert sphinx_config["book_left_out_docs"] == ["data"]
-
-
-@pytest.mark.parametrize(
-    "refdoc, target, expected",
-    [("checklist", "alpha", "alpha"), ("part/page", "other", "part/other"),
-     ("part/page", "../model_1.ipynb", "model_1"), ("part/page", "/data", "data")],
-)  # fmt: skip
-def test_doc_targets_are_resolved_from_the_referring_page(refdoc, target, expected):
-    assert left_out_refs.target_docname(refdoc, target) == expected
-
-
-def test_every_reference_of_the_real_pages_has_a_target_the_runner_can_find():
-    """So that `--only model_1` can turn the checklist's references to other chapters into text."""
-    chapters = toc.find_chapters(REPO / "book", REPO / "_toc.yml")
-    defined = {c.name: toc.chapter_targets(c) for c in chapters}
-    for chapter in chapters:
-        for target in re.findall(r"\{(?:ref|numref)\}`(?:[^`<]*<)?([^`>]+)>?`", toc.markdown_text(chapter)):
-            owners = [name for name, labels in defined.items() if target.lower() in labels]
-            assert owners, f"{chapter.name} refers to {target}, which no chapter defines"
-
-
-def test_toc_without_removes_the_named_entries_only():
-    parsed = yaml.safe_load(CHECKLIST_TOC)
-    trimmed = toc.toc_without(parsed, {"alpha"})
-    assert [e["file"] for e in trimmed["chapters"]] == ["beta", "checklist"]
-    assert [e["file"] for e in parsed["chapters"]] == ["alpha", "beta", "checklist"]  # unchanged
-
-
-# ---------------------------------------------------------------------------------------
 # Parameters of a build: one set of rules (helpers.parameters), paths relative to the repo
 # ---------------------------------------------------------------------------------------
 
 
 def _declaring(tmp_path: Path, cell: str) -> list[toc.Chapter]:
-    nb = _notebook(("markdown", "# Chapter", []), ("code", cell, ["parameters"]))
+    nb = make_notebook(("markdown", "# Chapter", []), ("code", cell, ["parameters"]))
     layout = make_fixture_book(tmp_path, {"alpha": nb}, "format: jb-book\nroot: intro\nchapters:\n  - file: alpha\n")
     return toc.find_chapters(layout["source_dir"], layout["toc_path"])
 
@@ -832,22 +331,3 @@ def test_the_runner_is_a_package_of_small_modules_without_import_circles():
             assert not reaches(name, name), f"import circle through helpers.book.{name}"
 
 
-def test_the_real_checklist_renders_with_every_notebook_left_out(tmp_path):
-    """The pages of a fresh `--only` build: the real intro and checklist, no chapter executed."""
-    chapters = toc.find_chapters(REPO / "book", REPO / "_toc.yml")
-    notebooks = [c for c in chapters if c.is_notebook]
-    executed = tmp_path / "executed"
-    executed.mkdir()
-    for chapter in chapters:
-        if not chapter.is_notebook:
-            shutil.copyfile(chapter.path, executed / chapter.path.name)
-    trimmed = toc.toc_without(yaml.safe_load((REPO / "_toc.yml").read_text()), {c.name for c in notebooks})
-    (tmp_path / "_toc.yml").write_text(yaml.safe_dump(trimmed, sort_keys=False))
-    labels = set().union(*(toc.chapter_targets(c) for c in notebooks))
-    html = render.render(
-        executed, tmp_path, REPO / "_config.yml", tmp_path / "_toc.yml",
-        left_out_labels=labels, left_out_docs={c.name for c in notebooks},
-    )  # fmt: skip
-    page = (html / "claim_checklist.html").read_text()
-    assert "data-counts (not in this build)" in page and "model-6-gap (not in this build)" in page
-    assert 'href="model_1.html' not in page

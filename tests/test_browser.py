@@ -1,6 +1,7 @@
 """Open the built book in a real browser (Debian's headless Chromium) from ``file://``.
 
-Builds the fixture book of ``test_book.py`` with the runner, then loads every chapter and
+Opens the fixture book (``tests/fixture_book.py``), built by the runner's command line (once
+per session, ``cli_built_fixture_book`` in conftest.py), loads every chapter and
 checks that every image decoded (``naturalWidth > 0``), that no JavaScript error was
 raised, that no page asked for anything off the machine, that the navigation lists every
 chapter and that the comparison table is an HTML table.
@@ -15,7 +16,6 @@ is unset: CI installs Chromium and sets it, so there the test fails rather than 
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
@@ -23,8 +23,6 @@ from pathlib import Path
 import pytest
 
 import _chromium
-from helpers import book
-from test_book import make_fixture_book
 
 CHROMIUM = _chromium.CHROMIUM
 TIMEOUT = _chromium.TIMEOUT
@@ -102,10 +100,10 @@ class Chromium(_chromium.Chromium):
 
 
 @pytest.fixture(scope="module")
-def built_book(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("browser-book")
-    layout = make_fixture_book(root)
-    return book.build_book(**layout, output_dir=root, out=io.StringIO()).parent
+def built_book(cli_built_fixture_book) -> Path:
+    result = cli_built_fixture_book["result"]
+    assert result.returncode == 0, result.stdout + result.stderr
+    return cli_built_fixture_book["html"]
 
 
 @pytest.fixture(scope="module")

@@ -63,11 +63,12 @@ def cell_calling(chapter: str, call: str) -> str:
 
 
 def run_model_6_chapter(xrays, *, choice=ablation.VARIANTS[0], epochs: int = 1, batch_size: int = 8,
-                        seed: int = 0, fit: bool = False) -> dict:
+                        seed: int = 0, fit: bool = False, train_module=train) -> dict:
     """model_6's model cell and compile cell (and its fit cell if ``fit``) on ``xrays``,
-    with the ablation's ``choice``; returns the cells' namespace."""
+    with the ablation's ``choice``; returns the cells' namespace. ``train_module`` is what
+    the cells call ``train`` (helpers.train by default)."""
     namespace = {
-        "keras": keras, "layers": layers, "train": train, "data": data,
+        "keras": keras, "layers": layers, "train": train_module, "data": data,
         "PerImageStandardization": PerImageStandardization, "xrays": xrays, "choice": choice,
         "params": SimpleNamespace(strategy="default", seed=seed, epochs=epochs, batch_size=batch_size),
     }
@@ -350,9 +351,20 @@ def test_model_6_trains_with_class_weights_and_its_cosine_schedule(gray32):
     assert run.class_weight == data.class_weights(gray32.train.labels)
     assert run.history["learning_rate"].iloc[0] == pytest.approx(2e-3)
     assert run.history["learning_rate"].iloc[1] == pytest.approx(1e-3)  # half way down the cosine
+    # Without class weights: what the fit cell passes to train.fit is enough to show it
+    # (fit records class_weight as given, checked above), so nothing is trained again.
+    passed = {}
+
+    def fit_noting_its_arguments(model, xrays, **kwargs):
+        passed.update(kwargs)
+        return SimpleNamespace(class_weight=kwargs["class_weight"])
+
+    noting = SimpleNamespace(distribution_strategy=train.distribution_strategy, set_seed=train.set_seed,
+                             fit=fit_noting_its_arguments)
     unweighted = run_model_6_chapter(gray32, choice=ablation.variant_named("no class weights"),
-                                     epochs=1, fit=True)["run"]
-    assert unweighted.class_weight is None
+                                     epochs=1, fit=True, train_module=noting)["run"]
+    assert passed["class_weight"] is None and unweighted.class_weight is None
+    assert passed["epochs"] == 1 and len(passed["callbacks"]) == 1  # the cosine schedule still
 
 
 def test_the_case_study_chapters_train_unweighted_at_a_constant_rate():

@@ -239,3 +239,21 @@ def test_adapt_to_with_a_model_without_batchnorm_exits_2(adapt_setup):
     code, out, err = run_main("--model", plain_folder, "--adapt-to", images, paths[0])
     assert code == 2 and out == ""
     assert "has no BatchNormalization layer" in err and "nothing to adapt" in err
+
+
+def test_adapt_to_decides_at_the_chapters_adapted_threshold(adapt_setup, tmp_path):
+    """With --adapt-to, the decision uses the threshold the chapter chose on validation
+    scored by the adapted model (metrics.json["adapted"]); without it, the standard one."""
+    import shutil
+
+    bn_folder, _, images, paths = adapt_setup
+    folder = tmp_path / "tiny_bn_adapted"
+    shutil.copytree(bn_folder, folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["adapted"] = {"threshold": {"threshold": 0.25, "method": "sensitivity"}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    code, out, err = run_main("--model", folder, "--json", "--adapt-to", images, *paths[:2])
+    assert code == 0, err
+    assert json.loads(out)["threshold"] == 0.25
+    code, out, err = run_main("--model", folder, "--json", *paths[:2])
+    assert code == 0 and json.loads(out)["threshold"] == 0.5
