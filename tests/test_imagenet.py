@@ -10,7 +10,6 @@ out), and the whole network by correlation and ranking of its logits.
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import keras

@@ -169,7 +169,7 @@ def test_image_hash_survives_resizing_and_reencoding_but_tells_pictures_apart(tm
     copy_resized(original, tmp_path / "small.jpeg", size=160, quality=60)
     copy_resized(original, tmp_path / "large.jpeg", size=300, quality=40)
     copy_as_png(original, tmp_path / "copy.png")
-    other = save_image(tmp_path / "b.jpeg", textured_xray(2))
+    save_image(tmp_path / "b.jpeg", textured_xray(2))
     hashes = np.stack([leaks.image_hash(tmp_path / n) for n in ("a.jpeg", "small.jpeg", "large.jpeg", "copy.png", "b.jpeg")])
     assert hashes.shape == (5, leaks.HASH_BYTES) and hashes.dtype == np.uint8
     d = leaks.hamming_distances(hashes[:1], hashes)[0]
