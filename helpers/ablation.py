@@ -213,16 +213,21 @@ def compile_network(model, variant: Variant, *, learning_rate: float, weight_dec
     )
 
 
-def check_half(val: Split, *, seed: int = config.SEED) -> np.ndarray:
+def check_half(val, *, seed: int = config.SEED) -> np.ndarray:
     """True for the validation images of the *check half*: half of the validation persons
     (stratified by class, fixed by ``seed``), which the ablation's choices never look at.
 
-    The ablation scores its rows on the other half (the selection half). Scoring the final
-    model on both halves separates what choosing on one validation set flatters (selection
-    half minus check half) from the shift between the training and test folders (check half
-    minus test): :func:`gap_table`.
+    ``val`` is the validation :class:`~helpers.data.Split` or its
+    :class:`~helpers.evaluate.Predictions` (anything with ``paths`` and ``labels`` in file
+    order). The ablation scores its rows on the other half (the selection half). Scoring the
+    final model on both halves separates what choosing on one validation set flatters
+    (selection half minus check half) from the shift between the training and test folders
+    (check half minus test): :func:`gap_table`.
     """
-    return check_half_of_predictions(val, seed=seed)
+    from helpers.data import group_id, person_aware_split
+
+    groups = [group_id(path) for path in val.paths]
+    return person_aware_split(val.labels, groups, val_fraction=0.5, seed=seed)
 
 
 def gap_table(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
@@ -237,7 +242,7 @@ def gap_table(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
     from helpers.evaluate import Predictions, metrics_at
 
     val, test = evaluation.val, evaluation.test
-    check = check_half_of_predictions(val, seed=seed)
+    check = check_half(val, seed=seed)
     parts = {
         "validation, selection half (the ablation chose on it)": ~check,
         "validation, check half (no choice looked at it)": check,
@@ -253,14 +258,6 @@ def gap_table(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
     rows["test"] = {"images": len(test.labels), "AUC": block["auc"],
                     "AUC low": block["auc_ci_low"], "AUC high": block["auc_ci_high"]}
     return pd.DataFrame(rows).T
-
-
-def check_half_of_predictions(val, *, seed: int = config.SEED) -> np.ndarray:
-    """:func:`check_half` for validation predictions (paths and labels in file order)."""
-    from helpers.data import group_id, person_aware_split
-
-    groups = [group_id(path.rsplit("/", 1)[-1]) for path in val.paths]
-    return person_aware_split(val.labels, groups, val_fraction=0.5, seed=seed)
 
 
 def show_gap(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
@@ -490,11 +487,7 @@ def run_for_chapter(build_network, params, *, learning_rate: float, weight_decay
     with ResultsWriter(params["results_dir"], "model_6_ablation") as writer:
         table.to_csv(writer.path("ablation.csv"))
         writer.write_json("choice.json", {"choice": choice.name, **budget, "seed": params["seed"]})
-    shown = table.drop(columns=["val AUC low", "val AUC high"]).copy()
-    shown.insert(1, "val AUC (95% CI)", [
-        f"{r['val AUC']:.4f} ({r['val AUC low']:.4f}-{r['val AUC high']:.4f})" for _, r in table.iterrows()
-    ])
-    display(shown.drop(columns=["val AUC"]).round(4))
+    display(with_interval_column(table, position=1))
     glue("model_6_ablation_choice", choice.name, display=False)
     glue("model_6_ablation_image_size", budget["image_size"], display=False)
     glue("model_6_ablation_epochs", budget["epochs"], display=False)
@@ -502,6 +495,16 @@ def run_for_chapter(build_network, params, *, learning_rate: float, weight_decay
     glue("model_6_ablation_verdict", ablation_verdict(table, choice.name), display=False)
     glue("model_6_ablation_not_adopted", not_adopted_text(table), display=False)
     return table, choice
+
+
+def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFrame:
+    """A validation table for display: "val AUC", "val AUC low" and "val AUC high" as one
+    text column "val AUC (95% CI)" at ``position``, the other numbers rounded to 4 places."""
+    shown = table.drop(columns=["val AUC", "val AUC low", "val AUC high"]).round(4)
+    shown.insert(position, "val AUC (95% CI)", [
+        f"{r['val AUC']:.4f} ({r['val AUC low']:.4f}-{r['val AUC high']:.4f})" for _, r in table.iterrows()
+    ])
+    return shown
 
 
 def ablation_verdict(table: pd.DataFrame, choice: str) -> str:

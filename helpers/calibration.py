@@ -75,11 +75,7 @@ def reliability_table(y_true: Iterable[int], scores: Iterable[float], *, n_bins:
     counts = np.bincount(index, minlength=n_bins)
     filled = np.flatnonzero(counts)
     columns = ["bin_low", "bin_high", "images", "mean_score", "fraction_positive"]
-    if y_true.min() == y_true.max():  # calibration_curve needs both classes; the rest does not
-        fraction = np.array([y_true[index == b].mean() for b in filled])
-        mean = np.array([scores[index == b].mean() for b in filled])
-    else:
-        fraction, mean = calibration_curve(y_true, scores, n_bins=n_bins, strategy="uniform")
+    fraction, mean = calibration_curve(y_true, scores, n_bins=n_bins, strategy="uniform")
     return pd.DataFrame({
         "bin_low": edges[filled], "bin_high": edges[filled + 1], "images": counts[filled],
         "mean_score": mean, "fraction_positive": fraction,

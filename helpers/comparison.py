@@ -59,7 +59,7 @@ def _paired(all_metrics: dict[str, dict], all_predictions: dict[str, pd.DataFram
     fa, fb = all_predictions[a], all_predictions[b]
     if list(fa["path"]) != list(fb["path"]):
         raise ValueError(f"{a}'s and {b}'s test predictions are not on the same images in the same order")
-    persons = [group_id(path.rsplit("/", 1)[-1]) for path in fa["path"]]
+    persons = [group_id(path) for path in fa["path"]]
     return bootstrap.paired_person_bootstrap(
         fa["label"], fa["score"], fb["score"], persons,
         threshold_a=all_metrics[a]["threshold"]["threshold"],
@@ -158,7 +158,7 @@ def book_questions(
     """
     from helpers.results import read_predictions
 
-    frames, thresholds = dict(all_predictions), {k: v for k, v in all_metrics.items()}
+    frames, thresholds = dict(all_predictions), dict(all_metrics)
     pairs = [(a, b) for a, b in (("model_7", "model_5"), ("model_7", "model_6")) if a in frames and b in frames]
     for model_id, m in all_metrics.items():
         if "adapted" in m:

@@ -262,23 +262,18 @@ def _versions() -> dict[str, str]:
     }
 
 
-def persons_of(predictions: Predictions) -> list[str]:
-    """The person (or study) each image comes from, from its file name
-    (:func:`helpers.data.group_id`): the unit the intervals resample."""
-    return [group_id(path.rsplit("/", 1)[-1]) for path in predictions.paths]
-
-
 def metrics_at(predictions: Predictions, threshold: float, *, seed: int = config.SEED) -> dict:
     """Rates and AUC at ``threshold`` with **person-level** 95% intervals.
 
     The point values and counts are :func:`helpers.metrics.summary`'s; every interval is a
-    person-level cluster bootstrap (:func:`helpers.bootstrap.person_bootstrap`: persons
+    person-level cluster bootstrap (persons from the file names, :func:`helpers.data.group_id`) (:func:`helpers.bootstrap.person_bootstrap`: persons
     resampled within each class, 2,000 resamples, percentile), because one person's images
     are not independent observations. ``interval_method`` names it.
     """
     block = metrics.summary(predictions.labels, predictions.scores, threshold=threshold)
     person_level = bootstrap.person_bootstrap(
-        predictions.labels, predictions.scores, persons_of(predictions), threshold=threshold, seed=seed
+        predictions.labels, predictions.scores, [group_id(path) for path in predictions.paths],
+        threshold=threshold, seed=seed
     )
     for name, estimate in person_level["estimates"].items():
         block[f"{name}_ci_low"], block[f"{name}_ci_high"] = estimate.ci_low, estimate.ci_high

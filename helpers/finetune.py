@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.ablation import _without_test, validation_row
+from helpers.ablation import _without_test, validation_row, with_interval_column
 from helpers.data import ChestXrays
 
 
@@ -254,11 +254,7 @@ def run_for_chapter(make_parts: Callable, assemble: Callable, params, *, head_le
             "choice": choice.name, "head_epochs": p["head_epochs"],
             "search_epochs": p["search_epochs"], "seed": p["seed"],
         })
-    shown = table.drop(columns=["val AUC low", "val AUC high"]).copy()
-    shown.insert(0, "val AUC (95% CI)", [
-        f"{r['val AUC']:.4f} ({r['val AUC low']:.4f}-{r['val AUC high']:.4f})" for _, r in table.iterrows()
-    ])
-    display(shown.drop(columns=["val AUC"]).round(4))
+    display(with_interval_column(table))
     glue("model_7_choice", choice.name, display=False)
     return Search(table=table, choice=choice, image_size=int(table.loc[choice.name, "image size"]))
 

@@ -228,7 +228,9 @@ def predict_images(loaded: LoadedModel, paths: Sequence[str | os.PathLike]):
     ``errors`` maps each path that could not be read to the reason; the images are decoded
     at the model's size and colour mode.
     """
-    from scipy.special import expit as sigmoid
+    from scipy.special import expit
+
+    from helpers.evaluate import model_outputs
 
     predictions, errors, images = [], {}, []
     for path in paths:
@@ -238,8 +240,8 @@ def predict_images(loaded: LoadedModel, paths: Sequence[str | os.PathLike]):
             errors[str(path)] = str(error)
     if images:
         batch = np.stack([image for _, image in images])
-        raw = np.asarray(loaded.model.predict(batch, verbose=0)).reshape(len(images)).astype(np.float64)
-        scores = sigmoid(raw) if loaded.output == "logit" else raw
+        raw = model_outputs(loaded.model, batch)
+        scores = expit(raw) if loaded.output == "logit" else raw
         for (path, _), score in zip(images, scores):
             if not np.isfinite(score):
                 errors[path] = "the model gave a non-finite score"

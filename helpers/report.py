@@ -343,10 +343,9 @@ def show_adapted(standard, adapted) -> None:
     """The standard evaluation beside the one adapted to each folder's images (AdaBN,
     :func:`helpers.evaluate.adapted_to_each_folder`): threshold, AUC, sensitivity and
     specificity with person-level intervals; the validation and test score histograms
-    before and after; glue ``<model_id>_adapted_*`` for the prose."""
+    before and after; glue ``<model_id>_adapted_*`` for the prose (:func:`glue_metrics`)."""
     import matplotlib.pyplot as plt
     from IPython.display import display
-    from myst_nb import glue
 
     rows = {}
     for label, evaluation in (("standard (headline)", standard),
@@ -363,20 +362,14 @@ def show_adapted(standard, adapted) -> None:
             ax.set_title(f"{label}: {'validation' if col == 0 else 'test'} scores")
     fig.tight_layout()
     plt.show()
-    prefix = adapted.model_id
-    for name in ("auc", "sensitivity", "specificity"):
-        block = adapted.metrics["test"]
-        glue(f"{prefix}_{name}", _float(block[name]), display=False)
-        glue(f"{prefix}_{name}_lo", _float(block[f"{name}_ci_low"]), display=False)
-        glue(f"{prefix}_{name}_hi", _float(block[f"{name}_ci_high"]), display=False)
+    glue_metrics(adapted.model_id, adapted.metrics)
 
 
 def show_probe(evaluation, probe) -> None:
     """The chapter's model beside a logistic regression fitted to convergence on the same
     frozen features (:func:`helpers.finetune.frozen_feature_probe`): threshold, AUC,
-    sensitivity and specificity with person-level intervals; glue the probe's AUC."""
+    sensitivity and specificity with person-level intervals; glue the probe's numbers."""
     from IPython.display import display
-    from myst_nb import glue
 
     rows = {}
     for label, result in ((f"{evaluation.model_id} (the case study's head)", evaluation),
@@ -387,5 +380,4 @@ def show_probe(evaluation, probe) -> None:
                        "threshold (validation)": f"{block['threshold']:.3f}",
                        **{name: interval_text(block, name) for name in ("auc", "sensitivity", "specificity")}}
     display(pd.DataFrame(rows).T)
-    glue(f"{probe.model_id}_auc", float(probe.metrics["test"]["auc"]), display=False)
-    glue(f"{probe.model_id}_val_auc", float(probe.metrics["val"]["auc"]), display=False)
+    glue_metrics(probe.model_id, probe.metrics)
