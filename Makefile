@@ -26,7 +26,13 @@ $(STAMP): requirements.txt pyproject.toml
 # The whole suite: unit tests; every notebook once, cell by cell, under nbval (CI-sized),
 # each saved with its outputs; the book rendered from those executed notebooks (nothing runs
 # a second time) and its HTML checked page by page and in headless Chromium.
-test: setup unit-test notebook-test book-test
+# The unit tests and the notebooks run side by side: each keeps about one core busy (most
+# of their time is Python: building, tracing and compiling small models, starting kernels),
+# and they share no files (the unit tests' caches are temporary folders). Each one's output
+# is printed in one piece when it ends (--output-sync).
+test: setup
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit-test notebook-test
+	$(MAKE) --no-print-directory book-test
 
 unit-test: setup
 	$(PY) -m pytest

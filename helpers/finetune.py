@@ -263,30 +263,35 @@ def run_for_chapter(make_parts: Callable, assemble: Callable, params, *, head_le
 PROBE_C = (0.001, 0.01, 0.1, 1.0)
 
 
-def frozen_feature_probe(model, xrays: ChestXrays, model_id: str, *, batch_size: int = 128):
+def frozen_feature_probe(model, xrays: ChestXrays, model_id: str):
     """Are the frozen features or the trained head the limit? A logistic regression fitted
     to convergence on the same frozen base's pooled features.
 
-    The base's outputs (pooled as the model pools them) for the training, validation and
-    test images; scikit-learn's logistic regression fitted on the training features for each
+    The base's outputs (:func:`helpers.features.frozen_features`, shared on disk with
+    training and with the other chapters on the same base; pooled as the model pools them)
+    for the training, validation and test images; scikit-learn's logistic regression fitted on the training features for each
     C in :data:`PROBE_C`, the C with the highest validation AUC kept; then the chapter's
     evaluation steps (threshold on validation, the test set scored once). Returns the
     :class:`~helpers.evaluate.Evaluation` of ``<model_id>_logistic_probe``.
     """
-    import keras
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     from helpers import evaluate
+    from helpers.features import frozen_features
     from helpers.train import frozen_base, split_at_layer
 
     base, _ = frozen_base(model)
     if base is None:
         raise ValueError(f"model {model.name!r} has no frozen base to probe")
     extractor, _ = split_at_layer(model, base)
-    pooled = keras.Model(extractor.inputs, keras.layers.GlobalAveragePooling2D()(extractor.outputs[0]))
-    features = {name: pooled.predict(xrays[name].images, batch_size=batch_size, verbose=0)
-                for name in ("train", "val")}
+
+    def pooled(images: np.ndarray) -> np.ndarray:
+        # The base's outputs (cached on disk, shared with training), averaged over the
+        # spatial positions as the chapters' GlobalAveragePooling2D does.
+        return frozen_features(extractor, images).mean(axis=(1, 2))
+
+    features = {name: pooled(xrays[name].images) for name in ("train", "val")}
     fits = {}
     for c in PROBE_C:
         fit = LogisticRegression(C=c, max_iter=5000).fit(features["train"], xrays.train.labels)
@@ -303,7 +308,7 @@ def frozen_feature_probe(model, xrays: ChestXrays, model_id: str, *, batch_size:
     threshold = evaluate.threshold_on_validation(val)
     name = f"{model_id}_logistic_probe"
     evaluate.claim_test_set(xrays, name)
-    test = predictions("test", pooled.predict(xrays.test.images, batch_size=batch_size, verbose=0))
+    test = predictions("test", pooled(xrays.test.images))
     result = evaluate.summarise(name, val, test, threshold)
     result.metrics["probe"] = {"C": best_c, "val_auc_by_C": {str(c): float(fits[c][0]) for c in PROBE_C}}
     return result

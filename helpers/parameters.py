@@ -284,7 +284,7 @@ PARAMETERS: dict[str, ParameterSpec] = {
                       "tf.distribute strategy: 'default', 'mirrored' or 'multi_worker'"),
         ParameterSpec("ablation_epochs", "int", 3, _non_negative_int,
                       "epochs per ablation variant (0: no ablation)"),
-        ParameterSpec("ablation_image_size", "int", 64, _positive_int,
+        ParameterSpec("ablation_image_size", "int", 48, _positive_int,
                       "image size of the ablation (never more than image_size)"),
         ParameterSpec("head_epochs", "int", 20, _positive_int,
                       "model_7, stage 1: epochs of the head on the frozen base"),

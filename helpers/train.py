@@ -293,7 +293,9 @@ def fit(
     callbacks : sequence of keras.callbacks.Callback
     cache_frozen_features : bool
         For a model whose frozen base sees un-augmented images (model 5), compute the base's
-        output once per image and train only the head on it: the head shares its layers with
+        output once per image (kept on disk by :func:`helpers.features.frozen_features`, so
+        another chapter or build with the same base and images reuses it) and train only the
+        head on it: the head shares its layers with
         the model and the shuffling and dropout draw the same random numbers, so the trained
         model is the same (test scores agree to float32 rounding), several times faster. For
         model 4, whose augmentation comes before the base, only the per-epoch validation pass
@@ -320,15 +322,17 @@ def fit(
     trained, train_split, val_split = model, xrays.train, xrays.val
     base, fixed_inputs = frozen_base(model)
     if cache_frozen_features and base is not None and replicas == 1:
+        from helpers.features import frozen_features
+
         extractor, head = split_at_layer(model, base)
         if fixed_inputs:
             trained = head
             train_split, val_split = (
-                replace(s, images=extractor.predict(s.images, batch_size=batch_size, verbose=0))
+                replace(s, images=frozen_features(extractor, s.images))
                 for s in (xrays.train, xrays.val)
             )
         else:
-            features = extractor.predict(val_split.images, batch_size=batch_size, verbose=0)
+            features = frozen_features(extractor, val_split.images)
             callbacks.append(_validation_on_features(head, features, val_split.labels, batch_size))
             val_split = None
     train_ds = training_dataset(

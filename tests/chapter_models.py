@@ -96,3 +96,19 @@ def evaluate_like_a_chapter(model_id: str, model, run, xrays, results_dir, *, pa
         title=f"{model_id} (test)",
     )
     return evaluation, folder
+
+
+def fake_pretrained_base(monkeypatch):
+    """A small conv base standing in for ImageNet MobileNetV2, one that passes signal (a
+    randomly initialised MobileNetV2 passes none, so it can not show a difference)."""
+    import keras
+
+    def fake(input_shape, include_top, weights):
+        assert weights is None  # base_weights="random"
+        inputs = keras.Input(shape=input_shape)
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+        return keras.Model(inputs, x, name="fake_mobilenet_base")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", fake)

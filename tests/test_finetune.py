@@ -112,9 +112,9 @@ def test_probe_and_combined_runs(xray_folder):
     val = evaluate.score_validation(model, xrays, batch_size=16)
     threshold = evaluate.threshold_on_validation(val)
     evaluation = evaluate.summarise("model_7", val, evaluate.score_test_once(model, xrays, threshold=threshold), threshold)
-    probe = finetune.frozen_feature_probe(model, xrays, "model_7", batch_size=16)
+    probe = finetune.frozen_feature_probe(model, xrays, "model_7")
     assert probe.model_id == "model_7_logistic_probe"
     assert probe.metrics["probe"]["C"] in finetune.PROBE_C
     assert 0 <= probe.metrics["test"]["auc"] <= 1 and evaluation.metrics["test"]["n"] == len(xrays.test)
     with pytest.raises(ValueError, match="already scored"):  # the probe scores the test set once
-        finetune.frozen_feature_probe(model, xrays, "model_7", batch_size=16)
+        finetune.frozen_feature_probe(model, xrays, "model_7")

@@ -14,7 +14,7 @@ from scipy.special import expit
 
 keras = pytest.importorskip("keras")
 
-from chapter_models import chapter_model, evaluate_like_a_chapter  # noqa: E402
+from chapter_models import chapter_model, evaluate_like_a_chapter, fake_pretrained_base  # noqa: E402
 from helpers import config, data, evaluate, metrics, results, train  # noqa: E402
 from helpers.results import PREDICTION_COLUMNS  # noqa: E402
 
@@ -391,21 +391,6 @@ def test_metrics_json_records_the_split_actually_used(xray_folder, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
-def _fake_pretrained_base(monkeypatch):
-    """A small conv base standing in for ImageNet MobileNetV2, one that passes signal (a
-    randomly initialised MobileNetV2 passes none, so it can not show a difference)."""
-
-    def fake(input_shape, include_top, weights):
-        assert weights is None  # base_weights="random"
-        inputs = keras.Input(shape=input_shape)
-        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-        x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
-        return keras.Model(inputs, x, name="fake_mobilenet_base")
-
-    monkeypatch.setattr(keras.applications, "MobileNetV2", fake)
-
-
 def test_frozen_base_of_models_4_and_5_and_none_for_the_others():
     model_4 = chapter_model("model_4", image_size=32, base_weights="random")
     model_5 = chapter_model("model_5", image_size=32, base_weights="random")
@@ -420,7 +405,7 @@ def test_frozen_base_of_models_4_and_5_and_none_for_the_others():
 
 
 def test_split_at_layer_shares_the_head_layers_and_refuses_a_trainable_layer(monkeypatch):
-    _fake_pretrained_base(monkeypatch)
+    fake_pretrained_base(monkeypatch)
     model = chapter_model("model_5", image_size=32, seed=2, base_weights="random")
     extractor, head = train.split_at_layer(model, "fake_mobilenet_base")
     assert [layer.name for layer in head.layers[1:]] == [layer.name for layer in model.layers[-3:]]
@@ -435,7 +420,7 @@ def test_split_at_layer_shares_the_head_layers_and_refuses_a_trainable_layer(mon
 
 
 def test_cached_frozen_features_train_the_same_model_5_on_a_base_that_passes_signal(xrays32, monkeypatch):
-    _fake_pretrained_base(monkeypatch)
+    fake_pretrained_base(monkeypatch)
     scores = {}
     for cache in (False, True):
         model = chapter_model("model_5", image_size=32, seed=11, base_weights="random")

@@ -34,14 +34,14 @@ from helpers.data.errors import DataError, DataWarning
 _DECODED: dict[tuple, np.ndarray] = {}
 _DECODED_LOCK = threading.Lock()
 
-#: Default cap on the disk cache, in bytes (4 GiB). A whole default build (data chapter and
-#: model chapters at 128 px RGB, model_6 at 128 px grayscale, its ablation at 64 px in both
-#: modes and 96 px grayscale) writes 533.7 MB, measured: 5,856 images at 128 x 128 x 3 bytes
-#: alone are 288 MB. The CI-sized build (64 px, ablation at 32 and 48 px) writes 133 MB, of
-#: which 37.5 MB are sizes the default build does not use. 4 GiB holds both builds of the
-#: embedded data and of the full-resolution download (whose decoded arrays are the same
-#: size), with room for experiments at other sizes (224 px RGB: 882 MB). The former cap of
-#: 12 entries held less than one default build (16 entries).
+#: Default cap on the disk cache, in bytes (4 GiB). A whole default build (chapters at
+#: 128 px RGB, model_6 at 128 px grayscale, its ablation at 48 px in both modes and 72 px
+#: grayscale, model_7's search at 160 px RGB) writes 918 MB: 5,856 images at 128 x 128 x 3
+#: bytes alone are 288 MB. The CI-sized build (32 px, ablation at 16 and 24 px, 40 px for
+#: model_7) writes 61 MB. 4 GiB holds both builds of the embedded data and of the
+#: full-resolution download (whose decoded arrays are the same size), with room for
+#: experiments at other sizes (224 px RGB: 882 MB). The former cap of 12 entries held less
+#: than one default build (18 entries).
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 
 #: Environment variable that overrides :data:`DEFAULT_CACHE_BYTES`.
@@ -86,13 +86,26 @@ def decoded_cache_bytes() -> int:
     ValueError
         If the variable is set to anything else, naming it and the value.
     """
-    value = os.environ.get(CACHE_BYTES_VARIABLE)
+    return cache_bytes_from_environment(CACHE_BYTES_VARIABLE, DEFAULT_CACHE_BYTES)
+
+
+def cache_bytes_from_environment(variable: str, default: int) -> int:
+    """A cache's cap in bytes: the environment variable ``variable`` if set, else ``default``.
+
+    The syntax is :func:`decoded_cache_bytes`'s (``500000000``, ``512M``, ``8GiB``).
+
+    Raises
+    ------
+    ValueError
+        If the variable is set to anything else, naming it and the value.
+    """
+    value = os.environ.get(variable)
     if value is None:
-        return DEFAULT_CACHE_BYTES
+        return default
     match = _BYTES_PATTERN.match(value)
     if match is None:
         raise ValueError(
-            f"{CACHE_BYTES_VARIABLE} must be a whole number of bytes, optionally with a unit "
+            f"{variable} must be a whole number of bytes, optionally with a unit "
             f"K, M, G or T (powers of 1024), e.g. 4294967296 or 4GiB; got {value!r}"
         )
     number, unit = match.groups()
@@ -131,13 +144,14 @@ def _cache_key(path: Path, image_size: int, color_mode: str) -> tuple:
     return (str(path), stat.st_size, stat.st_mtime_ns, image_size, color_mode)
 
 
-def _read_disk_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The array stored at ``path`` if it has ``shape`` and dtype uint8, else None."""
+def read_cached_array(path: Path, shape: tuple[int, ...], dtype) -> np.ndarray | None:
+    """The array stored at ``path`` if it has ``shape`` and ``dtype``, else None (missing,
+    damaged, or still being written by another process: the caller computes it again)."""
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError):
-        return None  # missing, damaged, or a file another process is still writing: decode instead
-    if array.shape != shape or array.dtype != np.uint8:
+        return None
+    if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
         return None
     try:
         os.utime(path)  # recently used: evicted last
@@ -146,14 +160,15 @@ def _read_disk_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
     return array
 
 
-def _write_disk_cache(path: Path, array: np.ndarray) -> None:
-    """Store ``array`` at ``path`` atomically, then bring the folder back under the cap.
+def write_cached_array(path: Path, array: np.ndarray, *, cap: int, what: str) -> None:
+    """Store ``array`` at ``path`` atomically, then bring the folder's ``.npy`` files back
+    under ``cap`` bytes (least recently used first, never ``path``).
 
-    A folder that cannot be written costs speed, not correctness: it warns and goes on.
+    A folder that cannot be written costs speed, not correctness: it warns (naming
+    ``what`` and the file) and goes on.
     """
     import tempfile
 
-    cap = decoded_cache_bytes()  # a bad setting fails before anything is written
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -166,12 +181,20 @@ def _write_disk_cache(path: Path, array: np.ndarray) -> None:
             raise
         _evict_least_recently_used(path.parent, cap=cap, keep=path)
     except OSError as error:
-        # A read-only or full disk costs speed, not correctness: say so and go on.
         import warnings
 
-        warnings.warn(
-            f"could not write the decoded-image cache {path}: {error}", DataWarning, stacklevel=3
-        )
+        warnings.warn(f"could not write the {what} {path}: {error}", DataWarning, stacklevel=3)
+
+
+def _read_disk_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The decoded images stored at ``path`` if they have ``shape`` (uint8), else None."""
+    return read_cached_array(path, shape, np.uint8)
+
+
+def _write_disk_cache(path: Path, array: np.ndarray) -> None:
+    """Store decoded images at ``path`` (see :func:`write_cached_array`)."""
+    cap = decoded_cache_bytes()  # a bad setting fails before anything is written
+    write_cached_array(path, array, cap=cap, what="decoded-image cache")
 
 
 def _evict_least_recently_used(folder: Path, *, cap: int, keep: Path) -> list[Path]:
