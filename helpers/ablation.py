@@ -181,14 +181,20 @@ def _without_test(xrays: ChestXrays) -> ChestXrays:
     return replace(xrays, test=empty)
 
 
-def validation_row(labels: np.ndarray, scores: np.ndarray, *, target_sensitivity: float) -> dict:
-    """Validation AUC (95% CI), log loss, Brier score and the specificity at the threshold
-    reaching ``target_sensitivity``, all on the validation images.
+def validation_row(
+    labels: np.ndarray, scores: np.ndarray, persons, *, target_sensitivity: float, seed: int = config.SEED
+) -> dict:
+    """Validation AUC (95% CI, persons resampled), log loss, Brier score and the specificity
+    at the threshold reaching ``target_sensitivity``, all on the validation images.
 
+    ``persons`` names each image's person (:func:`helpers.data.group_id`): the interval is
+    :func:`helpers.bootstrap.person_bootstrap`'s, so a child's several images count once.
     The threshold is chosen on the same images it is applied to, so the specificity is
     optimistic; it is comparable between rows, not an estimate for new images.
     """
-    auc = metrics.roc_auc_with_ci(labels, scores)
+    from helpers.bootstrap import person_bootstrap
+
+    auc = person_bootstrap(labels, scores, persons, threshold=0.5, seed=seed)["estimates"]["auc"]
     threshold = metrics.threshold_for_sensitivity(labels, scores, target=target_sensitivity)
     rates = metrics.rates_at_threshold(labels, scores, threshold=threshold)
     return {
@@ -316,14 +322,18 @@ def run_ablation(
     -------
     pandas.DataFrame
         One row per variant, indexed by name, in the order given: what changed, the
-        validation metrics of :func:`validation_row`, the seconds spent training the
+        validation metrics of :func:`validation_row`, the paired difference of its AUC
+        minus the first row's on the same images with its 95% interval (persons resampled
+        together for both, :func:`helpers.bootstrap.paired_person_bootstrap`), the seconds
+        spent training the
         networks the row uses (a network shared by rows, such as the recipe's with its
         test-time augmentation row, is trained once and counted in each), and "adoptable":
         ``"yes"`` or :attr:`Variant.not_adoptable`'s reason.
     """
     from scipy.special import expit
 
-    from helpers.data import class_weights
+    from helpers.bootstrap import paired_person_bootstrap
+    from helpers.data import class_weights, group_id
     from helpers.evaluate import predict_split
     from helpers.train import check_training_parameters, fit, set_seed
 
@@ -380,6 +390,7 @@ def run_ablation(
         for key in [k for k, last in last_use.items() if last == position]:
             networks.pop(key, None)
         labels = xrays.val.labels
+        persons = np.array([group_id(path) for path in xrays.val.paths])
         select = ~check_half(xrays.val, seed=seed)  # choices look at this half only
         if variant.tta or variant.seeds > 1:
             per_network = [
@@ -390,11 +401,25 @@ def run_ablation(
             scores = expit(np.mean(per_network, axis=0))
         else:
             scores = predict_split(trained[0][0], xrays.val, batch_size=batch_size).scores
+        # Every variant scores the same validation images (the split is made by file, not
+        # by size or colour), so each row can be paired with the first, image by image.
+        if position == 0:
+            first = (xrays.val.paths, labels[select], scores[select], persons[select])
+        elif list(xrays.val.paths) != list(first[0]):
+            raise ValueError(f"variant {variant.name!r} was scored on other validation images than the first row")
+        difference = paired_person_bootstrap(
+            labels[select], scores[select], first[2], persons[select],
+            threshold_a=0.5, threshold_b=0.5, seed=seed,
+        )["differences"]["auc"]["difference"]
         rows.append(
             {
                 "variant": variant.name,
                 "change": variant.change,
-                **validation_row(labels[select], scores[select], target_sensitivity=target_sensitivity),
+                **validation_row(labels[select], scores[select], persons[select],
+                                 target_sensitivity=target_sensitivity, seed=seed),
+                "AUC - first row": difference.value,
+                "AUC - first row low": difference.ci_low,
+                "AUC - first row high": difference.ci_high,
                 "training s": sum(seconds for _, seconds in trained),
                 "adoptable": variant.not_adoptable or "yes",
             }
@@ -499,17 +524,25 @@ def run_for_chapter(build_network, params, *, learning_rate: float, weight_decay
 
 def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFrame:
     """A validation table for display: "val AUC", "val AUC low" and "val AUC high" as one
-    text column "val AUC (95% CI)" at ``position``, the other numbers rounded to 4 places."""
-    shown = table.drop(columns=["val AUC", "val AUC low", "val AUC high"]).round(4)
-    shown.insert(position, "val AUC (95% CI)", [
-        f"{r['val AUC']:.4f} ({r['val AUC low']:.4f}-{r['val AUC high']:.4f})" for _, r in table.iterrows()
-    ])
-    return shown
+    text column "val AUC (95% CI)" at ``position`` (and, when the table has them, the paired
+    difference to the first row as "AUC - first row (95% CI)" after it), the other numbers
+    rounded to 4 places."""
+    groups = [("val AUC", "val AUC (95% CI)", "{:.4f}"), ("AUC - first row", "AUC - first row (95% CI)", "{:+.4f}")]
+    shown = table.copy()
+    for offset, (name, title, number) in enumerate(g for g in groups if g[0] in table):
+        columns = [name, f"{name} low", f"{name} high"]
+        shown = shown.drop(columns=columns)
+        shown.insert(position + offset, title, [
+            f"{number.format(r[name])} ({number.format(r[columns[1]])} to {number.format(r[columns[2]])})"
+            for _, r in table.iterrows()
+        ])
+    return shown.round(4)
 
 
 def ablation_verdict(table: pd.DataFrame, choice: str) -> str:
-    """One sentence on the ablation's choice against the recipe (the first row), with the
-    overlap of their 95% intervals, for the chapter's prose."""
+    """One sentence on the ablation's choice against the recipe (the first row), judged by
+    the 95% interval of their paired difference (never by whether two intervals overlap),
+    for the chapter's prose."""
     recipe = table.index[0]
     if choice == recipe:
         return (
@@ -517,12 +550,17 @@ def ablation_verdict(table: pd.DataFrame, choice: str) -> str:
             f"{table.loc[recipe, 'val AUC']:.4f}, to three decimals), so the recipe is kept"
         )
     a, b = table.loc[choice], table.loc[recipe]
-    overlap = a["val AUC low"] <= b["val AUC high"] and b["val AUC low"] <= a["val AUC high"]
-    return (
+    low, high = a["AUC - first row low"], a["AUC - first row high"]
+    said = (
         f"'{choice}' ranked the validation images better than the recipe (validation AUC "
-        f"{a['val AUC']:.4f} against {b['val AUC']:.4f}); the two 95% intervals "
-        + ("overlap, so the difference may be chance" if overlap
-           else "do not overlap, so the difference is larger than the validation set's sampling noise")
+        f"{a['val AUC']:.4f} against {b['val AUC']:.4f}; paired difference "
+        f"{a['AUC - first row']:+.4f}, 95% interval {low:+.4f} to {high:+.4f}, persons resampled): "
+    )
+    if low > 0:
+        return said + "the whole interval lies above 0, so the lead is larger than these validation images' sampling noise"
+    return said + (
+        "the interval includes 0, so these validation images cannot tell the two apart; the rule "
+        "still takes the higher AUC, and the lead may be chance"
     )
 
 

@@ -138,6 +138,7 @@ def run_search(
         image size, the validation metrics of :func:`helpers.ablation.validation_row`, and
         the seconds of fine-tuning.
     """
+    from helpers.data import group_id
     from helpers.evaluate import predict_split
     from helpers.train import fit, set_seed
 
@@ -176,7 +177,8 @@ def run_search(
             "learning rate": configuration.learning_rate,
             "augmentation": "yes" if configuration.augment else "no",
             "image size": size,
-            **validation_row(xrays.val.labels, scores, target_sensitivity=target_sensitivity),
+            **validation_row(xrays.val.labels, scores, [group_id(path) for path in xrays.val.paths],
+                             target_sensitivity=target_sensitivity, seed=seed),
             "fine-tuning s": round(seconds, 1),
         })
     return pd.DataFrame(rows).set_index("configuration")

@@ -147,15 +147,20 @@ def test_best_variant_takes_the_highest_rounded_auc_and_keeps_the_recipe_on_ties
         ablation.best_variant(table.iloc[:0])
 
 
-def test_validation_row_matches_the_metrics_module():
-    from helpers import calibration, metrics
+def test_validation_row_matches_the_metrics_module_with_person_level_intervals():
+    from helpers import bootstrap, calibration, metrics
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     s = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, 200), 0.01, 0.99)
-    row = ablation.validation_row(y, s, target_sensitivity=0.9)
-    auc = metrics.roc_auc_with_ci(y, s)
+    persons = [f"{'person' if label else 'IM-'}{i // 2}" for i, label in enumerate(y)]
+    row = ablation.validation_row(y, s, persons, target_sensitivity=0.9, seed=3)
+    auc = bootstrap.person_bootstrap(y, s, persons, threshold=0.5, seed=3)["estimates"]["auc"]
     assert (row["val AUC"], row["val AUC low"], row["val AUC high"]) == (auc.value, auc.ci_low, auc.ci_high)
+    # Every image twice under its person's name: the interval is unchanged, not narrower.
+    doubled = ablation.validation_row(np.repeat(y, 2), np.repeat(s, 2), np.repeat(persons, 2),
+                                      target_sensitivity=0.9, seed=3)
+    assert doubled["val AUC high"] - doubled["val AUC low"] == pytest.approx(row["val AUC high"] - row["val AUC low"], abs=0.02)
     assert row["val log loss"] == pytest.approx(calibration.log_loss(y, s))
     threshold = metrics.threshold_for_sensitivity(y, s, target=0.9)
     expected = metrics.rates_at_threshold(y, s, threshold=threshold)["specificity"].value
@@ -213,6 +218,11 @@ def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(ablat
     assert {name for name, _ in ablation_run.scored} == {"val"}  # only validation images were scored
     assert table["val AUC"].between(0, 1).all() and (table["training s"] > 0).all()
     assert (table["val AUC low"] <= table["val AUC"]).all()
+    # Each row against the first, paired on the same images: the first row's difference is 0.
+    assert tuple(table.iloc[0][["AUC - first row", "AUC - first row low", "AUC - first row high"]]) == (0, 0, 0)
+    np.testing.assert_allclose(table["AUC - first row"], table["val AUC"] - table["val AUC"].iloc[0], atol=1e-12)
+    assert (table["AUC - first row low"] <= table["AUC - first row"]).all()
+    assert (table["AUC - first row"] <= table["AUC - first row high"]).all()
     assert table["adoptable"].tolist()[:2] == ["yes", "yes"]
     load = _loader(xray_folder.root)
     variants = (ablation.VARIANTS[0], ablation.variant_named("RGB input"))
@@ -256,15 +266,36 @@ def test_ablation_budget_never_exceeds_the_final_model():
     assert ablation.ablation_budget(params) == {"image_size": 32, "epochs": 1}
 
 
-def test_ablation_verdict_says_whether_the_choice_beats_the_recipe_beyond_noise():
+def test_ablation_verdict_reads_the_interval_of_the_paired_difference_not_the_overlap():
+    # "no augmentation": the marginal intervals overlap, but the paired difference lies above 0
+    # (what the two rows share cancels); "half width": they do not overlap, yet its paired
+    # difference includes 0. Only the difference decides.
     table = pd.DataFrame(
-        {"val AUC": [0.95, 0.99, 0.96], "val AUC low": [0.94, 0.985, 0.94], "val AUC high": [0.96, 0.995, 0.98]},
-        index=["model_6", "RGB input", "no augmentation"],
+        {"val AUC": [0.95, 0.99, 0.96, 0.97], "val AUC low": [0.94, 0.985, 0.94, 0.965],
+         "val AUC high": [0.96, 0.995, 0.98, 0.975],
+         "AUC - first row": [0.0, 0.04, 0.01, 0.02], "AUC - first row low": [0.0, 0.03, 0.002, -0.001],
+         "AUC - first row high": [0.0, 0.05, 0.018, 0.041]},
+        index=["model_6", "RGB input", "no augmentation", "half width"],
     )
     assert "recipe is kept" in ablation.ablation_verdict(table, "model_6")
     clear = ablation.ablation_verdict(table, "RGB input")
-    assert "0.9900 against 0.9500" in clear and "do not overlap" in clear
-    assert "may be chance" in ablation.ablation_verdict(table, "no augmentation")
+    assert "0.9900 against 0.9500" in clear and "+0.0300 to +0.0500" in clear and "lies above 0" in clear
+    assert "lies above 0" in ablation.ablation_verdict(table, "no augmentation")
+    unclear = ablation.ablation_verdict(table, "half width")
+    assert "cannot tell" in unclear and "may be chance" in unclear
+    assert "overlap" not in clear + unclear
+
+
+def test_displayed_table_puts_each_interval_in_one_column():
+    table = pd.DataFrame(
+        {"change": ["x", "y"], "val AUC": [0.95, 0.99], "val AUC low": [0.94, 0.985], "val AUC high": [0.96, 0.995],
+         "AUC - first row": [0.0, 0.04], "AUC - first row low": [0.0, 0.03], "AUC - first row high": [0.0, 0.05]},
+        index=["model_6", "RGB input"],
+    )
+    shown = ablation.with_interval_column(table, position=1)
+    assert list(shown.columns) == ["change", "val AUC (95% CI)", "AUC - first row (95% CI)"]
+    assert shown.loc["RGB input", "AUC - first row (95% CI)"] == "+0.0400 (+0.0300 to +0.0500)"
+    assert shown.loc["model_6", "val AUC (95% CI)"] == "0.9500 (0.9400 to 0.9600)"
 
 
 def test_not_adopted_text_gives_each_measured_only_row_against_the_recipe():

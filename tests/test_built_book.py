@@ -89,6 +89,7 @@ def test_model_6_shows_its_ablation_and_the_validation_test_gap(html_dir):
     tables = [t.get_text(" ") for t in soup.select("table.dataframe")]
     ablation = [t for t in tables if "val AUC (95% CI)" in t]
     assert ablation, "model_6: no ablation table"
+    assert "AUC - first row (95% CI)" in ablation[0], "model_6: no paired difference to the recipe"
     for variant in VARIANTS:
         assert variant.name in ablation[0], f"model_6: ablation lacks {variant.name!r}"
         if variant.not_adoptable:
