@@ -324,7 +324,9 @@ def run_ablation(
         One row per variant, indexed by name, in the order given: what changed, the
         validation metrics of :func:`validation_row`, the paired difference of its AUC
         minus the first row's on the same images with its 95% interval (persons resampled
-        together for both, :func:`helpers.bootstrap.paired_person_bootstrap`), the seconds
+        together for both, :func:`helpers.bootstrap.paired_person_bootstrap`), its two-sided
+        bootstrap p-value and that p-value Holm-adjusted over the rows compared with the
+        first (NaN for the first row), the seconds
         spent training the
         networks the row uses (a network shared by rows, such as the recipe's with its
         test-time augmentation row, is trained once and counted in each), and "adoptable":
@@ -332,7 +334,7 @@ def run_ablation(
     """
     from scipy.special import expit
 
-    from helpers.bootstrap import paired_person_bootstrap
+    from helpers.bootstrap import holm_adjust, paired_person_bootstrap
     from helpers.data import class_weights, group_id
     from helpers.evaluate import predict_split
     from helpers.train import check_training_parameters, fit, set_seed
@@ -407,10 +409,11 @@ def run_ablation(
             first = (xrays.val.paths, labels[select], scores[select], persons[select])
         elif list(xrays.val.paths) != list(first[0]):
             raise ValueError(f"variant {variant.name!r} was scored on other validation images than the first row")
-        difference = paired_person_bootstrap(
+        paired = paired_person_bootstrap(
             labels[select], scores[select], first[2], persons[select],
             threshold_a=0.5, threshold_b=0.5, seed=seed,
-        )["differences"]["auc"]["difference"]
+        )["differences"]["auc"]
+        difference = paired["difference"]
         rows.append(
             {
                 "variant": variant.name,
@@ -420,11 +423,18 @@ def run_ablation(
                 "AUC - first row": difference.value,
                 "AUC - first row low": difference.ci_low,
                 "AUC - first row high": difference.ci_high,
+                "AUC - first row p": paired["p_value"],
                 "training s": sum(seconds for _, seconds in trained),
                 "adoptable": variant.not_adoptable or "yes",
             }
         )
-    return pd.DataFrame(rows).set_index("variant")
+    table = pd.DataFrame(rows).set_index("variant")
+    # Every other row is compared with the first: Holm's adjustment over those comparisons
+    # (the first row's own "comparison" with itself is no test).
+    adjusted = np.full(len(table), np.nan)
+    adjusted[1:] = holm_adjust(table["AUC - first row p"].to_numpy()[1:])
+    table.insert(table.columns.get_loc("AUC - first row p") + 1, "AUC - first row p (Holm)", adjusted)
+    return table
 
 
 def best_variant(table: pd.DataFrame, *, decimals: int = 3) -> str:
@@ -551,13 +561,25 @@ def ablation_verdict(table: pd.DataFrame, choice: str) -> str:
         )
     a, b = table.loc[choice], table.loc[recipe]
     low, high = a["AUC - first row low"], a["AUC - first row high"]
+    compared = len(table) - 1
+    holm = a["AUC - first row p (Holm)"]
     said = (
         f"'{choice}' ranked the validation images better than the recipe (validation AUC "
         f"{a['val AUC']:.4f} against {b['val AUC']:.4f}; paired difference "
-        f"{a['AUC - first row']:+.4f}, 95% interval {low:+.4f} to {high:+.4f}, persons resampled): "
+        f"{a['AUC - first row']:+.4f}, 95% interval {low:+.4f} to {high:+.4f}, persons resampled; "
+        f"p = {a['AUC - first row p']:.3f}, {holm:.3f} after Holm's adjustment for the {compared} "
+        "rows compared with the recipe): "
     )
+    if low > 0 and holm < 0.05:
+        return said + (
+            "the whole interval lies above 0, also once adjusted for the comparisons, so the lead "
+            "is larger than these validation images' sampling noise"
+        )
     if low > 0:
-        return said + "the whole interval lies above 0, so the lead is larger than these validation images' sampling noise"
+        return said + (
+            "the interval lies above 0, but not once adjusted for the comparisons, so among this "
+            "many rows the lead may be chance"
+        )
     return said + (
         "the interval includes 0, so these validation images cannot tell the two apart; the rule "
         "still takes the higher AUC, and the lead may be chance"

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("keras")
 
 from chapter_models import make_model_function  # noqa: E402
-from helpers import ablation, data, evaluate  # noqa: E402
+from helpers import ablation, bootstrap, data, evaluate  # noqa: E402
 
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside fit/predict; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -223,6 +223,10 @@ def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(ablat
     np.testing.assert_allclose(table["AUC - first row"], table["val AUC"] - table["val AUC"].iloc[0], atol=1e-12)
     assert (table["AUC - first row low"] <= table["AUC - first row"]).all()
     assert (table["AUC - first row"] <= table["AUC - first row high"]).all()
+    # Holm over the rows compared with the first: never below the raw p-values, NaN for the first.
+    assert np.isnan(table["AUC - first row p (Holm)"].iloc[0])
+    np.testing.assert_allclose(table["AUC - first row p (Holm)"].iloc[1:],
+                               bootstrap.holm_adjust(table["AUC - first row p"].iloc[1:]))
     assert table["adoptable"].tolist()[:2] == ["yes", "yes"]
     load = _loader(xray_folder.root)
     variants = (ablation.VARIANTS[0], ablation.variant_named("RGB input"))
@@ -274,16 +278,21 @@ def test_ablation_verdict_reads_the_interval_of_the_paired_difference_not_the_ov
         {"val AUC": [0.95, 0.99, 0.96, 0.97], "val AUC low": [0.94, 0.985, 0.94, 0.965],
          "val AUC high": [0.96, 0.995, 0.98, 0.975],
          "AUC - first row": [0.0, 0.04, 0.01, 0.02], "AUC - first row low": [0.0, 0.03, 0.002, -0.001],
-         "AUC - first row high": [0.0, 0.05, 0.018, 0.041]},
+         "AUC - first row high": [0.0, 0.05, 0.018, 0.041],
+         "AUC - first row p": [np.nan, 0.001, 0.02, 0.08], "AUC - first row p (Holm)": [np.nan, 0.003, 0.04, 0.08]},
         index=["model_6", "RGB input", "no augmentation", "half width"],
     )
     assert "recipe is kept" in ablation.ablation_verdict(table, "model_6")
     clear = ablation.ablation_verdict(table, "RGB input")
-    assert "0.9900 against 0.9500" in clear and "+0.0300 to +0.0500" in clear and "lies above 0" in clear
-    assert "lies above 0" in ablation.ablation_verdict(table, "no augmentation")
+    assert "0.9900 against 0.9500" in clear and "+0.0300 to +0.0500" in clear
+    assert "0.003 after Holm's adjustment for the 3 rows" in clear and "also once adjusted" in clear
+    assert "also once adjusted" in ablation.ablation_verdict(table, "no augmentation")
     unclear = ablation.ablation_verdict(table, "half width")
     assert "cannot tell" in unclear and "may be chance" in unclear
     assert "overlap" not in clear + unclear
+    # Above 0 alone, but not after Holm: said so.
+    table.loc["no augmentation", "AUC - first row p (Holm)"] = 0.06
+    assert "but not once adjusted" in ablation.ablation_verdict(table, "no augmentation")
 
 
 def test_displayed_table_puts_each_interval_in_one_column():
