@@ -326,10 +326,9 @@ def run_ablation(
         minus the first row's on the same images with its 95% interval (persons resampled
         together for both, :func:`helpers.bootstrap.paired_person_bootstrap`), its two-sided
         bootstrap p-value and that p-value Holm-adjusted over the rows compared with the
-        first (NaN for the first row), the seconds
-        spent training the
-        networks the row uses (a network shared by rows, such as the recipe's with its
-        test-time augmentation row, is trained once and counted in each), and "adoptable":
+        first (both NaN for the first row), the seconds spent training the networks the row
+        uses (a network shared by rows, such as the recipe's with its test-time augmentation
+        row, is trained once and counted in each), and "adoptable":
         ``"yes"`` or :attr:`Variant.not_adoptable`'s reason.
     """
     from scipy.special import expit
@@ -406,14 +405,16 @@ def run_ablation(
         # Every variant scores the same validation images (the split is made by file, not
         # by size or colour), so each row can be paired with the first, image by image.
         if position == 0:
-            first = (xrays.val.paths, labels[select], scores[select], persons[select])
-        elif list(xrays.val.paths) != list(first[0]):
+            first_paths, first_scores = list(xrays.val.paths), scores[select]
+            difference, p_value = metrics.Estimate(0.0, 0.0, 0.0), np.nan  # the reference itself: no test
+        elif list(xrays.val.paths) != first_paths:
             raise ValueError(f"variant {variant.name!r} was scored on other validation images than the first row")
-        paired = paired_person_bootstrap(
-            labels[select], scores[select], first[2], persons[select],
-            threshold_a=0.5, threshold_b=0.5, seed=seed,
-        )["differences"]["auc"]
-        difference = paired["difference"]
+        else:
+            paired = paired_person_bootstrap(
+                labels[select], scores[select], first_scores, persons[select],
+                threshold_a=0.5, threshold_b=0.5, seed=seed,
+            )["differences"]["auc"]
+            difference, p_value = paired["difference"], paired["p_value"]
         rows.append(
             {
                 "variant": variant.name,
@@ -423,14 +424,13 @@ def run_ablation(
                 "AUC - first row": difference.value,
                 "AUC - first row low": difference.ci_low,
                 "AUC - first row high": difference.ci_high,
-                "AUC - first row p": paired["p_value"],
+                "AUC - first row p": p_value,
                 "training s": sum(seconds for _, seconds in trained),
                 "adoptable": variant.not_adoptable or "yes",
             }
         )
     table = pd.DataFrame(rows).set_index("variant")
-    # Every other row is compared with the first: Holm's adjustment over those comparisons
-    # (the first row's own "comparison" with itself is no test).
+    # Every other row is compared with the first: Holm's adjustment over those comparisons.
     adjusted = np.full(len(table), np.nan)
     adjusted[1:] = holm_adjust(table["AUC - first row p"].to_numpy()[1:])
     table.insert(table.columns.get_loc("AUC - first row p") + 1, "AUC - first row p (Holm)", adjusted)

@@ -11,8 +11,8 @@ builds, capped by bytes like the decoded-image cache.
 
 The key is what decides the numbers and nothing else:
 
-* every layer from the input to the base's output, by class, configuration (its own name
-  left out) and weights, except the ``Random*`` augmentation layers, which are the identity
+* every layer from the input to the base's output, by class, configuration (layer names
+  left out or replaced by positions) and weights, except the ``Random*`` augmentation layers, which are the identity
   outside training (model 4's extractor and model 5's compute the same function);
 * the images' bytes, shape and dtype;
 * the batch size of the forward pass, fixed at :data:`FEATURE_BATCH_SIZE` whatever the
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from pathlib import Path
 
@@ -68,12 +67,9 @@ def feature_cache_dir() -> Path | None:
     -------
     pathlib.Path or None
     """
-    from helpers.data import decoded_cache_dir
+    from helpers.data import companion_cache_dir
 
-    if os.environ.get("CHEST_XRAY_CACHE_DIR") is None:
-        return DEFAULT_FEATURE_CACHE_DIR
-    decoded = decoded_cache_dir()
-    return None if decoded is None else decoded / "features"
+    return companion_cache_dir("features", DEFAULT_FEATURE_CACHE_DIR)
 
 
 def feature_cache_bytes() -> int:

@@ -271,8 +271,8 @@ def frozen_feature_probe(model, xrays: ChestXrays, model_id: str):
 
     The base's outputs (:func:`helpers.features.frozen_features`, shared on disk with
     training and with the other chapters on the same base; pooled as the model pools them)
-    for the training, validation and test images; scikit-learn's logistic regression fitted on the training features for each
-    C in :data:`PROBE_C`, the C with the highest validation AUC kept; then the chapter's
+    for the training, validation and test images; scikit-learn's logistic regression
+    fitted on the training features for each C in :data:`PROBE_C`, the C with the highest validation AUC kept; then the chapter's
     evaluation steps (threshold on validation, the test set scored once). Returns the
     :class:`~helpers.evaluate.Evaluation` of ``<model_id>_logistic_probe``.
     """

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.data import DataWarning, check_data_dir, decode_image, decoded_cache_dir
+from helpers.data import DataWarning, check_data_dir, companion_cache_dir, decode_image
 from helpers.data import files_fingerprint, list_split
 
 #: Side of the hash's bit square; bits per hash, and bytes per packed hash.
@@ -188,10 +188,7 @@ def hash_cache_dir() -> Path | None:
     -------
     pathlib.Path or None
     """
-    if os.environ.get("CHEST_XRAY_CACHE_DIR") is None:
-        return DEFAULT_HASH_CACHE_DIR
-    decoded = decoded_cache_dir()
-    return None if decoded is None else decoded / "leaks"
+    return companion_cache_dir("leaks", DEFAULT_HASH_CACHE_DIR)
 
 
 def _cache_file(root: Path, cache_dir: Path) -> Path:

@@ -295,11 +295,10 @@ def fit(
         For a model whose frozen base sees un-augmented images (model 5), compute the base's
         output once per image (kept on disk by :func:`helpers.features.frozen_features`, so
         another chapter or build with the same base and images reuses it) and train only the
-        head on it: the head shares its layers with
-        the model and the shuffling and dropout draw the same random numbers, so the trained
-        model is the same (test scores agree to float32 rounding), several times faster. For
-        model 4, whose augmentation comes before the base, only the per-epoch validation pass
-        runs on base outputs computed once.
+        head on it: the head shares its layers with the model and the shuffling and dropout
+        draw the same random numbers, so the trained model is the same (test scores agree to
+        float32 rounding), several times faster. For model 4, whose augmentation comes before
+        the base, only the per-epoch validation pass runs on base outputs computed once.
     verbose : int
         Keras' verbosity; 2 prints one line per epoch.
     patch_keras_multi_worker : bool

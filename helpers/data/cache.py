@@ -69,6 +69,21 @@ def decoded_cache_dir() -> Path | None:
     return Path(value).expanduser()
 
 
+def companion_cache_dir(name: str, default: Path) -> Path | None:
+    """The folder of a cache that follows the decoded-image cache (:func:`decoded_cache_dir`):
+    ``default`` when ``$CHEST_XRAY_CACHE_DIR`` is unset, the decoded cache's subfolder
+    ``name`` when it names a folder, None when it switches caching off.
+
+    Returns
+    -------
+    pathlib.Path or None
+    """
+    if os.environ.get("CHEST_XRAY_CACHE_DIR") is None:
+        return default
+    decoded = decoded_cache_dir()
+    return None if decoded is None else decoded / name
+
+
 def decoded_cache_bytes() -> int:
     """The cap on the disk cache's total size, in bytes.
 
