@@ -60,7 +60,9 @@ AS_THE_CASE_STUDY = {"TF_ENABLE_ONEDNN_OPTS": None}
 # ---------------------------------------------------------------------------------------
 
 
-def _case_study_pipeline(data_dir: str, model_id: str, epochs: int, image_size: int, seed: int) -> dict:
+def _case_study_pipeline(
+    data_dir: str, model_id: str, epochs: int, image_size: int, seed: int
+) -> dict:
     """The case study's way: datasets straight from the JPEG folders, decoded by TensorFlow."""
     import keras
     import numpy as np
@@ -72,14 +74,19 @@ def _case_study_pipeline(data_dir: str, model_id: str, epochs: int, image_size: 
     from helpers.evaluate import output_kind
 
     start = time.perf_counter()
-    common = dict(image_size=(image_size, image_size), batch_size=128, seed=seed, label_mode="binary")
+    common = dict(
+        image_size=(image_size, image_size), batch_size=128, seed=seed, label_mode="binary"
+    )
     train_ds = keras.utils.image_dataset_from_directory(
-        Path(data_dir) / "train", validation_split=0.2, subset="training", **common)
+        Path(data_dir) / "train", validation_split=0.2, subset="training", **common
+    )
     val_ds = keras.utils.image_dataset_from_directory(
-        Path(data_dir) / "train", validation_split=0.2, subset="validation", **common)
+        Path(data_dir) / "train", validation_split=0.2, subset="validation", **common
+    )
     # The case study's test set; shuffle=False here so the timing run's AUC is meaningful.
     test_ds = keras.utils.image_dataset_from_directory(
-        Path(data_dir) / "test", shuffle=False, **{**common, "seed": None})
+        Path(data_dir) / "test", shuffle=False, **{**common, "seed": None}
+    )
     autotune = tf.data.AUTOTUNE
     train_ds = train_ds.cache().shuffle(1000, seed=seed).prefetch(autotune)
     val_ds = val_ds.cache().prefetch(autotune)
@@ -93,7 +100,9 @@ def _case_study_pipeline(data_dir: str, model_id: str, epochs: int, image_size: 
     return {"seconds": seconds, "test_auc": metrics.roc_auc_with_ci(labels, scores).value}
 
 
-def _helpers_pipeline(data_dir: str, model_id: str, epochs: int, image_size: int, seed: int) -> dict:
+def _helpers_pipeline(
+    data_dir: str, model_id: str, epochs: int, image_size: int, seed: int
+) -> dict:
     """The helpers' way: person-aware split, decoded once (disk cache), arrays in memory."""
     from chapter_models import chapter_model
 
@@ -107,11 +116,17 @@ def _helpers_pipeline(data_dir: str, model_id: str, epochs: int, image_size: int
     run = train.fit(model, xrays, epochs=epochs, batch_size=128, seed=seed, verbose=0)
     test = predict_split(run.model, xrays.test)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "load_seconds": loaded, "training_seconds": run.training_seconds,
-            "test_auc": metrics.roc_auc_with_ci(test.labels, test.scores).value}
+    return {
+        "seconds": seconds,
+        "load_seconds": loaded,
+        "training_seconds": run.training_seconds,
+        "test_auc": metrics.roc_auc_with_ci(test.labels, test.scores).value,
+    }
 
 
-def _load_only(data_dir: str, image_size: int, workers: int | None = None, cache: str = "default") -> dict:
+def _load_only(
+    data_dir: str, image_size: int, workers: int | None = None, cache: str = "default"
+) -> dict:
     from helpers import data
 
     if cache == "off":
@@ -126,7 +141,9 @@ def _load_only(data_dir: str, image_size: int, workers: int | None = None, cache
     return {"seconds": time.perf_counter() - start}
 
 
-def _model_5_both_ways(epochs: int, image_size: int, seed: int, base_weights: str = "imagenet") -> dict:
+def _model_5_both_ways(
+    epochs: int, image_size: int, seed: int, base_weights: str = "imagenet"
+) -> dict:
     import numpy as np
     from chapter_models import chapter_model
 
@@ -138,10 +155,19 @@ def _model_5_both_ways(epochs: int, image_size: int, seed: int, base_weights: st
     scores = {}
     for cached in (True, False):
         # The embedded ImageNet weights (helpers.imagenet): an error, never random, if missing.
-        model = chapter_model("model_5", image_size=image_size, seed=seed, base_weights=base_weights)
+        model = chapter_model(
+            "model_5", image_size=image_size, seed=seed, base_weights=base_weights
+        )
         start = time.perf_counter()
-        run = train.fit(model, xrays, epochs=epochs, batch_size=128, seed=seed, verbose=0,
-                        cache_frozen_features=cached)
+        run = train.fit(
+            model,
+            xrays,
+            epochs=epochs,
+            batch_size=128,
+            seed=seed,
+            verbose=0,
+            cache_frozen_features=cached,
+        )
         out["cached" if cached else "in_loop"] = time.perf_counter() - start
         scores[cached] = predict_split(run.model, xrays.test).scores
         out["base_weights"] = base_weights
@@ -164,8 +190,11 @@ def _epoch_seconds(image_size: int, epochs: int = 3) -> dict:
         start = time.perf_counter()
         model.fit(x, y, batch_size=128, epochs=1, verbose=0)
         times.append(time.perf_counter() - start)
-    return {"epoch_seconds": statistics.median(times[1:]), "first_epoch": times[0],
-            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
+    return {
+        "epoch_seconds": statistics.median(times[1:]),
+        "first_epoch": times[0],
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+    }
 
 
 def _model_1_training_flops(image_size: int) -> float:
@@ -203,8 +232,12 @@ def _gflops(image_size: int) -> dict:
     epoch = _epoch_seconds(image_size)
     per_image = _model_1_training_flops(image_size)
     achieved = per_image * 4173 / epoch["epoch_seconds"] / 1e9
-    return {"matmul_gflops": matmul, "model_1_gflops": achieved,
-            "model_1_gflop_per_image": per_image / 1e9, "epoch_seconds": epoch["epoch_seconds"]}
+    return {
+        "matmul_gflops": matmul,
+        "model_1_gflops": achieved,
+        "model_1_gflop_per_image": per_image / 1e9,
+        "epoch_seconds": epoch["epoch_seconds"],
+    }
 
 
 CHILDREN = {
@@ -224,7 +257,10 @@ def child(name: str, kwargs: dict, env: dict | None = None) -> dict:
     environment = {k: v for k, v in environment.items() if v is not None}
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", name, json.dumps(kwargs)],
-        capture_output=True, text=True, env=environment, cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPO,
     )
     if out.returncode != 0:
         raise RuntimeError(f"benchmark step {name} {kwargs} failed:\n{out.stderr[-4000:]}")
@@ -273,7 +309,9 @@ def make_full_resolution_copy(target: Path = FULL_RES_DIR, seed: int = 0) -> Pat
     def write(job):
         path, width, height, rgb = job
         with Image.open(config.DEFAULT_DATA_DIR / path) as img:
-            big = img.convert("RGB" if rgb else "L").resize((width, height), Image.Resampling.BICUBIC)
+            big = img.convert("RGB" if rgb else "L").resize(
+                (width, height), Image.Resampling.BICUBIC
+            )
         out = target / path
         out.parent.mkdir(parents=True, exist_ok=True)
         big.save(out, format="JPEG", quality=90)
@@ -321,9 +359,20 @@ def whole_book() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "helpers.book", "--force", "--results-dir", f"{tmp}/results",
-             "--output-dir", tmp],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "helpers.book",
+                "--force",
+                "--results-dir",
+                f"{tmp}/results",
+                "--output-dir",
+                tmp,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "CHEST_XRAY_CACHE_DIR": f"{tmp}/cache"},
         )
         peak = 0
@@ -335,9 +384,17 @@ def whole_book() -> dict:
         if process.returncode != 0:
             raise RuntimeError(f"the book build failed:\n{log[-4000:]}")
         models = _model_results(Path(tmp) / "results")
-    chapters = {line.split()[0]: float(line.split()[2]) for line in log.splitlines()
-                if len(line.split()) > 3 and line.split()[1] in ("executed", "rendered")}
-    return {"seconds": seconds, "peak_memory_gb": peak / 1e9, "chapters": chapters, "models": models}
+    chapters = {
+        line.split()[0]: float(line.split()[2])
+        for line in log.splitlines()
+        if len(line.split()) > 3 and line.split()[1] in ("executed", "rendered")
+    }
+    return {
+        "seconds": seconds,
+        "peak_memory_gb": peak / 1e9,
+        "chapters": chapters,
+        "models": models,
+    }
 
 
 def _model_results(results: Path) -> dict:
@@ -347,26 +404,39 @@ def _model_results(results: Path) -> dict:
     out = {}
     for model_id in MODEL_IDS:
         m = json.loads((results / model_id / "metrics.json").read_text())
-        row = {"training_seconds": m["training_seconds"], "threshold": m["threshold"]["threshold"],
-               "val_auc": m["val"]["auc"], "val_specificity": m["val"]["specificity"]}
+        row = {
+            "training_seconds": m["training_seconds"],
+            "threshold": m["threshold"]["threshold"],
+            "val_auc": m["val"]["auc"],
+            "val_specificity": m["val"]["specificity"],
+        }
         for name in ("auc", "sensitivity", "specificity"):
             row[name] = [m["test"][name], m["test"][f"{name}_ci_low"], m["test"][f"{name}_ci_high"]]
         out[model_id] = row
     ablation = results / "model_6_ablation" / "ablation.csv"
     if ablation.exists():
         out["model_6"]["ablation"] = ablation.read_text()
-        out["model_6"]["ablation_choice"] = json.loads((ablation.parent / "choice.json").read_text())
+        out["model_6"]["ablation_choice"] = json.loads(
+            (ablation.parent / "choice.json").read_text()
+        )
     return out
 
 
 def models_table(models: dict) -> str:
     """Markdown: each model's test AUC, sensitivity and specificity (95% CI) at its
     validation-chosen threshold, from the build's own metrics files."""
-    lines = ["| model | test AUC | sensitivity | specificity | validation AUC | training s |",
-             "|---|---|---|---|---|---:|"]
+    lines = [
+        "| model | test AUC | sensitivity | specificity | validation AUC | training s |",
+        "|---|---|---|---|---|---:|",
+    ]
     for model_id, r in models.items():
-        cells = [f"{v:.3f} ({lo:.3f}-{hi:.3f})" for v, lo, hi in (r["auc"], r["sensitivity"], r["specificity"])]
-        lines.append(f"| {model_id} | {' | '.join(cells)} | {r['val_auc']:.4f} | {r['training_seconds']:.0f} |")
+        cells = [
+            f"{v:.3f} ({lo:.3f}-{hi:.3f})"
+            for v, lo, hi in (r["auc"], r["sensitivity"], r["specificity"])
+        ]
+        lines.append(
+            f"| {model_id} | {' | '.join(cells)} | {r['val_auc']:.4f} | {r['training_seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -379,10 +449,13 @@ def book_row(bk: dict) -> tuple[str, str, str, str]:
     from helpers.config import CASE_STUDY_MODEL_IDS
 
     five = sum(v for k, v in bk["chapters"].items() if k in CASE_STUDY_MODEL_IDS)
-    return ("Whole book, defaults, embedded data: wall time / peak memory",
-            f"{bk['seconds'] / 60:.1f} min", f"{bk['peak_memory_gb']:.2f} GB",
-            f"five case-study chapters {five / 60:.1f} min (target: the whole book within 30 min on "
-            "2 cores); " + ", ".join(f"{k} {v:.1f} s" for k, v in bk["chapters"].items()))
+    return (
+        "Whole book, defaults, embedded data: wall time / peak memory",
+        f"{bk['seconds'] / 60:.1f} min",
+        f"{bk['peak_memory_gb']:.2f} GB",
+        f"five case-study chapters {five / 60:.1f} min (target: the whole book within 30 min on "
+        "2 cores); " + ", ".join(f"{k} {v:.1f} s" for k, v in bk["chapters"].items()),
+    )
 
 
 BOOK_HEADING = "## The whole book"
@@ -399,13 +472,17 @@ def book_only(output: Path) -> int:
     text = output.read_text() if output.exists() else "# Benchmark results\n"
     text = text.split(BOOK_HEADING)[0].rstrip() + "\n\n"
     a, b, c, d = book_row(bk)
-    text += (f"{BOOK_HEADING}\n\nMeasured {raw['book']['date']} on {raw['book']['machine']} by "
-             f"`benchmarks/run.py --book-only` (`python -m helpers.book --force`, fresh results, "
-             f"decoded-image and feature caches empty at the start).\n\n| measurement | A | B | result |\n|---|---:|---:|---|\n"
-             f"| {a} | {b} | {c} | {d} |\n")
+    text += (
+        f"{BOOK_HEADING}\n\nMeasured {raw['book']['date']} on {raw['book']['machine']} by "
+        f"`benchmarks/run.py --book-only` (`python -m helpers.book --force`, fresh results, "
+        f"decoded-image and feature caches empty at the start).\n\n| measurement | A | B | result |\n|---|---:|---:|---|\n"
+        f"| {a} | {b} | {c} | {d} |\n"
+    )
     if bk.get("models"):
-        text += ("\nTest results of that build, each model at its threshold chosen on validation "
-                 "(sensitivity 0.95), 95% intervals:\n\n" + models_table(bk["models"]))
+        text += (
+            "\nTest results of that build, each model at its threshold chosen on validation "
+            "(sensitivity 0.95), 95% intervals:\n\n" + models_table(bk["models"])
+        )
     output.write_text(text)
     print(text)
     return 0
@@ -422,21 +499,35 @@ def machine() -> str:
         pass
     import importlib.metadata as md
 
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}, tensorflow-cpu {md.version('tensorflow-cpu')}, "
-            f"keras {md.version('keras')}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, tensorflow-cpu {md.version('tensorflow-cpu')}, "
+        f"keras {md.version('keras')}"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="2 epochs instead of 10, no whole-book build (a smoke run)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs for model_1 and model_5 (default 10)")
-    parser.add_argument("--five-epochs", type=int, default=2,
-                        help="epochs per model for the five-models row (default 2)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 epochs instead of 10, no whole-book build (a smoke run)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs for model_1 and model_5 (default 10)"
+    )
+    parser.add_argument(
+        "--five-epochs",
+        type=int,
+        default=2,
+        help="epochs per model for the five-models row (default 2)",
+    )
     parser.add_argument("--skip-book", action="store_true", help="do not build the whole book")
-    parser.add_argument("--book-only", action="store_true",
-                        help="only build the whole book, and add its row to the latest results")
+    parser.add_argument(
+        "--book-only",
+        action="store_true",
+        help="only build the whole book, and add its row to the latest results",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -471,69 +562,149 @@ def main(argv=None) -> int:
         say("decoding ...")
         first = child("load", {"data_dir": full, "image_size": size}, decode_cache)
         second = child("load", {"data_dir": full, "image_size": size}, decode_cache)
-        one = child("load", {"data_dir": embedded, "image_size": size, "workers": 1, "cache": "off"})
-        every = child("load", {"data_dir": embedded, "image_size": size, "workers": os.cpu_count(), "cache": "off"})
+        one = child(
+            "load", {"data_dir": embedded, "image_size": size, "workers": 1, "cache": "off"}
+        )
+        every = child(
+            "load",
+            {"data_dir": embedded, "image_size": size, "workers": os.cpu_count(), "cache": "off"},
+        )
         raw["decode"] = {"first": first, "second": second, "one_thread": one, "all_cores": every}
-        rows.append(("Loading full-res images: first run / second run (disk cache)",
-                     f"{first['seconds']:.1f} s", f"{second['seconds']:.1f} s",
-                     f"second = {second['seconds'] / first['seconds']:.1%} of first (target <= 10%)"))
-        rows.append((f"Decoding the embedded data: 1 thread / {os.cpu_count()} threads",
-                     f"{one['seconds']:.1f} s", f"{every['seconds']:.1f} s",
-                     f"{one['seconds'] / every['seconds']:.2f}x"))
+        rows.append(
+            (
+                "Loading full-res images: first run / second run (disk cache)",
+                f"{first['seconds']:.1f} s",
+                f"{second['seconds']:.1f} s",
+                f"second = {second['seconds'] / first['seconds']:.1%} of first (target <= 10%)",
+            )
+        )
+        rows.append(
+            (
+                f"Decoding the embedded data: 1 thread / {os.cpu_count()} threads",
+                f"{one['seconds']:.1f} s",
+                f"{every['seconds']:.1f} s",
+                f"{one['seconds'] / every['seconds']:.2f}x",
+            )
+        )
 
         for label, folder in (("embedded 224 px", embedded), ("full-res", full)):
             say(f"model_1 end to end, {label} ...")
-            cs = child("case_study", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed}, AS_THE_CASE_STUDY)
-            hp = child("helpers", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed}, fresh())
+            cs = child(
+                "case_study",
+                {
+                    "data_dir": folder,
+                    "model_id": "model_1",
+                    "epochs": epochs,
+                    "image_size": size,
+                    "seed": seed,
+                },
+                AS_THE_CASE_STUDY,
+            )
+            hp = child(
+                "helpers",
+                {
+                    "data_dir": folder,
+                    "model_id": "model_1",
+                    "epochs": epochs,
+                    "image_size": size,
+                    "seed": seed,
+                },
+                fresh(),
+            )
             raw[f"model_1_{label}"] = {"case_study": cs, "helpers": hp}
-            rows.append((f"model_1 end to end ({epochs} epochs), {label}: case study / helpers",
-                         f"{cs['seconds']:.1f} s", f"{hp['seconds']:.1f} s",
-                         f"{cs['seconds'] / hp['seconds']:.2f}x faster (target on full-res >= 2x); "
-                         f"test AUC {cs['test_auc']:.3f} / {hp['test_auc']:.3f}"))
+            rows.append(
+                (
+                    f"model_1 end to end ({epochs} epochs), {label}: case study / helpers",
+                    f"{cs['seconds']:.1f} s",
+                    f"{hp['seconds']:.1f} s",
+                    f"{cs['seconds'] / hp['seconds']:.2f}x faster (target on full-res >= 2x); "
+                    f"test AUC {cs['test_auc']:.3f} / {hp['test_auc']:.3f}",
+                )
+            )
             if label == "full-res":
-                on = child("case_study", {"data_dir": folder, "model_id": "model_1", "epochs": epochs, "image_size": size, "seed": seed})
+                on = child(
+                    "case_study",
+                    {
+                        "data_dir": folder,
+                        "model_id": "model_1",
+                        "epochs": epochs,
+                        "image_size": size,
+                        "seed": seed,
+                    },
+                )
                 raw["model_1_full-res"]["case_study_onednn"] = on
-                rows.append(("model_1 end to end, full-res: case study with oneDNN on / helpers",
-                             f"{on['seconds']:.1f} s", f"{hp['seconds']:.1f} s",
-                             f"{on['seconds'] / hp['seconds']:.2f}x: the input pipeline's share alone"))
+                rows.append(
+                    (
+                        "model_1 end to end, full-res: case study with oneDNN on / helpers",
+                        f"{on['seconds']:.1f} s",
+                        f"{hp['seconds']:.1f} s",
+                        f"{on['seconds'] / hp['seconds']:.2f}x: the input pipeline's share alone",
+                    )
+                )
 
         say("five models, both pipelines ...")
         totals = {"case_study": 0.0, "helpers": 0.0}
         shared = fresh()  # one cache for the five chapters, as in a book build
         for model_id in ("model_1", "model_2", "model_3", "model_4", "model_5"):
-            kwargs = {"data_dir": full, "model_id": model_id, "epochs": args.five_epochs, "image_size": size, "seed": seed}
+            kwargs = {
+                "data_dir": full,
+                "model_id": model_id,
+                "epochs": args.five_epochs,
+                "image_size": size,
+                "seed": seed,
+            }
             totals["case_study"] += child("case_study", kwargs, AS_THE_CASE_STUDY)["seconds"]
             totals["helpers"] += child("helpers", kwargs, shared)["seconds"]
         raw["five_models_full_res"] = totals
-        rows.append((f"Five models on full-res ({args.five_epochs} epochs each): case study / helpers",
-                     f"{totals['case_study']:.0f} s", f"{totals['helpers']:.0f} s",
-                     f"{totals['case_study'] / totals['helpers']:.2f}x faster (target >= 2.5x)"))
+        rows.append(
+            (
+                f"Five models on full-res ({args.five_epochs} epochs each): case study / helpers",
+                f"{totals['case_study']:.0f} s",
+                f"{totals['helpers']:.0f} s",
+                f"{totals['case_study'] / totals['helpers']:.2f}x faster (target >= 2.5x)",
+            )
+        )
 
     say("model_5 both ways ...")
     m5 = child("model_5", {"epochs": epochs, "image_size": size, "seed": seed})
     raw["model_5"] = m5
-    rows.append((f"model_5 training ({epochs} epochs): base in the loop / cached features",
-                 f"{m5['in_loop']:.1f} s", f"{m5['cached']:.1f} s",
-                 f"{m5['in_loop'] / m5['cached']:.2f}x faster (target >= 5x); largest test "
-                 f"score difference {m5['max_score_difference']:.1e} (score spread {m5['score_spread']:.1e}; "
-                 f"base weights {m5['base_weights']}: with random weights the scores barely vary, "
-                 "see tests/test_train.py for the equality check on a base that passes signal)"))
+    rows.append(
+        (
+            f"model_5 training ({epochs} epochs): base in the loop / cached features",
+            f"{m5['in_loop']:.1f} s",
+            f"{m5['cached']:.1f} s",
+            f"{m5['in_loop'] / m5['cached']:.2f}x faster (target >= 5x); largest test "
+            f"score difference {m5['max_score_difference']:.1e} (score spread {m5['score_spread']:.1e}; "
+            f"base weights {m5['base_weights']}: with random weights the scores barely vary, "
+            "see tests/test_train.py for the equality check on a base that passes signal)",
+        )
+    )
 
     say("oneDNN on / off ...")
     on = child("epoch", {"image_size": size}, {"TF_ENABLE_ONEDNN_OPTS": "1"})
     off = child("epoch", {"image_size": size}, {"TF_ENABLE_ONEDNN_OPTS": "0"})
     raw["onednn"] = {"on": on, "off": off}
-    rows.append(("model_1 seconds per epoch: oneDNN off / on (helpers default: on)",
-                 f"{off['epoch_seconds']:.1f} s", f"{on['epoch_seconds']:.1f} s",
-                 f"{off['epoch_seconds'] / on['epoch_seconds']:.2f}x faster"))
+    rows.append(
+        (
+            "model_1 seconds per epoch: oneDNN off / on (helpers default: on)",
+            f"{off['epoch_seconds']:.1f} s",
+            f"{on['epoch_seconds']:.1f} s",
+            f"{off['epoch_seconds'] / on['epoch_seconds']:.2f}x faster",
+        )
+    )
 
     say("GFLOP/s ...")
     gf = child("gflops", {"image_size": size})
     raw["gflops"] = gf
-    rows.append(("GFLOP/s: float32 4096^2 matrix product / model_1 training",
-                 f"{gf['matmul_gflops']:.0f}", f"{gf['model_1_gflops']:.1f}",
-                 f"model_1 runs at {gf['model_1_gflops'] / gf['matmul_gflops']:.0%} of the matrix product's rate "
-                 f"({gf['model_1_gflop_per_image']:.3f} GFLOP per training image)"))
+    rows.append(
+        (
+            "GFLOP/s: float32 4096^2 matrix product / model_1 training",
+            f"{gf['matmul_gflops']:.0f}",
+            f"{gf['model_1_gflops']:.1f}",
+            f"model_1 runs at {gf['model_1_gflops'] / gf['matmul_gflops']:.0%} of the matrix product's rate "
+            f"({gf['model_1_gflop_per_image']:.3f} GFLOP per training image)",
+        )
+    )
 
     if not (args.quick or args.skip_book):
         say("the whole book ...")
@@ -543,9 +714,12 @@ def main(argv=None) -> int:
 
     table = ["| measurement | A | B | result |", "|---|---:|---:|---|"]
     table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    text = (f"# Benchmark results\n\nMeasured {raw['date']} on {raw['machine']} by "
-            f"`benchmarks/run.py{' --quick' if args.quick else ''}` (epochs {epochs}).\n\n"
-            + "\n".join(table) + "\n")
+    text = (
+        f"# Benchmark results\n\nMeasured {raw['date']} on {raw['machine']} by "
+        f"`benchmarks/run.py{' --quick' if args.quick else ''}` (epochs {epochs}).\n\n"
+        + "\n".join(table)
+        + "\n"
+    )
     raw_path = args.output.with_name("results.json")
     if "book" not in raw and args.output.exists() and BOOK_HEADING in args.output.read_text():
         # --skip-book keeps the latest whole-book section (from --book-only or a full run).

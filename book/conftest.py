@@ -61,7 +61,10 @@ def pytest_runtest_teardown(item, nextitem):
     if not _SAVE_DIR or outputs is None or cell is None:
         return
     cell.outputs = list(outputs)
-    count = next((o.get("execution_count") for o in outputs if o.get("output_type") == "execute_result"), None)
+    count = next(
+        (o.get("execution_count") for o in outputs if o.get("output_type") == "execute_result"),
+        None,
+    )
     cell.execution_count = count
     _notebooks[str(item.fspath)] = item.parent
 

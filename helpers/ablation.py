@@ -19,8 +19,8 @@ network, saved, explained with Grad-CAM and served by ``helpers.predict`` as it 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -92,8 +92,15 @@ class Variant:
 
     def training_key(self) -> tuple:
         """What the training of one network depends on (TTA and ensembles reuse networks)."""
-        return (self.color_mode, self.augment, self.standardize, self.optimizer,
-                self.class_weights, self.width, self.image_scale)
+        return (
+            self.color_mode,
+            self.augment,
+            self.standardize,
+            self.optimizer,
+            self.class_weights,
+            self.width,
+            self.image_scale,
+        )
 
     def network_options(self) -> dict:
         """Keyword arguments of the chapter's network builder for this variant."""
@@ -122,17 +129,42 @@ class Variant:
 
 #: model_6's recipe first, then one change at a time.
 VARIANTS: tuple[Variant, ...] = (
-    Variant("model_6", "the recipe: grayscale, geometric and intensity augmentation, per-image standardisation, AdamW with cosine decay, class weights"),
+    Variant(
+        "model_6",
+        "the recipe: grayscale, geometric and intensity augmentation, per-image standardisation, AdamW with cosine decay, class weights",
+    ),
     Variant("RGB input", "three identical channels instead of one", color_mode="rgb"),
-    Variant("geometric augmentation only", "no random contrast and brightness", augment="geometric"),
+    Variant(
+        "geometric augmentation only", "no random contrast and brightness", augment="geometric"
+    ),
     Variant("no augmentation", "no augmentation at all", augment="none"),
     Variant("pixels / 255", "no per-image standardisation", standardize=False),
-    Variant("no class weights", "unweighted loss; only the threshold corrects the imbalance", class_weights=False),
-    Variant("case study's optimiser", "RMSprop at a constant 1e-4 instead of AdamW with cosine decay", optimizer="rmsprop-constant"),
-    Variant("constant learning rate", "AdamW at its initial rate throughout, no cosine decay", optimizer="adamw-constant"),
-    Variant("half width", "residual blocks of 16-128 filters instead of 32-256 (about a quarter of the parameters)", width=16),
+    Variant(
+        "no class weights",
+        "unweighted loss; only the threshold corrects the imbalance",
+        class_weights=False,
+    ),
+    Variant(
+        "case study's optimiser",
+        "RMSprop at a constant 1e-4 instead of AdamW with cosine decay",
+        optimizer="rmsprop-constant",
+    ),
+    Variant(
+        "constant learning rate",
+        "AdamW at its initial rate throughout, no cosine decay",
+        optimizer="adamw-constant",
+    ),
+    Variant(
+        "half width",
+        "residual blocks of 16-128 filters instead of 32-256 (about a quarter of the parameters)",
+        width=16,
+    ),
     Variant("1.5x resolution", "images 1.5 times larger on each side", image_scale=1.5),
-    Variant("test-time augmentation", "the recipe's network, each score the mean logit over the image and four shifted copies", tta=True),
+    Variant(
+        "test-time augmentation",
+        "the recipe's network, each score the mean logit over the image and four shifted copies",
+        tta=True,
+    ),
     Variant("ensemble of 3 seeds", "mean logit of the recipe trained with three seeds", seeds=3),
 )
 
@@ -162,19 +194,25 @@ def _logits(model, images: np.ndarray, batch_size: int) -> np.ndarray:
     return model_outputs(model, images, batch_size=batch_size)
 
 
-def tta_logits(model, images: np.ndarray, *, batch_size: int = 64, shift: float = TTA_SHIFT) -> np.ndarray:
+def tta_logits(
+    model, images: np.ndarray, *, batch_size: int = 64, shift: float = TTA_SHIFT
+) -> np.ndarray:
     """Mean logit of ``model`` over ``images`` and four copies shifted up, down, left and
     right by ``shift`` of the side (at least one pixel)."""
     d = max(1, int(round(shift * images.shape[1])))
     views = ((0, 0), (d, 0), (-d, 0), (0, d), (0, -d))
-    return np.mean([_logits(model, shifted(images, dy, dx), batch_size) for dy, dx in views], axis=0)
+    return np.mean(
+        [_logits(model, shifted(images, dy, dx), batch_size) for dy, dx in views], axis=0
+    )
 
 
 def _without_test(xrays: ChestXrays) -> ChestXrays:
     """``xrays`` with an empty test split, so nothing downstream can score it."""
     test = xrays.test
     empty = Split(
-        name="test", paths=[], labels=np.zeros(0, dtype=test.labels.dtype),
+        name="test",
+        paths=[],
+        labels=np.zeros(0, dtype=test.labels.dtype),
         images=np.zeros((0, *test.images.shape[1:]), dtype=test.images.dtype),
         data_dir=test.data_dir,
     )
@@ -182,7 +220,12 @@ def _without_test(xrays: ChestXrays) -> ChestXrays:
 
 
 def validation_row(
-    labels: np.ndarray, scores: np.ndarray, persons, *, target_sensitivity: float, seed: int = config.SEED
+    labels: np.ndarray,
+    scores: np.ndarray,
+    persons,
+    *,
+    target_sensitivity: float,
+    seed: int = config.SEED,
 ) -> dict:
     """Validation AUC (95% CI, persons resampled), log loss, Brier score and the specificity
     at the threshold reaching ``target_sensitivity``, all on the validation images.
@@ -255,14 +298,26 @@ def gap_table(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
     }
     rows = {}
     for name, mask in parts.items():
-        part = Predictions(split="val", paths=[p for p, m in zip(val.paths, mask) if m],
-                           labels=val.labels[mask], scores=val.scores[mask])
+        part = Predictions(
+            split="val",
+            paths=[p for p, m in zip(val.paths, mask) if m],
+            labels=val.labels[mask],
+            scores=val.scores[mask],
+        )
         block = metrics_at(part, evaluation.chosen, seed=seed)
-        rows[name] = {"images": int(mask.sum()), "AUC": block["auc"],
-                      "AUC low": block["auc_ci_low"], "AUC high": block["auc_ci_high"]}
+        rows[name] = {
+            "images": int(mask.sum()),
+            "AUC": block["auc"],
+            "AUC low": block["auc_ci_low"],
+            "AUC high": block["auc_ci_high"],
+        }
     block = evaluation.metrics["test"]
-    rows["test"] = {"images": len(test.labels), "AUC": block["auc"],
-                    "AUC low": block["auc_ci_low"], "AUC high": block["auc_ci_high"]}
+    rows["test"] = {
+        "images": len(test.labels),
+        "AUC": block["auc"],
+        "AUC low": block["auc_ci_low"],
+        "AUC high": block["auc_ci_high"],
+    }
     return pd.DataFrame(rows).T
 
 
@@ -277,9 +332,14 @@ def show_gap(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
     glue(f"{evaluation.model_id}_optimism", float(optimism), display=False)
     glue(f"{evaluation.model_id}_shift", float(shift), display=False)
     glue(f"{evaluation.model_id}_check_auc", float(auc.iloc[1]), display=False)
-    shown = table.assign(**{"AUC (95% CI, person-level)": [
-        f"{r['AUC']:.4f} ({r['AUC low']:.4f}-{r['AUC high']:.4f})" for _, r in table.iterrows()
-    ]})[["images", "AUC (95% CI, person-level)"]]
+    shown = table.assign(
+        **{
+            "AUC (95% CI, person-level)": [
+                f"{r['AUC']:.4f} ({r['AUC low']:.4f}-{r['AUC high']:.4f})"
+                for _, r in table.iterrows()
+            ]
+        }
+    )[["images", "AUC (95% CI, person-level)"]]
     return shown.astype({"images": int})
 
 
@@ -341,7 +401,11 @@ def run_ablation(
     check_training_parameters(epochs=epochs, batch_size=batch_size, seed=seed)
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1 for an ablation, got {epochs}")
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, (int, np.integer))
+        or image_size < 8
+    ):
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
@@ -373,8 +437,14 @@ def run_ablation(
             weights = class_weights(xrays.train.labels) if variant.class_weights else None
             start = time.perf_counter()
             run = fit(
-                model, xrays, epochs=epochs, batch_size=batch_size, seed=network_seed,
-                class_weight=weights, callbacks=variant.callbacks(learning_rate, epochs), verbose=verbose,
+                model,
+                xrays,
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=network_seed,
+                class_weight=weights,
+                callbacks=variant.callbacks(learning_rate, epochs),
+                verbose=verbose,
             )
             networks[key] = (run.model, time.perf_counter() - start)
         return networks[key]
@@ -382,7 +452,8 @@ def run_ablation(
     # The last row that uses each network: after it, the network is let go (memory).
     last_use = {
         (variant.training_key(), seed + i): position
-        for position, variant in enumerate(variants) for i in range(variant.seeds)
+        for position, variant in enumerate(variants)
+        for i in range(variant.seeds)
     }
     rows = []
     for position, variant in enumerate(variants):
@@ -395,7 +466,8 @@ def run_ablation(
         select = ~check_half(xrays.val, seed=seed)  # choices look at this half only
         if variant.tta or variant.seeds > 1:
             per_network = [
-                tta_logits(model, xrays.val.images, batch_size=batch_size) if variant.tta
+                tta_logits(model, xrays.val.images, batch_size=batch_size)
+                if variant.tta
                 else _logits(model, xrays.val.images, batch_size)
                 for model, _ in trained
             ]
@@ -406,21 +478,36 @@ def run_ablation(
         # by size or colour), so each row can be paired with the first, image by image.
         if position == 0:
             first_paths, first_scores = list(xrays.val.paths), scores[select]
-            difference, p_value = metrics.Estimate(0.0, 0.0, 0.0), np.nan  # the reference itself: no test
+            difference, p_value = (
+                metrics.Estimate(0.0, 0.0, 0.0),
+                np.nan,
+            )  # the reference itself: no test
         elif list(xrays.val.paths) != first_paths:
-            raise ValueError(f"variant {variant.name!r} was scored on other validation images than the first row")
+            raise ValueError(
+                f"variant {variant.name!r} was scored on other validation images than the first row"
+            )
         else:
             paired = paired_person_bootstrap(
-                labels[select], scores[select], first_scores, persons[select],
-                threshold_a=0.5, threshold_b=0.5, seed=seed,
+                labels[select],
+                scores[select],
+                first_scores,
+                persons[select],
+                threshold_a=0.5,
+                threshold_b=0.5,
+                seed=seed,
             )["differences"]["auc"]
             difference, p_value = paired["difference"], paired["p_value"]
         rows.append(
             {
                 "variant": variant.name,
                 "change": variant.change,
-                **validation_row(labels[select], scores[select], persons[select],
-                                 target_sensitivity=target_sensitivity, seed=seed),
+                **validation_row(
+                    labels[select],
+                    scores[select],
+                    persons[select],
+                    target_sensitivity=target_sensitivity,
+                    seed=seed,
+                ),
                 "AUC - first row": difference.value,
                 "AUC - first row low": difference.ci_low,
                 "AUC - first row high": difference.ci_high,
@@ -433,7 +520,9 @@ def run_ablation(
     # Every other row is compared with the first: Holm's adjustment over those comparisons.
     adjusted = np.full(len(table), np.nan)
     adjusted[1:] = holm_adjust(table["AUC - first row p"].to_numpy()[1:])
-    table.insert(table.columns.get_loc("AUC - first row p") + 1, "AUC - first row p (Holm)", adjusted)
+    table.insert(
+        table.columns.get_loc("AUC - first row p") + 1, "AUC - first row p (Holm)", adjusted
+    )
     return table
 
 
@@ -508,14 +597,22 @@ def run_for_chapter(build_network, params, *, learning_rate: float, weight_decay
 
     def load(color_mode: str, image_size: int) -> ChestXrays:
         return load_chest_xrays(
-            params["data_dir"], image_size=image_size, color_mode=color_mode,
-            seed=params["seed"], on_bad_image=params.get("on_bad_image", "stop"),
+            params["data_dir"],
+            image_size=image_size,
+            color_mode=color_mode,
+            seed=params["seed"],
+            on_bad_image=params.get("on_bad_image", "stop"),
         )
 
     table = run_ablation(
-        build_network, load, image_size=budget["image_size"], epochs=budget["epochs"],
-        batch_size=params["batch_size"], seed=params["seed"],
-        learning_rate=learning_rate, weight_decay=weight_decay,
+        build_network,
+        load,
+        image_size=budget["image_size"],
+        epochs=budget["epochs"],
+        batch_size=params["batch_size"],
+        seed=params["seed"],
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
         target_sensitivity=params.get("target_sensitivity", config.TARGET_SENSITIVITY),
     )
     choice = variant_named(best_variant(table))
@@ -537,15 +634,22 @@ def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFr
     text column "val AUC (95% CI)" at ``position`` (and, when the table has them, the paired
     difference to the first row as "AUC - first row (95% CI)" after it), the other numbers
     rounded to 4 places."""
-    groups = [("val AUC", "val AUC (95% CI)", "{:.4f}"), ("AUC - first row", "AUC - first row (95% CI)", "{:+.4f}")]
+    groups = [
+        ("val AUC", "val AUC (95% CI)", "{:.4f}"),
+        ("AUC - first row", "AUC - first row (95% CI)", "{:+.4f}"),
+    ]
     shown = table.copy()
     for offset, (name, title, number) in enumerate(g for g in groups if g[0] in table):
         columns = [name, f"{name} low", f"{name} high"]
         shown = shown.drop(columns=columns)
-        shown.insert(position + offset, title, [
-            f"{number.format(r[name])} ({number.format(r[columns[1]])} to {number.format(r[columns[2]])})"
-            for _, r in table.iterrows()
-        ])
+        shown.insert(
+            position + offset,
+            title,
+            [
+                f"{number.format(r[name])} ({number.format(r[columns[1]])} to {number.format(r[columns[2]])})"
+                for _, r in table.iterrows()
+            ],
+        )
     return shown.round(4)
 
 
@@ -597,4 +701,3 @@ def not_adopted_text(table: pd.DataFrame) -> str:
         f"{name}: {row['val AUC']:.4f} ({row['val AUC'] - recipe:+.4f} against the recipe)"
         for name, row in rows.iterrows()
     )
-

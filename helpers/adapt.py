@@ -214,7 +214,9 @@ def _check_model(model) -> None:
             "adapt_batchnorm needs a functional or Sequential model built on keras.Input"
         )
     if len(inputs) != 1:
-        raise AdaptationError(f"model {model.name!r} has {len(inputs)} inputs; adapt_batchnorm supports one")
+        raise AdaptationError(
+            f"model {model.name!r} has {len(inputs)} inputs; adapt_batchnorm supports one"
+        )
 
 
 def _check_images(images, model, min_images: int) -> np.ndarray:
@@ -296,7 +298,9 @@ def _single_input_tensor(layer, name: str):
         )
     tensors = nodes[0].input_tensors
     if len(tensors) != 1:
-        raise AdaptationError(f"layer {name!r} takes {len(tensors)} inputs; adapt_batchnorm supports one")
+        raise AdaptationError(
+            f"layer {name!r} takes {len(tensors)} inputs; adapt_batchnorm supports one"
+        )
     return tensors[0]
 
 
@@ -311,7 +315,9 @@ def _copy_model(model):
     return copy
 
 
-def _input_moments(copy, site: _Site, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _input_moments(
+    copy, site: _Site, images: np.ndarray, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and population variance of ``site.layer``'s inputs over ``images``."""
     import keras
 
@@ -320,13 +326,15 @@ def _input_moments(copy, site: _Site, images: np.ndarray, batch_size: int) -> tu
     contexts = (copy, *site.nested)
     targets = (*site.nested, site.layer)
     feeders = [
-        keras.Model(context.inputs[0], _single_input_tensor(target, site.name))  # one input, not a list
+        keras.Model(
+            context.inputs[0], _single_input_tensor(target, site.name)
+        )  # one input, not a list
         for context, target in zip(contexts, targets)
     ]
     axis = site.layer.axis
     count, mean, m2 = 0, None, None
     for start in range(0, len(images), batch_size):
-        features = images[start:start + batch_size]
+        features = images[start : start + batch_size]
         for feeder in feeders:
             features = feeder(features, training=False)  # eager: no graph to trace per sub-model
         features = np.moveaxis(np.asarray(features, dtype=np.float64), axis, -1)

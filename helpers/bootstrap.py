@@ -39,8 +39,8 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Integral
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,15 @@ from helpers.config import CLASS_NAMES, SEED
 from helpers.metrics import Estimate, MetricError, predict_labels
 
 #: Metrics :func:`person_bootstrap` gives intervals for, in display order.
-BOOTSTRAP_METRICS: tuple[str, ...] = ("auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "f1")
+BOOTSTRAP_METRICS: tuple[str, ...] = (
+    "auc",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "accuracy",
+    "f1",
+)
 #: Differences :func:`paired_person_bootstrap` reports.
 PAIRED_METRICS: tuple[str, ...] = ("auc", "sensitivity", "specificity")
 #: Resamples each tail of a percentile interval must rest on at least (see
@@ -79,7 +87,9 @@ def minimum_resamples(confidence: float) -> int:
 
 def _check_confidence(confidence: float) -> None:
     if not (isinstance(confidence, (float, int)) and 0 < confidence < 1):
-        raise MetricError(f"confidence must be a number strictly between 0 and 1, got {confidence!r}")
+        raise MetricError(
+            f"confidence must be a number strictly between 0 and 1, got {confidence!r}"
+        )
 
 
 def _check_resampling(n_resamples: int, seed: int, confidence: float) -> None:
@@ -115,7 +125,9 @@ def _check_labels(y_true) -> np.ndarray:
 def _check_scores(scores, name: str, n: int) -> np.ndarray:
     values = np.asarray(scores, dtype=np.float64)
     if values.ndim != 1 or values.size != n:
-        raise MetricError(f"{name} must be 1-D with one score per image ({n}), got shape {values.shape}")
+        raise MetricError(
+            f"{name} must be 1-D with one score per image ({n}), got shape {values.shape}"
+        )
     if np.isnan(values).any():
         raise MetricError(
             f"{name} hold {int(np.isnan(values).sum())} NaN values (of {n}); the model's outputs "
@@ -125,7 +137,9 @@ def _check_scores(scores, name: str, n: int) -> np.ndarray:
 
 
 def _check_threshold(threshold: float, name: str) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (float, int, np.floating, np.integer)):
+    if isinstance(threshold, bool) or not isinstance(
+        threshold, (float, int, np.floating, np.integer)
+    ):
         raise MetricError(f"{name} must be a number, got {threshold!r}")
     if not np.isfinite(threshold):
         raise MetricError(f"{name} must be finite, got {threshold!r}")
@@ -140,8 +154,14 @@ def _clusters(y: np.ndarray, persons) -> list[tuple[np.ndarray, np.ndarray]]:
             f"persons must give one person id per image: got {len(persons)} ids for {y.size} images"
         )
     for i, person in enumerate(persons):
-        if person is None or (isinstance(person, float) and math.isnan(person)) or str(person) == "":
-            raise MetricError(f"persons[{i}] is missing ({person!r}); every image needs a person id")
+        if (
+            person is None
+            or (isinstance(person, float) and math.isnan(person))
+            or str(person) == ""
+        ):
+            raise MetricError(
+                f"persons[{i}] is missing ({person!r}); every image needs a person id"
+            )
     ids = np.array([str(p) for p in persons], dtype=object)
     out = []
     for label in (0, 1):
@@ -178,7 +198,9 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return np.where(denominator > 0, numerator / denominator, np.nan)
 
 
-def _weighted_rates(weights: np.ndarray, y: np.ndarray, called: np.ndarray) -> dict[str, np.ndarray]:
+def _weighted_rates(
+    weights: np.ndarray, y: np.ndarray, called: np.ndarray
+) -> dict[str, np.ndarray]:
     """Rates at a threshold for each row of integer image weights (0/0 gives NaN)."""
     positive, negative = y == 1, y == 0
     tp = weights @ (positive & called)
@@ -215,7 +237,9 @@ def _weighted_auc(weights: np.ndarray, y: np.ndarray, scores: np.ndarray) -> np.
     return _ratio(wins, pos_at.sum(axis=1) * neg_at.sum(axis=1))
 
 
-def _all_metrics(weights: np.ndarray, y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+def _all_metrics(
+    weights: np.ndarray, y: np.ndarray, scores: np.ndarray, threshold: float
+) -> dict[str, np.ndarray]:
     called = predict_labels(scores, threshold).astype(bool)  # refuses scores outside [0, 1]
     values = {"auc": _weighted_auc(weights, y, scores), **_weighted_rates(weights, y, called)}
     return {name: values[name] for name in BOOTSTRAP_METRICS}
@@ -236,7 +260,9 @@ def _method(n_resamples: int, seed: int, *, paired: bool = False) -> str:
 
 
 def _cluster_counts(clusters) -> dict[str, int]:
-    return {CLASS_NAMES[label]: int(cluster.max()) + 1 for label, (_, cluster) in enumerate(clusters)}
+    return {
+        CLASS_NAMES[label]: int(cluster.max()) + 1 for label, (_, cluster) in enumerate(clusters)
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -308,12 +334,16 @@ def person_bootstrap(
     threshold = _check_threshold(threshold, "threshold")
     clusters = _clusters(y, persons)
     point = _all_metrics(np.ones((1, y.size)), y, values, threshold)
-    resampled = _all_metrics(_resample_weights(clusters, y.size, n_resamples, seed), y, values, threshold)
+    resampled = _all_metrics(
+        _resample_weights(clusters, y.size, n_resamples, seed), y, values, threshold
+    )
     estimates, undefined = {}, {}
     for name in BOOTSTRAP_METRICS:
         value = float(point[name][0])
-        low, high = (float("nan"), float("nan")) if math.isnan(value) else _percentile_interval(
-            resampled[name], confidence
+        low, high = (
+            (float("nan"), float("nan"))
+            if math.isnan(value)
+            else _percentile_interval(resampled[name], confidence)
         )
         estimates[name] = Estimate(value, low, high)
         undefined[name] = int(np.isnan(resampled[name]).sum())
@@ -414,8 +444,14 @@ def paired_person_bootstrap(
     clusters = _clusters(y, persons)
     ones = np.ones((1, y.size))
     weights = _resample_weights(clusters, y.size, n_resamples, seed)
-    point_a, point_b = _all_metrics(ones, y, values_a, threshold_a), _all_metrics(ones, y, values_b, threshold_b)
-    boot_a, boot_b = _all_metrics(weights, y, values_a, threshold_a), _all_metrics(weights, y, values_b, threshold_b)
+    point_a, point_b = (
+        _all_metrics(ones, y, values_a, threshold_a),
+        _all_metrics(ones, y, values_b, threshold_b),
+    )
+    boot_a, boot_b = (
+        _all_metrics(weights, y, values_a, threshold_a),
+        _all_metrics(weights, y, values_b, threshold_b),
+    )
     differences = {}
     for name in PAIRED_METRICS:
         a, b = float(point_a[name][0]), float(point_b[name][0])
@@ -479,7 +515,9 @@ def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def verdict(difference_interval: Estimate | Sequence[float], *, names: tuple[str, str] = ("a", "b")) -> str:
+def verdict(
+    difference_interval: Estimate | Sequence[float], *, names: tuple[str, str] = ("a", "b")
+) -> str:
     """What the interval of a difference a - b allows one to say about a against b.
 
     Parameters
@@ -514,7 +552,9 @@ def verdict(difference_interval: Estimate | Sequence[float], *, names: tuple[str
     else:
         bounds = list(difference_interval)
         if len(bounds) != 2:
-            raise MetricError(f"difference_interval must be (low, high), got {difference_interval!r}")
+            raise MetricError(
+                f"difference_interval must be (low, high), got {difference_interval!r}"
+            )
         low, high = bounds
     low, high = float(low), float(high)
     if math.isnan(low) or math.isnan(high):
@@ -550,11 +590,19 @@ def interval_table(results: Mapping[str, dict]) -> pd.DataFrame:
     rows = {}
     for model_id, result in results.items():
         if "estimates" not in result:
-            raise MetricError(f"results[{model_id!r}] is not a person_bootstrap result (no 'estimates')")
+            raise MetricError(
+                f"results[{model_id!r}] is not a person_bootstrap result (no 'estimates')"
+            )
         row = {}
         for name in BOOTSTRAP_METRICS:
             estimate = result["estimates"][name]
-            row.update({name: estimate.value, f"{name}_ci_low": estimate.ci_low, f"{name}_ci_high": estimate.ci_high})
+            row.update(
+                {
+                    name: estimate.value,
+                    f"{name}_ci_low": estimate.ci_low,
+                    f"{name}_ci_high": estimate.ci_high,
+                }
+            )
         row["method"] = result["method"]
         rows[model_id] = row
     table = pd.DataFrame.from_dict(rows, orient="index")

@@ -23,7 +23,7 @@ References
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,9 @@ _EPS = 1e-7
 def _probabilities(y_true, scores):
     y_true, scores = _check_labels_scores(y_true, scores, need_both_classes=False)
     if np.any((scores < 0) | (scores > 1)):
-        raise MetricError("calibration needs probabilities in [0, 1]; convert logits with a sigmoid first")
+        raise MetricError(
+            "calibration needs probabilities in [0, 1]; convert logits with a sigmoid first"
+        )
     return y_true, scores
 
 
@@ -53,7 +55,9 @@ def brier_score(y_true: Iterable[int], scores: Iterable[float]) -> float:
     return float(brier_score_loss(y_true, scores, labels=[0, 1]))
 
 
-def reliability_table(y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10) -> pd.DataFrame:
+def reliability_table(
+    y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10
+) -> pd.DataFrame:
     """Images per equal-width score bin with their mean score and fraction of PNEUMONIA.
 
     The points of scikit-learn's :func:`~sklearn.calibration.calibration_curve` (uniform
@@ -76,13 +80,21 @@ def reliability_table(y_true: Iterable[int], scores: Iterable[float], *, n_bins:
     filled = np.flatnonzero(counts)
     columns = ["bin_low", "bin_high", "images", "mean_score", "fraction_positive"]
     fraction, mean = calibration_curve(y_true, scores, n_bins=n_bins, strategy="uniform")
-    return pd.DataFrame({
-        "bin_low": edges[filled], "bin_high": edges[filled + 1], "images": counts[filled],
-        "mean_score": mean, "fraction_positive": fraction,
-    }, columns=columns)
+    return pd.DataFrame(
+        {
+            "bin_low": edges[filled],
+            "bin_high": edges[filled + 1],
+            "images": counts[filled],
+            "mean_score": mean,
+            "fraction_positive": fraction,
+        },
+        columns=columns,
+    )
 
 
-def expected_calibration_error(y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10) -> float:
+def expected_calibration_error(
+    y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10
+) -> float:
     """ECE: ``sum_bins (images_in_bin / n) * |fraction_positive - mean_score|``.
 
     >>> round(expected_calibration_error([0, 1, 1, 1], [0.1, 0.2, 0.9, 0.9], n_bins=10), 3)
@@ -175,7 +187,9 @@ ADOPTED = (
 )
 
 
-def recalibration_report(val_labels, val_scores, test_labels, test_scores, *, n_bins: int = 10) -> dict:
+def recalibration_report(
+    val_labels, val_scores, test_labels, test_scores, *, n_bins: int = 10
+) -> dict:
     """Fit a temperature and Platt scaling on validation; measure both on test.
 
     Returns
@@ -196,8 +210,12 @@ def recalibration_report(val_labels, val_scores, test_labels, test_scores, *, n_
         "val_log_loss_after": log_loss(val_labels, apply_temperature(val_scores, t)),
         "val_log_loss_platt": log_loss(val_labels, apply_platt(val_scores, slope, intercept)),
         "test_before": calibration_summary(test_labels, test_scores, n_bins=n_bins),
-        "test_after": calibration_summary(test_labels, apply_temperature(test_scores, t), n_bins=n_bins),
-        "test_platt": calibration_summary(test_labels, apply_platt(test_scores, slope, intercept), n_bins=n_bins),
+        "test_after": calibration_summary(
+            test_labels, apply_temperature(test_scores, t), n_bins=n_bins
+        ),
+        "test_platt": calibration_summary(
+            test_labels, apply_platt(test_scores, slope, intercept), n_bins=n_bins
+        ),
         "val_prevalence": float(np.mean(val_labels)),
         "test_prevalence": float(np.mean(test_labels)),
         "n_bins": n_bins,
@@ -205,8 +223,12 @@ def recalibration_report(val_labels, val_scores, test_labels, test_scores, *, n_
     }
 
 
-def calibration_summary(y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10) -> dict:
+def calibration_summary(
+    y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10
+) -> dict:
     """Brier score and ECE of one set of scores, as plain floats."""
-    return {"brier": brier_score(y_true, scores),
-            "ece": expected_calibration_error(y_true, scores, n_bins=n_bins),
-            "mean_score": float(np.mean(np.asarray(scores, dtype=np.float64)))}
+    return {
+        "brier": brier_score(y_true, scores),
+        "ece": expected_calibration_error(y_true, scores, n_bins=n_bins),
+        "mean_score": float(np.mean(np.asarray(scores, dtype=np.float64))),
+    }

@@ -18,7 +18,13 @@ from helpers.report import interval_text, show_warning
 
 
 def case_study_test_pass(
-    model, data_dir: str | os.PathLike, *, image_size: int, batch_size: int, shuffle: bool = True, seed: int | None = None
+    model,
+    data_dir: str | os.PathLike,
+    *,
+    image_size: int,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and raw outputs gathered the case study's way.
 
@@ -66,7 +72,7 @@ def batch_averaged_specificity(y_true, y_pred, *, batch_size: int) -> float:
     y_pred = np.asarray(y_pred, dtype=float)
     ratios = []
     for start in range(0, y_true.size, batch_size):
-        t, p = y_true[start:start + batch_size], y_pred[start:start + batch_size]
+        t, p = y_true[start : start + batch_size], y_pred[start : start + batch_size]
         negatives = np.sum(1 - t)
         true_negatives = np.sum(np.round(np.clip((1 - t) * (1 - p), 0, 1)))
         ratios.append(true_negatives / (negatives + 1e-7))
@@ -118,7 +124,9 @@ def load_trained(results_dir: str | os.PathLike, model_id: str):
     import helpers.layers  # noqa: F401 - registers the book's own layers for safe loading
     from helpers.results import read_metrics
 
-    model = keras.saving.load_model(results_path(results_dir, model_id, "model.keras"), safe_mode=True)
+    model = keras.saving.load_model(
+        results_path(results_dir, model_id, "model.keras"), safe_mode=True
+    )
     return model, read_metrics(results_dir, model_id)
 
 
@@ -168,7 +176,9 @@ def logit_cut_table(results_dir: str | os.PathLike, model_id: str = "model_4") -
     return pd.DataFrame(rows).T
 
 
-def metric_helpers_table(correct, metrics_json: dict, *, batch_size: int, seed: int = config.SEED) -> pd.DataFrame:
+def metric_helpers_table(
+    correct, metrics_json: dict, *, batch_size: int, seed: int = config.SEED
+) -> pd.DataFrame:
     """The case study's metric helpers against the correct numbers, on the same scores."""
     labels, scores = correct.labels, correct.scores
     # Keras evaluates a shuffled dataset batch by batch: reproduce that order.
@@ -185,7 +195,13 @@ def metric_helpers_table(correct, metrics_json: dict, *, batch_size: int, seed: 
             "threshold tuned on the test set itself",
         ),
         "sensitivity at the validation threshold": (
-            metrics_json["test"]["sensitivity"], "threshold fixed on validation first",
+            metrics_json["test"]["sensitivity"],
+            "threshold fixed on validation first",
         ),
     }
-    return pd.DataFrame({"value": {k: round(v, 4) for k, (v, _) in rows.items()}, "what it is": {k: w for k, (_, w) in rows.items()}})
+    return pd.DataFrame(
+        {
+            "value": {k: round(v, 4) for k, (v, _) in rows.items()},
+            "what it is": {k: w for k, (_, w) in rows.items()},
+        }
+    )

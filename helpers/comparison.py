@@ -19,6 +19,7 @@ from helpers.report import interval_text
 #: The models the comparison reads, in the table's order.
 MODEL_IDS: tuple[str, ...] = config.MODEL_IDS
 
+
 def read_all_metrics(results_dir: str | os.PathLike, model_ids=config.MODEL_IDS) -> dict[str, dict]:
     """``metrics.json`` of every model, failing clearly if a chapter has not run."""
     from helpers.results import read_metrics
@@ -26,11 +27,15 @@ def read_all_metrics(results_dir: str | os.PathLike, model_ids=config.MODEL_IDS)
     return {model_id: read_metrics(results_dir, model_id) for model_id in model_ids}
 
 
-def read_all_predictions(results_dir: str | os.PathLike, model_ids=config.MODEL_IDS, *, split: str = "test") -> dict[str, pd.DataFrame]:
+def read_all_predictions(
+    results_dir: str | os.PathLike, model_ids=config.MODEL_IDS, *, split: str = "test"
+) -> dict[str, pd.DataFrame]:
     """``predictions_<split>.csv`` of every model."""
     from helpers.results import read_predictions
 
-    return {m: read_predictions(Path(results_dir) / m / f"predictions_{split}.csv") for m in model_ids}
+    return {
+        m: read_predictions(Path(results_dir) / m / f"predictions_{split}.csv") for m in model_ids
+    }
 
 
 def p_value_text(p: float) -> str:
@@ -51,17 +56,24 @@ def reference_model(all_metrics: dict[str, dict]) -> str:
     return max(all_metrics, key=lambda k: (all_metrics[k]["val"]["auc"], k))
 
 
-def _paired(all_metrics: dict[str, dict], all_predictions: dict[str, pd.DataFrame], a: str, b: str) -> dict:
+def _paired(
+    all_metrics: dict[str, dict], all_predictions: dict[str, pd.DataFrame], a: str, b: str
+) -> dict:
     """Paired person-level bootstrap of a - b (AUC, sensitivity, specificity) on the same
     test images, each model at its own validation threshold."""
     from helpers.data import group_id
 
     fa, fb = all_predictions[a], all_predictions[b]
     if list(fa["path"]) != list(fb["path"]):
-        raise ValueError(f"{a}'s and {b}'s test predictions are not on the same images in the same order")
+        raise ValueError(
+            f"{a}'s and {b}'s test predictions are not on the same images in the same order"
+        )
     persons = [group_id(path) for path in fa["path"]]
     return bootstrap.paired_person_bootstrap(
-        fa["label"], fa["score"], fb["score"], persons,
+        fa["label"],
+        fa["score"],
+        fb["score"],
+        persons,
         threshold_a=all_metrics[a]["threshold"]["threshold"],
         threshold_b=all_metrics[b]["threshold"]["threshold"],
     )
@@ -71,7 +83,9 @@ def _difference_text(estimate) -> str:
     return f"{estimate.value:+.3f} ({estimate.ci_low:+.3f} to {estimate.ci_high:+.3f})"
 
 
-def paired_tests(all_metrics: dict[str, dict], all_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def paired_tests(
+    all_metrics: dict[str, dict], all_predictions: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
     """Each model against the reference model (:func:`reference_model`) on the same test images.
 
     For AUC, sensitivity and specificity: the difference (this model minus the reference)
@@ -82,14 +96,18 @@ def paired_tests(all_metrics: dict[str, dict], all_predictions: dict[str, pd.Dat
     """
     reference = reference_model(all_metrics)
     ref = all_predictions[reference]
-    ref_called = metrics.predict_labels(ref["score"], all_metrics[reference]["threshold"]["threshold"])
+    ref_called = metrics.predict_labels(
+        ref["score"], all_metrics[reference]["threshold"]["threshold"]
+    )
     rows, raw_p = {}, []
     for model_id, frame in all_predictions.items():
         if model_id == reference:
             continue
         paired = _paired(all_metrics, all_predictions, model_id, reference)
         delong = metrics.delong_test(frame["label"], frame["score"], ref["score"])
-        called = metrics.predict_labels(frame["score"], all_metrics[model_id]["threshold"]["threshold"])
+        called = metrics.predict_labels(
+            frame["score"], all_metrics[model_id]["threshold"]["threshold"]
+        )
         mcnemar = metrics.mcnemar_test(frame["label"], called, ref_called)
         d = paired["differences"]
         rows[model_id] = {
@@ -111,7 +129,11 @@ def paired_tests(all_metrics: dict[str, dict], all_predictions: dict[str, pd.Dat
 def forest_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
     """Each model's test AUC, sensitivity and specificity with their person-level
     intervals, for :func:`helpers.plots.plot_forest`."""
-    columns = [f"{n}{s}" for n in ("auc", "sensitivity", "specificity") for s in ("", "_ci_low", "_ci_high")]
+    columns = [
+        f"{n}{s}"
+        for n in ("auc", "sensitivity", "specificity")
+        for s in ("", "_ci_low", "_ci_high")
+    ]
     table = pd.DataFrame({m: {c: v["test"][c] for c in columns} for m, v in all_metrics.items()}).T
     methods = {v["test"].get("interval_method") for v in all_metrics.values()}
     if len(methods) == 1:
@@ -137,7 +159,9 @@ def calibration_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
         for kind in ("bacteria", "virus"):
             if kind in kinds:
                 k = kinds[kind]
-                row[f"sensitivity, {kind}"] = f"{k['sensitivity']:.3f} ({k['ci_low']:.3f}-{k['ci_high']:.3f})"
+                row[f"sensitivity, {kind}"] = (
+                    f"{k['sensitivity']:.3f} ({k['ci_low']:.3f}-{k['ci_high']:.3f})"
+                )
         rows[model_id] = row
     table = pd.DataFrame(rows).T
     shares = {m["calibration"]["test_prevalence"] for m in all_metrics.values()}
@@ -146,7 +170,9 @@ def calibration_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
 
 
 def book_questions(
-    all_metrics: dict[str, dict], all_predictions: dict[str, pd.DataFrame], results_dir: str | os.PathLike
+    all_metrics: dict[str, dict],
+    all_predictions: dict[str, pd.DataFrame],
+    results_dir: str | os.PathLike,
 ) -> pd.DataFrame:
     """The book's own questions as paired comparisons on the same test images.
 
@@ -159,11 +185,17 @@ def book_questions(
     from helpers.results import read_predictions
 
     frames, thresholds = dict(all_predictions), dict(all_metrics)
-    pairs = [(a, b) for a, b in (("model_7", "model_5"), ("model_7", "model_6")) if a in frames and b in frames]
+    pairs = [
+        (a, b)
+        for a, b in (("model_7", "model_5"), ("model_7", "model_6"))
+        if a in frames and b in frames
+    ]
     for model_id, m in all_metrics.items():
         if "adapted" in m:
             name = f"{model_id} adapted"
-            frames[name] = read_predictions(Path(results_dir) / model_id / "predictions_test_adapted.csv")
+            frames[name] = read_predictions(
+                Path(results_dir) / model_id / "predictions_test_adapted.csv"
+            )
             thresholds[name] = m["adapted"]
             pairs.append((name, model_id))
     rows, p_values = {}, []
@@ -189,8 +221,13 @@ def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
     for model_id, m in all_metrics.items():
         block = m["test"]
         row = {"threshold": f"{block['threshold']:.3f}"}
-        for name, label in (("auc", "AUC"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
-                            ("ppv", "PPV"), ("npv", "NPV")):
+        for name, label in (
+            ("auc", "AUC"),
+            ("sensitivity", "sensitivity"),
+            ("specificity", "specificity"),
+            ("ppv", "PPV"),
+            ("npv", "NPV"),
+        ):
             row[label] = interval_text(block, name)
         row["training s"] = f"{m['training_seconds']:.0f}"
         rows[model_id] = row
@@ -198,9 +235,16 @@ def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
             block = m["adapted"]["test"]
             rows[f"{model_id}, adapted (no labels)"] = {
                 "threshold": f"{block['threshold']:.3f}",
-                **{label: interval_text(block, name) for name, label in
-                   (("auc", "AUC"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
-                    ("ppv", "PPV"), ("npv", "NPV"))},
+                **{
+                    label: interval_text(block, name)
+                    for name, label in (
+                        ("auc", "AUC"),
+                        ("sensitivity", "sensitivity"),
+                        ("specificity", "specificity"),
+                        ("ppv", "PPV"),
+                        ("npv", "NPV"),
+                    )
+                },
                 "training s": "",
             }
     return pd.DataFrame(rows).T
@@ -211,7 +255,9 @@ def _best_by_validation(all_metrics: dict[str, dict], candidates) -> str:
     return max(candidates, key=lambda k: (all_metrics[k]["val"]["auc"], k))
 
 
-def conclusions(all_metrics: dict[str, dict], all_predictions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def conclusions(
+    all_metrics: dict[str, dict], all_predictions: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
     """Each conclusion the case study drew, judged by the interval of a difference.
 
     A comparison of two models rests on the paired person-level bootstrap interval of their
@@ -225,21 +271,29 @@ def conclusions(all_metrics: dict[str, dict], all_predictions: dict[str, pd.Data
     rows = []
     worst = min(m, key=lambda k: m[k]["test"]["auc_ci_low"])
     worst_lo = m[worst]["test"]["auc_ci_low"]
-    rows.append({
-        "case study's conclusion": "The models barely beat chance (52-58% test accuracy).",
-        "evidence here": f"lowest lower bound of a test AUC (person-level): {worst} {worst_lo:.3f}; chance is 0.5",
-        "p (Holm)": "",
-        "verdict": "does not hold" if worst_lo > 0.5 else "holds for at least one model",
-    })
+    rows.append(
+        {
+            "case study's conclusion": "The models barely beat chance (52-58% test accuracy).",
+            "evidence here": f"lowest lower bound of a test AUC (person-level): {worst} {worst_lo:.3f}; chance is 0.5",
+            "p (Holm)": "",
+            "verdict": "does not hold" if worst_lo > 0.5 else "holds for at least one model",
+        }
+    )
     cnn = _best_by_validation(m, ("model_1", "model_2", "model_3"))
     mobile = _best_by_validation(m, ("model_4", "model_5"))
     claims = [
-        ("Dropout and batch normalisation (model 2) do not improve on model 1.", "model_2", "model_1"),
+        (
+            "Dropout and batch normalisation (model 2) do not improve on model 1.",
+            "model_2",
+            "model_1",
+        ),
         ("Adam with lighter dropout (model 3) does not improve on model 2.", "model_3", "model_2"),
         ("Augmentation (model 4) does not improve on model 5.", "model_4", "model_5"),
         ("Transfer learning (models 4-5) does not beat the small CNNs (models 1-3).", mobile, cnn),
     ]
-    paired = [_paired(all_metrics, all_predictions, a, b)["differences"]["auc"] for _, a, b in claims]
+    paired = [
+        _paired(all_metrics, all_predictions, a, b)["differences"]["auc"] for _, a, b in claims
+    ]
     adjusted = bootstrap.holm_adjust([d["p_value"] for d in paired])
     for (claim, a, b), d, p in zip(claims, paired, adjusted):
         said = bootstrap.verdict(d["difference"], names=(a, b))
@@ -249,10 +303,12 @@ def conclusions(all_metrics: dict[str, dict], all_predictions: dict[str, pd.Data
             outcome = f"holds: {said}"
         else:
             outcome = said
-        rows.append({
-            "case study's conclusion": claim,
-            "evidence here": f"AUC {a} {d['a']:.3f}, {b} {d['b']:.3f}; {a} minus {b}: {_difference_text(d['difference'])}",
-            "p (Holm)": p_value_text(float(p)),
-            "verdict": outcome,
-        })
+        rows.append(
+            {
+                "case study's conclusion": claim,
+                "evidence here": f"AUC {a} {d['a']:.3f}, {b} {d['b']:.3f}; {a} minus {b}: {_difference_text(d['difference'])}",
+                "p (Holm)": p_value_text(float(p)),
+                "verdict": outcome,
+            }
+        )
     return pd.DataFrame(rows).set_index("case study's conclusion")

@@ -172,7 +172,11 @@ def threshold_on_validation(
             "study's 0.5 is used and the test AUC is 0.5 by construction."
         )
         return chosen
-    chosen.update(metrics.choose_threshold(val.labels, val.scores, method="sensitivity", target=target_sensitivity))
+    chosen.update(
+        metrics.choose_threshold(
+            val.labels, val.scores, method="sensitivity", target=target_sensitivity
+        )
+    )
     chosen["youden"] = metrics.youden_threshold(val.labels, val.scores)
     return chosen
 
@@ -272,8 +276,11 @@ def metrics_at(predictions: Predictions, threshold: float, *, seed: int = config
     """
     block = metrics.summary(predictions.labels, predictions.scores, threshold=threshold)
     person_level = bootstrap.person_bootstrap(
-        predictions.labels, predictions.scores, [group_id(path) for path in predictions.paths],
-        threshold=threshold, seed=seed
+        predictions.labels,
+        predictions.scores,
+        [group_id(path) for path in predictions.paths],
+        threshold=threshold,
+        seed=seed,
     )
     for name, estimate in person_level["estimates"].items():
         block[f"{name}_ci_low"], block[f"{name}_ci_high"] = estimate.ci_low, estimate.ci_high
@@ -305,7 +312,9 @@ def summarise(model_id: str, val: Predictions, test: Predictions, threshold: dic
         ``warnings``.
     """
     if val.split != "val" or test.split != "test":
-        raise ValueError(f"summarise needs validation and test predictions, got {val.split!r} and {test.split!r}")
+        raise ValueError(
+            f"summarise needs validation and test predictions, got {val.split!r} and {test.split!r}"
+        )
     if not isinstance(threshold, ValidationThreshold):
         raise ValueError("summarise needs the threshold returned by threshold_on_validation")
     chosen, youden = float(threshold["threshold"]), threshold.get("youden")
@@ -318,10 +327,14 @@ def summarise(model_id: str, val: Predictions, test: Predictions, threshold: dic
         "test_at_0.5": metrics_at(test, 0.5),
         "val": metrics_at(val, chosen),
         "test_image_level": image_level_metrics(test, chosen),
-        "calibration": calibration.recalibration_report(val.labels, val.scores, test.labels, test.scores),
+        "calibration": calibration.recalibration_report(
+            val.labels, val.scores, test.labels, test.scores
+        ),
         "sensitivity_by_kind": metrics.sensitivity_by_kind(
             test.paths, test.labels, test.scores, threshold=chosen
-        ).reset_index().to_dict("records"),
+        )
+        .reset_index()
+        .to_dict("records"),
         "n_images": {"val": len(val.labels), "test": len(test.labels)},
         "versions": _versions(),
         "warnings": list(threshold.get("warnings", [])),
@@ -330,8 +343,12 @@ def summarise(model_id: str, val: Predictions, test: Predictions, threshold: dic
 
 
 def adapted_to_each_folder(
-    model, xrays: ChestXrays, model_id: str, *,
-    target_sensitivity: float = config.TARGET_SENSITIVITY, batch_size: int = 128,
+    model,
+    xrays: ChestXrays,
+    model_id: str,
+    *,
+    target_sensitivity: float = config.TARGET_SENSITIVITY,
+    batch_size: int = 128,
 ) -> Evaluation:
     """The evaluation steps with batch-norm statistics re-estimated on each folder's own
     images, without their labels (AdaBN, :func:`helpers.adapt.adapt_batchnorm`).

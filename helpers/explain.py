@@ -35,7 +35,13 @@ import numpy as np
 
 # Layers that are the identity at inference: their output is the same feature map as their
 # input's, so they never end a convolutional block.
-_INFERENCE_IDENTITIES = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization")
+_INFERENCE_IDENTITIES = (
+    "Dropout",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+)
 # Augmentation layers not named Random*: training-time only, like the Random* ones.
 _OTHER_AUGMENTATIONS = ("RandAugment", "AugMix", "CutMix", "MixUp")
 # A sigmoid output must match the sigmoid of the logit rebuilt from its last layer; a larger
@@ -185,7 +191,9 @@ def _logit_source(model):
     last = model.layers[-1]
     node = _node_of(last, nodes, model)
     if node.output_tensors[0] is not output:
-        raise ValueError(f"model {model.name!r}: its last layer {last.name!r} does not produce its output")
+        raise ValueError(
+            f"model {model.name!r}: its last layer {last.name!r} does not produce its output"
+        )
     activation = getattr(last, "activation", None)
     if activation is None or activation is keras.activations.linear:
         return output, lambda x: x, False
@@ -211,7 +219,9 @@ def _logit_source(model):
     )
 
 
-def grad_cam(model, images: np.ndarray, *, layer_name: str | None = None, batch_size: int = 32) -> np.ndarray:
+def grad_cam(
+    model, images: np.ndarray, *, layer_name: str | None = None, batch_size: int = 32
+) -> np.ndarray:
     """Grad-CAM heatmaps of ``images``, one per image, at the images' size.
 
     The score differentiated is the model's logit: for a sigmoid model, the last Dense
@@ -249,7 +259,11 @@ def grad_cam(model, images: np.ndarray, *, layer_name: str | None = None, batch_
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (n, height, width, channels), got {images.shape}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
     name = layer_name or feature_layer_name(model)
     feature_node = _node_of(model.get_layer(name), _graph_nodes(model), model)
@@ -257,7 +271,7 @@ def grad_cam(model, images: np.ndarray, *, layer_name: str | None = None, batch_
     probe = keras.Model(model.inputs, [feature_node.output_tensors[0], source, model.outputs[0]])
     maps = []
     for start in range(0, len(images), batch_size):
-        batch = tf.convert_to_tensor(images[start:start + batch_size].astype("float32"))
+        batch = tf.convert_to_tensor(images[start : start + batch_size].astype("float32"))
         with tf.GradientTape() as tape:
             features, before_logit, output = probe(batch, training=False)
             logit = to_logit(before_logit)

@@ -16,8 +16,8 @@ rate, augmentation, the input size), each from the same trained head, and scores
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -38,8 +38,14 @@ def unfreeze_top(base, n_layers: int) -> list[str]:
     """
     import keras
 
-    if isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)) or not 0 <= n_layers <= len(base.layers):
-        raise ValueError(f"n_layers must be an integer in [0, {len(base.layers)}], got {n_layers!r}")
+    if (
+        isinstance(n_layers, bool)
+        or not isinstance(n_layers, (int, np.integer))
+        or not 0 <= n_layers <= len(base.layers)
+    ):
+        raise ValueError(
+            f"n_layers must be an integer in [0, {len(base.layers)}], got {n_layers!r}"
+        )
     base.trainable = True  # Keras: a layer is trainable only if its parents are
     trainable = []
     for position, layer in enumerate(base.layers):
@@ -171,16 +177,23 @@ def run_search(
             fit(model, xrays, epochs=fine_tune_epochs, batch_size=batch_size, seed=seed, verbose=0)
             seconds = time.perf_counter() - start
         scores = predict_split(model, xrays.val, batch_size=batch_size).scores
-        rows.append({
-            "configuration": configuration.name,
-            "layers": configuration.layers,
-            "learning rate": configuration.learning_rate,
-            "augmentation": "yes" if configuration.augment else "no",
-            "image size": size,
-            **validation_row(xrays.val.labels, scores, [group_id(path) for path in xrays.val.paths],
-                             target_sensitivity=target_sensitivity, seed=seed),
-            "fine-tuning s": round(seconds, 1),
-        })
+        rows.append(
+            {
+                "configuration": configuration.name,
+                "layers": configuration.layers,
+                "learning rate": configuration.learning_rate,
+                "augmentation": "yes" if configuration.augment else "no",
+                "image size": size,
+                **validation_row(
+                    xrays.val.labels,
+                    scores,
+                    [group_id(path) for path in xrays.val.paths],
+                    target_sensitivity=target_sensitivity,
+                    seed=seed,
+                ),
+                "fine-tuning s": round(seconds, 1),
+            }
+        )
     return pd.DataFrame(rows).set_index("configuration")
 
 
@@ -193,12 +206,16 @@ def best_configuration(table: pd.DataFrame, *, decimals: int = 3) -> str:
     return str(rounded.index[int(np.argmax(rounded.to_numpy()))])
 
 
-def configuration_named(name: str, configurations: tuple[FineTuning, ...] = CONFIGURATIONS) -> FineTuning:
+def configuration_named(
+    name: str, configurations: tuple[FineTuning, ...] = CONFIGURATIONS
+) -> FineTuning:
     """The configuration called ``name``, or a ValueError listing the names."""
     for configuration in configurations:
         if configuration.name == name:
             return configuration
-    raise ValueError(f"no configuration {name!r}; configurations: {', '.join(c.name for c in configurations)}")
+    raise ValueError(
+        f"no configuration {name!r}; configurations: {', '.join(c.name for c in configurations)}"
+    )
 
 
 @dataclass
@@ -214,7 +231,9 @@ class Search:
 RECIPE = CONFIGURATIONS[1]
 
 
-def run_for_chapter(make_parts: Callable, assemble: Callable, params, *, head_learning_rate: float = 1e-3) -> Search:
+def run_for_chapter(
+    make_parts: Callable, assemble: Callable, params, *, head_learning_rate: float = 1e-3
+) -> Search:
     """Run the validation search for model_7's chapter, write it, show it, glue its choice.
 
     Writes ``<results_dir>/model_7_search/search.csv`` and ``choice.json``. With
@@ -240,22 +259,36 @@ def run_for_chapter(make_parts: Callable, assemble: Callable, params, *, head_le
 
     def load(size: int) -> ChestXrays:
         return load_chest_xrays(
-            p["data_dir"], image_size=size, color_mode="rgb", seed=p["seed"],
+            p["data_dir"],
+            image_size=size,
+            color_mode="rgb",
+            seed=p["seed"],
             on_bad_image=p.get("on_bad_image", "stop"),
         )
 
     table = run_search(
-        make_parts, assemble, load, image_size=p["image_size"], head_epochs=p["head_epochs"],
-        fine_tune_epochs=p["search_epochs"], batch_size=p["batch_size"], seed=p["seed"],
+        make_parts,
+        assemble,
+        load,
+        image_size=p["image_size"],
+        head_epochs=p["head_epochs"],
+        fine_tune_epochs=p["search_epochs"],
+        batch_size=p["batch_size"],
+        seed=p["seed"],
         head_learning_rate=head_learning_rate,
     )
     choice = configuration_named(best_configuration(table))
     with ResultsWriter(p["results_dir"], "model_7_search") as writer:
         table.to_csv(writer.path("search.csv"))
-        writer.write_json("choice.json", {
-            "choice": choice.name, "head_epochs": p["head_epochs"],
-            "search_epochs": p["search_epochs"], "seed": p["seed"],
-        })
+        writer.write_json(
+            "choice.json",
+            {
+                "choice": choice.name,
+                "head_epochs": p["head_epochs"],
+                "search_epochs": p["search_epochs"],
+                "seed": p["seed"],
+            },
+        )
     display(with_interval_column(table))
     glue("model_7_choice", choice.name, display=False)
     return Search(table=table, choice=choice, image_size=int(table.loc[choice.name, "image size"]))
@@ -303,8 +336,12 @@ def frozen_feature_probe(model, xrays: ChestXrays, model_id: str):
 
     def predictions(name: str, images_features) -> evaluate.Predictions:
         split = xrays[name]
-        return evaluate.Predictions(split=name, paths=list(split.paths), labels=split.labels.copy(),
-                                    scores=fit.predict_proba(images_features)[:, 1])
+        return evaluate.Predictions(
+            split=name,
+            paths=list(split.paths),
+            labels=split.labels.copy(),
+            scores=fit.predict_proba(images_features)[:, 1],
+        )
 
     val = predictions("val", features["val"])
     threshold = evaluate.threshold_on_validation(val)
@@ -312,5 +349,8 @@ def frozen_feature_probe(model, xrays: ChestXrays, model_id: str):
     evaluate.claim_test_set(xrays, name)
     test = predictions("test", pooled(xrays.test.images))
     result = evaluate.summarise(name, val, test, threshold)
-    result.metrics["probe"] = {"C": best_c, "val_auc_by_C": {str(c): float(fits[c][0]) for c in PROBE_C}}
+    result.metrics["probe"] = {
+        "C": best_c,
+        "val_auc_by_C": {str(c): float(fits[c][0]) for c in PROBE_C},
+    }
     return result

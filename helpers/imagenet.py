@@ -161,7 +161,9 @@ def tflite_interpreter(path: str | os.PathLike, **kwargs: Any) -> Any:
 
         Interpreter = tf.lite.Interpreter
         OpResolverType = tf.lite.experimental.OpResolverType
-    kwargs.setdefault("experimental_op_resolver_type", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    kwargs.setdefault(
+        "experimental_op_resolver_type", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
         interpreter = Interpreter(model_path=os.fspath(path), **kwargs)
@@ -169,7 +171,9 @@ def tflite_interpreter(path: str | os.PathLike, **kwargs: Any) -> Any:
     return interpreter
 
 
-def dequantize(values: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, axis: int) -> np.ndarray:
+def dequantize(
+    values: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, axis: int
+) -> np.ndarray:
     """``(values - zero_point) * scale`` in float32, per channel along ``axis``.
 
     Parameters
@@ -245,7 +249,9 @@ def read_folded_convolutions(tflite_path: str | os.PathLike) -> list[FoldedConvo
             continue
         inputs = [int(i) for i in op["inputs"]]
         if len(inputs) < 3 or inputs[2] < 0:
-            raise WeightsSourceError(f"{tflite_path}: op {op['index']} ({op['op_name']}) has no bias input")
+            raise WeightsSourceError(
+                f"{tflite_path}: op {op['index']} ({op['op_name']}) has no bias input"
+            )
         activation, weight, bias = (tensors[i] for i in inputs[:3])
         if weight["dtype"] != np.int8 or bias["dtype"] != np.int32:
             raise WeightsSourceError(
@@ -265,7 +271,9 @@ def read_folded_convolutions(tflite_path: str | os.PathLike) -> list[FoldedConvo
         convolutions.append(
             FoldedConvolution(
                 op_name=op["op_name"],
-                kernel=dequantize(interpreter.get_tensor(weight["index"]), w_scales, w_zeros, w_axis),
+                kernel=dequantize(
+                    interpreter.get_tensor(weight["index"]), w_scales, w_zeros, w_axis
+                ),
                 bias=dequantize(interpreter.get_tensor(bias["index"]), b_scales, b_zeros, 0),
             )
         )
@@ -277,7 +285,9 @@ def _identity_bn_weights(bn, bias: np.ndarray) -> list[np.ndarray]:
     epsilon = np.float32(bn.epsilon)
     variance = np.float32(1.0) - epsilon
     if float(variance + epsilon) != 1.0:  # then rsqrt(variance + epsilon) would not be 1
-        raise ValueError(f"{bn.name}: epsilon {bn.epsilon} does not give variance + epsilon == 1 in float32")
+        raise ValueError(
+            f"{bn.name}: epsilon {bn.epsilon} does not give variance + epsilon == 1 in float32"
+        )
     channels = bias.shape[0]
     return [
         np.ones(channels, np.float32),
@@ -291,8 +301,12 @@ def _set_conv_and_bn(conv, bn, folded: FoldedConvolution, index: int) -> None:
     import keras
 
     if not isinstance(bn, keras.layers.BatchNormalization) or bn.input is not conv.output:
-        raise WeightsSourceError(f"Keras layer {conv.name} is not followed by its BatchNormalization")
-    expected_op = "DEPTHWISE_CONV_2D" if isinstance(conv, keras.layers.DepthwiseConv2D) else "CONV_2D"
+        raise WeightsSourceError(
+            f"Keras layer {conv.name} is not followed by its BatchNormalization"
+        )
+    expected_op = (
+        "DEPTHWISE_CONV_2D" if isinstance(conv, keras.layers.DepthwiseConv2D) else "CONV_2D"
+    )
     # Both layouts become Keras' [kh, kw, in, out] (depthwise: [kh, kw, channels, 1]).
     kernel = np.transpose(folded.kernel, (1, 2, 3, 0))
     expected_shape = tuple(conv.kernel.shape)
@@ -323,7 +337,7 @@ def convert_tflite(
     input_size: int = 224,
     classifier_activation: str | None = "softmax",
     expected_sha256: str = EMBEDDED_SHA256,
-) -> "keras.Model":
+) -> keras.Model:
     """Build Keras' MobileNetV2 (alpha 1.0) with the weights of the TFLite model.
 
     Parameters
@@ -355,8 +369,14 @@ def convert_tflite(
     ValueError
         If ``input_size`` is not an integer >= 32.
     """
-    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 32:
-        raise ValueError(f"input_size must be an integer >= 32 (MobileNetV2's minimum), got {input_size!r}")
+    if (
+        isinstance(input_size, bool)
+        or not isinstance(input_size, (int, np.integer))
+        or input_size < 32
+    ):
+        raise ValueError(
+            f"input_size must be an integer >= 32 (MobileNetV2's minimum), got {input_size!r}"
+        )
     verify_source(tflite_path, expected_sha256)
     folded = read_folded_convolutions(tflite_path)
     if len(folded) != _N_TFLITE_CONVS:
@@ -375,8 +395,11 @@ def convert_tflite(
     )
     layers = model.layers
     weighted = [
-        i for i, layer in enumerate(layers)
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
+        i
+        for i, layer in enumerate(layers)
+        if isinstance(
+            layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+        )
     ]
     expected_count = _N_TFLITE_CONVS if include_top else _N_TFLITE_CONVS - 1
     if len(weighted) != expected_count:
@@ -457,7 +480,9 @@ def mobilenet_v2_weights(
     target = folder / _cached_weights_name(source_sha256)
     if target.is_file():
         return target
-    model = convert_tflite(source, include_top=False, input_size=224, expected_sha256=expected_sha256)
+    model = convert_tflite(
+        source, include_top=False, input_size=224, expected_sha256=expected_sha256
+    )
     folder.mkdir(parents=True, exist_ok=True)
     # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".weights.h5")
@@ -539,12 +564,18 @@ def base_weights_argument(
             f"Keras weights file (.h5 or .weights.h5). {_how_to_get_weights()}"
         )
     if path.is_dir():
-        raise ValueError(f"The base weights file {path} is a folder, not a file. {_how_to_get_weights()}")
+        raise ValueError(
+            f"The base weights file {path} is a folder, not a file. {_how_to_get_weights()}"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"The base weights file {path} does not exist. {_how_to_get_weights()}")
+        raise FileNotFoundError(
+            f"The base weights file {path} does not exist. {_how_to_get_weights()}"
+        )
     with open(path, "rb") as handle:
         if handle.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
-            raise ValueError(f"The base weights file {path} is not an HDF5 file. {_how_to_get_weights()}")
+            raise ValueError(
+                f"The base weights file {path} is not an HDF5 file. {_how_to_get_weights()}"
+            )
     return str(path)
 
 

@@ -41,8 +41,14 @@ import numpy as np
 import pandas as pd
 
 from helpers import config
-from helpers.data import DataWarning, check_data_dir, companion_cache_dir, decode_image
-from helpers.data import files_fingerprint, list_split
+from helpers.data import (
+    DataWarning,
+    check_data_dir,
+    companion_cache_dir,
+    decode_image,
+    files_fingerprint,
+    list_split,
+)
 
 #: Side of the hash's bit square; bits per hash, and bytes per packed hash.
 HASH_SIZE = 16
@@ -108,7 +114,9 @@ def image_hash(path: str | os.PathLike) -> np.ndarray:
     try:
         import imagehash
     except ImportError as error:
-        raise ImportError("helpers.leaks needs imagehash: pip install -r requirements.txt") from error
+        raise ImportError(
+            "helpers.leaks needs imagehash: pip install -r requirements.txt"
+        ) from error
     from PIL import Image
 
     pixels = decode_image(path, image_size=_DECODE_SIZE, color_mode="grayscale")[..., 0]
@@ -200,11 +208,18 @@ def _read_cache(file: Path) -> dict[tuple[str, int, int], np.ndarray]:
     """``{(path, size, mtime_ns): hash}`` from a cache file; {} if missing or unreadable."""
     try:
         with np.load(file, allow_pickle=False) as stored:
-            paths, sizes, mtimes, hashes = (stored[n] for n in ("paths", "sizes", "mtimes", "hashes"))
+            paths, sizes, mtimes, hashes = (
+                stored[n] for n in ("paths", "sizes", "mtimes", "hashes")
+            )
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return {}  # missing, or damaged: hashing again is always correct
     lengths = {len(paths), len(sizes), len(mtimes), len(hashes)}
-    if hashes.dtype != np.uint8 or hashes.ndim != 2 or hashes.shape[1] != HASH_BYTES or len(lengths) != 1:
+    if (
+        hashes.dtype != np.uint8
+        or hashes.ndim != 2
+        or hashes.shape[1] != HASH_BYTES
+        or len(lengths) != 1
+    ):
         return {}
     try:
         os.utime(file)  # recently used: pruned last
@@ -220,9 +235,13 @@ def _write_cache(file: Path, keys: list[tuple[str, int, int]], hashes: np.ndarra
         fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, paths=np.array([k[0] for k in keys], dtype=str), hashes=hashes,
-                         sizes=np.array([k[1] for k in keys], dtype=np.int64),
-                         mtimes=np.array([k[2] for k in keys], dtype=np.int64))
+                np.savez(
+                    handle,
+                    paths=np.array([k[0] for k in keys], dtype=str),
+                    hashes=hashes,
+                    sizes=np.array([k[1] for k in keys], dtype=np.int64),
+                    mtimes=np.array([k[2] for k in keys], dtype=np.int64),
+                )
             os.replace(tmp, file)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -233,7 +252,9 @@ def _write_cache(file: Path, keys: list[tuple[str, int, int]], hashes: np.ndarra
             old.unlink(missing_ok=True)
     except OSError as error:
         # The cache saves time, not correctness: say so and go on.
-        message = f"could not write the image-hash cache {file}: {error}; the images will be hashed again"
+        message = (
+            f"could not write the image-hash cache {file}: {error}; the images will be hashed again"
+        )
         warnings.warn(message, DataWarning, stacklevel=4)
 
 
@@ -387,12 +408,20 @@ def find_shared_images(
         pairs.update(zip(by_name["i"].tolist(), by_name["j"].tolist()))
         for i, j in sorted(pairs):  # files are sorted by path within a folder: so are rows
             distance = int(np.bitwise_count(words[i] ^ words[j]).sum())
-            rows.append((
-                files["path"].iat[i], split_a, files["path"].iat[j], split_b,
-                REASONS[0] if distance <= max_distance else REASONS[1],
-                distance, bool(names[i] == names[j]),
-            ))
-    table = pd.DataFrame(rows, columns=_PAIR_COLUMNS).astype({"distance": np.int64, "same_name": bool})
+            rows.append(
+                (
+                    files["path"].iat[i],
+                    split_a,
+                    files["path"].iat[j],
+                    split_b,
+                    REASONS[0] if distance <= max_distance else REASONS[1],
+                    distance,
+                    bool(names[i] == names[j]),
+                )
+            )
+    table = pd.DataFrame(rows, columns=_PAIR_COLUMNS).astype(
+        {"distance": np.int64, "same_name": bool}
+    )
     table.attrs.update(data_dir=files.attrs["data_dir"], max_distance=int(max_distance))
     return table
 
@@ -435,8 +464,16 @@ def nearest_distances(
             block = _word_distances(words[index_b[start:stop]], words[index_a])
             nearest[start:stop] = block.argmin(axis=1)
             distance[start:stop] = block.min(axis=1)
-        parts.append(pd.DataFrame({"folders": f"{split_a}-{split_b}", "path": paths[index_b],
-                                   "nearest_path": paths[index_a][nearest], "distance": distance}))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "folders": f"{split_a}-{split_b}",
+                    "path": paths[index_b],
+                    "nearest_path": paths[index_a][nearest],
+                    "distance": distance,
+                }
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -463,7 +500,9 @@ def shared_counts(pairs: pd.DataFrame) -> pd.DataFrame:
         holds an unknown reason or folder pair.
     """
     if not isinstance(pairs, pd.DataFrame):
-        raise ValueError(f"pairs must be the table find_shared_images returns, got {type(pairs).__name__}")
+        raise ValueError(
+            f"pairs must be the table find_shared_images returns, got {type(pairs).__name__}"
+        )
     missing = [c for c in _PAIR_COLUMNS[:5] if c not in pairs.columns]
     if missing:
         raise ValueError(f"pairs lacks the columns {missing}; expected those of find_shared_images")
@@ -488,13 +527,15 @@ def _leak_message(pairs: pd.DataFrame) -> str:
     per_folder = "; ".join(
         f"{folders}: {row['pairs']} ({row['same picture']} same picture, "
         f"{row['same file name']} same file name)"
-        for folders, row in counts.iterrows() if row["pairs"]
+        for folders, row in counts.iterrows()
+        if row["pairs"]
     )
     # The strongest evidence first: the same picture, nearest first.
     examples = pairs.assign(_rank=(pairs["reason"] != REASONS[0]).astype(int))
     examples = examples.sort_values(["_rank", "distance", "path_a", "path_b"]).head(3)
     shown = "; ".join(
-        f"{r.path_a} and {r.path_b} ({r.reason}, {r.distance} bits apart)" for r in examples.itertuples()
+        f"{r.path_a} and {r.path_b} ({r.reason}, {r.distance} bits apart)"
+        for r in examples.itertuples()
     )
     where = pairs.attrs.get("data_dir", "the data folder")
     return (
@@ -585,7 +626,7 @@ def shared_person_numbers(data_dir: str | os.PathLike | None = None) -> pd.DataF
     counts = persons.groupby(["group", "split"]).size().unstack(fill_value=0)
     counts = counts.reindex(columns=list(config.OFFICIAL_SPLITS), fill_value=0).astype(np.int64)
     counts = counts[(counts > 0).sum(axis=1) > 1]
-    counts = counts.loc[sorted(counts.index, key=lambda g: int(g[len("person"):]))]
+    counts = counts.loc[sorted(counts.index, key=lambda g: int(g[len("person") :]))]
     counts = counts.rename_axis(index="person", columns=None)
     counts["folders"] = [", ".join(counts.columns[row > 0]) for row in counts.to_numpy()]
     return counts

@@ -22,11 +22,15 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
+
+if TYPE_CHECKING:  # pandas is imported where the table is built, not at import time
+    import pandas as pd
 
 #: Names of the rates :func:`rates_at_threshold` reports, in display order.
 RATE_NAMES: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
@@ -291,7 +295,11 @@ def threshold_for_sensitivity(
 
 
 def choose_threshold(
-    y_true: Iterable[int], scores: Iterable[float], *, method: str = "sensitivity", target: float = 0.95
+    y_true: Iterable[int],
+    scores: Iterable[float],
+    *,
+    method: str = "sensitivity",
+    target: float = 0.95,
 ) -> dict:
     """Pick an operating point on validation scores.
 
@@ -341,7 +349,9 @@ def summary(
     return flat
 
 
-def classification_report(y_true: Iterable[int], scores: Iterable[float], *, threshold: float) -> str:
+def classification_report(
+    y_true: Iterable[int], scores: Iterable[float], *, threshold: float
+) -> str:
     """scikit-learn's classification report at ``threshold``, with class names."""
     from sklearn.metrics import classification_report as sk_report
 
@@ -418,12 +428,18 @@ def mcnemar_test(y_true: Iterable[int], pred_a: Iterable[int], pred_b: Iterable[
         statistic=float(b),
         p_value=p,
         difference=float(right_a.mean() - right_b.mean()),
-        detail={"only_a_right": b, "only_b_right": c, "both_right": int(np.sum(right_a & right_b)),
-                "both_wrong": int(np.sum(~right_a & ~right_b))},
+        detail={
+            "only_a_right": b,
+            "only_b_right": c,
+            "both_right": int(np.sum(right_a & right_b)),
+            "both_wrong": int(np.sum(~right_a & ~right_b)),
+        },
     )
 
 
-def delong_test(y_true: Iterable[int], scores_a: Iterable[float], scores_b: Iterable[float]) -> PairedTest:
+def delong_test(
+    y_true: Iterable[int], scores_a: Iterable[float], scores_b: Iterable[float]
+) -> PairedTest:
     """DeLong's test for the difference of two correlated ROC AUCs (same images) [2]_.
 
     ``z = (AUC_A - AUC_B) / sqrt(var_A + var_B - 2 cov_AB)`` with DeLong's covariance of
@@ -453,14 +469,20 @@ def delong_test(y_true: Iterable[int], scores_a: Iterable[float], scores_b: Iter
         z = diff / np.sqrt(var)
         p = float(2 * stats.norm.sf(abs(z)))
     return PairedTest(
-        statistic=float(z), p_value=p, difference=diff,
-        detail={"auc_a": float(auc_a), "auc_b": float(auc_b), "se_difference": float(np.sqrt(max(var, 0.0)))},
+        statistic=float(z),
+        p_value=p,
+        difference=diff,
+        detail={
+            "auc_a": float(auc_a),
+            "auc_b": float(auc_b),
+            "se_difference": float(np.sqrt(max(var, 0.0))),
+        },
     )
 
 
 def sensitivity_by_kind(
     paths: Iterable[str], y_true: Iterable[int], scores: Iterable[float], *, threshold: float
-) -> "pd.DataFrame":
+) -> pd.DataFrame:
     """Sensitivity for bacterial and for viral pneumonia separately, with Wilson intervals.
 
     The kind comes from the file name (``person12_virus_45.jpeg``, see
@@ -493,6 +515,16 @@ def sensitivity_by_kind(
     for kind in sorted(rows, key=lambda k: {"bacteria": 0, "virus": 1}.get(k, 2)):
         images, detected = rows[kind]
         low, high = wilson_interval(detected, images)
-        out.append({"kind": kind, "images": images, "detected": detected,
-                    "sensitivity": detected / images, "ci_low": low, "ci_high": high})
-    return pd.DataFrame(out, columns=["kind", "images", "detected", "sensitivity", "ci_low", "ci_high"]).set_index("kind")
+        out.append(
+            {
+                "kind": kind,
+                "images": images,
+                "detected": detected,
+                "sensitivity": detected / images,
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
+    return pd.DataFrame(
+        out, columns=["kind", "images", "detected", "sensitivity", "ci_low", "ci_high"]
+    ).set_index("kind")

@@ -6,7 +6,7 @@ nothing.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -135,16 +135,29 @@ def plot_roc(
         sens = predicted[y_true == 1].mean()
         spec = 1 - predicted[y_true == 0].mean()
         ax.plot(
-            1 - spec, sens, next(markers), ms=8, color=color or "black", mfc="white",
+            1 - spec,
+            sens,
+            next(markers),
+            ms=8,
+            color=color or "black",
+            mfc="white",
             label=f"{name}: t={threshold:.3g}, sens {sens:.2f}, spec {spec:.2f}",
         )
     return _finish_unit_square(
-        ax, "1 - specificity (false positive rate)", "sensitivity (true positive rate)", "lower right"
+        ax,
+        "1 - specificity (false positive rate)",
+        "sensitivity (true positive rate)",
+        "lower right",
     )
 
 
 def plot_confusion_matrix(
-    y_true: Iterable[int], scores: Iterable[float], *, threshold: float, title: str | None = None, ax=None
+    y_true: Iterable[int],
+    scores: Iterable[float],
+    *,
+    threshold: float,
+    title: str | None = None,
+    ax=None,
 ):
     """Confusion matrix at ``threshold``: counts and row percentages, classes named."""
     from helpers.metrics import confusion_counts, predict_labels
@@ -158,7 +171,11 @@ def plot_confusion_matrix(
     for (i, j), value in np.ndenumerate(matrix):
         share = value / rows[i, 0] if rows[i, 0] else float("nan")
         ax.text(
-            j, i, f"{value}\n{share:.0%}", ha="center", va="center",
+            j,
+            i,
+            f"{value}\n{share:.0%}",
+            ha="center",
+            va="center",
             color="white" if value > matrix.max() / 2 else "black",
         )
     ax.set_xticks([0, 1], [f"pred. {c}" for c in CLASS_NAMES])
@@ -223,7 +240,10 @@ def plot_class_counts(table: pd.DataFrame, *, ax=None):
     """Images per split and class, as grouped bars (from a split table)."""
     counts = (
         table.assign(cls=table["label"].map(dict(enumerate(CLASS_NAMES))))
-        .groupby(["split", "cls"]).size().unstack("cls").reindex(["train", "val", "test"])
+        .groupby(["split", "cls"])
+        .size()
+        .unstack("cls")
+        .reindex(["train", "val", "test"])
     )
     ax = _axes(ax, figsize=(6, 3.5))
     counts.plot.bar(ax=ax, color=[CLASS_COLOURS[c] for c in counts.columns], rot=0)
@@ -234,14 +254,22 @@ def plot_class_counts(table: pd.DataFrame, *, ax=None):
     return ax
 
 
-def plot_score_histogram(y_true: Iterable[int], scores: Iterable[float], *, threshold: float | None = None, ax=None):
+def plot_score_histogram(
+    y_true: Iterable[int], scores: Iterable[float], *, threshold: float | None = None, ax=None
+):
     """Distribution of scores per true class, with the threshold as a line."""
     y_true = np.asarray(y_true)
     scores = np.asarray(scores, dtype=float)
     ax = _axes(ax)
     bins = np.linspace(0, 1, 41)
     for label, name in enumerate(CLASS_NAMES):
-        ax.hist(scores[y_true == label], bins=bins, alpha=0.6, label=f"true {name}", color=CLASS_COLOURS[name])
+        ax.hist(
+            scores[y_true == label],
+            bins=bins,
+            alpha=0.6,
+            label=f"true {name}",
+            color=CLASS_COLOURS[name],
+        )
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", label=f"threshold {threshold:.3g}")
     ax.set_xlabel("score (probability of PNEUMONIA)")
@@ -261,14 +289,22 @@ def plot_roc_overlay(predictions: dict[str, pd.DataFrame], *, ax=None):
     paths = None
     for model_id, frame in predictions.items():
         if paths is not None and list(frame["path"]) != paths:
-            raise ValueError(f"{model_id}'s predictions are not on the same images, in the same order")
+            raise ValueError(
+                f"{model_id}'s predictions are not on the same images, in the same order"
+            )
         paths = list(frame["path"])
-        plot_roc(frame["label"], frame["score"], label=model_id, color=MODEL_COLOURS.get(model_id), ax=ax)
+        plot_roc(
+            frame["label"], frame["score"], label=model_id, color=MODEL_COLOURS.get(model_id), ax=ax
+        )
     return ax
 
 
 def plot_precision_recall(
-    y_true: Iterable[int], scores: Iterable[float], *, thresholds: dict[str, float] | None = None, ax=None
+    y_true: Iterable[int],
+    scores: Iterable[float],
+    *,
+    thresholds: dict[str, float] | None = None,
+    ax=None,
 ):
     """Precision (PPV) against recall (sensitivity), with operating points marked.
 
@@ -283,16 +319,27 @@ def plot_precision_recall(
     scores = np.asarray(scores, dtype=float)
     ax = _axes(ax, figsize=(4.8, 4.5))
     precision, recall, _ = precision_recall_curve(y_true, scores)
-    ax.plot(recall, precision, label=f"average precision {average_precision_score(y_true, scores):.3f}")
+    ax.plot(
+        recall, precision, label=f"average precision {average_precision_score(y_true, scores):.3f}"
+    )
     ax.axhline(y_true.mean(), ls=":", color="grey", lw=1, label=f"prevalence {y_true.mean():.3f}")
     markers = iter("o^sDv")
     for name, threshold in (thresholds or {}).items():
         predicted = predict_labels(scores, threshold)
         sens = predicted[y_true == 1].mean()
         ppv = y_true[predicted == 1].mean() if predicted.any() else float("nan")
-        ax.plot(sens, ppv, next(markers), ms=8, color="black", mfc="white",
-                label=f"{name}: t={threshold:.3g}, sens {sens:.2f}, PPV {ppv:.2f}")
-    return _finish_unit_square(ax, "recall (sensitivity)", "precision (PPV)", "lower left", equal=False)
+        ax.plot(
+            sens,
+            ppv,
+            next(markers),
+            ms=8,
+            color="black",
+            mfc="white",
+            label=f"{name}: t={threshold:.3g}, sens {sens:.2f}, PPV {ppv:.2f}",
+        )
+    return _finish_unit_square(
+        ax, "recall (sensitivity)", "precision (PPV)", "lower left", equal=False
+    )
 
 
 def plot_reliability(curves: dict[str, pd.DataFrame], *, ax=None):
@@ -308,10 +355,18 @@ def plot_reliability(curves: dict[str, pd.DataFrame], *, ax=None):
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=1, label="perfect calibration")
     for (name, table), marker in zip(curves.items(), "os^D"):
         sizes = 10 + 200 * table["images"] / max(table["images"].sum(), 1)
-        line, = ax.plot(table["mean_score"], table["fraction_positive"], "-", label=name)
-        ax.scatter(table["mean_score"], table["fraction_positive"], s=sizes, marker=marker,
-                   color=line.get_color(), zorder=3)
-    return _finish_unit_square(ax, "mean score in bin", "fraction of PNEUMONIA in bin", "upper left")
+        (line,) = ax.plot(table["mean_score"], table["fraction_positive"], "-", label=name)
+        ax.scatter(
+            table["mean_score"],
+            table["fraction_positive"],
+            s=sizes,
+            marker=marker,
+            color=line.get_color(),
+            zorder=3,
+        )
+    return _finish_unit_square(
+        ax, "mean score in bin", "fraction of PNEUMONIA in bin", "upper left"
+    )
 
 
 def plot_heatmap_grid(

@@ -32,9 +32,10 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TextIO
 
 import numpy as np
 
@@ -107,7 +108,9 @@ def load_model_folder(folder: str | os.PathLike) -> LoadedModel:
         adapted = metrics.get("adapted")
         adapted_threshold = None if not adapted else float(adapted["threshold"]["threshold"])
     except (ValueError, KeyError, TypeError) as error:
-        raise ModelFolderError(f"{metrics_file} is not a metrics file of this book: {error!r}") from None
+        raise ModelFolderError(
+            f"{metrics_file} is not a metrics file of this book: {error!r}"
+        ) from None
     try:
         model = keras.saving.load_model(model_file, safe_mode=True)
     except ValueError as error:
@@ -118,7 +121,9 @@ def load_model_folder(folder: str | os.PathLike) -> LoadedModel:
             ) from None
         raise ModelFolderError(f"{model_file} could not be loaded: {error}") from None
     except Exception as error:  # zip, h5 and JSON errors have many types
-        raise ModelFolderError(f"{model_file} could not be loaded: {type(error).__name__}: {error}") from None
+        raise ModelFolderError(
+            f"{model_file} could not be loaded: {type(error).__name__}: {error}"
+        ) from None
     expected = (image_size, image_size, 1 if color_mode == "grayscale" else 3)
     actual = tuple(model.input_shape[1:])
     if actual != expected:
@@ -126,8 +131,16 @@ def load_model_folder(folder: str | os.PathLike) -> LoadedModel:
             f"{model_file} takes images of shape {actual}, but {metrics_file} says "
             f"{image_size} px {color_mode} (shape {expected}); the folder is inconsistent"
         )
-    return LoadedModel(model, str(metrics.get("model_id", folder.name)), threshold, method,
-                       image_size, color_mode, output_kind(model), adapted_threshold=adapted_threshold)
+    return LoadedModel(
+        model,
+        str(metrics.get("model_id", folder.name)),
+        threshold,
+        method,
+        image_size,
+        color_mode,
+        output_kind(model),
+        adapted_threshold=adapted_threshold,
+    )
 
 
 def folder_image_files(folder: str | os.PathLike) -> list[Path]:
@@ -154,13 +167,17 @@ def folder_image_files(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise AdaptFolderError(f"--adapt-to {folder} is not a folder")
     return sorted(
-        path for path in folder.rglob("*")
-        if path.is_file() and not path.name.startswith(".")
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and not path.name.startswith(".")
         and path.suffix.lower() in config.IMAGE_EXTENSIONS
     )
 
 
-def adapt_to_folder(loaded: LoadedModel, folder: str | os.PathLike) -> tuple[LoadedModel, dict[str, str]]:
+def adapt_to_folder(
+    loaded: LoadedModel, folder: str | os.PathLike
+) -> tuple[LoadedModel, dict[str, str]]:
     """Re-estimate the model's batch-norm statistics on the images below ``folder`` (no labels).
 
     Each image is decoded at the model's size and colour mode, as the scored images are.
@@ -192,7 +209,9 @@ def adapt_to_folder(loaded: LoadedModel, folder: str | os.PathLike) -> tuple[Loa
     files = folder_image_files(folder)
     for path in files:
         try:
-            images.append(decode_image(path, image_size=loaded.image_size, color_mode=loaded.color_mode))
+            images.append(
+                decode_image(path, image_size=loaded.image_size, color_mode=loaded.color_mode)
+            )
         except DataError as error:
             unreadable[str(path)] = str(error)
     if len(images) < MIN_ADAPT_IMAGES:
@@ -207,9 +226,18 @@ def adapt_to_folder(loaded: LoadedModel, folder: str | os.PathLike) -> tuple[Loa
     # the validation images: the same protocol, so the same threshold.
     threshold, method = loaded.threshold, loaded.threshold_method
     if loaded.adapted_threshold is not None:
-        threshold, method = loaded.adapted_threshold, f"{method}, chosen on adapted validation scores"
-    adapted = replace(loaded, model=model, statistics=statistics, threshold=threshold,
-                      threshold_method=method, adapted_layers=adaptation_report(model).adapted)
+        threshold, method = (
+            loaded.adapted_threshold,
+            f"{method}, chosen on adapted validation scores",
+        )
+    adapted = replace(
+        loaded,
+        model=model,
+        statistics=statistics,
+        threshold=threshold,
+        threshold_method=method,
+        adapted_layers=adaptation_report(model).adapted,
+    )
     return adapted, unreadable
 
 
@@ -235,7 +263,12 @@ def predict_images(loaded: LoadedModel, paths: Sequence[str | os.PathLike]):
     predictions, errors, images = [], {}, []
     for path in paths:
         try:
-            images.append((str(path), decode_image(path, image_size=loaded.image_size, color_mode=loaded.color_mode)))
+            images.append(
+                (
+                    str(path),
+                    decode_image(path, image_size=loaded.image_size, color_mode=loaded.color_mode),
+                )
+            )
         except DataError as error:
             errors[str(path)] = str(error)
     if images:
@@ -256,19 +289,35 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m helpers.predict",
         description="Score chest X-ray images with a model trained by the book. Not a diagnosis.",
     )
-    parser.add_argument("--model", required=True, metavar="FOLDER",
-                        help="a results folder written by a model chapter, e.g. results/model_1")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="FOLDER",
+        help="a results folder written by a model chapter, e.g. results/model_1",
+    )
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--gradcam", metavar="DIR", type=Path,
-                        help="also write a Grad-CAM overlay per image, DIR/<name>.gradcam.png")
-    parser.add_argument("--adapt-to", metavar="FOLDER", type=Path,
-                        help="first re-estimate the model's batch-norm statistics on the images "
-                             f"below FOLDER (no labels; at least {MIN_ADAPT_IMAGES} images)")
+    parser.add_argument(
+        "--gradcam",
+        metavar="DIR",
+        type=Path,
+        help="also write a Grad-CAM overlay per image, DIR/<name>.gradcam.png",
+    )
+    parser.add_argument(
+        "--adapt-to",
+        metavar="FOLDER",
+        type=Path,
+        help="first re-estimate the model's batch-norm statistics on the images "
+        f"below FOLDER (no labels; at least {MIN_ADAPT_IMAGES} images)",
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Command-line entry point; returns the exit status (0 all scored, 1 some failed, 2 bad model)."""
     out, err = out or sys.stdout, err or sys.stderr
     args = _parser().parse_args(argv)
@@ -286,8 +335,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
             return 2
         if unreadable:
             first = next(iter(unreadable.items()))
-            print(f"note: {len(unreadable)} file(s) below {args.adapt_to} could not be read and were "
-                  f"left out of the adaptation (first: {first[0]}: {first[1]})", file=err)
+            print(
+                f"note: {len(unreadable)} file(s) below {args.adapt_to} could not be read and were "
+                f"left out of the adaptation (first: {first[0]}: {first[1]})",
+                file=err,
+            )
     predictions, errors, decoded = predict_images(loaded, args.images)
     if args.gradcam is not None and predictions:
         from helpers.explain import grad_cam, save_overlay
@@ -297,16 +349,28 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         for name, heatmap in zip(names, heatmaps):
             save_overlay(args.gradcam / f"{Path(name).stem}.gradcam.png", decoded[name], heatmap)
     if args.json:
-        print(json.dumps({
-            "model": loaded.model_id, "threshold": loaded.threshold, "threshold_method": loaded.threshold_method,
-            "statistics": loaded.statistics, "adapted_layers": list(loaded.adapted_layers),
-            "predictions": [p.__dict__ for p in predictions],
-            "errors": [{"path": path, "error": reason} for path, reason in errors.items()],
-        }, indent=1), file=out)
+        print(
+            json.dumps(
+                {
+                    "model": loaded.model_id,
+                    "threshold": loaded.threshold,
+                    "threshold_method": loaded.threshold_method,
+                    "statistics": loaded.statistics,
+                    "adapted_layers": list(loaded.adapted_layers),
+                    "predictions": [p.__dict__ for p in predictions],
+                    "errors": [{"path": path, "error": reason} for path, reason in errors.items()],
+                },
+                indent=1,
+            ),
+            file=out,
+        )
     else:
         width = max([len(p.path) for p in predictions] + [4])
-        print(f"{'path':<{width}}  p(PNEUMONIA)  decision at {loaded.threshold:.3f} "
-              f"({loaded.model_id}, threshold {loaded.threshold_method}; {loaded.statistics})", file=out)
+        print(
+            f"{'path':<{width}}  p(PNEUMONIA)  decision at {loaded.threshold:.3f} "
+            f"({loaded.model_id}, threshold {loaded.threshold_method}; {loaded.statistics})",
+            file=out,
+        )
         for p in predictions:
             print(f"{p.path:<{width}}  {p.probability:12.4f}  {p.decision}", file=out)
     for path, reason in errors.items():

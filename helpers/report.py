@@ -18,6 +18,7 @@ import pandas as pd
 from helpers import metrics, plots
 from helpers.data import ChestXrays, sample_indices
 
+
 def show_warning(message: str) -> None:
     """Show a warning in the notebook's output (stdout), where the rendered book keeps it."""
     import html
@@ -54,14 +55,17 @@ def start_chapter() -> None:
     warnings.showwarning = _show_warning_in_page
 
 
-def metrics_table(metrics_json: dict, *, keys=("test_at_0.5", "test", "test_image_level")) -> pd.DataFrame:
+def metrics_table(
+    metrics_json: dict, *, keys=("test_at_0.5", "test", "test_image_level")
+) -> pd.DataFrame:
     """Test metrics with 95% intervals, one column per threshold, as text ``v (lo-hi)``.
 
     Intervals are person-level (cluster bootstrap) except in the column marked
     image-level, shown beside them to say how much too narrow image-level intervals are.
     """
     names = {
-        "test": "validation-chosen", "test_at_0.5": "0.5 (case study)",
+        "test": "validation-chosen",
+        "test_at_0.5": "0.5 (case study)",
         "test_at_youden": "Youden (validation)",
         "test_image_level": "validation-chosen, image-level intervals",
     }
@@ -140,17 +144,28 @@ def show_test_results(result, xrays: ChestXrays | None = None, *, per_class: int
     chosen = m["threshold"]["threshold"]
     y, s = result.test.labels, result.test.scores
     display(metrics_table(m))
-    print(f"Intervals: {m['test']['interval_method']} (persons: {m['test']['persons']}); the last "
-          f"column: {m['test_image_level']['interval_method']}.")
-    for title, threshold in (("threshold 0.5 (case study)", 0.5), (f"threshold {chosen:.3f} (chosen on validation)", chosen)):
+    print(
+        f"Intervals: {m['test']['interval_method']} (persons: {m['test']['persons']}); the last "
+        f"column: {m['test_image_level']['interval_method']}."
+    )
+    for title, threshold in (
+        ("threshold 0.5 (case study)", 0.5),
+        (f"threshold {chosen:.3f} (chosen on validation)", chosen),
+    ):
         print(f"Classification report at {title}:\n")
         print(metrics.classification_report(y, s, threshold=threshold))
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     plots.plot_confusion_matrix(y, s, threshold=0.5, title="threshold 0.5 (case study)", ax=axes[0])
-    plots.plot_confusion_matrix(y, s, threshold=chosen, title=f"threshold {chosen:.3f} (validation)", ax=axes[1])
+    plots.plot_confusion_matrix(
+        y, s, threshold=chosen, title=f"threshold {chosen:.3f} (validation)", ax=axes[1]
+    )
     plots.plot_roc(
-        y, s, thresholds={"0.5": 0.5, "validation": chosen}, label=result.model_id,
-        color=plots.MODEL_COLOURS.get(result.model_id), ax=axes[2],
+        y,
+        s,
+        thresholds={"0.5": 0.5, "validation": chosen},
+        label=result.model_id,
+        color=plots.MODEL_COLOURS.get(result.model_id),
+        ax=axes[2],
     )
     fig.tight_layout()
     plt.show()
@@ -159,7 +174,10 @@ def show_test_results(result, xrays: ChestXrays | None = None, *, per_class: int
             raise ValueError("xrays.test is not the split these predictions were made on")
         picks = sample_indices(y, per_class=per_class, seed=xrays.seed)
         plots.plot_image_grid(
-            xrays.test.images[picks], y[picks], scores=s[picks], threshold=chosen,
+            xrays.test.images[picks],
+            y[picks],
+            scores=s[picks],
+            threshold=chosen,
             titles=[result.test.paths[i].split("/")[-1] for i in picks],
         )
         plt.show()
@@ -209,7 +227,11 @@ def show_operating_points(result) -> None:
     from IPython.display import display
 
     m = result.metrics
-    keys = ("test", "test_at_youden", "test_at_0.5") if m.get("test_at_youden") else ("test", "test_at_0.5")
+    keys = (
+        ("test", "test_at_youden", "test_at_0.5")
+        if m.get("test_at_youden")
+        else ("test", "test_at_0.5")
+    )
     display(metrics_table(m, keys=keys))
     thresholds = {"sensitivity 0.95 (validation)": m["thresholds"]["sensitivity"], "0.5": 0.5}
     if m["thresholds"].get("youden") is not None:
@@ -217,13 +239,22 @@ def show_operating_points(result) -> None:
     plots.plot_precision_recall(result.test.labels, result.test.scores, thresholds=thresholds)
     plt.show()
     kinds = pd.DataFrame(m["sensitivity_by_kind"]).set_index("kind")
-    display(kinds.assign(**{"sensitivity (95% CI)": [
-        f"{r.sensitivity:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})" for r in kinds.itertuples()
-    ]})[["images", "detected", "sensitivity (95% CI)"]])
+    display(
+        kinds.assign(
+            **{
+                "sensitivity (95% CI)": [
+                    f"{r.sensitivity:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f})"
+                    for r in kinds.itertuples()
+                ]
+            }
+        )[["images", "detected", "sensitivity (95% CI)"]]
+    )
     from myst_nb import glue
 
     for row in m["sensitivity_by_kind"]:
-        glue(f"{_prefix(result)}_sensitivity_{row['kind']}", float(row["sensitivity"]), display=False)
+        glue(
+            f"{_prefix(result)}_sensitivity_{row['kind']}", float(row["sensitivity"]), display=False
+        )
 
 
 def show_calibration(result) -> None:
@@ -239,30 +270,44 @@ def show_calibration(result) -> None:
     block = result.metrics["calibration"]
     t, platt = block["temperature"], block["platt"]
     platt_name = f"Platt {platt['slope']:.2f} x logit {platt['intercept']:+.2f}"
-    table = pd.DataFrame({
-        "as trained": block["test_before"],
-        f"temperature {t:.2f}": block["test_after"],
-        platt_name: block["test_platt"],
-    }).rename(index={
-        "brier": "Brier score (test)", "ece": f"ECE, {block['n_bins']} bins (test)",
-        "mean_score": f"mean score (test; PNEUMONIA share {block['test_prevalence']:.3f})",
-    })
+    table = pd.DataFrame(
+        {
+            "as trained": block["test_before"],
+            f"temperature {t:.2f}": block["test_after"],
+            platt_name: block["test_platt"],
+        }
+    ).rename(
+        index={
+            "brier": "Brier score (test)",
+            "ece": f"ECE, {block['n_bins']} bins (test)",
+            "mean_score": f"mean score (test; PNEUMONIA share {block['test_prevalence']:.3f})",
+        }
+    )
     table.loc["validation log loss"] = [
-        block["val_log_loss_before"], block["val_log_loss_after"], block["val_log_loss_platt"]
+        block["val_log_loss_before"],
+        block["val_log_loss_after"],
+        block["val_log_loss_platt"],
     ]
     val_mean = float(np.mean(result.val.scores))
     val_share = float(np.mean(result.val.labels))
-    print(f"Mean score as trained: validation {val_mean:.3f} (PNEUMONIA share {val_share:.3f}), "
-          f"test {block['test_before']['mean_score']:.3f} (share {block['test_prevalence']:.3f}).")
+    print(
+        f"Mean score as trained: validation {val_mean:.3f} (PNEUMONIA share {val_share:.3f}), "
+        f"test {block['test_before']['mean_score']:.3f} (share {block['test_prevalence']:.3f})."
+    )
     display(table.round(4))
     print(f"Adopted: {block['adopted']}.")
-    plots.plot_reliability({
-        "as trained": calibration.reliability_table(result.test.labels, result.test.scores),
-        f"temperature {t:.2f}": calibration.reliability_table(
-            result.test.labels, calibration.apply_temperature(result.test.scores, t)),
-        "Platt": calibration.reliability_table(
-            result.test.labels, calibration.apply_platt(result.test.scores, platt["slope"], platt["intercept"])),
-    })
+    plots.plot_reliability(
+        {
+            "as trained": calibration.reliability_table(result.test.labels, result.test.scores),
+            f"temperature {t:.2f}": calibration.reliability_table(
+                result.test.labels, calibration.apply_temperature(result.test.scores, t)
+            ),
+            "Platt": calibration.reliability_table(
+                result.test.labels,
+                calibration.apply_platt(result.test.scores, platt["slope"], platt["intercept"]),
+            ),
+        }
+    )
     plt.show()
     prefix = _prefix(result)
     glue(f"{prefix}_brier", block["test_before"]["brier"], display=False)
@@ -311,7 +356,9 @@ def show_explanations(model, result, xrays: ChestXrays, *, per_group: int = 2) -
     for name, index in outcome_groups(result).items():
         for i in index[:per_group]:
             picked.append(i)
-            titles.append(f"{name}\nscore {result.test.scores[i]:.2f}\n{Path(result.test.paths[i]).name}")
+            titles.append(
+                f"{name}\nscore {result.test.scores[i]:.2f}\n{Path(result.test.paths[i]).name}"
+            )
     heatmaps = grad_cam(model, xrays.test.images[picked])
     plots.plot_heatmap_grid(xrays.test.images[picked], heatmaps, titles, ncols=per_group * 2)
     plt.show()
@@ -332,11 +379,13 @@ def show_misclassified(result, xrays: ChestXrays, *, limit: int = 12) -> None:
         return
     shown = wrong[:limit]
     plots.plot_image_grid(
-        xrays.test.images[shown], result.test.labels[shown], scores=result.test.scores[shown],
-        threshold=result.threshold["threshold"], titles=[Path(result.test.paths[i]).name for i in shown],
+        xrays.test.images[shown],
+        result.test.labels[shown],
+        scores=result.test.scores[shown],
+        threshold=result.threshold["threshold"],
+        titles=[Path(result.test.paths[i]).name for i in shown],
     )
     plt.show()
-
 
 
 def show_adapted(standard, adapted) -> None:
@@ -348,17 +397,23 @@ def show_adapted(standard, adapted) -> None:
     from IPython.display import display
 
     rows = {}
-    for label, evaluation in (("standard (headline)", standard),
-                              ("adapted to each folder's images, without their labels", adapted)):
+    for label, evaluation in (
+        ("standard (headline)", standard),
+        ("adapted to each folder's images, without their labels", adapted),
+    ):
         block = evaluation.metrics["test"]
-        rows[label] = {"threshold (validation)": f"{block['threshold']:.3f}",
-                       **{name: interval_text(block, name) for name in ("auc", "sensitivity", "specificity")}}
+        rows[label] = {
+            "threshold (validation)": f"{block['threshold']:.3f}",
+            **{name: interval_text(block, name) for name in ("auc", "sensitivity", "specificity")},
+        }
     display(pd.DataFrame(rows).T)
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), sharex=True)
     for row, evaluation, label in ((0, standard, "standard"), (1, adapted, "adapted")):
         for col, predictions in ((0, evaluation.val), (1, evaluation.test)):
             ax = axes[row, col]
-            plots.plot_score_histogram(predictions.labels, predictions.scores, threshold=evaluation.chosen, ax=ax)
+            plots.plot_score_histogram(
+                predictions.labels, predictions.scores, threshold=evaluation.chosen, ax=ax
+            )
             ax.set_title(f"{label}: {'validation' if col == 0 else 'test'} scores")
     fig.tight_layout()
     plt.show()
@@ -372,12 +427,19 @@ def show_probe(evaluation, probe) -> None:
     from IPython.display import display
 
     rows = {}
-    for label, result in ((f"{evaluation.model_id} (the case study's head)", evaluation),
-                          (f"logistic regression on the same features (C {probe.metrics['probe']['C']:g}, "
-                           "chosen on validation)", probe)):
+    for label, result in (
+        (f"{evaluation.model_id} (the case study's head)", evaluation),
+        (
+            f"logistic regression on the same features (C {probe.metrics['probe']['C']:g}, "
+            "chosen on validation)",
+            probe,
+        ),
+    ):
         block = result.metrics["test"]
-        rows[label] = {"validation AUC": f"{result.metrics['val']['auc']:.4f}",
-                       "threshold (validation)": f"{block['threshold']:.3f}",
-                       **{name: interval_text(block, name) for name in ("auc", "sensitivity", "specificity")}}
+        rows[label] = {
+            "validation AUC": f"{result.metrics['val']['auc']:.4f}",
+            "threshold (validation)": f"{block['threshold']:.3f}",
+            **{name: interval_text(block, name) for name in ("auc", "sensitivity", "specificity")},
+        }
     display(pd.DataFrame(rows).T)
     glue_metrics(probe.model_id, probe.metrics)

@@ -87,7 +87,9 @@ def write_json(path: str | os.PathLike, payload: dict) -> Path:
 
 def predictions_frame(paths, labels, scores) -> pd.DataFrame:
     """A ``path,label,score`` frame, checked: same lengths, labels in {0, 1}, scores in [0, 1]."""
-    frame = pd.DataFrame({"path": list(paths), "label": np.asarray(labels), "score": np.asarray(scores, dtype=float)})
+    frame = pd.DataFrame(
+        {"path": list(paths), "label": np.asarray(labels), "score": np.asarray(scores, dtype=float)}
+    )
     if not frame["label"].isin([0, 1]).all():
         raise ValueError("labels must be 0 (NORMAL) or 1 (PNEUMONIA)")
     if not frame["score"].between(0, 1).all():
@@ -99,7 +101,9 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     """Read a ``predictions_*.csv`` file and check its columns."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"predictions file {path} does not exist; run the model's chapter first")
+        raise FileNotFoundError(
+            f"predictions file {path} does not exist; run the model's chapter first"
+        )
     frame = pd.read_csv(path)
     if list(frame.columns) != PREDICTION_COLUMNS:
         raise ValueError(f"{path} has columns {list(frame.columns)}; expected {PREDICTION_COLUMNS}")
@@ -180,7 +184,7 @@ class ResultsWriter:
             tempfile.mkdtemp(dir=self.final.parent, prefix=f".{model_id}.staging.{os.getpid()}.")
         )
 
-    def __enter__(self) -> "ResultsWriter":
+    def __enter__(self) -> ResultsWriter:
         return self
 
     def path(self, name: str) -> Path:
@@ -213,7 +217,9 @@ def _optimizer_settings(model) -> dict:
     settings = optimizer.get("config", {}) if isinstance(optimizer, dict) else {}
     rate = settings.get("learning_rate")
     return {
-        "optimizer": optimizer.get("class_name", str(optimizer)) if isinstance(optimizer, dict) else str(optimizer),
+        "optimizer": optimizer.get("class_name", str(optimizer))
+        if isinstance(optimizer, dict)
+        else str(optimizer),
         "learning_rate": rate if isinstance(rate, (int, float)) else str(rate),
         "weight_decay": settings.get("weight_decay"),
     }

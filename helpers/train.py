@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,11 @@ def set_seed(seed: int, *, deterministic_ops: bool = False) -> None:
 
 def check_training_parameters(*, epochs: int, batch_size: int, seed: int) -> None:
     """Refuse impossible training parameters before any work starts."""
-    for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+    for name, value, low in (
+        ("epochs", epochs, 0),
+        ("batch_size", batch_size, 1),
+        ("seed", seed, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
@@ -179,7 +183,7 @@ def split_at_layer(model, layer_name: str):
     extractor = keras.Model(model.inputs, frozen_output, name=f"{model.name}_features")
     features = keras.Input(shape=tuple(frozen_output.shape[1:]), name="features")
     x = features
-    for layer in model.layers[position + 1:]:
+    for layer in model.layers[position + 1 :]:
         x = layer(x)
     head = keras.Model(features, x, name=f"{model.name}_head")
     head.compile_from_config(model.get_compile_config())
@@ -194,7 +198,10 @@ def _validation_on_features(head, features, labels, batch_size):
     class ValidationOnFeatures(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             results = head.evaluate(
-                features, labels.astype("float32"), batch_size=batch_size, verbose=0,
+                features,
+                labels.astype("float32"),
+                batch_size=batch_size,
+                verbose=0,
                 return_dict=True,
             )
             if logs is not None:
@@ -253,10 +260,15 @@ def _work_around_keras_multi_worker_fit(model) -> None:
     released = tf_trainer.reduce_per_replica
 
     def reduce_per_replica(values, strategy_, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy_):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+            strategy_
+        ):
             return tree.map_structure(
-                lambda v: strategy_.reduce("MEAN", v, axis=None)
-                if tf_trainer._is_per_replica_instance(v) else v,
+                lambda v: (
+                    strategy_.reduce("MEAN", v, axis=None)
+                    if tf_trainer._is_per_replica_instance(v)
+                    else v
+                ),
                 values,
             )
         return released(values, strategy_, reduction)
@@ -360,8 +372,13 @@ def fit(
     frame = pd.DataFrame(history.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     return TrainingRun(
-        model=model, history=frame, epochs=epochs, batch_size=batch_size, seed=seed,
-        training_seconds=seconds, class_weight=class_weight,
+        model=model,
+        history=frame,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        training_seconds=seconds,
+        class_weight=class_weight,
     )
 
 
@@ -376,8 +393,11 @@ def combine_runs(first: TrainingRun, second: TrainingRun) -> TrainingRun:
     history = pd.concat(histories, ignore_index=True) if histories else first.history.iloc[:0]
     history["epoch"] = np.arange(1, len(history) + 1)
     return TrainingRun(
-        model=second.model, history=history, epochs=first.epochs + second.epochs,
-        batch_size=second.batch_size, seed=second.seed,
+        model=second.model,
+        history=history,
+        epochs=first.epochs + second.epochs,
+        batch_size=second.batch_size,
+        seed=second.seed,
         training_seconds=first.training_seconds + second.training_seconds,
         class_weight=second.class_weight,
     )

@@ -57,19 +57,28 @@ def main(data_dir: Path, out_dir: Path) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from chapter_models import chapter_model
+
     from helpers import data, evaluate, results, train
 
     xrays = data.load_chest_xrays(data_dir, image_size=IMAGE_SIZE, color_mode="rgb", seed=SEED)
     model = chapter_model("model_1", image_size=IMAGE_SIZE, seed=SEED, strategy="multi_worker")
     strategy = model.distribute_strategy
     run = train.fit(
-        model, xrays, epochs=EPOCHS, batch_size=BATCH_SIZE, seed=SEED, verbose=0,
-        patch_keras_multi_worker=os.environ.get("KERAS_AS_RELEASED") != "1",  # "1": Keras' own failure
+        model,
+        xrays,
+        epochs=EPOCHS,
+        batch_size=BATCH_SIZE,
+        seed=SEED,
+        verbose=0,
+        patch_keras_multi_worker=os.environ.get("KERAS_AS_RELEASED")
+        != "1",  # "1": Keras' own failure
     )
 
     val = evaluate.score_validation(model, xrays, batch_size=SCORING_BATCH_SIZE)
     threshold = evaluate.threshold_on_validation(val, target_sensitivity=0.95)
-    test = evaluate.score_test_once(model, xrays, threshold=threshold, batch_size=SCORING_BATCH_SIZE)
+    test = evaluate.score_test_once(
+        model, xrays, threshold=threshold, batch_size=SCORING_BATCH_SIZE
+    )
     evaluation = evaluate.summarise("model_1", val, test, threshold)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,17 +86,32 @@ def main(data_dir: Path, out_dir: Path) -> None:
     chief = train.is_chief(strategy)
     if chief:
         results.save_results(
-            evaluation, model=model, run=run, xrays=xrays,
-            parameters={"results_dir": str(out_dir / "results"), "strategy": "multi_worker",
-                        "image_size": IMAGE_SIZE, "batch_size": BATCH_SIZE, "seed": SEED},
+            evaluation,
+            model=model,
+            run=run,
+            xrays=xrays,
+            parameters={
+                "results_dir": str(out_dir / "results"),
+                "strategy": "multi_worker",
+                "image_size": IMAGE_SIZE,
+                "batch_size": BATCH_SIZE,
+                "seed": SEED,
+            },
             title="model_1 (two workers)",
         )
     task = json.loads(os.environ["TF_CONFIG"])["task"]
-    print(json.dumps({
-        "task": task, "chief": chief, "replicas": strategy.num_replicas_in_sync,
-        "history": run.history.to_dict(orient="list"),
-        "val_scores": val.scores.tolist(), "test_scores": test.scores.tolist(),
-    }))
+    print(
+        json.dumps(
+            {
+                "task": task,
+                "chief": chief,
+                "replicas": strategy.num_replicas_in_sync,
+                "history": run.history.to_dict(orient="list"),
+                "val_scores": val.scores.tolist(),
+                "test_scores": test.scores.tolist(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ so that what is tested is what the book shows; nothing here copies a model.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,25 +26,28 @@ def _source(cell: dict) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def model_cell(chapter: str) -> str:
     """The source of ``chapter``'s cell tagged ``model``."""
     cells = [c for c in _code_cells(chapter) if "model" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
-        raise AssertionError(f"{chapter}.ipynb must have exactly one code cell tagged 'model', has {len(cells)}")
+        raise AssertionError(
+            f"{chapter}.ipynb must have exactly one code cell tagged 'model', has {len(cells)}"
+        )
     return _source(cells[0])
 
 
-@lru_cache(maxsize=None)
+@cache
 def compile_cell(chapter: str) -> str:
     """The source of ``chapter``'s cell that builds and compiles the model, without
     ``model.summary()`` and prints."""
     cells = [_source(c) for c in _code_cells(chapter) if "model.compile(" in _source(c)]
     if len(cells) != 1:
-        raise AssertionError(f"{chapter}.ipynb must have exactly one cell calling model.compile, has {len(cells)}")
+        raise AssertionError(
+            f"{chapter}.ipynb must have exactly one cell calling model.compile, has {len(cells)}"
+        )
     return "\n".join(
-        line for line in cells[0].splitlines()
-        if not line.startswith(("model.summary()", "print("))
+        line for line in cells[0].splitlines() if not line.startswith(("model.summary()", "print("))
     )
 
 
@@ -55,8 +58,13 @@ def _namespace() -> dict:
     from helpers import imagenet, train
     from helpers.layers import PerImageStandardization
 
-    return {"keras": keras, "layers": layers, "imagenet": imagenet, "train": train,
-            "PerImageStandardization": PerImageStandardization}
+    return {
+        "keras": keras,
+        "layers": layers,
+        "imagenet": imagenet,
+        "train": train,
+        "PerImageStandardization": PerImageStandardization,
+    }
 
 
 def make_model_function(chapter: str):
@@ -67,7 +75,11 @@ def make_model_function(chapter: str):
 
 
 def chapter_model(
-    chapter: str, *, image_size: int, seed: int = 0, base_weights: str = "random",
+    chapter: str,
+    *,
+    image_size: int,
+    seed: int = 0,
+    base_weights: str = "random",
     strategy: str = "default",
 ):
     """``chapter``'s model, built and compiled by its own cells (models 1-5), with the
@@ -91,7 +103,10 @@ def evaluate_like_a_chapter(model_id: str, model, run, xrays, results_dir, *, pa
     test = evaluate.score_test_once(model, xrays, threshold=threshold, batch_size=run.batch_size)
     evaluation = evaluate.summarise(model_id, val, test, threshold)
     folder = results.save_results(
-        evaluation, model=model, run=run, xrays=xrays,
+        evaluation,
+        model=model,
+        run=run,
+        xrays=xrays,
         parameters={"results_dir": str(results_dir), **(parameters or {})},
         title=f"{model_id} (test)",
     )

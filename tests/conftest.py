@@ -49,7 +49,9 @@ def save_image(path: Path, img: Image.Image) -> Path:
     return path
 
 
-def xray_array(rng: np.random.Generator, *, size: tuple[int, int], level: float, rgb: bool) -> np.ndarray:
+def xray_array(
+    rng: np.random.Generator, *, size: tuple[int, int], level: float, rgb: bool
+) -> np.ndarray:
     """A smooth uint8 picture (width, height = ``size``) whose mean brightness is ~``level``."""
     width, height = size
     yy, xx = np.mgrid[0:height, 0:width]
@@ -60,7 +62,9 @@ def xray_array(rng: np.random.Generator, *, size: tuple[int, int], level: float,
     return np.clip(np.rint(base), 0, 255).astype(np.uint8)
 
 
-def image_of_mode(rng: np.random.Generator, mode: str, size: tuple[int, int], level: float) -> Image.Image:
+def image_of_mode(
+    rng: np.random.Generator, mode: str, size: tuple[int, int], level: float
+) -> Image.Image:
     """A Pillow image in ``mode`` ("L", "RGB", "RGBA", "P", "LA", "I;16")."""
     width, height = size
     if mode == "L":

@@ -39,7 +39,11 @@ chapters:
 
 def make_notebook(*cells: tuple[str, str, list[str]]) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     for kind, source, tags in cells:
         make = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
@@ -126,13 +130,21 @@ def make_fixture_book(root: Path, notebooks: dict | None = None, toc: str = TOC)
     # Like the repository: jupyter-book build book finds the toc inside book/.
     (source / "_toc.yml").symlink_to(Path("..") / "_toc.yml")
     (source / "intro.md").write_text(INTRO)
-    notebooks = notebooks if notebooks is not None else {
-        "alpha": alpha_notebook(),
-        "beta": beta_notebook(),
-    }
+    notebooks = (
+        notebooks
+        if notebooks is not None
+        else {
+            "alpha": alpha_notebook(),
+            "beta": beta_notebook(),
+        }
+    )
     for name, nb in notebooks.items():
         nbformat.write(nb, str(source / f"{name}.ipynb"))
-    return {"source_dir": source, "config_path": root / "_config.yml", "toc_path": root / "_toc.yml"}
+    return {
+        "source_dir": source,
+        "config_path": root / "_config.yml",
+        "toc_path": root / "_toc.yml",
+    }
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -169,6 +181,8 @@ def build_fixture_book_with_cli(root: Path) -> dict:
     layout = make_fixture_book(root)
     before = file_hashes(layout["source_dir"])
     # --data-dir relative to the folder the command is typed in (the repository here).
-    result = run_cli(layout, root, "-p", "n_points", "7", "-p", "n_rows", "4", "--data-dir", "data/chest_xray")
+    result = run_cli(
+        layout, root, "-p", "n_points", "7", "-p", "n_rows", "4", "--data-dir", "data/chest_xray"
+    )
     return {"root": root, "layout": layout, "before": before, "result": result,
             "html": root / "_build" / "html"}  # fmt: skip

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("keras")
 
 from chapter_models import make_model_function  # noqa: E402
+
 from helpers import ablation, bootstrap, data, evaluate  # noqa: E402
 
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside fit/predict; not ours to fix.
@@ -29,8 +30,15 @@ def test_each_variant_changes_one_choice_of_the_recipe():
     recipe = ablation.VARIANTS[0]
     assert recipe.name == "model_6"
     fields = (
-        "color_mode", "augment", "standardize", "optimizer", "class_weights", "width",
-        "image_scale", "tta", "seeds",
+        "color_mode",
+        "augment",
+        "standardize",
+        "optimizer",
+        "class_weights",
+        "width",
+        "image_scale",
+        "tta",
+        "seeds",
     )
     for variant in ablation.VARIANTS[1:]:
         changed = [f for f in fields if getattr(variant, f) != getattr(recipe, f)]
@@ -43,11 +51,17 @@ def test_what_each_variant_gives_the_chapters_builder_optimiser_and_schedule():
     import keras
 
     recipe = ablation.VARIANTS[0]
-    assert recipe.network_options() == {"width": 32, "augment": "geometric+intensity", "standardize": True}
+    assert recipe.network_options() == {
+        "width": 32,
+        "augment": "geometric+intensity",
+        "standardize": True,
+    }
     assert recipe.color_mode == "grayscale" and recipe.class_weights is True
     adamw = recipe.make_optimizer(2e-3, 1e-4)
     assert isinstance(adamw, keras.optimizers.AdamW)
-    assert float(adamw.learning_rate) == pytest.approx(2e-3) and adamw.weight_decay == pytest.approx(1e-4)
+    assert float(adamw.learning_rate) == pytest.approx(
+        2e-3
+    ) and adamw.weight_decay == pytest.approx(1e-4)
     (schedule,) = recipe.callbacks(2e-3, 4)
     assert [schedule.schedule(e, None) for e in (0, 2)] == pytest.approx([2e-3, 1e-3])
 
@@ -69,23 +83,31 @@ def test_what_each_variant_gives_the_chapters_builder_optimiser_and_schedule():
 
 def test_compile_network_compiles_a_logit_network_with_the_variants_optimiser():
     import keras
-
     from chapter_models import make_model_function
 
     model = make_model_function("model_6")((32, 32, 1), width=4)
     ablation.compile_network(
-        model, ablation.variant_named("case study's optimiser"), learning_rate=2e-3, weight_decay=1e-4
+        model,
+        ablation.variant_named("case study's optimiser"),
+        learning_rate=2e-3,
+        weight_decay=1e-4,
     )
     assert isinstance(model.optimizer, keras.optimizers.RMSprop)
     assert model.loss.get_config()["from_logits"] is True
-    (accuracy,) = [m for m in model._compile_metrics._user_metrics if isinstance(m, keras.metrics.BinaryAccuracy)]
+    (accuracy,) = [
+        m
+        for m in model._compile_metrics._user_metrics
+        if isinstance(m, keras.metrics.BinaryAccuracy)
+    ]
     assert accuracy.threshold == 0.0  # logits are cut at 0, a probability of 0.5
 
 
 def test_only_single_networks_at_the_chapters_size_can_be_adopted():
     adoptable = {v.name for v in ablation.VARIANTS if not v.not_adoptable}
     assert adoptable == {v.name for v in ablation.VARIANTS} - {
-        "1.5x resolution", "test-time augmentation", "ensemble of 3 seeds"
+        "1.5x resolution",
+        "test-time augmentation",
+        "ensemble of 3 seeds",
     }
     # The TTA and ensemble rows reuse the recipe's network instead of training it again.
     recipe = ablation.VARIANTS[0].training_key()
@@ -132,10 +154,15 @@ def test_tta_logits_is_the_mean_over_the_image_and_four_shifted_copies():
     images = np.random.default_rng(0).integers(0, 5, (3, 8, 8, 1)).astype("float32")
     d = 1  # round(0.04 * 8) is 0: at least one pixel
     expected = np.mean(
-        [ablation.shifted(images, dy, dx)[:, :4, :4].sum(axis=(1, 2, 3))
-         for dy, dx in ((0, 0), (d, 0), (-d, 0), (0, d), (0, -d))], axis=0,
+        [
+            ablation.shifted(images, dy, dx)[:, :4, :4].sum(axis=(1, 2, 3))
+            for dy, dx in ((0, 0), (d, 0), (-d, 0), (0, d), (0, -d))
+        ],
+        axis=0,
     )
-    np.testing.assert_allclose(ablation.tta_logits(model, images, batch_size=2), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        ablation.tta_logits(model, images, batch_size=2), expected, rtol=1e-6
+    )
 
 
 def test_best_variant_takes_the_highest_rounded_auc_and_keeps_the_recipe_on_ties():
@@ -156,11 +183,18 @@ def test_validation_row_matches_the_metrics_module_with_person_level_intervals()
     persons = [f"{'person' if label else 'IM-'}{i // 2}" for i, label in enumerate(y)]
     row = ablation.validation_row(y, s, persons, target_sensitivity=0.9, seed=3)
     auc = bootstrap.person_bootstrap(y, s, persons, threshold=0.5, seed=3)["estimates"]["auc"]
-    assert (row["val AUC"], row["val AUC low"], row["val AUC high"]) == (auc.value, auc.ci_low, auc.ci_high)
+    assert (row["val AUC"], row["val AUC low"], row["val AUC high"]) == (
+        auc.value,
+        auc.ci_low,
+        auc.ci_high,
+    )
     # Every image twice under its person's name: the interval is unchanged, not narrower.
-    doubled = ablation.validation_row(np.repeat(y, 2), np.repeat(s, 2), np.repeat(persons, 2),
-                                      target_sensitivity=0.9, seed=3)
-    assert doubled["val AUC high"] - doubled["val AUC low"] == pytest.approx(row["val AUC high"] - row["val AUC low"], abs=0.02)
+    doubled = ablation.validation_row(
+        np.repeat(y, 2), np.repeat(s, 2), np.repeat(persons, 2), target_sensitivity=0.9, seed=3
+    )
+    assert doubled["val AUC high"] - doubled["val AUC low"] == pytest.approx(
+        row["val AUC high"] - row["val AUC low"], abs=0.02
+    )
     assert row["val log loss"] == pytest.approx(calibration.log_loss(y, s))
     threshold = metrics.threshold_for_sensitivity(y, s, target=0.9)
     expected = metrics.rates_at_threshold(y, s, threshold=threshold)["specificity"].value
@@ -180,7 +214,13 @@ def _loader(root, loaded=None):
 
 #: The rows of the one ablation run the tests share: the recipe, a variant that loads other
 #: images (RGB), one at another size, and the two rows that reuse the recipe's network.
-SHARED_ROWS = ("model_6", "RGB input", "1.5x resolution", "test-time augmentation", "ensemble of 3 seeds")
+SHARED_ROWS = (
+    "model_6",
+    "RGB input",
+    "1.5x resolution",
+    "test-time augmentation",
+    "ensemble of 3 seeds",
+)
 
 
 @pytest.fixture(scope="module")
@@ -205,33 +245,53 @@ def ablation_run(xray_folder):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(evaluate, "predict_split", spy_predict)
         patch.setattr(train, "fit", counting_fit)
-        table = ablation.run_ablation(build_network, _loader(xray_folder.root, loaded), variants,
-                                      image_size=32, epochs=1, batch_size=8, seed=5, **RECIPE)
+        table = ablation.run_ablation(
+            build_network,
+            _loader(xray_folder.root, loaded),
+            variants,
+            image_size=32,
+            epochs=1,
+            batch_size=8,
+            seed=5,
+            **RECIPE,
+        )
     return SimpleNamespace(table=table, scored=scored, trained_seeds=trained_seeds, loaded=loaded)
 
 
-def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(ablation_run, xray_folder):
+def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(
+    ablation_run, xray_folder
+):
     table = ablation_run.table
     assert list(table.index) == list(SHARED_ROWS)
     # One load per colour mode and size, in the order the rows need them.
     assert ablation_run.loaded == [("grayscale", 32), ("rgb", 32), ("grayscale", 48)]
-    assert {name for name, _ in ablation_run.scored} == {"val"}  # only validation images were scored
+    assert {name for name, _ in ablation_run.scored} == {
+        "val"
+    }  # only validation images were scored
     assert table["val AUC"].between(0, 1).all() and (table["training s"] > 0).all()
     assert (table["val AUC low"] <= table["val AUC"]).all()
     # Each row against the first, paired on the same images: the first row's difference is 0.
-    assert tuple(table.iloc[0][["AUC - first row", "AUC - first row low", "AUC - first row high"]]) == (0, 0, 0)
-    np.testing.assert_allclose(table["AUC - first row"], table["val AUC"] - table["val AUC"].iloc[0], atol=1e-12)
+    assert tuple(
+        table.iloc[0][["AUC - first row", "AUC - first row low", "AUC - first row high"]]
+    ) == (0, 0, 0)
+    np.testing.assert_allclose(
+        table["AUC - first row"], table["val AUC"] - table["val AUC"].iloc[0], atol=1e-12
+    )
     assert (table["AUC - first row low"] <= table["AUC - first row"]).all()
     assert (table["AUC - first row"] <= table["AUC - first row high"]).all()
     # Holm over the rows compared with the first: never below the raw p-values, NaN for the first.
     assert np.isnan(table["AUC - first row p (Holm)"].iloc[0])
-    np.testing.assert_allclose(table["AUC - first row p (Holm)"].iloc[1:],
-                               bootstrap.holm_adjust(table["AUC - first row p"].iloc[1:]))
+    np.testing.assert_allclose(
+        table["AUC - first row p (Holm)"].iloc[1:],
+        bootstrap.holm_adjust(table["AUC - first row p"].iloc[1:]),
+    )
     assert table["adoptable"].tolist()[:2] == ["yes", "yes"]
     load = _loader(xray_folder.root)
     variants = (ablation.VARIANTS[0], ablation.variant_named("RGB input"))
     with pytest.raises(ValueError, match="unique"):
-        ablation.run_ablation(build_network, load, (variants[0], variants[0]), image_size=32, epochs=1, **RECIPE)
+        ablation.run_ablation(
+            build_network, load, (variants[0], variants[0]), image_size=32, epochs=1, **RECIPE
+        )
     with pytest.raises(ValueError, match="at least 1"):
         ablation.run_ablation(build_network, load, variants, image_size=32, epochs=0, **RECIPE)
 
@@ -251,8 +311,16 @@ def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(a
 def test_run_ablation_is_repeatable_with_the_same_seed(ablation_run, xray_folder):
     """The recipe's row again, alone, in this process after other networks were trained:
     the same seed gives the same augmentation draws, weights and validation scores."""
-    again = ablation.run_ablation(build_network, _loader(xray_folder.root), (ablation.VARIANTS[0],),
-                                  image_size=32, epochs=1, batch_size=8, seed=5, **RECIPE)
+    again = ablation.run_ablation(
+        build_network,
+        _loader(xray_folder.root),
+        (ablation.VARIANTS[0],),
+        image_size=32,
+        epochs=1,
+        batch_size=8,
+        seed=5,
+        **RECIPE,
+    )
     first = ablation_run.table.loc["model_6"]
     assert again.loc["model_6", "val AUC"] == first["val AUC"]
     assert again.loc["model_6", "val log loss"] == pytest.approx(first["val log loss"], abs=1e-6)
@@ -275,11 +343,16 @@ def test_ablation_verdict_reads_the_interval_of_the_paired_difference_not_the_ov
     # (what the two rows share cancels); "half width": they do not overlap, yet its paired
     # difference includes 0. Only the difference decides.
     table = pd.DataFrame(
-        {"val AUC": [0.95, 0.99, 0.96, 0.97], "val AUC low": [0.94, 0.985, 0.94, 0.965],
-         "val AUC high": [0.96, 0.995, 0.98, 0.975],
-         "AUC - first row": [0.0, 0.04, 0.01, 0.02], "AUC - first row low": [0.0, 0.03, 0.002, -0.001],
-         "AUC - first row high": [0.0, 0.05, 0.018, 0.041],
-         "AUC - first row p": [np.nan, 0.001, 0.02, 0.08], "AUC - first row p (Holm)": [np.nan, 0.003, 0.04, 0.08]},
+        {
+            "val AUC": [0.95, 0.99, 0.96, 0.97],
+            "val AUC low": [0.94, 0.985, 0.94, 0.965],
+            "val AUC high": [0.96, 0.995, 0.98, 0.975],
+            "AUC - first row": [0.0, 0.04, 0.01, 0.02],
+            "AUC - first row low": [0.0, 0.03, 0.002, -0.001],
+            "AUC - first row high": [0.0, 0.05, 0.018, 0.041],
+            "AUC - first row p": [np.nan, 0.001, 0.02, 0.08],
+            "AUC - first row p (Holm)": [np.nan, 0.003, 0.04, 0.08],
+        },
         index=["model_6", "RGB input", "no augmentation", "half width"],
     )
     assert "recipe is kept" in ablation.ablation_verdict(table, "model_6")
@@ -297,8 +370,15 @@ def test_ablation_verdict_reads_the_interval_of_the_paired_difference_not_the_ov
 
 def test_displayed_table_puts_each_interval_in_one_column():
     table = pd.DataFrame(
-        {"change": ["x", "y"], "val AUC": [0.95, 0.99], "val AUC low": [0.94, 0.985], "val AUC high": [0.96, 0.995],
-         "AUC - first row": [0.0, 0.04], "AUC - first row low": [0.0, 0.03], "AUC - first row high": [0.0, 0.05]},
+        {
+            "change": ["x", "y"],
+            "val AUC": [0.95, 0.99],
+            "val AUC low": [0.94, 0.985],
+            "val AUC high": [0.96, 0.995],
+            "AUC - first row": [0.0, 0.04],
+            "AUC - first row low": [0.0, 0.03],
+            "AUC - first row high": [0.0, 0.05],
+        },
         index=["model_6", "RGB input"],
     )
     shown = ablation.with_interval_column(table, position=1)
@@ -312,17 +392,30 @@ def test_not_adopted_text_gives_each_measured_only_row_against_the_recipe():
         {"val AUC": [0.95, 0.96, 0.9725], "adoptable": ["yes", "yes", "five forward passes"]},
         index=["model_6", "RGB input", "test-time augmentation"],
     )
-    assert ablation.not_adopted_text(table) == "test-time augmentation: 0.9725 (+0.0225 against the recipe)"
+    assert (
+        ablation.not_adopted_text(table)
+        == "test-time augmentation: 0.9725 (+0.0225 against the recipe)"
+    )
     assert ablation.not_adopted_text(table.iloc[:2]) == "every row could be adopted"
 
 
-def test_run_for_chapter_without_ablation_epochs_keeps_the_recipe_and_says_so(monkeypatch, tmp_path):
+def test_run_for_chapter_without_ablation_epochs_keeps_the_recipe_and_says_so(
+    monkeypatch, tmp_path
+):
     from helpers import report
 
     shown = []
     monkeypatch.setattr(report, "show_warning", shown.append)
-    params = {"image_size": 32, "epochs": 1, "ablation_image_size": 32, "ablation_epochs": 0,
-              "results_dir": str(tmp_path), "data_dir": None, "seed": 0, "batch_size": 8}
+    params = {
+        "image_size": 32,
+        "epochs": 1,
+        "ablation_image_size": 32,
+        "ablation_epochs": 0,
+        "results_dir": str(tmp_path),
+        "data_dir": None,
+        "seed": 0,
+        "batch_size": 8,
+    }
     table, choice = ablation.run_for_chapter(build_network, params, **RECIPE)
     assert table.empty and choice == ablation.VARIANTS[0]
     assert len(shown) == 1 and "no ablation ran" in shown[0]

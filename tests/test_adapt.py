@@ -69,7 +69,9 @@ def dense_model(n_features=5):
 def numpy_forward(model, x):
     """The dense model in NumPy (float64), with its BN statistics set to the population
     moments of their inputs over ``x``; returns the scores."""
-    (w1, b1), (w2, b2), (w3, b3) = (layer.get_weights() for layer in model.layers if isinstance(layer, layers.Dense))
+    (w1, b1), (w2, b2), (w3, b3) = (
+        layer.get_weights() for layer in model.layers if isinstance(layer, layers.Dense)
+    )
     bn_1, bn_2 = bn_layers(model)
     h = x.astype(np.float64)
     for (w, b), bn in (((w1, b1), bn_1), ((w2, b2), bn_2)):
@@ -174,7 +176,9 @@ def test_statistics_are_the_exact_population_moments_whatever_the_batch_size():
     model = dense_model()
     x = np.random.default_rng(0).normal(3.0, 2.0, size=(130, 5)).astype(np.float32)
     dense_1 = model.layers[1]
-    expected_mean, expected_var = moments(x.astype(np.float64) @ dense_1.kernel.numpy() + dense_1.bias.numpy())
+    expected_mean, expected_var = moments(
+        x.astype(np.float64) @ dense_1.kernel.numpy() + dense_1.bias.numpy()
+    )
     for batch_size in (32, 130, 1000):  # 130 = 4 batches of 32 and one of 2
         adapted = adapt_batchnorm(model, x, batch_size=batch_size)
         bn = adapted.get_layer("bn_1")
@@ -190,10 +194,16 @@ def test_case_study_model_2_bn_after_dense_gets_the_inference_mode_feature_momen
     adapted = adapt_batchnorm(model, images)
     assert adapted_layer_names(adapted) == ("bn",)
     # Dropout active (training mode) would change these features; inference mode does not.
-    features = keras.Model(model.inputs, model.get_layer("features").output).predict(images, verbose=0)
+    features = keras.Model(model.inputs, model.get_layer("features").output).predict(
+        images, verbose=0
+    )
     mean, var = moments(features)
-    np.testing.assert_allclose(adapted.get_layer("bn").moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(adapted.get_layer("bn").moving_variance.numpy(), var, rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(
+        adapted.get_layer("bn").moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        adapted.get_layer("bn").moving_variance.numpy(), var, rtol=1e-4, atol=1e-8
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -249,7 +259,11 @@ def test_the_original_model_is_unchanged_and_the_copy_is_independent(uint8_image
     assert adapted is not model
     assert not any(a is b for a, b in zip(adapted.weights, model.weights))
     # Only the BN statistics differ between original and copy.
-    changed = {w.path for w, o in zip(adapted.weights, model.weights) if not np.array_equal(w.numpy(), o.numpy())}
+    changed = {
+        w.path
+        for w, o in zip(adapted.weights, model.weights)
+        if not np.array_equal(w.numpy(), o.numpy())
+    }
     assert changed and all(path.endswith(("moving_mean", "moving_variance")) for path in changed)
 
 
@@ -318,14 +332,20 @@ def test_bn_inside_a_nested_base_is_adapted_when_asked_first():
     np.testing.assert_allclose(inner.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(inner.moving_variance.numpy(), var, rtol=1e-5)
     # The top BN was measured through the adapted base.
-    features = keras.Model(adapted.inputs, adapted.get_layer("top_dense").output).predict(x, verbose=0)
+    features = keras.Model(adapted.inputs, adapted.get_layer("top_dense").output).predict(
+        x, verbose=0
+    )
     top_mean, _ = moments(features)
-    np.testing.assert_allclose(adapted.get_layer("top_bn").moving_mean.numpy(), top_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        adapted.get_layer("top_bn").moving_mean.numpy(), top_mean, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_bn_only_inside_a_skipped_nested_base_is_refused():
     x = np.zeros((100, 5), dtype=np.float32)
-    with pytest.raises(AdaptationError, match=r"only inside nested models \(base/inner_bn\).*nothing to adapt"):
+    with pytest.raises(
+        AdaptationError, match=r"only inside nested models \(base/inner_bn\).*nothing to adapt"
+    ):
         adapt_batchnorm(nested_model(top_bn=False), x)
 
 
@@ -343,7 +363,9 @@ def test_signature_takes_no_labels():
 
 def test_a_model_without_batchnorm_is_refused():
     inputs = keras.Input((5,))
-    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(layers.Dense(3)(inputs)), name="plain")
+    model = keras.Model(
+        inputs, layers.Dense(1, activation="sigmoid")(layers.Dense(3)(inputs)), name="plain"
+    )
     with pytest.raises(AdaptationError, match="model 'plain' has no BatchNormalization layer"):
         adapt_batchnorm(model, np.zeros((100, 5), dtype=np.float32))
 
@@ -359,7 +381,10 @@ def test_too_few_images_are_refused_unless_the_minimum_is_lowered():
 @pytest.mark.parametrize(
     ("images", "message"),
     [
-        (np.zeros((100, 16, 16, 3), np.uint8), r"images have shape \(100, 16, 16, 3\); .* \(n, 16, 16, 1\)"),
+        (
+            np.zeros((100, 16, 16, 3), np.uint8),
+            r"images have shape \(100, 16, 16, 3\); .* \(n, 16, 16, 1\)",
+        ),
         (np.zeros((100, 8, 8, 1), np.uint8), r"images have shape \(100, 8, 8, 1\)"),
         (np.zeros((100, 16, 16), np.uint8), r"images have shape \(100, 16, 16\)"),
         (np.zeros((100, 16, 16, 1), np.int32), "dtype uint8 or float, got int32"),
@@ -373,7 +398,9 @@ def test_bad_images_are_refused(images, message):
         adapt_batchnorm(residual_cnn(), images)
 
 
-@pytest.mark.parametrize("option", [{"batch_size": 0}, {"batch_size": 2.5}, {"batch_size": True}, {"min_images": 0}])
+@pytest.mark.parametrize(
+    "option", [{"batch_size": 0}, {"batch_size": 2.5}, {"batch_size": True}, {"min_images": 0}]
+)
 def test_bad_options_are_refused(option, uint8_images):
     name = next(iter(option))
     with pytest.raises(AdaptationError, match=f"{name} must be a positive integer"):

@@ -19,9 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 import yaml
-
 from fixture_book import (
     REPO,
     STDERR_MARKER,
@@ -35,6 +33,7 @@ from fixture_book import (
     make_notebook,
     run_cli,
 )
+
 from helpers import config
 from helpers.book import build, cli, plan, toc
 
@@ -52,7 +51,9 @@ def test_build_succeeds_with_one_progress_line_per_notebook(built):
     for name in ("alpha", "beta"):
         matching = [line for line in lines if line.split()[0] == name]
         assert len(matching) == 1, lines
-        assert re.fullmatch(rf"{name}\s+executed\s+\d+\.\d s  \(never executed\)", matching[0]), matching
+        assert re.fullmatch(rf"{name}\s+executed\s+\d+\.\d s  \(never executed\)", matching[0]), (
+            matching
+        )
     assert (built["html"] / "index.html").is_file()
 
 
@@ -83,7 +84,10 @@ def test_parameters_reach_only_the_notebooks_that_declare_them(built):
     alpha = nbformat.read(str(executed / "alpha.ipynb"), as_version=4)
     beta = nbformat.read(str(executed / "beta.ipynb"), as_version=4)
     # A path inside the repository is passed repository-relative.
-    assert alpha.metadata["papermill"]["parameters"] == {"n_points": 7, "data_dir": "data/chest_xray"}
+    assert alpha.metadata["papermill"]["parameters"] == {
+        "n_points": 7,
+        "data_dir": "data/chest_xray",
+    }
     assert beta.metadata["papermill"]["parameters"] == {"n_rows": 4}
 
 
@@ -117,18 +121,18 @@ def test_only_runs_the_named_chapter(tmp_path):
     out = io.StringIO()
     index = build.build_book(**layout, output_dir=tmp_path, only=["beta"], out=out)
     lines = out.getvalue().splitlines()
-    assert re.match(r"beta\s+executed\s", next(l for l in lines if l.startswith("beta")))
-    assert "stale (never executed)" in next(l for l in lines if l.startswith("alpha"))
-    assert not any(re.match(r"alpha\s+executed", l) for l in lines)
+    assert re.match(r"beta\s+executed\s", next(item for item in lines if item.startswith("beta")))
+    assert "stale (never executed)" in next(item for item in lines if item.startswith("alpha"))
+    assert not any(re.match(r"alpha\s+executed", item) for item in lines)
     # Never executed, alpha is left out (its glued numbers would be broken references).
-    assert "left out" in next(l for l in lines if l.startswith("alpha"))
+    assert "left out" in next(item for item in lines if item.startswith("alpha"))
     assert not (index.parent / "alpha.html").exists()
     assert (index.parent / "beta.html").is_file()
 
     # A second run with --only alpha keeps beta's executed copy (its source is unchanged).
     out = io.StringIO()
     build.build_book(**layout, output_dir=tmp_path, only=["alpha.ipynb"], out=out)
-    beta_line = next(l for l in out.getvalue().splitlines() if l.startswith("beta"))
+    beta_line = next(item for item in out.getvalue().splitlines() if item.startswith("beta"))
     assert "kept" in beta_line
     assert "<table" in (index.parent / "beta.html").read_text()
 
@@ -158,7 +162,9 @@ def test_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path):
         (["--only", "beta", "-p", "n_points", "3"], "unknown parameter n_points"),
     ],
 )
-def test_bad_arguments_are_rejected_before_anything_runs(tmp_path, args, expected, capsys, monkeypatch):
+def test_bad_arguments_are_rejected_before_anything_runs(
+    tmp_path, args, expected, capsys, monkeypatch
+):
     # The command line's main() in this process (a fresh process per case costs seconds);
     # its exit status reaching the shell is checked by the tests that use run_cli.
     layout = make_fixture_book(tmp_path)
@@ -247,15 +253,26 @@ def test_jupyter_book_build_book_works_with_the_plain_config(tmp_path):
 
 def _declaring(tmp_path: Path, cell: str) -> list[toc.Chapter]:
     nb = make_notebook(("markdown", "# Chapter", []), ("code", cell, ["parameters"]))
-    layout = make_fixture_book(tmp_path, {"alpha": nb}, "format: jb-book\nroot: intro\nchapters:\n  - file: alpha\n")
+    layout = make_fixture_book(
+        tmp_path, {"alpha": nb}, "format: jb-book\nroot: intro\nchapters:\n  - file: alpha\n"
+    )
     return toc.find_chapters(layout["source_dir"], layout["toc_path"])
 
 
 def test_paths_inside_the_repository_are_passed_relative_and_others_absolute(tmp_path):
     chapters = _declaring(tmp_path, "data_dir = None\nresults_dir = None")
-    inside = plan.plan_build(chapters, params={"data_dir": str(config.DEFAULT_DATA_DIR),
-                                               "results_dir": str(REPO / "results" / "ci")}, environ={})
-    assert inside.parameters["alpha"] == {"data_dir": "data/chest_xray", "results_dir": "results/ci"}
+    inside = plan.plan_build(
+        chapters,
+        params={
+            "data_dir": str(config.DEFAULT_DATA_DIR),
+            "results_dir": str(REPO / "results" / "ci"),
+        },
+        environ={},
+    )
+    assert inside.parameters["alpha"] == {
+        "data_dir": "data/chest_xray",
+        "results_dir": "results/ci",
+    }
     outside = plan.plan_build(chapters, params={"results_dir": str(tmp_path / "out")}, environ={})
     assert outside.parameters["alpha"] == {"results_dir": str(tmp_path / "out")}
     relative = plan.plan_build(chapters, params={"data_dir": "data/chest_xray"}, environ={})
@@ -272,7 +289,9 @@ def test_paths_inside_the_repository_are_passed_relative_and_others_absolute(tmp
         ({}, {"BOOK_EPOCSH": "1"}, "BOOK_EPOCSH: unknown environment variable; the overrides are BOOK_DATA_DIR"),
     ],
 )  # fmt: skip
-def test_the_runner_checks_values_and_environment_with_the_book_rules(tmp_path, params, environ, message):
+def test_the_runner_checks_values_and_environment_with_the_book_rules(
+    tmp_path, params, environ, message
+):
     chapters = _declaring(tmp_path, 'epochs = 10\nbase_weights = "imagenet"\non_leak = "warn"')
     with pytest.raises(plan.ParameterError) as caught:
         plan.plan_build(chapters, params=params, environ=environ)
@@ -311,7 +330,15 @@ def _package_imports(path: Path) -> set[str]:
 
 def test_the_runner_is_a_package_of_small_modules_without_import_circles():
     modules = sorted(BOOK_PACKAGE.glob("*.py"))
-    assert {p.stem for p in modules} >= {"toc", "plan", "staleness", "execute", "render", "cli", "__main__"}
+    assert {p.stem for p in modules} >= {
+        "toc",
+        "plan",
+        "staleness",
+        "execute",
+        "render",
+        "cli",
+        "__main__",
+    }
     assert not (REPO / "helpers" / "book.py").exists()
     graph = {}
     for path in modules:
@@ -320,14 +347,22 @@ def test_the_runner_is_a_package_of_small_modules_without_import_circles():
         assert text.lstrip().startswith('"""'), f"{path.name} has no module docstring"
         imports = _package_imports(path)
         for retired in ("helpers.chapter", "helpers.models", "helpers.train", "helpers.book.book"):
-            assert not any(i == retired or i.startswith(retired + ".") for i in imports), (path.name, retired)
-        graph[path.stem] = {i.split(".")[2] for i in imports if i.startswith("helpers.book.")} - {path.stem}
+            assert not any(i == retired or i.startswith(retired + ".") for i in imports), (
+                path.name,
+                retired,
+            )
+        graph[path.stem] = {i.split(".")[2] for i in imports if i.startswith("helpers.book.")} - {
+            path.stem
+        }
+
     # __init__ and __main__ sit on top; every other module must not reach itself.
     def reaches(start, goal, seen=()):
-        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n)))
-                   for n in graph.get(start, ()) if n not in ("__init__", "__main__"))
+        return any(
+            n == goal or (n not in seen and reaches(n, goal, (*seen, n)))
+            for n in graph.get(start, ())
+            if n not in ("__init__", "__main__")
+        )
+
     for name in graph:
         if name not in ("__init__", "__main__"):
             assert not reaches(name, name), f"import circle through helpers.book.{name}"
-
-

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 import yaml
-
 from fixture_book import REPO, TOC, make_fixture_book, make_notebook, run_cli
-from helpers.book import build, left_out_refs, render, toc
 
+from helpers.book import build, left_out_refs, render, toc
 
 # ---------------------------------------------------------------------------------------
 # A build of some chapters renders what it has
@@ -55,7 +53,9 @@ CHECKLIST_TOC = TOC + "  - file: checklist\n"
 
 def _checklist_book(root: Path) -> dict:
     layout = make_fixture_book(
-        root, {"alpha": labelled_notebook("alpha"), "beta": labelled_notebook("beta")}, CHECKLIST_TOC
+        root,
+        {"alpha": labelled_notebook("alpha"), "beta": labelled_notebook("beta")},
+        CHECKLIST_TOC,
     )
     (layout["source_dir"] / "checklist.md").write_text(CHECKLIST)
     return layout
@@ -74,7 +74,9 @@ def test_only_on_a_fresh_book_renders_what_it_has(tmp_path):
     assert (results / "beta" / "metrics.json").is_file()  # the other --results-dir was used
     assert not (results / "alpha").exists()
     executed = nbformat.read(str(tmp_path / "_build" / "executed" / "beta.ipynb"), as_version=4)
-    assert executed.metadata["papermill"]["parameters"] == {"results_dir": str(results)}  # outside the repo
+    assert executed.metadata["papermill"]["parameters"] == {
+        "results_dir": str(results)
+    }  # outside the repo
 
     html = tmp_path / "_build" / "html"
     assert not (html / "alpha.html").exists()
@@ -131,11 +133,15 @@ def test_replace_folder_swaps_and_puts_the_old_folder_back_if_the_swap_fails(tmp
 
 
 def test_write_render_config_loads_the_extension_only_with_chapters_left_out(tmp_path):
-    full = yaml.safe_load(render.write_render_config(REPO / "_config.yml", tmp_path / "full.yml").read_text())
+    full = yaml.safe_load(
+        render.write_render_config(REPO / "_config.yml", tmp_path / "full.yml").read_text()
+    )
     assert full["execute"]["execute_notebooks"] == "off"
     assert full["sphinx"] == yaml.safe_load((REPO / "_config.yml").read_text())["sphinx"]
     partial = yaml.safe_load(
-        render.write_render_config(REPO / "_config.yml", tmp_path / "partial.yml", ["b", "a"], ["data"]).read_text()
+        render.write_render_config(
+            REPO / "_config.yml", tmp_path / "partial.yml", ["b", "a"], ["data"]
+        ).read_text()
     )
     sphinx_config = partial["sphinx"]["config"]
     assert sphinx_config["extensions"][-1] == render.LEFT_OUT_EXTENSION
@@ -158,7 +164,9 @@ def test_every_reference_of_the_real_pages_has_a_target_the_runner_can_find():
     chapters = toc.find_chapters(REPO / "book", REPO / "_toc.yml")
     defined = {c.name: toc.chapter_targets(c) for c in chapters}
     for chapter in chapters:
-        for target in re.findall(r"\{(?:ref|numref)\}`(?:[^`<]*<)?([^`>]+)>?`", toc.markdown_text(chapter)):
+        for target in re.findall(
+            r"\{(?:ref|numref)\}`(?:[^`<]*<)?([^`>]+)>?`", toc.markdown_text(chapter)
+        ):
             owners = [name for name, labels in defined.items() if target.lower() in labels]
             assert owners, f"{chapter.name} refers to {target}, which no chapter defines"
 
@@ -179,7 +187,9 @@ def test_the_real_checklist_renders_with_every_notebook_left_out(tmp_path):
     for chapter in chapters:
         if not chapter.is_notebook:
             shutil.copyfile(chapter.path, executed / chapter.path.name)
-    trimmed = toc.toc_without(yaml.safe_load((REPO / "_toc.yml").read_text()), {c.name for c in notebooks})
+    trimmed = toc.toc_without(
+        yaml.safe_load((REPO / "_toc.yml").read_text()), {c.name for c in notebooks}
+    )
     (tmp_path / "_toc.yml").write_text(yaml.safe_dump(trimmed, sort_keys=False))
     labels = set().union(*(toc.chapter_targets(c) for c in notebooks))
     html = render.render(

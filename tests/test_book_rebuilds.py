@@ -19,10 +19,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from fixture_book import REPO, alpha_notebook, file_hashes, make_fixture_book, make_notebook
-from helpers.book import build, render, staleness
 
+from helpers.book import build, render, staleness
 
 # ---------------------------------------------------------------------------------------
 # Re-using unchanged chapters, and saying which are stale
@@ -34,7 +33,11 @@ def counting_notebook(name: str, uses: list[str] | None = None) -> nbformat.Note
     nb = make_notebook(
         ("markdown", f"# {name.title()} chapter", []),
         ("code", "n_points = 3", ["parameters"]),
-        ("code", f"with open('runs.txt', 'a') as f:\n    f.write('{name}\\n')\nprint(n_points)", []),
+        (
+            "code",
+            f"with open('runs.txt', 'a') as f:\n    f.write('{name}\\n')\nprint(n_points)",
+            [],
+        ),
     )
     if uses:
         nb.metadata["book"] = {"uses_results_of": uses}
@@ -53,7 +56,10 @@ def _lines(out: io.StringIO) -> dict[str, str]:
 def _counting_layout(root: Path) -> tuple[dict, Path, Path]:
     """The counting book (beta reads alpha's results) and a code folder of its own, under
     ``root``; not built. Returns ``(layout, code_dir, root)``."""
-    notebooks = {"alpha": counting_notebook("alpha"), "beta": counting_notebook("beta", uses=["alpha"])}
+    notebooks = {
+        "alpha": counting_notebook("alpha"),
+        "beta": counting_notebook("beta", uses=["alpha"]),
+    }
     layout = make_fixture_book(root, notebooks)
     code = root / "code"
     (code / "pkg").mkdir(parents=True)
@@ -195,10 +201,12 @@ def test_changed_results_file_makes_the_chapter_stale(tmp_path, no_render):
     nb = counting_notebook("alpha")
     results = root / "results"
     nb.cells[1].source = f"n_points = 3\nresults_dir = {str(results)!r}"
-    nb.cells.append(nbformat.v4.new_code_cell(
-        "import os\nos.makedirs(results_dir + '/alpha', exist_ok=True)\n"
-        "open(results_dir + '/alpha/metrics.json', 'w').write('{}')"
-    ))
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "import os\nos.makedirs(results_dir + '/alpha', exist_ok=True)\n"
+            "open(results_dir + '/alpha/metrics.json', 'w').write('{}')"
+        )
+    )
     nbformat.write(nb, layout["source_dir"] / "alpha.ipynb")
     _build(counting_book)
     (results / "alpha" / "metrics.json").write_text('{"edited": true}')
@@ -224,9 +232,20 @@ def test_an_interrupted_build_is_reported_and_its_chapter_runs_again(tmp_path):
         "build_book(source_dir=s, output_dir=o, config_path=c, toc_path=t, code_dir=code)"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", script, str(layout["source_dir"]), str(tmp_path),
-         str(layout["config_path"]), str(layout["toc_path"]), str(code)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(layout["source_dir"]),
+            str(tmp_path),
+            str(layout["config_path"]),
+            str(layout["toc_path"]),
+            str(code),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
     )
     try:
         for line in process.stdout:
@@ -243,20 +262,40 @@ def test_an_interrupted_build_is_reported_and_its_chapter_runs_again(tmp_path):
         if process.poll() is None:
             process.kill()
     status = subprocess.run(
-        [sys.executable, "-m", "helpers.book", "--status", "--source-dir", str(layout["source_dir"]),
-         "--output-dir", str(tmp_path), "--toc", str(layout["toc_path"])],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "helpers.book",
+            "--status",
+            "--source-dir",
+            str(layout["source_dir"]),
+            "--output-dir",
+            str(tmp_path),
+            "--toc",
+            str(layout["toc_path"]),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert status.returncode == 0, status.stderr
-    assert re.search(r"beta\s+stale\s+\(its run of .* was interrupted\)", status.stdout), status.stdout
+    assert re.search(r"beta\s+stale\s+\(its run of .* was interrupted\)", status.stdout), (
+        status.stdout
+    )
     out = io.StringIO()
-    decisions = build.book_status(layout["source_dir"], tmp_path, layout["toc_path"], out=out, code_dir=code)
+    decisions = build.book_status(
+        layout["source_dir"], tmp_path, layout["toc_path"], out=out, code_dir=code
+    )
     assert re.search(r"alpha\s+up to date", out.getvalue()), out.getvalue()
-    assert re.search(r"beta\s+stale\s+\(its run of .* was interrupted\)", out.getvalue()), out.getvalue()
+    assert re.search(r"beta\s+stale\s+\(its run of .* was interrupted\)", out.getvalue()), (
+        out.getvalue()
+    )
     assert decisions["beta"].action == "execute"  # the next build runs it again
 
 
-def test_editing_one_model_notebook_runs_only_it_and_the_chapters_that_read_its_results(tmp_path, no_render):
+def test_editing_one_model_notebook_runs_only_it_and_the_chapters_that_read_its_results(
+    tmp_path, no_render
+):
     notebooks = {
         "model_1": counting_notebook("model_1"),
         "model_2": counting_notebook("model_2"),
@@ -264,7 +303,9 @@ def test_editing_one_model_notebook_runs_only_it_and_the_chapters_that_read_its_
         "original": counting_notebook("original", uses=["model_2"]),
     }
     chapters_toc = "".join(f"  - file: {name}\n" for name in notebooks)
-    layout = make_fixture_book(tmp_path, notebooks, "format: jb-book\nroot: intro\nchapters:\n" + chapters_toc)
+    layout = make_fixture_book(
+        tmp_path, notebooks, "format: jb-book\nroot: intro\nchapters:\n" + chapters_toc
+    )
     code = tmp_path / "code"  # not helpers/, which may change while the test runs
     code.mkdir()
     (code / "module.py").write_text("VALUE = 1\n")
@@ -275,13 +316,22 @@ def test_editing_one_model_notebook_runs_only_it_and_the_chapters_that_read_its_
     out = io.StringIO()
     build.build_book(**layout, output_dir=tmp_path, out=out, code_dir=code)
     lines = _lines(out)
-    executed = sorted(name for name, line in lines.items() if re.match(rf"{name}\s+executed\s", line))
+    executed = sorted(
+        name for name, line in lines.items() if re.match(rf"{name}\s+executed\s", line)
+    )
     assert executed == ["comparison", "model_1"], out.getvalue()
     assert "(notebook changed)" in lines["model_1"]
     assert "(model_1 runs again)" in lines["comparison"]
     for name in ("model_2", "original"):
         assert re.match(rf"{name}\s+re-used\s+unchanged since", lines[name]), lines[name]
-    assert _runs(layout) == ["model_1", "model_2", "comparison", "original", "model_1", "comparison"]
+    assert _runs(layout) == [
+        "model_1",
+        "model_2",
+        "comparison",
+        "original",
+        "model_1",
+        "comparison",
+    ]
 
 
 # ---------------------------------------------------------------------------------------

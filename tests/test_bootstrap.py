@@ -73,7 +73,9 @@ def test_point_estimates_are_those_of_the_original_data():
 
 def test_result_records_its_method():
     y, scores = scored_images(0, 20)
-    result = person_bootstrap(y, scores, one_image_each(y.size), threshold=0.5, n_resamples=1500, seed=7)
+    result = person_bootstrap(
+        y, scores, one_image_each(y.size), threshold=0.5, n_resamples=1500, seed=7
+    )
     assert result["method"] == (
         "person-level cluster bootstrap, 1500 resamples, percentile, stratified by class, seed 7"
     )
@@ -100,7 +102,9 @@ def test_one_image_per_person_is_close_to_wilson_and_delong(seed):
             (rates[name].ci_low, rates[name].ci_high), abs=CLOSE_TO_IMAGE_LEVEL
         ), name
     auc = metrics.roc_auc_with_ci(y, scores)
-    assert interval(result, "auc") == pytest.approx((auc.ci_low, auc.ci_high), abs=CLOSE_TO_IMAGE_LEVEL)
+    assert interval(result, "auc") == pytest.approx(
+        (auc.ci_low, auc.ci_high), abs=CLOSE_TO_IMAGE_LEVEL
+    )
 
 
 def test_duplicating_every_image_leaves_person_level_intervals_unchanged():
@@ -140,7 +144,9 @@ def test_result_does_not_depend_on_image_order():
     persons = np.array([f"person{i // 3}" for i in range(y.size)])
     order = np.random.default_rng(0).permutation(y.size)
     first = person_bootstrap(y, scores, persons, threshold=0.5, n_resamples=1000)
-    shuffled = person_bootstrap(y[order], scores[order], persons[order], threshold=0.5, n_resamples=1000)
+    shuffled = person_bootstrap(
+        y[order], scores[order], persons[order], threshold=0.5, n_resamples=1000
+    )
     assert shuffled["estimates"] == first["estimates"]
 
 
@@ -151,7 +157,7 @@ def test_every_resample_keeps_the_number_of_persons_of_each_class():
     weights = bootstrap._resample_weights(clusters, y.size, 1000, 0)
     # Drawn clusters per class = weight of each cluster's first image, summed over clusters.
     firsts = {0: [0, 2], 1: [3, 4, 7]}
-    for label, images in firsts.items():
+    for images in firsts.values():
         assert (weights[:, images].sum(axis=1) == len(images)).all()
     # All of a drawn person's images go in together.
     assert (weights[:, 0] == weights[:, 1]).all()
@@ -161,7 +167,9 @@ def test_every_resample_keeps_the_number_of_persons_of_each_class():
 def test_a_person_in_both_classes_is_two_clusters():
     y = [0, 0, 1, 1, 1]
     persons = ["p1", "p2", "p1", "p3", "p3"]
-    result = person_bootstrap(y, [0.1, 0.6, 0.7, 0.8, 0.4], persons, threshold=0.5, n_resamples=1000)
+    result = person_bootstrap(
+        y, [0.1, 0.6, 0.7, 0.8, 0.4], persons, threshold=0.5, n_resamples=1000
+    )
     assert result["n_clusters"] == {"NORMAL": 2, "PNEUMONIA": 2}
 
 
@@ -228,16 +236,22 @@ def test_paired_difference_finds_the_better_model():
     persons = [f"person{i // 2}" for i in range(y.size)]
     ab = paired_person_bootstrap(y, better, worse, persons, threshold_a=0.5, threshold_b=0.5)
     auc = ab["differences"]["auc"]
-    assert auc["a"] == pytest.approx(roc_auc_score(y, better)) and auc["b"] == pytest.approx(roc_auc_score(y, worse))
+    assert auc["a"] == pytest.approx(roc_auc_score(y, better)) and auc["b"] == pytest.approx(
+        roc_auc_score(y, worse)
+    )
     assert auc["difference"].value == pytest.approx(auc["a"] - auc["b"])
     assert auc["difference"].ci_low > 0
     assert auc["p_value"] == pytest.approx(2 / 2001)  # no resample at or below 0
-    assert verdict(auc["difference"], names=("better", "worse")).startswith("better improves on worse")
+    assert verdict(auc["difference"], names=("better", "worse")).startswith(
+        "better improves on worse"
+    )
     # Swapping the models negates every resampled difference: same resamples for both.
     ba = paired_person_bootstrap(y, worse, better, persons, threshold_a=0.5, threshold_b=0.5)
     for name in bootstrap.PAIRED_METRICS:
         d, e = ab["differences"][name]["difference"], ba["differences"][name]["difference"]
-        assert (e.value, e.ci_low, e.ci_high) == pytest.approx((-d.value, -d.ci_high, -d.ci_low), abs=1e-12)
+        assert (e.value, e.ci_low, e.ci_high) == pytest.approx(
+            (-d.value, -d.ci_high, -d.ci_low), abs=1e-12
+        )
         assert ba["differences"][name]["p_value"] == ab["differences"][name]["p_value"]
     assert verdict(ba["differences"]["auc"]["difference"], names=("worse", "better")).startswith(
         "worse is worse than better"
@@ -254,14 +268,18 @@ def test_paired_difference_interval_is_narrower_than_the_marginal_ones():
     paired = paired_person_bootstrap(y, scores, other, persons, threshold_a=0.5, threshold_b=0.5)
     marginal = person_bootstrap(y, scores, persons, threshold=0.5)
     d = paired["differences"]["auc"]["difference"]
-    assert d.ci_high - d.ci_low < 0.3 * (marginal["estimates"]["auc"].ci_high - marginal["estimates"]["auc"].ci_low)
+    assert d.ci_high - d.ci_low < 0.3 * (
+        marginal["estimates"]["auc"].ci_high - marginal["estimates"]["auc"].ci_low
+    )
     assert paired["thresholds"] == {"a": 0.5, "b": 0.5}
     assert paired["method"].startswith("paired person-level cluster bootstrap, 2000 resamples")
 
 
 def test_bootstrap_p_value_by_hand():
     # 2 of 9 at or below 0, 8 at or above: p = 2 * (2 + 1) / 10 = 0.6.
-    assert bootstrap.bootstrap_p_value(np.array([-0.1, 0.0, 0.1, 0.2, 0.3, 0.1, 0.2, 0.4, 0.5])) == pytest.approx(0.6)
+    assert bootstrap.bootstrap_p_value(
+        np.array([-0.1, 0.0, 0.1, 0.2, 0.3, 0.1, 0.2, 0.4, 0.5])
+    ) == pytest.approx(0.6)
     assert bootstrap.bootstrap_p_value(np.full(99, 0.3)) == pytest.approx(2 / 100)
     with pytest.raises(MetricError):
         bootstrap.bootstrap_p_value(np.array([0.1, np.nan]))
@@ -300,7 +318,10 @@ def test_verdict_reads_only_the_interval_of_the_difference():
     assert verdict((0.01, 0.05), names=("model_6", "model_1")) == (
         "model_6 improves on model_1 (difference between 0.010 and 0.050)"
     )
-    assert verdict(Estimate(-0.03, -0.05, -0.01)) == "a is worse than b (difference between -0.050 and -0.010)"
+    assert (
+        verdict(Estimate(-0.03, -0.05, -0.01))
+        == "a is worse than b (difference between -0.050 and -0.010)"
+    )
     assert verdict((-0.02, 0.03)) == "these data cannot tell (difference between -0.020 and 0.030)"
     assert verdict((0.0, 0.03)).startswith("these data cannot tell")  # touching 0 is not above it
     with pytest.raises(MetricError, match="NaN"):
@@ -364,12 +385,18 @@ def test_paired_bad_input_names_the_model():
 def test_interval_table_is_flat_like_summary():
     y, scores = scored_images(0, 20)
     persons = one_image_each(y.size)
-    results = {m: person_bootstrap(y, scores, persons, threshold=t, n_resamples=1000)
-               for m, t in (("model_1", 0.5), ("model_2", 0.4))}
+    results = {
+        m: person_bootstrap(y, scores, persons, threshold=t, n_resamples=1000)
+        for m, t in (("model_1", 0.5), ("model_2", 0.4))
+    }
     table = bootstrap.interval_table(results)
     assert list(table.index) == ["model_1", "model_2"]
     auc = results["model_2"]["estimates"]["auc"]
-    assert tuple(table.loc["model_2", ["auc", "auc_ci_low", "auc_ci_high"]]) == (auc.value, auc.ci_low, auc.ci_high)
+    assert tuple(table.loc["model_2", ["auc", "auc_ci_low", "auc_ci_high"]]) == (
+        auc.value,
+        auc.ci_low,
+        auc.ci_high,
+    )
     assert table.attrs["method"] == results["model_1"]["method"]
     with pytest.raises(MetricError, match="empty"):
         bootstrap.interval_table({})

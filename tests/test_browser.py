@@ -20,9 +20,8 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 import _chromium
+import pytest
 
 CHROMIUM = _chromium.CHROMIUM
 TIMEOUT = _chromium.TIMEOUT
@@ -80,7 +79,9 @@ class Chromium(_chromium.Chromium):
         page = json.loads(report)
         mine = [e for e in self.events if e.get("sessionId") == session]
         page["exceptions"] = [
-            e["params"]["exceptionDetails"] for e in mine if e["method"] == "Runtime.exceptionThrown"
+            e["params"]["exceptionDetails"]
+            for e in mine
+            if e["method"] == "Runtime.exceptionThrown"
         ]
         page["console_errors"] = [
             e["params"]["args"] for e in mine

@@ -25,7 +25,12 @@ pytestmark = pytest.mark.skipif(
 #: Chapters that must show at least one figure computed by the run.
 CHAPTERS_WITH_FIGURES = {"data", "comparison", *MODEL_IDS}
 #: Lines TensorFlow writes to stderr; none may reach the HTML.
-TF_LOG_PATTERNS = [r"oneDNN custom operations", r"cpu_feature_guard", r"E0000 00:00", r"I0000 00:00"]
+TF_LOG_PATTERNS = [
+    r"oneDNN custom operations",
+    r"cpu_feature_guard",
+    r"E0000 00:00",
+    r"I0000 00:00",
+]
 
 
 def toc_chapters() -> list[str]:
@@ -57,7 +62,9 @@ def test_chapter_page_exists_with_its_figures(html_dir, name):
         assert images, f"{name}: no figure"
     for img in images:
         target = (html_dir / img["src"]).resolve()
-        assert target.is_file() and target.stat().st_size > 1000, f"{name}: figure {img['src']} missing"
+        assert target.is_file() and target.stat().st_size > 1000, (
+            f"{name}: figure {img['src']} missing"
+        )
     html = str(article)
     for pattern in TF_LOG_PATTERNS:
         assert not re.search(pattern, html), f"{name}: TensorFlow log line {pattern!r} in the HTML"
@@ -94,10 +101,14 @@ def test_model_6_shows_its_ablation_and_the_validation_test_gap(html_dir):
         assert variant.name in ablation[0], f"model_6: ablation lacks {variant.name!r}"
         if variant.not_adoptable:
             assert variant.not_adoptable in ablation[0], f"model_6: no reason for {variant.name!r}"
-    assert any("test minus validation" in t for t in tables), "model_6: no validation-test gap table"
+    assert any("test minus validation" in t for t in tables), (
+        "model_6: no validation-test gap table"
+    )
     text = soup.get_text(" ")
     choice = re.search(r"in this run,\s+(.+?)\.\s", text)
-    assert choice and choice.group(1).strip() in {v.name for v in VARIANTS}, "model_6: the choice is not glued"
+    assert choice and choice.group(1).strip() in {v.name for v in VARIANTS}, (
+        "model_6: the choice is not glued"
+    )
 
 
 def test_glued_numbers_are_rendered(html_dir):
@@ -146,11 +157,22 @@ def test_every_internal_link_reaches_an_existing_page_and_anchor(html_dir):
 def test_checklist_links_every_model_chapters_clinical_sections(html_dir):
     soup = page(html_dir, "claim_checklist")
     hrefs = {a.get("href", "") for a in soup.select("article a.reference.internal")}
-    for section in ("model-1-beyond", "model-1-calibration", "model-1-explanations", "model-1-errors",
-                    "comparison-paired", "data-split"):
+    for section in (
+        "model-1-beyond",
+        "model-1-calibration",
+        "model-1-explanations",
+        "model-1-errors",
+        "comparison-paired",
+        "data-split",
+    ):
         assert any(h.endswith(f"#{section}") for h in hrefs), f"checklist lacks a link to {section}"
     text = page(html_dir, "model_1").get_text(" ")
-    for heading in ("Beyond the case study", "Calibration", "What the model looks at", "The misclassified test images"):
+    for heading in (
+        "Beyond the case study",
+        "Calibration",
+        "What the model looks at",
+        "The misclassified test images",
+    ):
         assert heading in text, f"model_1 lacks the section {heading!r}"
 
 
@@ -159,7 +181,9 @@ def test_model_chapters_show_their_keras_code_and_summary(html_dir, name):
     soup = page(html_dir, name)
     # Code is highlighted token by token: read each block's text without separators.
     text = "\n".join(block.get_text("") for block in soup.find_all("pre"))
-    assert "def make_model" in text or "def make_parts" in text, f"{name}: the model's definition is not on the page"
+    assert "def make_model" in text or "def make_parts" in text, (
+        f"{name}: the model's definition is not on the page"
+    )
     assert "model.compile(" in text and "train.fit(" in text, f"{name}: compile or fit is not shown"
     assert "Total params" in text, f"{name}: model.summary() output is missing"
     for step in ("score_validation", "threshold_on_validation", "score_test_once", "save_results"):
@@ -169,7 +193,9 @@ def test_model_chapters_show_their_keras_code_and_summary(html_dir, name):
 def test_pages_show_repository_paths_never_the_build_machines(html_dir):
     root = str(REPO_ROOT)
     for html in sorted(html_dir.glob("*.html")):
-        assert root not in html.read_text(encoding="utf-8"), f"{html.name} shows the absolute path {root}"
+        assert root not in html.read_text(encoding="utf-8"), (
+            f"{html.name} shows the absolute path {root}"
+        )
 
 
 def test_cells_that_only_glue_numbers_are_hidden(html_dir):
@@ -182,7 +208,10 @@ def test_comparison_shows_the_forest_plot_paired_intervals_and_adapted_rows(html
     soup = page(html_dir, "comparison")
     text = soup.get_text(" ")
     assert "p (Holm)" in text, "comparison: no Holm-adjusted p-values"
-    assert any(word in text for word in ("these data cannot tell", "improves on", "is worse than")), \
-        "comparison: no conclusion judged by the interval of a difference"
+    assert any(
+        word in text for word in ("these data cannot tell", "improves on", "is worse than")
+    ), "comparison: no conclusion judged by the interval of a difference"
     assert "adapted (no labels)" in text, "comparison: the adapted rows are missing"
-    assert len(soup.find_all("img")) >= 2, "comparison: the forest plot or the ROC overlay is missing"
+    assert len(soup.find_all("img")) >= 2, (
+        "comparison: the forest plot or the ROC overlay is missing"
+    )

@@ -56,12 +56,18 @@ def test_batch_averaged_specificity_by_hand():
     p = [0.2, 0.8, 0.9, 0.1]
     # Batch 1: 1 of 2 negatives called NORMAL; batch 2: 1 of 1. Mean of ratios 0.75, while
     # over the test set 2 of 3 negatives are called NORMAL.
-    assert case_study.batch_averaged_specificity(y, p, batch_size=2) == pytest.approx(0.75, abs=1e-6)
-    assert metrics.rates_at_threshold(y, p, threshold=0.5)["specificity"].value == pytest.approx(2 / 3)
+    assert case_study.batch_averaged_specificity(y, p, batch_size=2) == pytest.approx(
+        0.75, abs=1e-6
+    )
+    assert metrics.rates_at_threshold(y, p, threshold=0.5)["specificity"].value == pytest.approx(
+        2 / 3
+    )
     # On logits the rounding cuts at the wrong place: logits -0.3 and 0.4 (probabilities
     # 0.43 and 0.60) give 1 - p = 1.3 and 0.6, both rounded to a true negative; cut
     # correctly, only the first is called NORMAL (specificity 0.5, not 1).
-    assert case_study.batch_averaged_specificity([0, 0], [-0.3, 0.4], batch_size=2) == pytest.approx(1.0, abs=1e-6)
+    assert case_study.batch_averaged_specificity(
+        [0, 0], [-0.3, 0.4], batch_size=2
+    ) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_sensitivity_at_specificity_tunes_its_threshold_on_the_data_it_is_given():
@@ -85,8 +91,13 @@ def _write_results(results_dir, model_id, test_frame, metrics_json):
 
 
 def test_results_path_names_the_chapter_to_run(tmp_path):
-    _write_results(tmp_path, "model_2", pd.DataFrame({"path": ["a"], "label": [0], "score": [0.5]}), {})
-    assert case_study.results_path(tmp_path, "model_2", "metrics.json") == tmp_path / "model_2" / "metrics.json"
+    _write_results(
+        tmp_path, "model_2", pd.DataFrame({"path": ["a"], "label": [0], "score": [0.5]}), {}
+    )
+    assert (
+        case_study.results_path(tmp_path, "model_2", "metrics.json")
+        == tmp_path / "model_2" / "metrics.json"
+    )
     with pytest.raises(FileNotFoundError, match="run the model_3 chapter first"):
         case_study.results_path(tmp_path, "model_3", "metrics.json")
 
@@ -101,24 +112,36 @@ def test_load_trained_loads_model_6_in_safe_mode(tmp_path):
     loaded, m = case_study.load_trained(tmp_path, "model_6")
     assert m == {"model_id": "model_6"}
     images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 1)).astype("float32")
-    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
     with pytest.raises(FileNotFoundError, match="run the model_5 chapter first"):
         case_study.load_trained(tmp_path, "model_5")
 
 
 def test_logit_cut_table_cuts_a_logit_model_three_ways(tmp_path, monkeypatch):
     monkeypatch.setattr(case_study, "show_warning", lambda message: pytest.fail(message))
-    frame = pd.DataFrame({
-        "path": [f"test/x/{i}.jpeg" for i in range(6)],
-        "label": [0, 0, 0, 1, 1, 1],
-        "score": [0.55, 0.3, 0.7, 0.6, 0.65, 0.9],
-    })
-    _write_results(tmp_path, "model_4", frame, {"threshold": {"threshold": 0.58}, "base_weights": "imagenet"})
+    frame = pd.DataFrame(
+        {
+            "path": [f"test/x/{i}.jpeg" for i in range(6)],
+            "label": [0, 0, 0, 1, 1, 1],
+            "score": [0.55, 0.3, 0.7, 0.6, 0.65, 0.9],
+        }
+    )
+    _write_results(
+        tmp_path, "model_4", frame, {"threshold": {"threshold": 0.58}, "base_weights": "imagenet"}
+    )
     table = case_study.logit_cut_table(tmp_path, "model_4")
     assert list(table.index) == [
-        "original: logit >= 0.5", "probability >= 0.5", "probability >= validation threshold"
+        "original: logit >= 0.5",
+        "probability >= 0.5",
+        "probability >= validation threshold",
     ]
-    assert table.loc["original: logit >= 0.5", "probability threshold"] == f"{expit(0.5):.3f}" == "0.622"
+    assert (
+        table.loc["original: logit >= 0.5", "probability threshold"]
+        == f"{expit(0.5):.3f}"
+        == "0.622"
+    )
     # sigmoid(0.5) = 0.622: only 0.65, 0.7 and 0.9 are called PNEUMONIA.
     assert table.loc["original: logit >= 0.5", "sensitivity"].startswith(f"{2 / 3:.3f} (")
     assert table.loc["probability >= 0.5", "specificity"].startswith(f"{1 / 3:.3f} (")
@@ -130,29 +153,45 @@ def test_logit_cut_table_warns_when_the_scores_are_constant(tmp_path, monkeypatc
     shown = []
     monkeypatch.setattr(case_study, "show_warning", shown.append)
     frame = pd.DataFrame({"path": ["a", "b"], "label": [0, 1], "score": [0.4, 0.4]})
-    _write_results(tmp_path, "model_4", frame, {"threshold": {"threshold": 0.5}, "base_weights": "random"})
+    _write_results(
+        tmp_path, "model_4", frame, {"threshold": {"threshold": 0.5}, "base_weights": "random"}
+    )
     case_study.logit_cut_table(tmp_path, "model_4")
     assert len(shown) == 1 and "same score" in shown[0] and "random" in shown[0]
 
 
 def test_reported_vs_corrected_covers_the_case_study_models_only():
-    block = {"accuracy": 0.9, "accuracy_ci_low": 0.85, "accuracy_ci_high": 0.94,
-             "auc": 0.97, "auc_ci_low": 0.95, "auc_ci_high": 0.99}
+    block = {
+        "accuracy": 0.9,
+        "accuracy_ci_low": 0.85,
+        "accuracy_ci_high": 0.94,
+        "auc": 0.97,
+        "auc_ci_low": 0.95,
+        "auc_ci_high": 0.99,
+    }
     m = {"test": block, "test_at_0.5": {**block, "accuracy": 0.8}}
     table = case_study.reported_vs_corrected({"model_1": m, "model_6": m})
     assert list(table.index) == ["model_1"]
     low, high = config.CASE_STUDY_REPORTED_ACCURACY
-    assert table.loc["model_1", "reported accuracy (case study)"].startswith(f"{low:.2f}-{high:.2f}")
+    assert table.loc["model_1", "reported accuracy (case study)"].startswith(
+        f"{low:.2f}-{high:.2f}"
+    )
     assert table.loc["model_1", "accuracy at 0.5 (this book)"] == "0.800 (0.850-0.940)"
     assert table.loc["model_1", "AUC (this book)"] == "0.970 (0.950-0.990)"
 
 
 def test_evaluation_ways_by_hand():
     y = np.array([0, 0, 1, 1])
-    ways = {"aligned": (y, np.array([0.1, 0.4, 0.6, 0.9])), "misaligned": (y[::-1], np.array([0.1, 0.4, 0.6, 0.9]))}
+    ways = {
+        "aligned": (y, np.array([0.1, 0.4, 0.6, 0.9])),
+        "misaligned": (y[::-1], np.array([0.1, 0.4, 0.6, 0.9])),
+    }
     table = case_study.evaluation_ways(ways)
     assert table.loc["aligned", "AUC"] == 1.0 and table.loc["misaligned", "AUC"] == 0.0
-    assert table.loc["aligned", "accuracy at 0.5"] == 1.0 and table.loc["misaligned", "accuracy at 0.5"] == 0.0
+    assert (
+        table.loc["aligned", "accuracy at 0.5"] == 1.0
+        and table.loc["misaligned", "accuracy at 0.5"] == 0.0
+    )
 
 
 def test_metric_helpers_table_sets_the_helpers_beside_the_correct_numbers():
@@ -164,9 +203,14 @@ def test_metric_helpers_table_sets_the_helpers_beside_the_correct_numbers():
     table = case_study.metric_helpers_table(correct, metrics_json, batch_size=16, seed=1)
     order = np.random.default_rng(1).permutation(80)
     assert table.loc["specificity, helper averaged over batches (0.5)", "value"] == round(
-        case_study.batch_averaged_specificity(labels[order], scores[order], batch_size=16), 4)
+        case_study.batch_averaged_specificity(labels[order], scores[order], batch_size=16), 4
+    )
     assert table.loc["specificity over the test set (0.5)", "value"] == round(
-        metrics.rates_at_threshold(labels, scores, threshold=0.5)["specificity"].value, 4)
+        metrics.rates_at_threshold(labels, scores, threshold=0.5)["specificity"].value, 4
+    )
     assert table.loc["sensitivity at the validation threshold", "value"] == 0.96
-    assert table.loc["SensitivityAtSpecificity(0.5) on the test set", "what it is"] == "threshold tuned on the test set itself"
+    assert (
+        table.loc["SensitivityAtSpecificity(0.5) on the test set", "what it is"]
+        == "threshold tuned on the test set itself"
+    )
     assert json.dumps(table.to_dict())  # plain values, ready for the chapter

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+from chapter_models import BOOK, chapter_model, compile_cell, make_model_function, model_cell  # noqa: E402
 from keras import layers  # noqa: E402
 
-from chapter_models import BOOK, chapter_model, compile_cell, make_model_function, model_cell  # noqa: E402
 from helpers import ablation, data, evaluate, imagenet, train  # noqa: E402
 from helpers.layers import PerImageStandardization  # noqa: E402
 
@@ -51,31 +51,53 @@ PARAMETERS_AT_128 = {
 
 def _code_sources(chapter: str) -> list[str]:
     notebook = json.loads((BOOK / f"{chapter}.ipynb").read_text(encoding="utf-8"))
-    return ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-            for c in notebook["cells"] if c["cell_type"] == "code"]
+    return [
+        "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+        for c in notebook["cells"]
+        if c["cell_type"] == "code"
+    ]
 
 
 def cell_calling(chapter: str, call: str) -> str:
     """The one code cell of ``chapter`` containing ``call``, without its print lines."""
     cells = [s for s in _code_sources(chapter) if call in s]
-    assert len(cells) == 1, f"{chapter}.ipynb must have exactly one cell with {call!r}, has {len(cells)}"
+    assert len(cells) == 1, (
+        f"{chapter}.ipynb must have exactly one cell with {call!r}, has {len(cells)}"
+    )
     return "\n".join(line for line in cells[0].splitlines() if not line.startswith("print("))
 
 
-def run_model_6_chapter(xrays, *, choice=ablation.VARIANTS[0], epochs: int = 1, batch_size: int = 8,
-                        seed: int = 0, fit: bool = False, train_module=train) -> dict:
+def run_model_6_chapter(
+    xrays,
+    *,
+    choice=ablation.VARIANTS[0],
+    epochs: int = 1,
+    batch_size: int = 8,
+    seed: int = 0,
+    fit: bool = False,
+    train_module=train,
+) -> dict:
     """model_6's model cell and compile cell (and its fit cell if ``fit``) on ``xrays``,
     with the ablation's ``choice``; returns the cells' namespace. ``train_module`` is what
     the cells call ``train`` (helpers.train by default)."""
     namespace = {
-        "keras": keras, "layers": layers, "train": train_module, "data": data,
-        "PerImageStandardization": PerImageStandardization, "xrays": xrays, "choice": choice,
-        "params": SimpleNamespace(strategy="default", seed=seed, epochs=epochs, batch_size=batch_size),
+        "keras": keras,
+        "layers": layers,
+        "train": train_module,
+        "data": data,
+        "PerImageStandardization": PerImageStandardization,
+        "xrays": xrays,
+        "choice": choice,
+        "params": SimpleNamespace(
+            strategy="default", seed=seed, epochs=epochs, batch_size=batch_size
+        ),
     }
     exec(compile(model_cell("model_6"), "model_6.ipynb[model]", "exec"), namespace)
     exec(compile(compile_cell("model_6"), "model_6.ipynb[compile]", "exec"), namespace)
     if fit:
-        exec(compile(cell_calling("model_6", "train.fit("), "model_6.ipynb[fit]", "exec"), namespace)
+        exec(
+            compile(cell_calling("model_6", "train.fit("), "model_6.ipynb[fit]", "exec"), namespace
+        )
     return namespace
 
 
@@ -109,7 +131,9 @@ def of_type(model, name: str) -> list:
 @pytest.mark.parametrize("chapter", CASE_STUDY)
 def test_each_case_study_chapter_defines_make_model_and_builds_it_on_rgb_images(chapter):
     make_model = make_model_function(chapter)
-    expected = ["input_shape", "base_weights"] if chapter in ("model_4", "model_5") else ["input_shape"]
+    expected = (
+        ["input_shape", "base_weights"] if chapter in ("model_4", "model_5") else ["input_shape"]
+    )
     assert list(inspect.signature(make_model).parameters) == expected
     # The compile cell builds on 3 channels, and the chapter loads RGB images for it.
     assert "make_model((params.image_size, params.image_size, 3)" in compile_cell(chapter)
@@ -118,11 +142,24 @@ def test_each_case_study_chapter_defines_make_model_and_builds_it_on_rgb_images(
 
 def test_model_6_defines_its_builder_with_the_ablations_options():
     signature = inspect.signature(make_model_function("model_6"))
-    assert list(signature.parameters) == ["input_shape", "width", "augment", "standardize", "dropout"]
+    assert list(signature.parameters) == [
+        "input_shape",
+        "width",
+        "augment",
+        "standardize",
+        "dropout",
+    ]
     defaults = {k: p.default for k, p in signature.parameters.items() if k != "input_shape"}
-    assert defaults == {"width": 32, "augment": "geometric+intensity", "standardize": True, "dropout": 0.3}
+    assert defaults == {
+        "width": 32,
+        "augment": "geometric+intensity",
+        "standardize": True,
+        "dropout": 0.3,
+    }
     # The recipe (the ablation's first row) asks for the builder's defaults.
-    assert ablation.VARIANTS[0].network_options() == {k: defaults[k] for k in ("width", "augment", "standardize")}
+    assert ablation.VARIANTS[0].network_options() == {
+        k: defaults[k] for k in ("width", "augment", "standardize")
+    }
 
 
 def test_every_model_is_named_after_its_chapter(models32):
@@ -143,7 +180,9 @@ def _counts(model) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("chapter", CASE_STUDY)
 def test_parameter_counts_at_128_px_are_the_case_studys(chapter):
-    model = chapter_model(chapter, image_size=128, base_weights="random")  # weights do not change counts
+    model = chapter_model(
+        chapter, image_size=128, base_weights="random"
+    )  # weights do not change counts
     total, trainable, frozen = _counts(model)
     assert (total, trainable) == PARAMETERS_AT_128[chapter]
     assert frozen == total - trainable
@@ -195,14 +234,22 @@ def test_model_3_lighter_dropout(models32):
 @pytest.mark.parametrize("chapter", ["model_4", "model_5"])
 def test_mobilenet_models_layers(models32, chapter):
     model = models32[chapter]
-    bases = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name.startswith("mobilenetv2")]
+    bases = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.Model) and layer.name.startswith("mobilenetv2")
+    ]
     assert len(bases) == 1
     base = bases[0]
     assert base.trainable is False
     assert base.trainable_weights == []
     assert base.output.shape[-1] == 1280
     types = layer_types(model)
-    assert types[types.index(type(base).__name__) + 1:] == ["GlobalAveragePooling2D", "Dropout", "Dense"]
+    assert types[types.index(type(base).__name__) + 1 :] == [
+        "GlobalAveragePooling2D",
+        "Dropout",
+        "Dense",
+    ]
     assert of_type(model, "Dropout")[0].rate == pytest.approx(0.2)
     last = model.layers[-1]
     assert last.units == 1 and last.activation is keras.activations.linear
@@ -210,7 +257,9 @@ def test_mobilenet_models_layers(models32, chapter):
     assert [tuple(w.shape) for w in model.trainable_weights] == [(1280, 1), (1,)]
     # MobileNetV2 expects [-1, 1]: the preprocessing maps 0 -> -1 and 255 -> 1.
     (pre,) = of_type(model, "Rescaling")
-    assert pre.scale * 0 + pre.offset == pytest.approx(-1) and pre.scale * 255 + pre.offset == pytest.approx(1)
+    assert pre.scale * 0 + pre.offset == pytest.approx(
+        -1
+    ) and pre.scale * 255 + pre.offset == pytest.approx(1)
     augmentation = [layer for layer in model.layers if layer.name == "data_augmentation"]
     if chapter == "model_4":
         (augment,) = augmentation
@@ -266,7 +315,11 @@ def test_model_6_is_a_grayscale_residual_cnn(models32, gray32):
     stem = of_type(model, "Conv2D")[0]
     assert (stem.filters, stem.kernel_size, stem.strides) == (32, (5, 5), (2, 2))
     assert {t for t in layer_types(model) if t.startswith("Random")} == {
-        "RandomTranslation", "RandomZoom", "RandomRotation", "RandomContrast", "RandomBrightness"
+        "RandomTranslation",
+        "RandomZoom",
+        "RandomRotation",
+        "RandomContrast",
+        "RandomBrightness",
     }
     assert of_type(model, "Dropout")[0].rate == pytest.approx(0.3)
 
@@ -275,9 +328,24 @@ def test_model_6_is_a_grayscale_residual_cnn(models32, gray32):
     "options, randoms, standardized, widths",
     [
         ({"augment": "none"}, set(), True, [32, 64, 128, 256]),
-        ({"augment": "geometric"}, {"RandomTranslation", "RandomZoom", "RandomRotation"}, True, [32, 64, 128, 256]),
-        ({"standardize": False}, {"RandomTranslation", "RandomZoom", "RandomRotation", "RandomContrast",
-                                  "RandomBrightness"}, False, [32, 64, 128, 256]),
+        (
+            {"augment": "geometric"},
+            {"RandomTranslation", "RandomZoom", "RandomRotation"},
+            True,
+            [32, 64, 128, 256],
+        ),
+        (
+            {"standardize": False},
+            {
+                "RandomTranslation",
+                "RandomZoom",
+                "RandomRotation",
+                "RandomContrast",
+                "RandomBrightness",
+            },
+            False,
+            [32, 64, 128, 256],
+        ),
         ({"width": 16, "augment": "none"}, set(), True, [16, 32, 64, 128]),
     ],
     ids=["no augmentation", "geometric", "pixels / 255", "half width"],
@@ -310,12 +378,20 @@ def test_optimizer_learning_rate_loss_and_output(models32, chapter):
 
 def test_output_kinds_are_probabilities_for_models_1_to_3_and_logits_for_4_to_6(models32):
     kinds = {chapter: evaluate.output_kind(model) for chapter, model in models32.items()}
-    assert kinds == {"model_1": "probability", "model_2": "probability", "model_3": "probability",
-                     "model_4": "logit", "model_5": "logit", "model_6": "logit"}
+    assert kinds == {
+        "model_1": "probability",
+        "model_2": "probability",
+        "model_3": "probability",
+        "model_4": "logit",
+        "model_5": "logit",
+        "model_6": "logit",
+    }
 
 
 def test_model_6_uses_adamw_with_its_weight_decay(models32):
-    namespace = run_model_6_chapter(SimpleNamespace(train=SimpleNamespace(images=np.zeros((1, 32, 32, 1)))))
+    namespace = run_model_6_chapter(
+        SimpleNamespace(train=SimpleNamespace(images=np.zeros((1, 32, 32, 1))))
+    )
     assert namespace["LEARNING_RATE"] == 2e-3 and namespace["WEIGHT_DECAY"] == 1e-4
     assert models32["model_6"].optimizer.weight_decay == pytest.approx(namespace["WEIGHT_DECAY"])
 
@@ -359,10 +435,18 @@ def test_model_6_trains_with_class_weights_and_its_cosine_schedule(gray32):
         passed.update(kwargs)
         return SimpleNamespace(class_weight=kwargs["class_weight"])
 
-    noting = SimpleNamespace(distribution_strategy=train.distribution_strategy, set_seed=train.set_seed,
-                             fit=fit_noting_its_arguments)
-    unweighted = run_model_6_chapter(gray32, choice=ablation.variant_named("no class weights"),
-                                     epochs=1, fit=True, train_module=noting)["run"]
+    noting = SimpleNamespace(
+        distribution_strategy=train.distribution_strategy,
+        set_seed=train.set_seed,
+        fit=fit_noting_its_arguments,
+    )
+    unweighted = run_model_6_chapter(
+        gray32,
+        choice=ablation.variant_named("no class weights"),
+        epochs=1,
+        fit=True,
+        train_module=noting,
+    )["run"]
     assert passed["class_weight"] is None and unweighted.class_weight is None
     assert passed["epochs"] == 1 and len(passed["callbacks"]) == 1  # the cosine schedule still
 

@@ -20,7 +20,10 @@ N_PER_CLASS = 20
 
 def _paths(split: str) -> list[str]:
     normal = [f"{split}/NORMAL/IM-{i:04d}-0001.jpeg" for i in range(N_PER_CLASS)]
-    pneumonia = [f"{split}/PNEUMONIA/person{i}_{'virus' if i % 2 else 'bacteria'}_{i}.jpeg" for i in range(N_PER_CLASS)]
+    pneumonia = [
+        f"{split}/PNEUMONIA/person{i}_{'virus' if i % 2 else 'bacteria'}_{i}.jpeg"
+        for i in range(N_PER_CLASS)
+    ]
     return normal + pneumonia
 
 
@@ -56,7 +59,9 @@ def evaluations():
     for model_id, (val_kind, test_kind) in KINDS.items():
         val = evaluate.Predictions("val", _paths("val"), LABELS.copy(), _scores(val_kind, rng))
         test = evaluate.Predictions("test", _paths("test"), LABELS.copy(), _scores(test_kind, rng))
-        out[model_id] = evaluate.summarise(model_id, val, test, evaluate.threshold_on_validation(val))
+        out[model_id] = evaluate.summarise(
+            model_id, val, test, evaluate.threshold_on_validation(val)
+        )
     return out
 
 
@@ -78,7 +83,9 @@ def all_predictions(evaluations):
 # ---------------------------------------------------------------------------------------
 
 
-def test_read_all_metrics_and_predictions_from_the_results_folders(tmp_path, all_metrics, all_predictions):
+def test_read_all_metrics_and_predictions_from_the_results_folders(
+    tmp_path, all_metrics, all_predictions
+):
     for model_id in ("model_1", "model_2"):
         with results.ResultsWriter(tmp_path, model_id) as writer:
             writer.write_json("metrics.json", all_metrics[model_id])
@@ -112,7 +119,9 @@ def test_reference_model_is_chosen_on_validation_not_test(all_metrics):
     assert comparison.reference_model(all_metrics) == "model_2"
 
 
-def test_paired_tests_against_the_reference_with_holm_adjusted_p_values(all_metrics, all_predictions):
+def test_paired_tests_against_the_reference_with_holm_adjusted_p_values(
+    all_metrics, all_predictions
+):
     table = comparison.paired_tests(all_metrics, all_predictions)
     assert table.index.name == "minus model_2"
     assert list(table.index) == ["model_1", "model_3", "model_4", "model_5", "model_6"]
@@ -121,12 +130,18 @@ def test_paired_tests_against_the_reference_with_holm_adjusted_p_values(all_metr
     for model_id in table.index:
         frame = all_predictions[model_id]
         raw.append(metrics.delong_test(frame.label, frame.score, ref.score).p_value)
-        called = metrics.predict_labels(frame.score, all_metrics[model_id]["threshold"]["threshold"])
-        ref_called = metrics.predict_labels(ref.score, all_metrics["model_2"]["threshold"]["threshold"])
+        called = metrics.predict_labels(
+            frame.score, all_metrics[model_id]["threshold"]["threshold"]
+        )
+        ref_called = metrics.predict_labels(
+            ref.score, all_metrics["model_2"]["threshold"]["threshold"]
+        )
         raw.append(metrics.mcnemar_test(frame.label, called, ref_called).p_value)
     adjusted = bootstrap.holm_adjust(raw)
     assert table["DeLong p (Holm)"].tolist() == [comparison.p_value_text(p) for p in adjusted[0::2]]
-    assert table["McNemar p (Holm)"].tolist() == [comparison.p_value_text(p) for p in adjusted[1::2]]
+    assert table["McNemar p (Holm)"].tolist() == [
+        comparison.p_value_text(p) for p in adjusted[1::2]
+    ]
     # The AUC difference's point value is this model's test AUC minus the reference's.
     difference = all_metrics["model_1"]["test"]["auc"] - all_metrics["model_2"]["test"]["auc"]
     assert table.loc["model_1", "AUC difference"].startswith(f"{difference:+.3f} (")
@@ -135,7 +150,9 @@ def test_paired_tests_against_the_reference_with_holm_adjusted_p_values(all_metr
 def test_paired_tests_refuse_predictions_on_other_images(all_metrics, all_predictions):
     shuffled = dict(all_predictions)
     shuffled["model_3"] = shuffled["model_3"].iloc[::-1].reset_index(drop=True)
-    with pytest.raises(ValueError, match="model_3's and model_2's test predictions are not on the same images"):
+    with pytest.raises(
+        ValueError, match="model_3's and model_2's test predictions are not on the same images"
+    ):
         comparison.paired_tests(all_metrics, shuffled)
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import save_image
 from PIL import Image
 
-from conftest import save_image
 from helpers import data
 from helpers.data import decode as decode_module
 
@@ -39,7 +39,9 @@ def test_each_image_is_decoded_once_per_process(mixed_folder, monkeypatch):
     assert np.array_equal(first.test.images, second.test.images)
     assert again.shape == (1, 20, 20, 3)
     # Another size or colour mode is another conversion, decoded once more.
-    data.load_images([mixed_folder.root / mixed_folder.images[0]], image_size=20, color_mode="grayscale")
+    data.load_images(
+        [mixed_folder.root / mixed_folder.images[0]], image_size=20, color_mode="grayscale"
+    )
     assert len(calls) == len(mixed_folder.images) + 1
     data.clear_decoded_cache(disk=True)
     data.load_images([mixed_folder.root / mixed_folder.images[0]], image_size=20)
@@ -87,7 +89,9 @@ def test_disk_cache_serves_a_later_process_without_decoding(make_xrays, disk_cac
 
 
 @pytest.mark.parametrize("change", ["rewrite", "add", "remove"])
-def test_a_changed_added_or_removed_file_invalidates_the_disk_cache(make_xrays, disk_cache, monkeypatch, change):
+def test_a_changed_added_or_removed_file_invalidates_the_disk_cache(
+    make_xrays, disk_cache, monkeypatch, change
+):
     folder = make_xrays()
     data.load_chest_xrays(folder.root, image_size=16, seed=0)
     target = folder.root / "test" / "NORMAL" / "IM-0500-0001.jpeg"
@@ -95,7 +99,9 @@ def test_a_changed_added_or_removed_file_invalidates_the_disk_cache(make_xrays, 
         save_image(target, Image.new("RGB", (30, 30), (255, 255, 255)))
         os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 10**9))
     elif change == "add":
-        save_image(folder.root / "test" / "NORMAL" / "IM-0600-0001.jpeg", Image.new("RGB", (30, 30), 0))
+        save_image(
+            folder.root / "test" / "NORMAL" / "IM-0600-0001.jpeg", Image.new("RGB", (30, 30), 0)
+        )
     else:
         target.unlink()
     data.clear_decoded_cache()
@@ -105,7 +111,10 @@ def test_a_changed_added_or_removed_file_invalidates_the_disk_cache(make_xrays, 
     if change == "rewrite":
         row = xrays.test.paths.index("test/NORMAL/IM-0500-0001.jpeg")
         assert (xrays.test.images[row] == 255).all()
-    assert len(xrays.test) == len(folder.images_of("test")) + {"rewrite": 0, "add": 1, "remove": -1}[change]
+    assert (
+        len(xrays.test)
+        == len(folder.images_of("test")) + {"rewrite": 0, "add": 1, "remove": -1}[change]
+    )
 
 
 def test_disk_cache_keys_on_size_and_colour_mode(make_xrays, disk_cache, monkeypatch):
@@ -114,7 +123,11 @@ def test_disk_cache_keys_on_size_and_colour_mode(make_xrays, disk_cache, monkeyp
     rgb16 = data.load_images(paths, image_size=16)
     gray16 = data.load_images(paths, image_size=16, color_mode="grayscale")
     rgb8 = data.load_images(paths, image_size=8)
-    assert (rgb16.shape, gray16.shape, rgb8.shape) == ((16, 16, 16, 3), (16, 16, 16, 1), (16, 8, 8, 3))
+    assert (rgb16.shape, gray16.shape, rgb8.shape) == (
+        (16, 16, 16, 3),
+        (16, 16, 16, 1),
+        (16, 8, 8, 3),
+    )
     assert len(list(disk_cache.glob("*.npy"))) == 3
 
 
@@ -130,7 +143,9 @@ def test_a_damaged_cache_entry_is_decoded_again(make_xrays, disk_cache, monkeypa
     assert len(calls) == len(paths)
 
 
-def test_cache_can_be_switched_off_and_an_unwritable_folder_only_warns(make_xrays, tmp_path, monkeypatch):
+def test_cache_can_be_switched_off_and_an_unwritable_folder_only_warns(
+    make_xrays, tmp_path, monkeypatch
+):
     folder = make_xrays()
     paths = [folder.root / p for p in folder.images_of("test")]
     monkeypatch.setenv("CHEST_XRAY_CACHE_DIR", "off")
@@ -161,17 +176,38 @@ def test_files_fingerprint_depends_on_order_and_identity():
 #: model_6 at 128 px grayscale, its ablation at 48 px in both modes and 1.5 x 48 = 72 px,
 #: model_7's search at 1.25 x 128 = 160 px) and of the CI-sized build (32 px, ablation at
 #: 16 px and 24 px, model_7 at 40 px).
-DEFAULT_BUILD_LOADS = ((128, "rgb"), (128, "grayscale"), (48, "grayscale"), (48, "rgb"), (72, "grayscale"), (160, "rgb"))
-CI_BUILD_LOADS = ((32, "rgb"), (32, "grayscale"), (16, "grayscale"), (16, "rgb"), (24, "grayscale"), (40, "rgb"))
+DEFAULT_BUILD_LOADS = (
+    (128, "rgb"),
+    (128, "grayscale"),
+    (48, "grayscale"),
+    (48, "rgb"),
+    (72, "grayscale"),
+    (160, "rgb"),
+)
+CI_BUILD_LOADS = (
+    (32, "rgb"),
+    (32, "grayscale"),
+    (16, "grayscale"),
+    (16, "rgb"),
+    (24, "grayscale"),
+    (40, "rgb"),
+)
 NPY_HEADER_BYTES = 128  # np.save's header for these shapes (checked below)
 
 
-def test_every_size_and_mode_the_book_loads_is_decoded_once_then_read_from_disk(make_xrays, disk_cache):
+def test_every_size_and_mode_the_book_loads_is_decoded_once_then_read_from_disk(
+    make_xrays, disk_cache
+):
     folder = make_xrays(test_per_class=2)
     loads = sorted(set(DEFAULT_BUILD_LOADS + CI_BUILD_LOADS))
     before = data.decode_count()
-    first = {key: data.load_chest_xrays(folder.root, image_size=key[0], color_mode=key[1], seed=0) for key in loads}
-    assert data.decode_count() - before == len(loads) * len(folder.images)  # each image once per size and mode
+    first = {
+        key: data.load_chest_xrays(folder.root, image_size=key[0], color_mode=key[1], seed=0)
+        for key in loads
+    }
+    assert data.decode_count() - before == len(loads) * len(
+        folder.images
+    )  # each image once per size and mode
     data.clear_decoded_cache()  # a fresh in-memory cache: what the next chapter's process starts with
     before = data.decode_count()
     for (size, mode), expected in first.items():
@@ -179,7 +215,9 @@ def test_every_size_and_mode_the_book_loads_is_decoded_once_then_read_from_disk(
         for name in ("train", "val", "test"):
             assert np.array_equal(again[name].images, expected[name].images)
     assert data.decode_count() == before  # nothing decoded: every split came from the disk cache
-    assert len([p for p in disk_cache.glob("*.npy") if not p.name.startswith("split-")]) == 3 * len(loads)
+    assert len([p for p in disk_cache.glob("*.npy") if not p.name.startswith("split-")]) == 3 * len(
+        loads
+    )
 
 
 def test_the_default_cap_holds_a_default_and_a_ci_build_of_the_data_set():
@@ -188,7 +226,10 @@ def test_the_default_cap_holds_a_default_and_a_ci_build_of_the_data_set():
 
     def build_bytes(loads):
         # three entries (train, val, test) per load, together holding every image once
-        return sum(n_images * size * size * (3 if mode == "rgb" else 1) + 3 * NPY_HEADER_BYTES for size, mode in loads)
+        return sum(
+            n_images * size * size * (3 if mode == "rgb" else 1) + 3 * NPY_HEADER_BYTES
+            for size, mode in loads
+        )
 
     default_build = build_bytes(DEFAULT_BUILD_LOADS)
     both = build_bytes(sorted(set(DEFAULT_BUILD_LOADS + CI_BUILD_LOADS)))
@@ -217,7 +258,9 @@ def _age(path: Path, seconds: int) -> None:
     os.utime(path, ns=(stamp, stamp))
 
 
-def test_disk_cache_evicts_least_recently_used_entries_beyond_the_byte_cap(make_xrays, disk_cache, monkeypatch):
+def test_disk_cache_evicts_least_recently_used_entries_beyond_the_byte_cap(
+    make_xrays, disk_cache, monkeypatch
+):
     folder = make_xrays()
     paths = [folder.root / p for p in folder.images_of("test")]  # 16 images
     lists = [paths[0:4], paths[4:8], paths[8:12], paths[12:16]]
@@ -245,7 +288,9 @@ def test_disk_cache_evicts_least_recently_used_entries_beyond_the_byte_cap(make_
     assert sum(p.stat().st_size for p in disk_cache.glob("*.npy")) == 2 * entry_bytes
 
 
-def test_an_entry_larger_than_the_cap_is_kept_and_everything_else_goes(make_xrays, disk_cache, monkeypatch):
+def test_an_entry_larger_than_the_cap_is_kept_and_everything_else_goes(
+    make_xrays, disk_cache, monkeypatch
+):
     folder = make_xrays()
     paths = [folder.root / p for p in folder.images_of("test")]
     data.load_images(paths[:4], image_size=8)
@@ -261,7 +306,14 @@ def test_an_entry_larger_than_the_cap_is_kept_and_everything_else_goes(make_xray
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("1000", 1000), ("0", 0), ("512M", 512 * 1024**2), ("4GiB", 4 * 1024**3), (" 7 kb ", 7 * 1024), ("2T", 2 * 1024**4)],
+    [
+        ("1000", 1000),
+        ("0", 0),
+        ("512M", 512 * 1024**2),
+        ("4GiB", 4 * 1024**3),
+        (" 7 kb ", 7 * 1024),
+        ("2T", 2 * 1024**4),
+    ],
 )
 def test_cache_bytes_variable_sets_the_cap(monkeypatch, value, expected):
     monkeypatch.setenv(data.CACHE_BYTES_VARIABLE, value)
@@ -271,12 +323,16 @@ def test_cache_bytes_variable_sets_the_cap(monkeypatch, value, expected):
 
 
 @pytest.mark.parametrize("value", ["", "lots", "-1", "1.5G", "4 GB of disk", "12X"])
-def test_a_bad_cache_bytes_value_fails_naming_the_variable_before_any_decoding(make_xrays, disk_cache, monkeypatch, value):
+def test_a_bad_cache_bytes_value_fails_naming_the_variable_before_any_decoding(
+    make_xrays, disk_cache, monkeypatch, value
+):
     folder = make_xrays()
     paths = [folder.root / p for p in folder.images_of("test")]
     monkeypatch.setenv(data.CACHE_BYTES_VARIABLE, value)
     before = data.decode_count()
-    with pytest.raises(ValueError, match="CHEST_XRAY_CACHE_BYTES must be a whole number of bytes") as info:
+    with pytest.raises(
+        ValueError, match="CHEST_XRAY_CACHE_BYTES must be a whole number of bytes"
+    ) as info:
         data.load_images(paths, image_size=8)
     assert repr(value) in str(info.value)
     assert data.decode_count() == before

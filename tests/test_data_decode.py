@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import PALETTE, image_of_mode, palette_image, save_image
 from PIL import Image
 
-from conftest import PALETTE, image_of_mode, palette_image, save_image
 from helpers import data
 from helpers.data import DataError
 
 
 def test_decode_image_odd_sizes_and_upper_case_extensions(mixed_folder):
-    for rel in ("train/NORMAL/IM-0102-0001.PNG", "train/NORMAL/IM-0104-0001.JPEG", "train/PNEUMONIA/person4_virus_5.jpg"):
+    for rel in (
+        "train/NORMAL/IM-0102-0001.PNG",
+        "train/NORMAL/IM-0104-0001.JPEG",
+        "train/PNEUMONIA/person4_virus_5.jpg",
+    ):
         for size in (1, 17, 64):
             img = data.decode_image(mixed_folder.root / rel, image_size=size)
             assert img.shape == (size, size, 3) and img.dtype == np.uint8
@@ -21,7 +25,9 @@ def test_decode_image_odd_sizes_and_upper_case_extensions(mixed_folder):
 def test_grayscale_of_a_gray_rgb_image_equals_its_channel(tmp_path):
     rng = np.random.default_rng(3)
     gray = rng.integers(0, 256, size=(53, 37), dtype=np.uint8)
-    path = save_image(tmp_path / "gray_rgb.png", Image.fromarray(np.stack([gray] * 3, axis=-1), "RGB"))
+    path = save_image(
+        tmp_path / "gray_rgb.png", Image.fromarray(np.stack([gray] * 3, axis=-1), "RGB")
+    )
     for size in (37, 16):
         as_gray = data.decode_image(path, image_size=size, color_mode="grayscale")
         as_rgb = data.decode_image(path, image_size=size, color_mode="rgb")
@@ -35,7 +41,9 @@ def test_grayscale_image_in_rgb_repeats_it_in_three_channels(tmp_path):
     path = save_image(tmp_path / "l.png", Image.fromarray(gray, "L"))
     rgb = data.decode_image(path, image_size=8, color_mode="rgb")
     assert np.array_equal(rgb, np.stack([gray] * 3, axis=-1))
-    assert np.array_equal(data.decode_image(path, image_size=8, color_mode="grayscale")[..., 0], gray)
+    assert np.array_equal(
+        data.decode_image(path, image_size=8, color_mode="grayscale")[..., 0], gray
+    )
 
 
 def test_16_bit_grayscale_scales_to_8_bit(tmp_path):
@@ -59,7 +67,9 @@ def test_alpha_is_dropped_and_palette_is_expanded(tmp_path):
     assert np.array_equal(data.decode_image(path, image_size=8), rgba[..., :3])
     la = rng.integers(0, 256, size=(8, 8, 2), dtype=np.uint8)
     path = save_image(tmp_path / "la.png", Image.fromarray(la, "LA"))
-    assert np.array_equal(data.decode_image(path, image_size=8, color_mode="grayscale")[..., 0], la[..., 0])
+    assert np.array_equal(
+        data.decode_image(path, image_size=8, color_mode="grayscale")[..., 0], la[..., 0]
+    )
     indices = rng.integers(0, 4, size=(8, 8)).astype(np.uint8)
     path = save_image(tmp_path / "p.png", palette_image(indices))
     assert Image.open(path).mode == "P"
@@ -97,14 +107,17 @@ def test_decode_count_counts_every_file_decode_and_no_cache_hit(tmp_path, monkey
     monkeypatch.setenv("CHEST_XRAY_CACHE_DIR", "off")
     data.clear_decoded_cache()
     paths = [
-        save_image(tmp_path / f"{i}.png", Image.fromarray(np.full((6, 6), 40 * i, np.uint8))) for i in range(3)
+        save_image(tmp_path / f"{i}.png", Image.fromarray(np.full((6, 6), 40 * i, np.uint8)))
+        for i in range(3)
     ]
     before = data.decode_count()
     data.decode_image(paths[0], image_size=4)
     data.decode_image(paths[0], image_size=4)  # decode_image itself never caches
     assert data.decode_count() - before == 2
     with pytest.raises(DataError):
-        data.decode_image(tmp_path / "ghost.png", image_size=4)  # a failed attempt went to a file too
+        data.decode_image(
+            tmp_path / "ghost.png", image_size=4
+        )  # a failed attempt went to a file too
     assert data.decode_count() - before == 3
     data.load_images(paths, image_size=4)
     assert data.decode_count() - before == 6

@@ -6,8 +6,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from conftest import JUNK_NAMES, REAL_DATA_DIR
+
 from helpers import config, data
 from helpers.data import DataError
 
@@ -41,7 +41,11 @@ def test_images_of_one_study_or_person_share_a_group_and_others_do_not():
 
 @pytest.mark.parametrize(
     "name, kind",
-    [("person1_bacteria_1.jpeg", "bacteria"), ("person1_virus_7.jpeg", "virus"), ("IM-0001-0001.jpeg", "")],
+    [
+        ("person1_bacteria_1.jpeg", "bacteria"),
+        ("person1_virus_7.jpeg", "virus"),
+        ("IM-0001-0001.jpeg", ""),
+    ],
 )
 def test_pneumonia_kind(name, kind):
     assert data.pneumonia_kind(name) == kind
@@ -69,21 +73,32 @@ def _kaggle_archive(make_xrays, tmp_path):
     folder = make_xrays(name="archive/chest_xray/chest_xray")
     top = tmp_path / "archive"
     for rel in folder.images[:5]:
-        fork = top / "__MACOSX" / "chest_xray" / "chest_xray" / Path(rel).parent / f"._{Path(rel).name}"
+        fork = (
+            top
+            / "__MACOSX"
+            / "chest_xray"
+            / "chest_xray"
+            / Path(rel).parent
+            / f"._{Path(rel).name}"
+        )
         fork.parent.mkdir(parents=True, exist_ok=True)
         fork.write_bytes(b"\x00\x05\x16\x07 resource fork")
         (folder.root / Path(rel).parent / f"._{Path(rel).name}").write_bytes(b"\x00\x05\x16\x07")
     return top, folder
 
 
-@pytest.mark.parametrize("level", ["archive", "archive/chest_xray", "archive/chest_xray/chest_xray"])
+@pytest.mark.parametrize(
+    "level", ["archive", "archive/chest_xray", "archive/chest_xray/chest_xray"]
+)
 def test_loader_finds_the_data_from_any_level_of_the_kaggle_archive(make_xrays, tmp_path, level):
     top, folder = _kaggle_archive(make_xrays, tmp_path)
     given = tmp_path / level
     assert data.check_data_dir(given) == folder.root.resolve()
     xrays = data.load_chest_xrays(given, image_size=16, seed=0)
     assert xrays.train.data_dir == folder.root.resolve()
-    assert sorted(xrays.train.paths + xrays.val.paths + xrays.test.paths) == folder.images  # no ._ files
+    assert (
+        sorted(xrays.train.paths + xrays.val.paths + xrays.test.paths) == folder.images
+    )  # no ._ files
 
 
 def test_layout_too_deep_or_absent_is_a_clear_error(make_xrays, tmp_path):

@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import save_image
 from PIL import Image
 
-from conftest import save_image
 from helpers import data
 from helpers.data import DataError
 from helpers.data import decode as decode_module
@@ -23,7 +23,9 @@ def test_class_weights_are_balanced():
 
 
 @pytest.mark.parametrize("color_mode, channels", [("rgb", 3), ("grayscale", 1)])
-def test_load_chest_xrays_gives_requested_shape_dtype_and_channels(mixed_folder, tmp_path, color_mode, channels):
+def test_load_chest_xrays_gives_requested_shape_dtype_and_channels(
+    mixed_folder, tmp_path, color_mode, channels
+):
     xrays = data.load_chest_xrays(
         mixed_folder.root, image_size=24, color_mode=color_mode, seed=1, results_dir=tmp_path
     )
@@ -39,7 +41,9 @@ def test_load_chest_xrays_gives_requested_shape_dtype_and_channels(mixed_folder,
         assert split.data_dir == mixed_folder.root.resolve()
         seen += split.paths
         for path, image in zip(split.paths, split.images):
-            expected = data.decode_image(mixed_folder.root / path, image_size=24, color_mode=color_mode)
+            expected = data.decode_image(
+                mixed_folder.root / path, image_size=24, color_mode=color_mode
+            )
             assert np.array_equal(image, expected), path
     assert sorted(seen) == mixed_folder.images
     assert xrays.test.paths == mixed_folder.images_of("test")
@@ -152,7 +156,9 @@ def test_corrupt_image_leaves_no_split_csv(make_xrays, tmp_path, spoil):
 
 
 @pytest.mark.parametrize("spoil", [_corrupt, _truncated], ids=["random-bytes", "truncated-jpeg"])
-def test_skip_policy_leaves_out_bad_images_warns_with_paths_and_records_them(make_xrays, tmp_path, spoil):
+def test_skip_policy_leaves_out_bad_images_warns_with_paths_and_records_them(
+    make_xrays, tmp_path, spoil
+):
     folder = make_xrays(test_per_class=2)
     bad = spoil(folder)
     relative = bad.relative_to(folder.root).as_posix()
@@ -206,7 +212,9 @@ def test_invalid_image_size_fails_before_any_work(xray_folder, tmp_path, monkeyp
 def test_invalid_color_mode_fails_before_any_work(xray_folder, tmp_path, monkeypatch, color_mode):
     monkeypatch.setattr(load_module, "check_data_dir", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(ValueError, match="color_mode must be 'rgb' or 'grayscale'"):
-        data.load_chest_xrays(xray_folder.root, image_size=16, color_mode=color_mode, results_dir=tmp_path)
+        data.load_chest_xrays(
+            xray_folder.root, image_size=16, color_mode=color_mode, results_dir=tmp_path
+        )
     assert not (tmp_path / "split.csv").exists()
 
 

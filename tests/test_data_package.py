@@ -16,8 +16,13 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(helpers.data.__path__, "he
 
 def test_the_package_has_one_module_per_job():
     assert MODULES == [
-        "helpers.data.cache", "helpers.data.decode", "helpers.data.errors", "helpers.data.folders",
-        "helpers.data.load", "helpers.data.split", "helpers.data.summaries",
+        "helpers.data.cache",
+        "helpers.data.decode",
+        "helpers.data.errors",
+        "helpers.data.folders",
+        "helpers.data.load",
+        "helpers.data.split",
+        "helpers.data.summaries",
     ]
 
 
@@ -44,13 +49,38 @@ def test_every_public_name_is_importable_from_the_package_and_documented():
             assert value.__module__.startswith("helpers.data."), name
     # What the book, the helpers, the tests and the benchmarks use, by these names.
     used = {
-        "BadImagePolicy", "ChestXrays", "ColorMode", "DataError", "DataWarning", "Split",
-        "check_data_dir", "class_weights", "clear_decoded_cache", "data_fingerprint",
-        "decode_image", "decoded_cache_dir", "describe_files", "download_kaggle",
-        "duplicate_groups", "files_fingerprint", "find_layout_root", "group_id",
-        "image_level_split", "leakage_summary", "list_split", "load_chest_xrays", "load_images",
-        "official_counts", "person_aware_split", "persons_on_both_sides", "pneumonia_kind",
-        "sample_indices", "size_summary", "split_summary", "split_table", "training_dataset",
+        "BadImagePolicy",
+        "ChestXrays",
+        "ColorMode",
+        "DataError",
+        "DataWarning",
+        "Split",
+        "check_data_dir",
+        "class_weights",
+        "clear_decoded_cache",
+        "data_fingerprint",
+        "decode_image",
+        "decoded_cache_dir",
+        "describe_files",
+        "download_kaggle",
+        "duplicate_groups",
+        "files_fingerprint",
+        "find_layout_root",
+        "group_id",
+        "image_level_split",
+        "leakage_summary",
+        "list_split",
+        "load_chest_xrays",
+        "load_images",
+        "official_counts",
+        "person_aware_split",
+        "persons_on_both_sides",
+        "pneumonia_kind",
+        "sample_indices",
+        "size_summary",
+        "split_summary",
+        "split_table",
+        "training_dataset",
         "write_split_csv",
     }
     assert used <= set(helpers.data.__all__)

@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REAL_DATA_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REAL_DATA_DIR
 from helpers import config, data
 
 
@@ -85,7 +85,10 @@ def test_real_split_is_fixed_by_the_seed(real_split):
     val_paths = set(real_split.loc[real_split.split == "val", "path"])
     assert set(other.loc[other.split == "val", "path"]) != val_paths
     # The test side never depends on the seed.
-    assert other[other.split == "test"].path.tolist() == real_split[real_split.split == "test"].path.tolist()
+    assert (
+        other[other.split == "test"].path.tolist()
+        == real_split[real_split.split == "test"].path.tolist()
+    )
 
 
 def test_write_split_csv_writes_path_split_label_one_row_per_image(real_split, tmp_path):
@@ -187,7 +190,9 @@ def test_small_split_keeps_persons_together_and_is_fixed_by_seed(xray_folder):
 
 
 def test_persons_on_both_sides_counts_shared_groups(real_split):
-    assert data.persons_on_both_sides(["a", "a", "b", "c", "c"], [True, False, False, True, True]) == 1
+    assert (
+        data.persons_on_both_sides(["a", "a", "b", "c", "c"], [True, False, False, True, True]) == 1
+    )
     assert data.persons_on_both_sides(["a", "b"], [True, False]) == 0
     train_folder = real_split[real_split.path.str.startswith("train/")]
     assert data.persons_on_both_sides(train_folder.group, train_folder.split == "val") == 0

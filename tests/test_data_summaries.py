@@ -14,7 +14,10 @@ from helpers import config, data
 def _files(rows):
     """A describe_files-like table from (split, label, width, height, mode, format) rows."""
     frame = pd.DataFrame(rows, columns=["split", "label", "width", "height", "mode", "format"])
-    frame["path"] = [f"{s}/{config.CLASS_NAMES[lab]}/{i}.jpeg" for i, (s, lab) in enumerate(zip(frame.split, frame.label))]
+    frame["path"] = [
+        f"{s}/{config.CLASS_NAMES[lab]}/{i}.jpeg"
+        for i, (s, lab) in enumerate(zip(frame.split, frame.label))
+    ]
     return frame
 
 
@@ -78,7 +81,9 @@ def test_sample_indices_draws_per_class_fixed_by_the_seed():
 def _xrays(table: pd.DataFrame) -> data.ChestXrays:
     """A ChestXrays holding only ``table`` (the summaries read nothing else)."""
     empty = {
-        name: data.Split(name, [], np.zeros(0, np.int64), np.zeros((0, 1, 1, 1), np.uint8), Path("."))
+        name: data.Split(
+            name, [], np.zeros(0, np.int64), np.zeros((0, 1, 1, 1), np.uint8), Path(".")
+        )
         for name in ("train", "val", "test")
     }
     return data.ChestXrays(**empty, table=table, image_size=1, color_mode="grayscale", seed=0)
@@ -111,9 +116,27 @@ def test_split_summary_counts_images_classes_and_persons_per_split():
     summary = data.split_summary(_xrays(TABLE))
     assert summary.index.tolist() == ["train", "val", "test"]
     assert summary.to_dict("index") == {
-        "train": {"images": 6, "NORMAL": 4, "PNEUMONIA": 2, "PNEUMONIA share": 0.333, "persons / studies": 3},
-        "val": {"images": 5, "NORMAL": 1, "PNEUMONIA": 4, "PNEUMONIA share": 0.8, "persons / studies": 2},
-        "test": {"images": 3, "NORMAL": 1, "PNEUMONIA": 2, "PNEUMONIA share": 0.667, "persons / studies": 2},
+        "train": {
+            "images": 6,
+            "NORMAL": 4,
+            "PNEUMONIA": 2,
+            "PNEUMONIA share": 0.333,
+            "persons / studies": 3,
+        },
+        "val": {
+            "images": 5,
+            "NORMAL": 1,
+            "PNEUMONIA": 4,
+            "PNEUMONIA share": 0.8,
+            "persons / studies": 2,
+        },
+        "test": {
+            "images": 3,
+            "NORMAL": 1,
+            "PNEUMONIA": 2,
+            "PNEUMONIA share": 0.667,
+            "persons / studies": 2,
+        },
     }
 
 
@@ -134,7 +157,9 @@ def test_leakage_summary_compares_the_split_by_person_with_one_by_image():
     assert table.loc["by image (case study)"].to_dict() == {
         "validation images": 2,
         "persons on both sides": len(shared),
-        "validation images whose person is also in training": int(np.isin(groups[is_val], list(shared)).sum()),
+        "validation images whose person is also in training": int(
+            np.isin(groups[is_val], list(shared)).sum()
+        ),
         "persons in validation": len(set(groups[is_val])),
     }
 
@@ -143,10 +168,17 @@ def test_on_the_real_data_only_the_split_by_image_leaks():
     xrays = _xrays(data.split_table())
     table = data.leakage_summary(xrays, seed=config.SEED)
     ours, theirs = table.loc["by person (this book)"], table.loc["by image (case study)"]
-    assert ours["persons on both sides"] == 0 and ours["validation images whose person is also in training"] == 0
+    assert (
+        ours["persons on both sides"] == 0
+        and ours["validation images whose person is also in training"] == 0
+    )
     assert theirs["persons on both sides"] > 100  # most persons have several images
-    assert ours["validation images"] + data.split_summary(xrays).loc["train", "images"] == 5216  # the train folder
+    assert (
+        ours["validation images"] + data.split_summary(xrays).loc["train", "images"] == 5216
+    )  # the train folder
     summary = data.split_summary(xrays)
     assert summary["images"].sum() == 5856
     assert summary.loc["test", "images"] == 624
-    assert summary.loc["val", "images"] == ours["validation images"] + 16  # plus the official val folder
+    assert (
+        summary.loc["val", "images"] == ours["validation images"] + 16
+    )  # plus the official val folder

@@ -49,7 +49,9 @@ def decode_by_hand(path, size: int) -> np.ndarray:
     reduced-scale decoding (never below twice the target), then a bilinear resize."""
     with Image.open(path) as img:
         img.draft(img.mode, (2 * size, 2 * size))
-        return np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        return np.asarray(
+            img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8
+        )
 
 
 def logit_by_hand(image: np.ndarray, weights=PROB_WEIGHTS) -> float:
@@ -139,7 +141,9 @@ def test_predictions_frame_and_length_check():
 def test_nan_scores_are_a_clear_error_naming_split_count_and_file(xrays8, activation):
     from helpers.metrics import MetricError
 
-    model = brightness_model(SIZE, activation=activation, weights=(np.array([np.nan, 0.0, 0.0]), 0.0))
+    model = brightness_model(
+        SIZE, activation=activation, weights=(np.array([np.nan, 0.0, 0.0]), 0.0)
+    )
     split = xrays8.test
     with pytest.raises(MetricError) as info:
         evaluate.predict_split(model, split)
@@ -150,13 +154,21 @@ def test_nan_scores_are_a_clear_error_naming_split_count_and_file(xrays8, activa
 
 def test_a_diverged_model_writes_no_results(xrays8, tmp_path):
     import pandas as pd
-
     from chapter_models import evaluate_like_a_chapter
+
     from helpers import train
 
-    model = brightness_model(SIZE, activation="sigmoid", weights=(np.array([np.nan, 0.0, 0.0]), 0.0))
-    run = train.TrainingRun(model=model, history=pd.DataFrame({"epoch": [1], "loss": [np.nan]}),
-                            epochs=1, batch_size=8, seed=0, training_seconds=0.0)
+    model = brightness_model(
+        SIZE, activation="sigmoid", weights=(np.array([np.nan, 0.0, 0.0]), 0.0)
+    )
+    run = train.TrainingRun(
+        model=model,
+        history=pd.DataFrame({"epoch": [1], "loss": [np.nan]}),
+        epochs=1,
+        batch_size=8,
+        seed=0,
+        training_seconds=0.0,
+    )
     with pytest.raises(MetricError, match="non-finite scores"):
         evaluate_like_a_chapter("model_1", model, run, xrays8, tmp_path / "results")
     assert not (tmp_path / "results" / "model_1").exists()
@@ -225,7 +237,9 @@ def test_threshold_on_validation_reaches_the_target_and_names_its_origin(xrays8)
     assert val.split == "val" and val.paths == xrays8.val.paths
     chosen = evaluate.threshold_on_validation(val, target_sensitivity=0.9)
     assert chosen["chosen_on"] == "validation" and chosen["target_sensitivity"] == 0.9
-    assert chosen["threshold"] == metrics.threshold_for_sensitivity(val.labels, val.scores, target=0.9)
+    assert chosen["threshold"] == metrics.threshold_for_sensitivity(
+        val.labels, val.scores, target=0.9
+    )
     assert chosen["youden"] == metrics.youden_threshold(val.labels, val.scores)
     assert chosen["warnings"] == []
 
@@ -241,8 +255,13 @@ def test_a_model_that_ranks_nothing_gets_0_5_and_a_warning(xrays8):
 
 @pytest.mark.parametrize(
     "threshold",
-    [0.5, {"threshold": 0.5}, {"threshold": 0.5, "chosen_on": "test"},
-     {"threshold": 0.5, "chosen_on": "validation"}, None],  # a hand-made dict too
+    [
+        0.5,
+        {"threshold": 0.5},
+        {"threshold": 0.5, "chosen_on": "test"},
+        {"threshold": 0.5, "chosen_on": "validation"},
+        None,
+    ],  # a hand-made dict too
     ids=["a number", "no origin", "chosen on test", "hand-made", "none"],
 )
 def test_score_test_once_refuses_a_threshold_not_chosen_on_validation(xrays8, threshold):
@@ -262,7 +281,9 @@ def test_score_test_once_refuses_a_second_scoring_of_the_same_model(xrays8):
     chosen = evaluate.threshold_on_validation(evaluate.score_validation(model, xrays))
     test = evaluate.score_test_once(model, xrays, threshold=chosen, batch_size=3)
     assert test.split == "test" and test.paths == xrays.test.paths
-    np.testing.assert_allclose(test.scores, evaluate.predict_split(model, xrays.test).scores, atol=1e-7)
+    np.testing.assert_allclose(
+        test.scores, evaluate.predict_split(model, xrays.test).scores, atol=1e-7
+    )
     with pytest.raises(ValueError, match=f"already scored for '{model.name}'"):
         evaluate.score_test_once(model, xrays, threshold=chosen)
     # Another model with the same weights but another name is another model ...
@@ -317,5 +338,8 @@ def test_summarise_measures_the_test_set_at_the_validation_threshold(xrays8):
     for name in ("auc", "sensitivity", "specificity", "tp", "fp", "tn", "fn", "n"):
         assert m["test"][name] == pytest.approx(expected[name]), name
     assert m["test_at_0.5"]["threshold"] == 0.5
-    assert m["val"]["n"] == len(xrays.val) and m["n_images"] == {"val": len(xrays.val), "test": len(xrays.test)}
+    assert m["val"]["n"] == len(xrays.val) and m["n_images"] == {
+        "val": len(xrays.val),
+        "test": len(xrays.test),
+    }
     assert m["threshold"]["chosen_on"] == "validation" and "warnings" not in m["threshold"]

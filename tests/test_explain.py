@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
+from chapter_models import chapter_model, make_model_function  # noqa: E402
 from keras import layers  # noqa: E402
 
-from chapter_models import chapter_model, make_model_function  # noqa: E402
 from helpers import explain  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -58,12 +58,13 @@ def test_a_probability_that_rounds_to_one_still_gets_its_heatmap():
 def test_feature_layer_is_the_end_of_each_chapter_models_last_convolutional_block():
     small = chapter_model("model_1", image_size=32)
     name = explain.feature_layer_name(small)
-    pools = [l.name for l in small.layers if isinstance(l, keras.layers.MaxPooling2D)]
+    pools = [item.name for item in small.layers if isinstance(item, keras.layers.MaxPooling2D)]
     assert name == pools[-1]  # after the last convolution and its pooling, before Flatten
     dropout = chapter_model("model_2", image_size=32)  # Dropout after that pooling is skipped
-    assert explain.feature_layer_name(dropout) == [
-        l.name for l in dropout.layers if isinstance(l, keras.layers.MaxPooling2D)
-    ][-1]
+    assert (
+        explain.feature_layer_name(dropout)
+        == [item.name for item in dropout.layers if isinstance(item, keras.layers.MaxPooling2D)][-1]
+    )
     mobile = chapter_model("model_5", image_size=32, base_weights="random")
     assert isinstance(mobile.get_layer(explain.feature_layer_name(mobile)), keras.Model)
     augmented = chapter_model("model_4", image_size=32, base_weights="random")
@@ -71,7 +72,7 @@ def test_feature_layer_is_the_end_of_each_chapter_models_last_convolutional_bloc
     residual = make_model_function("model_6")((32, 32, 1), width=4)
     layer = residual.get_layer(explain.feature_layer_name(residual))
     assert isinstance(layer, keras.layers.ReLU)
-    adds = [l for l in residual.layers if isinstance(l, keras.layers.Add)]
+    adds = [item for item in residual.layers if isinstance(item, keras.layers.Add)]
     assert residual.layers.index(layer) == residual.layers.index(adds[-1]) + 1
     flat = keras.Sequential([keras.Input((4,)), layers.Dense(1)])
     with pytest.raises(ValueError, match="Grad-CAM needs feature maps"):

@@ -10,6 +10,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from chapter_models import chapter_model, fake_pretrained_base  # noqa: E402
+
 from helpers import features, finetune, train  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -75,9 +76,13 @@ def test_models_4_and_5_share_an_entry_and_other_inputs_do_not(cache_dir, extrac
     extractor_5.get_layer(BASE).set_weights(weights)
     assert features.extractor_signature(extractor_5) != features.extractor_signature(extractor_4)
 
-    other_scaling = keras.Sequential([
-        keras.Input((32, 32, 3)), keras.layers.Rescaling(1.0 / 255), extractor_4.get_layer(BASE),
-    ])
+    other_scaling = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1.0 / 255),
+            extractor_4.get_layer(BASE),
+        ]
+    )
     assert features.extractor_signature(other_scaling) != features.extractor_signature(extractor_4)
 
 
@@ -111,7 +116,9 @@ def test_cache_off_writes_nothing(tmp_path, monkeypatch, extractors):
     assert features.computed_image_count() == before + 2 * len(images())
 
 
-def test_the_cap_keeps_the_newest_entries_and_a_bad_cap_is_named(cache_dir, extractors, monkeypatch):
+def test_the_cap_keeps_the_newest_entries_and_a_bad_cap_is_named(
+    cache_dir, extractors, monkeypatch
+):
     extractor = extractors[1]
     one_entry = 20 * 7 * 7 * 16 * 4  # 20 images of 7 x 7 x 16 float32, plus a small header
     monkeypatch.setenv(features.FEATURE_CACHE_BYTES_VARIABLE, str(one_entry + 1000))
@@ -122,12 +129,16 @@ def test_the_cap_keeps_the_newest_entries_and_a_bad_cap_is_named(cache_dir, extr
     features.frozen_features(extractor, images(2))  # the newest is kept
     assert features.computed_image_count() == before
     monkeypatch.setenv(features.FEATURE_CACHE_BYTES_VARIABLE, "lots")
-    with pytest.raises(ValueError, match="CHEST_XRAY_FEATURE_CACHE_BYTES must be a whole number of bytes"):
+    with pytest.raises(
+        ValueError, match="CHEST_XRAY_FEATURE_CACHE_BYTES must be a whole number of bytes"
+    ):
         features.frozen_features(extractor, images(5))
 
 
 def test_augmentation_only_models_are_the_identity_and_others_are_not():
-    augmentation = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05)])
+    augmentation = keras.Sequential(
+        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.05)]
+    )
     mixed = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.Rescaling(2.0)])
     assert features.is_identity_at_inference(augmentation)
     assert features.is_identity_at_inference(keras.layers.RandomZoom(0.1))
@@ -135,7 +146,9 @@ def test_augmentation_only_models_are_the_identity_and_others_are_not():
     assert not features.is_identity_at_inference(keras.layers.Rescaling(2.0))
 
 
-def test_the_probe_of_model_5_reuses_the_features_model_5_trained_on(cache_dir, xray_folder, monkeypatch):
+def test_the_probe_of_model_5_reuses_the_features_model_5_trained_on(
+    cache_dir, xray_folder, monkeypatch
+):
     from helpers import data
 
     xrays32 = data.load_chest_xrays(xray_folder.root, image_size=32, seed=0)  # its own test claim

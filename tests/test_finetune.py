@@ -27,7 +27,8 @@ def tiny_base(input_shape):
 
 def make_parts(input_shape):
     head = keras.Sequential(
-        [keras.layers.GlobalAveragePooling2D(), keras.layers.Dropout(0.2), keras.layers.Dense(1)], name="head"
+        [keras.layers.GlobalAveragePooling2D(), keras.layers.Dropout(0.2), keras.layers.Dense(1)],
+        name="head",
     )
     return tiny_base(input_shape), head
 
@@ -48,7 +49,7 @@ def test_unfreeze_top_keeps_batch_normalisation_frozen():
     for layer in base.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             assert not layer.trainable
-    assert all(not l.trainable for l in base.layers[:-3])
+    assert all(not item.trainable for item in base.layers[:-3])
     assert finetune.unfreeze_top(base, 0) == [] and not base.trainable
 
 
@@ -72,8 +73,17 @@ def test_search_scores_validation_only_and_picks_the_best(xray_folder):
         finetune.FineTuning("top 3", layers=3),
         finetune.FineTuning("top 3, larger", layers=3, image_scale=1.5),
     )
-    table = finetune.run_search(make_parts, assemble, load, configurations, image_size=16,
-                                head_epochs=1, fine_tune_epochs=1, batch_size=16, seed=0)
+    table = finetune.run_search(
+        make_parts,
+        assemble,
+        load,
+        configurations,
+        image_size=16,
+        head_epochs=1,
+        fine_tune_epochs=1,
+        batch_size=16,
+        seed=0,
+    )
     assert list(table.index) == ["frozen", "top 3", "top 3, larger"]
     assert seen_sizes == [16, 24]  # once per size
     assert table.loc["frozen", "fine-tuning s"] == 0
@@ -89,10 +99,22 @@ def test_search_never_sees_the_test_images(xray_folder, monkeypatch):
 
     scored = []
     real = evaluate.predict_split
-    monkeypatch.setattr(evaluate, "predict_split", lambda m, split, **k: scored.append(split.name) or real(m, split, **k))
-    finetune.run_search(make_parts, assemble, lambda s: data.load_chest_xrays(xray_folder.root, image_size=s, seed=0),
-                        (finetune.FineTuning("frozen", layers=0),), image_size=16, head_epochs=1,
-                        fine_tune_epochs=0, batch_size=16, seed=0)
+    monkeypatch.setattr(
+        evaluate,
+        "predict_split",
+        lambda m, split, **k: scored.append(split.name) or real(m, split, **k),
+    )
+    finetune.run_search(
+        make_parts,
+        assemble,
+        lambda s: data.load_chest_xrays(xray_folder.root, image_size=s, seed=0),
+        (finetune.FineTuning("frozen", layers=0),),
+        image_size=16,
+        head_epochs=1,
+        fine_tune_epochs=0,
+        batch_size=16,
+        seed=0,
+    )
     assert scored == ["val"]
 
 
@@ -111,10 +133,14 @@ def test_probe_and_combined_runs(xray_folder):
     assert both.training_seconds == pytest.approx(first.training_seconds + second.training_seconds)
     val = evaluate.score_validation(model, xrays, batch_size=16)
     threshold = evaluate.threshold_on_validation(val)
-    evaluation = evaluate.summarise("model_7", val, evaluate.score_test_once(model, xrays, threshold=threshold), threshold)
+    evaluation = evaluate.summarise(
+        "model_7", val, evaluate.score_test_once(model, xrays, threshold=threshold), threshold
+    )
     probe = finetune.frozen_feature_probe(model, xrays, "model_7")
     assert probe.model_id == "model_7_logistic_probe"
     assert probe.metrics["probe"]["C"] in finetune.PROBE_C
-    assert 0 <= probe.metrics["test"]["auc"] <= 1 and evaluation.metrics["test"]["n"] == len(xrays.test)
+    assert 0 <= probe.metrics["test"]["auc"] <= 1 and evaluation.metrics["test"]["n"] == len(
+        xrays.test
+    )
     with pytest.raises(ValueError, match="already scored"):  # the probe scores the test set once
         finetune.frozen_feature_probe(model, xrays, "model_7")

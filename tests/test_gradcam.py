@@ -56,8 +56,10 @@ def assert_heatmaps(heat: np.ndarray, n: int) -> None:
 def case_study_cnn(*, output: str = "sigmoid", channels: int = 1) -> keras.Model:
     """Models 2-3 in small: conv blocks, Dropout before Flatten, a sigmoid (or a logit)."""
     keras.utils.set_random_seed(0)
-    last = layers.Activation("sigmoid") if output == "activation" else layers.Dense(
-        1, activation="sigmoid" if output == "sigmoid" else None
+    last = (
+        layers.Activation("sigmoid")
+        if output == "activation"
+        else layers.Dense(1, activation="sigmoid" if output == "sigmoid" else None)
     )
     stack = [
         keras.Input((SIZE, SIZE, channels)),
@@ -143,7 +145,14 @@ def brightness_cnn(dense_weight: float) -> keras.Model:
     conv = layers.Conv2D(2, 1, use_bias=False, activation="relu")
     dense = layers.Dense(1, activation="sigmoid")
     model = keras.Sequential(
-        [keras.Input((SIZE, SIZE, 1)), conv, layers.MaxPooling2D(), layers.Dropout(0.2), layers.Flatten(), dense]
+        [
+            keras.Input((SIZE, SIZE, 1)),
+            conv,
+            layers.MaxPooling2D(),
+            layers.Dropout(0.2),
+            layers.Flatten(),
+            dense,
+        ]
     )
     conv.set_weights([np.array([1.0, -1.0], dtype="float32").reshape(1, 1, 1, 2)])
     kernel = np.zeros((SIZE // 2, SIZE // 2, 2), dtype="float32")
@@ -207,12 +216,19 @@ def test_models_without_feature_maps_are_refused():
     with pytest.raises(ValueError, match="'dense_only'.*Grad-CAM needs feature maps"):
         explain.feature_layer_name(dense_only)
     no_convolution = keras.Sequential(
-        [keras.Input((SIZE, SIZE, 1)), layers.Rescaling(1.0 / 255), layers.Flatten(), layers.Dense(1)],
+        [
+            keras.Input((SIZE, SIZE, 1)),
+            layers.Rescaling(1.0 / 255),
+            layers.Flatten(),
+            layers.Dense(1),
+        ],
         name="no_convolution",
     )
     with pytest.raises(ValueError, match="'no_convolution'.*Grad-CAM needs feature maps"):
         explain.feature_layer_name(no_convolution)
-    unbuilt = keras.Sequential([layers.Conv2D(2, 3), layers.Flatten(), layers.Dense(1)], name="unbuilt")
+    unbuilt = keras.Sequential(
+        [layers.Conv2D(2, 3), layers.Flatten(), layers.Dense(1)], name="unbuilt"
+    )
     with pytest.raises(ValueError, match="'unbuilt' has no layer graph"):
         explain.feature_layer_name(unbuilt)
 
@@ -280,7 +296,9 @@ def test_batches_do_not_change_the_maps():
     # The same call twice is bit-identical on the CPU; other batch sizes differ by float32
     # rounding only (the kernels sum in a batch-dependent order).
     np.testing.assert_array_equal(explain.grad_cam(model, images, batch_size=5), in_one_batch)
-    np.testing.assert_allclose(explain.grad_cam(model, images, batch_size=2), in_one_batch, atol=1e-6)
+    np.testing.assert_allclose(
+        explain.grad_cam(model, images, batch_size=2), in_one_batch, atol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,7 +323,9 @@ def test_outputs_without_a_readable_logit_are_refused():
         )
 
     with pytest.raises(ValueError, match="'softmax_model'.*activation 'softmax'"):
-        explain.grad_cam(ending_in(layers.Dense(1, activation="softmax"), "softmax_model"), random_images(1))
+        explain.grad_cam(
+            ending_in(layers.Dense(1, activation="softmax"), "softmax_model"), random_images(1)
+        )
     with pytest.raises(ValueError, match="'two_units'.*one output with one unit"):
         explain.grad_cam(ending_in(layers.Dense(2), "two_units"), random_images(1))
 
@@ -320,11 +340,18 @@ class ShiftedDense(layers.Dense):
 def test_a_last_layer_whose_logit_cannot_be_rebuilt_is_refused():
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
-        [keras.Input((SIZE, SIZE, 1)), layers.Conv2D(2, 3), layers.Flatten(), ShiftedDense(1, activation="sigmoid")],
+        [
+            keras.Input((SIZE, SIZE, 1)),
+            layers.Conv2D(2, 3),
+            layers.Flatten(),
+            ShiftedDense(1, activation="sigmoid"),
+        ],
         name="shifted",
     )
     with pytest.raises(RuntimeError, match="'shifted': the sigmoid of the logit rebuilt"):
-        explain.grad_cam(model, np.zeros((2, SIZE, SIZE, 1), np.uint8))  # logit 0, output sigmoid(5)
+        explain.grad_cam(
+            model, np.zeros((2, SIZE, SIZE, 1), np.uint8)
+        )  # logit 0, output sigmoid(5)
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,7 +375,10 @@ def test_overlay_mixes_gray_and_heat_and_is_written_atomically(tmp_path):
 
 def test_overlay_refuses_a_heatmap_of_another_size_and_writes_nothing(tmp_path):
     image = np.zeros((SIZE, SIZE, 1), dtype=np.uint8)
-    with pytest.raises(ValueError, match=r"heatmap must have the image's height and width \(32, 32\), got \(16, 16\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"heatmap must have the image's height and width \(32, 32\), got \(16, 16\)",
+    ):
         explain.save_overlay(tmp_path / "x.png", image, np.zeros((16, 16)))
     with pytest.raises(ValueError, match="alpha must be in"):
         explain.overlay(image, np.zeros((SIZE, SIZE)), alpha=1.5)

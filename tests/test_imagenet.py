@@ -20,7 +20,13 @@ from PIL import Image
 from helpers import config, imagenet
 
 #: ImageNet classes (Keras' 1000-way indices come from the labels file) that are cats.
-CAT_CLASSES = {"Egyptian cat", "tabby, tabby cat", "tiger cat", "Persian cat", "Siamese cat, Siamese"}
+CAT_CLASSES = {
+    "Egyptian cat",
+    "tabby, tabby cat",
+    "tiger cat",
+    "Persian cat",
+    "Siamese cat, Siamese",
+}
 XRAY_TEST_DIR = config.DEFAULT_DATA_DIR / "test"
 
 
@@ -123,7 +129,9 @@ def test_dequantize_per_channel_and_per_tensor():
     values = np.array([[1, -2, 3], [4, 5, -6]], dtype=np.int8)
     per_row = imagenet.dequantize(values, np.array([0.5, 2.0]), np.array([1, 0]), axis=0)
     np.testing.assert_array_equal(per_row, [[0.0, -1.5, 1.0], [8.0, 10.0, -12.0]])
-    per_column = imagenet.dequantize(values, np.array([1.0, 0.5, 0.25]), np.array([0, 0, 2]), axis=1)
+    per_column = imagenet.dequantize(
+        values, np.array([1.0, 0.5, 0.25]), np.array([0, 0, 2]), axis=1
+    )
     np.testing.assert_array_equal(per_column, [[1.0, -1.0, 0.25], [4.0, 2.5, -2.0]])
     whole = imagenet.dequantize(values, np.array([0.1]), np.array([0]), axis=0)
     np.testing.assert_allclose(whole, values * 0.1, rtol=1e-6)
@@ -149,7 +157,9 @@ def test_class_names_follow_keras_order(class_names, tmp_path):
     assert class_names[0] == "tench, Tinca tinca" and class_names[285] == "Egyptian cat"
     bad = tmp_path / "labels.txt"
     bad.write_text("cat\ndog\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"labels.txt: expected 1001 lines starting with 'background'"):
+    with pytest.raises(
+        ValueError, match=r"labels.txt: expected 1001 lines starting with 'background'"
+    ):
         imagenet.imagenet_class_names(bad)
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         imagenet.imagenet_class_names(tmp_path / "missing.txt")
@@ -169,8 +179,11 @@ def test_every_convolution_reproduces_tflite_within_its_rounding(top_model, refe
     reference.run(photo_uint8(path))
     layers = top_model.layers
     weighted = [
-        i for i, layer in enumerate(layers)
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
+        i
+        for i, layer in enumerate(layers)
+        if isinstance(
+            layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+        )
     ]
     assert len(weighted) == len(reference.convolutions) == 53
     for op, i in zip(reference.convolutions, weighted):
@@ -190,7 +203,9 @@ def test_every_convolution_reproduces_tflite_within_its_rounding(top_model, refe
         # TFLite saturates at the ends of the int8 range; Keras does not.
         got = np.clip(got, (-128 - zero_point) * scale, (127 - zero_point) * scale)
         worst_in_steps = float(np.max(np.abs(got - expected)) / scale)
-        assert worst_in_steps <= 0.75, f"{layer.name}: off by {worst_in_steps:.3f} quantisation steps"
+        assert worst_in_steps <= 0.75, (
+            f"{layer.name}: off by {worst_in_steps:.3f} quantisation steps"
+        )
 
 
 def test_cat_photo_logits_match_tflite(top_model, reference, class_names):
@@ -224,13 +239,19 @@ def test_chest_xray_logits_match_tflite(top_model, reference):
 
 @pytest.mark.parametrize("size", [128, 64])
 def test_no_top_base_loads_the_weights_file_at_any_size(weights_file, top_model, size):
-    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=str(weights_file))
+    base = keras.applications.MobileNetV2(
+        input_shape=(size, size, 3), include_top=False, weights=str(weights_file)
+    )
     # Every weight loaded is the converted one (the file is the conversion, at any size).
     for layer in (layer for layer in base.layers if layer.weights):
-        for loaded, converted in zip(layer.get_weights(), top_model.get_layer(layer.name).get_weights()):
+        for loaded, converted in zip(
+            layer.get_weights(), top_model.get_layer(layer.name).get_weights()
+        ):
             np.testing.assert_array_equal(loaded, converted)
     batch = np.concatenate([photo_uint8(path, size) for path in first_test_xrays(1)])
-    features = base(batch.astype(np.float32) / 127.5 - 1.0, training=False).numpy().mean(axis=(1, 2))
+    features = (
+        base(batch.astype(np.float32) / 127.5 - 1.0, training=False).numpy().mean(axis=(1, 2))
+    )
     assert features.shape == (2, 1280)
     assert np.all(features.std(axis=1) > 0.1)  # not constant across channels
     assert np.abs(features[0] - features[1]).max() > 0.1  # two X-rays, two feature vectors
@@ -239,14 +260,19 @@ def test_no_top_base_loads_the_weights_file_at_any_size(weights_file, top_model,
 def test_conversion_is_deterministic_and_independent_of_input_size(top_model):
     again = imagenet.convert_tflite(include_top=False, input_size=64)
     for layer in (layer for layer in again.layers if layer.weights):
-        for first, second in zip(top_model.get_layer(layer.name).get_weights(), layer.get_weights()):
+        for first, second in zip(
+            top_model.get_layer(layer.name).get_weights(), layer.get_weights()
+        ):
             np.testing.assert_array_equal(first, second)
 
 
 def test_cache_hit_does_not_convert_again(weights_file, weights_cache, monkeypatch):
     mtime = weights_file.stat().st_mtime_ns
     assert weights_file.parent == weights_cache and weights_file.name.endswith(".weights.h5")
-    assert f"keras-{keras.__version__}" in weights_file.name and imagenet.EMBEDDED_SHA256[:16] in weights_file.name
+    assert (
+        f"keras-{keras.__version__}" in weights_file.name
+        and imagenet.EMBEDDED_SHA256[:16] in weights_file.name
+    )
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted although the cache holds the file")
@@ -298,7 +324,9 @@ def test_source_with_another_hash_is_refused(tmp_path):
         with pytest.raises(imagenet.WeightsSourceError) as info:
             call()
         message = str(info.value)
-        assert str(other) in message and other_sha in message and imagenet.EMBEDDED_SHA256 in message
+        assert (
+            str(other) in message and other_sha in message and imagenet.EMBEDDED_SHA256 in message
+        )
     assert not (tmp_path / "cache").exists()
     # Deliberately passing another file is possible, by naming its hash.
     assert imagenet.verify_source(other, expected_sha256=other_sha) == other_sha
@@ -307,7 +335,10 @@ def test_source_with_another_hash_is_refused(tmp_path):
 def test_missing_embedded_file_says_how_to_restore_it(monkeypatch, tmp_path):
     missing = tmp_path / imagenet.EMBEDDED_TFLITE.name
     monkeypatch.setattr(imagenet, "EMBEDDED_TFLITE", missing)
-    for call in (lambda: imagenet.verify_source(missing), lambda: imagenet.base_weights_argument("imagenet")):
+    for call in (
+        lambda: imagenet.verify_source(missing),
+        lambda: imagenet.base_weights_argument("imagenet"),
+    ):
         with pytest.raises(FileNotFoundError) as info:
             call()
         message = str(info.value)

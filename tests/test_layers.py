@@ -8,6 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from chapter_models import make_model_function  # noqa: E402
+
 from helpers import ablation, evaluate  # noqa: E402
 from helpers.layers import PerImageStandardization  # noqa: E402
 
@@ -20,7 +21,9 @@ AUGMENTATIONS = tuple(sorted({variant.augment for variant in ablation.VARIANTS})
 
 def test_per_image_standardization_gives_mean_0_and_std_1_per_image():
     rng = np.random.default_rng(0)
-    x = np.stack([rng.normal(50, 5, (8, 8, 1)), rng.normal(200, 30, (8, 8, 1)), np.full((8, 8, 1), 7.0)])
+    x = np.stack(
+        [rng.normal(50, 5, (8, 8, 1)), rng.normal(200, 30, (8, 8, 1)), np.full((8, 8, 1), 7.0)]
+    )
     out = np.asarray(PerImageStandardization()(x.astype("float32")))
     assert out[:2].mean(axis=(1, 2, 3)) == pytest.approx([0, 0], abs=1e-5)
     assert out[:2].std(axis=(1, 2, 3)) == pytest.approx([1, 1], abs=1e-4)

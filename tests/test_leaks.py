@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REAL_DATA_DIR, save_image, xray_array
 from PIL import Image
 
-from conftest import REAL_DATA_DIR, save_image, xray_array
 from helpers import config, data, leaks
 from helpers.data import DataError, DataWarning
 
@@ -40,7 +40,11 @@ def textured_xray(seed: int) -> Image.Image:
 #: A clean folder: every image its own picture, no file name in two folders.
 CLEAN_FILES = {
     "train/NORMAL": ["IM-0101-0001.jpeg", "IM-0102-0001.jpeg", "IM-0200-0001.jpeg"],
-    "train/PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_bacteria_2.jpeg", "person2_virus_3.jpeg"],
+    "train/PNEUMONIA": [
+        "person1_bacteria_1.jpeg",
+        "person1_bacteria_2.jpeg",
+        "person2_virus_3.jpeg",
+    ],
     "val/NORMAL": ["NORMAL2-IM-0900-0001.jpeg"],
     "val/PNEUMONIA": ["person900_bacteria_1.jpeg"],
     "test/NORMAL": ["IM-0500-0001.jpeg", "IM-0501-0001.jpeg"],
@@ -74,7 +78,10 @@ def copy_as_png(source: Path, target: Path) -> None:
 #: The leaks planted by :func:`make_leaky_folder`: (path_a, path_b) -> reason.
 PLANTED = {
     ("train/NORMAL/IM-0777-0001.jpeg", "test/NORMAL/IM-0500-0001.jpeg"): "same picture",
-    ("train/PNEUMONIA/person77_bacteria_5.png", "test/PNEUMONIA/person500_virus_1.jpeg"): "same picture",
+    (
+        "train/PNEUMONIA/person77_bacteria_5.png",
+        "test/PNEUMONIA/person500_virus_1.jpeg",
+    ): "same picture",
     ("val/NORMAL/NORMAL2-IM-0901-0001.jpeg", "test/NORMAL/IM-0501-0001.jpeg"): "same picture",
     ("train/NORMAL/IM-0200-0001.jpeg", "test/NORMAL/IM-0200-0001.jpeg"): "same file name",
 }
@@ -85,9 +92,22 @@ def make_leaky_folder(root: Path) -> Path:
     make_clean_folder(root)
     # A test image copied into train under another name, 224 -> 160 px, JPEG quality 70
     # (the originals are saved at quality 95).
-    copy_resized(root / "test/NORMAL/IM-0500-0001.jpeg", root / "train/NORMAL/IM-0777-0001.jpeg", size=160, quality=70)
-    copy_as_png(root / "test/PNEUMONIA/person500_virus_1.jpeg", root / "train/PNEUMONIA/person77_bacteria_5.png")
-    copy_resized(root / "test/NORMAL/IM-0501-0001.jpeg", root / "val/NORMAL/NORMAL2-IM-0901-0001.jpeg", size=200, quality=85)
+    copy_resized(
+        root / "test/NORMAL/IM-0500-0001.jpeg",
+        root / "train/NORMAL/IM-0777-0001.jpeg",
+        size=160,
+        quality=70,
+    )
+    copy_as_png(
+        root / "test/PNEUMONIA/person500_virus_1.jpeg",
+        root / "train/PNEUMONIA/person77_bacteria_5.png",
+    )
+    copy_resized(
+        root / "test/NORMAL/IM-0501-0001.jpeg",
+        root / "val/NORMAL/NORMAL2-IM-0901-0001.jpeg",
+        size=200,
+        quality=85,
+    )
     # Same file name, another picture.
     save_image(root / "test/NORMAL/IM-0200-0001.jpeg", textured_xray(1000))
     return root
@@ -146,7 +166,9 @@ def test_hamming_distances_match_a_bit_by_bit_count():
     rng = np.random.default_rng(3)
     a = rng.integers(0, 256, size=(7, 32), dtype=np.uint8)
     b = rng.integers(0, 256, size=(5, 32), dtype=np.uint8)
-    expected = (np.unpackbits(a, axis=1)[:, None, :] != np.unpackbits(b, axis=1)[None, :, :]).sum(-1)
+    expected = (np.unpackbits(a, axis=1)[:, None, :] != np.unpackbits(b, axis=1)[None, :, :]).sum(
+        -1
+    )
     assert np.array_equal(leaks.hamming_distances(a, b), expected)
 
 
@@ -155,7 +177,11 @@ def test_hamming_distances_match_a_bit_by_bit_count():
     [
         (np.zeros((1, 32), np.int64), np.zeros((1, 32), np.uint8), "hashes_a must be a 2-D uint8"),
         (np.zeros(32, np.uint8), np.zeros((1, 32), np.uint8), "hashes_a must be a 2-D uint8"),
-        (np.zeros((1, 32), np.uint8), np.zeros((1, 30), np.uint8), "hashes_b must be .* multiple of 8"),
+        (
+            np.zeros((1, 32), np.uint8),
+            np.zeros((1, 30), np.uint8),
+            "hashes_b must be .* multiple of 8",
+        ),
         (np.zeros((1, 32), np.uint8), np.zeros((1, 16), np.uint8), "different lengths"),
     ],
 )
@@ -170,7 +196,12 @@ def test_image_hash_survives_resizing_and_reencoding_but_tells_pictures_apart(tm
     copy_resized(original, tmp_path / "large.jpeg", size=300, quality=40)
     copy_as_png(original, tmp_path / "copy.png")
     save_image(tmp_path / "b.jpeg", textured_xray(2))
-    hashes = np.stack([leaks.image_hash(tmp_path / n) for n in ("a.jpeg", "small.jpeg", "large.jpeg", "copy.png", "b.jpeg")])
+    hashes = np.stack(
+        [
+            leaks.image_hash(tmp_path / n)
+            for n in ("a.jpeg", "small.jpeg", "large.jpeg", "copy.png", "b.jpeg")
+        ]
+    )
     assert hashes.shape == (5, leaks.HASH_BYTES) and hashes.dtype == np.uint8
     d = leaks.hamming_distances(hashes[:1], hashes)[0]
     assert d[3] == 0  # the PNG holds the very pixels the JPEG decodes to
@@ -192,8 +223,19 @@ def test_image_hash_names_a_corrupt_file(tmp_path):
 
 def test_planted_copies_and_names_are_found_and_nothing_else(leaky, cache):
     pairs = leaks.find_shared_images(leaky, cache_dir=cache)
-    assert list(pairs.columns) == ["path_a", "split_a", "path_b", "split_b", "reason", "distance", "same_name"]
-    found = {(a, b): reason for a, b, reason in pairs[["path_a", "path_b", "reason"]].itertuples(index=False)}
+    assert list(pairs.columns) == [
+        "path_a",
+        "split_a",
+        "path_b",
+        "split_b",
+        "reason",
+        "distance",
+        "same_name",
+    ]
+    found = {
+        (a, b): reason
+        for a, b, reason in pairs[["path_a", "path_b", "reason"]].itertuples(index=False)
+    }
     assert found == PLANTED
     assert (pairs["split_a"] == pairs["path_a"].str.split("/").str[0]).all()
     assert (pairs["split_b"] == pairs["path_b"].str.split("/").str[0]).all()
@@ -217,16 +259,26 @@ def test_the_archive_s_nested_layout_is_found_and_paths_are_relative_to_it(tmp_p
 
 
 def test_a_pair_with_the_same_name_and_picture_is_one_same_picture_row(clean, cache):
-    copy_resized(clean / "test/NORMAL/IM-0501-0001.jpeg", clean / "train/NORMAL/IM-0501-0001.jpeg", size=180, quality=80)
+    copy_resized(
+        clean / "test/NORMAL/IM-0501-0001.jpeg",
+        clean / "train/NORMAL/IM-0501-0001.jpeg",
+        size=180,
+        quality=80,
+    )
     pairs = leaks.find_shared_images(clean, cache_dir=cache)
     assert len(pairs) == 1
     row = pairs.iloc[0]
-    assert (row["path_a"], row["path_b"]) == ("train/NORMAL/IM-0501-0001.jpeg", "test/NORMAL/IM-0501-0001.jpeg")
+    assert (row["path_a"], row["path_b"]) == (
+        "train/NORMAL/IM-0501-0001.jpeg",
+        "test/NORMAL/IM-0501-0001.jpeg",
+    )
     assert row["reason"] == "same picture" and bool(row["same_name"])
 
 
 def test_file_names_are_compared_case_insensitively(clean, cache):
-    copy_as_png(clean / "train/NORMAL/IM-0101-0001.jpeg", clean / "val/PNEUMONIA/x.png")  # same picture
+    copy_as_png(
+        clean / "train/NORMAL/IM-0101-0001.jpeg", clean / "val/PNEUMONIA/x.png"
+    )  # same picture
     save_image(clean / "val/NORMAL/im-0102-0001.JPEG", textured_xray(2000))  # same name only
     pairs = leaks.find_shared_images(clean, cache_dir=cache)
     assert pairs[["path_a", "path_b", "reason"]].values.tolist() == [  # sorted by path_a
@@ -239,7 +291,11 @@ def test_distinct_pictures_are_not_flagged(clean, cache):
     pairs = leaks.find_shared_images(clean, cache_dir=cache)
     assert pairs.empty and list(pairs.columns)[:4] == ["path_a", "split_a", "path_b", "split_b"]
     nearest = leaks.nearest_distances(clean, cache_dir=cache)
-    assert nearest.groupby("folders", sort=False).size().to_dict() == {"train-val": 2, "train-test": 4, "val-test": 4}
+    assert nearest.groupby("folders", sort=False).size().to_dict() == {
+        "train-val": 2,
+        "train-test": 4,
+        "val-test": 4,
+    }
     assert (nearest["distance"] > 2 * leaks.MAX_DISTANCE).all()
 
 
@@ -260,7 +316,10 @@ def test_max_distance_is_the_hamming_threshold(leaky, cache):
 def test_nearest_distances_point_at_the_planted_copies(leaky, cache):
     nearest = leaks.nearest_distances(leaky, cache_dir=cache).set_index("path")
     train_test = nearest[nearest["folders"] == "train-test"]
-    assert train_test.loc["test/NORMAL/IM-0500-0001.jpeg", "nearest_path"] == "train/NORMAL/IM-0777-0001.jpeg"
+    assert (
+        train_test.loc["test/NORMAL/IM-0500-0001.jpeg", "nearest_path"]
+        == "train/NORMAL/IM-0777-0001.jpeg"
+    )
     assert train_test.loc["test/PNEUMONIA/person500_virus_1.jpeg", "distance"] == 0
 
 
@@ -277,7 +336,11 @@ def test_shared_counts_count_pairs_and_images_per_folder_pair():
     counts = leaks.shared_counts(pairs)
     assert counts.index.tolist() == ["train-val", "train-test", "val-test"]
     assert counts.loc["train-test"].to_dict() == {
-        "same picture": 2, "same file name": 1, "pairs": 3, "images_a": 3, "images_b": 2,
+        "same picture": 2,
+        "same file name": 1,
+        "pairs": 3,
+        "images_a": 3,
+        "images_b": 2,
     }
     assert counts.loc["val-test", "pairs"] == 1 and counts.loc["train-val"].sum() == 0
 
@@ -287,8 +350,20 @@ def test_shared_counts_count_pairs_and_images_per_folder_pair():
     [
         ([("a", "train", "b", "test", "same picture")], "must be the table"),
         (pd.DataFrame({"path_a": ["a"]}), r"lacks the columns \['split_a'"),
-        (pd.DataFrame([("a", "train", "b", "test", "similar")], columns=["path_a", "split_a", "path_b", "split_b", "reason"]), "unknown reasons"),
-        (pd.DataFrame([("a", "test", "b", "train", "same picture")], columns=["path_a", "split_a", "path_b", "split_b", "reason"]), "folder pairs"),
+        (
+            pd.DataFrame(
+                [("a", "train", "b", "test", "similar")],
+                columns=["path_a", "split_a", "path_b", "split_b", "reason"],
+            ),
+            "unknown reasons",
+        ),
+        (
+            pd.DataFrame(
+                [("a", "test", "b", "train", "same picture")],
+                columns=["path_a", "split_a", "path_b", "split_b", "reason"],
+            ),
+            "folder pairs",
+        ),
     ],
 )
 def test_shared_counts_rejects_other_tables(pairs, match):
@@ -307,15 +382,22 @@ def test_check_leaks_warns_with_the_count_and_three_examples(leaky, cache):
     assert len(pairs) == 4 and len(caught) == 1
     message = str(caught[0].message)
     assert message.startswith("4 pair(s) of images are shared")
-    assert str(leaky.resolve()) in message and "train-test: 3" in message and "val-test: 1" in message
+    assert (
+        str(leaky.resolve()) in message and "train-test: 3" in message and "val-test: 1" in message
+    )
     examples = message.split("for example ")[1]
     assert examples.count(" and ") == 3  # three examples, the same pictures first
-    assert "train/PNEUMONIA/person77_bacteria_5.png and test/PNEUMONIA/person500_virus_1.jpeg (same picture, 0 bits apart)" in examples
+    assert (
+        "train/PNEUMONIA/person77_bacteria_5.png and test/PNEUMONIA/person500_virus_1.jpeg (same picture, 0 bits apart)"
+        in examples
+    )
     assert "same file name" not in examples
 
 
 def test_check_leaks_stop_raises_a_data_leak_error(leaky, cache):
-    with pytest.raises(leaks.DataLeakError, match=r"4 pair\(s\).*person77_bacteria_5.png") as caught:
+    with pytest.raises(
+        leaks.DataLeakError, match=r"4 pair\(s\).*person77_bacteria_5.png"
+    ) as caught:
         leaks.check_leaks(leaky, on_leak="stop", cache_dir=cache)
     assert isinstance(caught.value, ValueError)
 
@@ -350,7 +432,9 @@ def test_the_cache_is_reused_and_only_changed_files_are_hashed_again(leaky, cach
     n_images = sum(1 for p in leaky.rglob("*") if p.is_file())
     first = leaks.find_shared_images(leaky, cache_dir=cache)
     assert len(count_hashes) == n_images
-    assert [p.name for p in cache.iterdir()] == [p.name for p in cache.glob("*.npz")]  # no temp file left
+    assert [p.name for p in cache.iterdir()] == [
+        p.name for p in cache.glob("*.npz")
+    ]  # no temp file left
     assert len(list(cache.iterdir())) == 1
 
     count_hashes.clear()
@@ -365,7 +449,10 @@ def test_the_cache_is_reused_and_only_changed_files_are_hashed_again(leaky, cach
     os.utime(changed, ns=(1, 1))  # another modification time, whatever the clock says
     save_image(leaky / "test/NORMAL/IM-0502-0001.jpeg", textured_xray(3001))
     third = leaks.find_shared_images(leaky, cache_dir=cache)
-    assert sorted(p.name for p in count_hashes) == ["IM-0502-0001.jpeg", "NORMAL2-IM-0901-0001.jpeg"]
+    assert sorted(p.name for p in count_hashes) == [
+        "IM-0502-0001.jpeg",
+        "NORMAL2-IM-0901-0001.jpeg",
+    ]
     assert "val/NORMAL/NORMAL2-IM-0901-0001.jpeg" not in set(third["path_a"])  # no longer a copy
 
 
@@ -395,7 +482,9 @@ def test_a_damaged_cache_file_is_hashed_again_and_replaced(leaky, cache, count_h
 def test_an_unwritable_cache_warns_and_the_result_stands(leaky, tmp_path):
     blocked = tmp_path / "a-file-not-a-folder"
     blocked.write_text("in the way")
-    with pytest.warns(DataWarning, match="could not write the image-hash cache .*a-file-not-a-folder"):
+    with pytest.warns(
+        DataWarning, match="could not write the image-hash cache .*a-file-not-a-folder"
+    ):
         pairs = leaks.find_shared_images(leaky, cache_dir=blocked)
     assert len(pairs) == 4
 
@@ -451,7 +540,9 @@ def test_a_corrupt_image_is_named_and_no_cache_is_written(clean, cache):
 
 @pytest.mark.parametrize("max_distance", [-1, 256, 2.5, True, "26"])
 def test_max_distance_out_of_range_is_named(clean, max_distance):
-    with pytest.raises(ValueError, match="max_distance must be a whole number of bits from 0 to 255"):
+    with pytest.raises(
+        ValueError, match="max_distance must be a whole number of bits from 0 to 255"
+    ):
         leaks.find_shared_images(clean, max_distance=max_distance)
 
 

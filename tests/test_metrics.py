@@ -118,7 +118,13 @@ HAND_S = [0.1, 0.2, 0.6, 0.3, 0.9, 0.8, 0.4, 0.7, 0.55, 0.2]
 def test_rates_at_threshold_hand_computed():
     # At 0.5: NORMAL 0.1 0.2 0.3 -> tn, 0.6 -> fp; PNEUMONIA 0.9 0.8 0.7 0.55 -> tp, 0.4 0.2 -> fn.
     rates = metrics.rates_at_threshold(HAND_Y, HAND_S, threshold=0.5)
-    assert {k: rates[k] for k in ("tn", "fp", "fn", "tp", "n")} == {"tn": 3, "fp": 1, "fn": 2, "tp": 4, "n": 10}
+    assert {k: rates[k] for k in ("tn", "fp", "fn", "tp", "n")} == {
+        "tn": 3,
+        "fp": 1,
+        "fn": 2,
+        "tp": 4,
+        "n": 10,
+    }
     assert rates["threshold"] == 0.5
     expected = {
         "accuracy": (7, 10),
@@ -306,7 +312,10 @@ def test_choose_threshold_methods():
         "method": "sensitivity",
         "target_sensitivity": 0.9,
     }
-    assert metrics.choose_threshold(y, s, method="youden") == {"threshold": brute_youden(y, s), "method": "youden"}
+    assert metrics.choose_threshold(y, s, method="youden") == {
+        "threshold": brute_youden(y, s),
+        "method": "youden",
+    }
     with pytest.raises(MetricError, match="method"):
         metrics.choose_threshold(y, s, method="f1")
     for target in (0.0, -0.1, 1.5):
@@ -336,7 +345,9 @@ MISMATCHED = ([0, 1, 0, 1], [0.2, 0.4, 0.6])
     ],
     ids=["auc", "delong", "sensitivity", "youden", "choose", "summary"],
 )
-@pytest.mark.parametrize("case", [ONE_CLASS, WITH_NAN, MISMATCHED], ids=["one-class", "nan", "mismatched"])
+@pytest.mark.parametrize(
+    "case", [ONE_CLASS, WITH_NAN, MISMATCHED], ids=["one-class", "nan", "mismatched"]
+)
 def test_undefined_inputs_raise_metric_error(call, case):
     with pytest.raises(MetricError):
         call(*case)
@@ -379,7 +390,11 @@ def test_summary_is_flat_and_consistent():
     rates = metrics.rates_at_threshold(HAND_Y, HAND_S, threshold=0.5)
     auc = metrics.roc_auc_with_ci(HAND_Y, HAND_S)
     assert flat["threshold"] == 0.5
-    assert (flat["auc"], flat["auc_ci_low"], flat["auc_ci_high"]) == (auc.value, auc.ci_low, auc.ci_high)
+    assert (flat["auc"], flat["auc_ci_low"], flat["auc_ci_high"]) == (
+        auc.value,
+        auc.ci_low,
+        auc.ci_high,
+    )
     for name in metrics.RATE_NAMES:
         if name == "f1":
             continue
@@ -399,7 +414,10 @@ def test_summary_keeps_f1_but_gives_it_no_image_level_interval():
     flat = metrics.summary(HAND_Y, HAND_S, threshold=0.5)
     assert flat["f1"] == pytest.approx(8 / 11, abs=1e-15)
     assert flat["f1_ci_low"] is None and flat["f1_ci_high"] is None
-    assert flat["ppv_ci_low"] == metrics.rates_at_threshold(HAND_Y, HAND_S, threshold=0.5)["ppv"].ci_low
+    assert (
+        flat["ppv_ci_low"]
+        == metrics.rates_at_threshold(HAND_Y, HAND_S, threshold=0.5)["ppv"].ci_low
+    )
 
 
 def test_classification_report_names_the_classes():
@@ -450,7 +468,9 @@ def test_auc_is_rank_based(case):
         assert math.isnan(auc.ci_low) and math.isnan(auc.ci_high)
     assert auc.value == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
     for transform in (lambda s: np.exp(3 * s), lambda s: s**3 + 10, lambda s: np.log1p(s) * 100):
-        assert metrics.roc_auc_with_ci(y, transform(scores)).value == pytest.approx(auc.value, abs=1e-12)
+        assert metrics.roc_auc_with_ci(y, transform(scores)).value == pytest.approx(
+            auc.value, abs=1e-12
+        )
     assert metrics.roc_auc_with_ci(y, -scores).value == pytest.approx(1 - auc.value, abs=1e-12)
     if min(y.sum(), (1 - y).sum()) >= 2:  # DeLong's variance needs two of each class
         var = metrics.delong_variance(y, scores)
@@ -477,12 +497,14 @@ def test_thresholds_match_brute_force(case, target):
         with pytest.raises(MetricError):
             metrics.threshold_for_sensitivity(y, scores, target=target)
         return
-    assert metrics.threshold_for_sensitivity(y, scores, target=target) == brute_threshold_for_sensitivity(
-        y, scores, target
-    )
+    assert metrics.threshold_for_sensitivity(
+        y, scores, target=target
+    ) == brute_threshold_for_sensitivity(y, scores, target)
     # Youden's J of the chosen threshold is the maximum (exact ties: see the next test).
     got = metrics.youden_threshold(y, scores)
-    assert youden_j(y, scores, got) == pytest.approx(youden_j(y, scores, brute_youden(y, scores)), abs=1e-12)
+    assert youden_j(y, scores, got) == pytest.approx(
+        youden_j(y, scores, brute_youden(y, scores)), abs=1e-12
+    )
 
 
 def youden_j(y, scores, t):
@@ -569,9 +591,13 @@ def test_delong_test_of_a_model_with_itself_and_a_monotone_copy():
 
 
 def test_sensitivity_by_kind_counts_from_file_names():
-    paths = ["test/PNEUMONIA/person1_bacteria_1.jpeg", "test/PNEUMONIA/person2_bacteria_2.jpeg",
-             "test/PNEUMONIA/person3_virus_3.jpeg", "test/NORMAL/IM-0001-0001.jpeg",
-             "test/PNEUMONIA/odd_name.jpeg"]
+    paths = [
+        "test/PNEUMONIA/person1_bacteria_1.jpeg",
+        "test/PNEUMONIA/person2_bacteria_2.jpeg",
+        "test/PNEUMONIA/person3_virus_3.jpeg",
+        "test/NORMAL/IM-0001-0001.jpeg",
+        "test/PNEUMONIA/odd_name.jpeg",
+    ]
     y = [1, 1, 1, 0, 1]
     scores = [0.9, 0.2, 0.7, 0.8, 0.6]
     table = metrics.sensitivity_by_kind(paths, y, scores, threshold=0.5)

@@ -29,7 +29,6 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 import pytest
-
 from _multi_worker_job import BATCH_SIZE as PER_REPLICA_BATCH
 from _multi_worker_job import EPOCHS, SCORING_BATCH_SIZE
 from conftest import make_xray_folder
@@ -64,10 +63,15 @@ def free_ports(count: int) -> list[int]:
 
 def worker_env(cluster: list[str], index: int, cache_dir: Path, *, keras_as_released: bool) -> dict:
     """The environment of worker ``index``: its own ``TF_CONFIG``, the CPU only, no proxy."""
-    env = {k: v for k, v in os.environ.items()
-           if k.lower() not in ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in ("http_proxy", "https_proxy", "grpc_proxy", "all_proxy")
+    }
     env.update(
-        TF_CONFIG=json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}),
+        TF_CONFIG=json.dumps(
+            {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
+        ),
         CUDA_VISIBLE_DEVICES="-1",  # the CPU path, the same on a machine with a GPU
         TF_CPP_MIN_LOG_LEVEL="2",
         CHEST_XRAY_CACHE_DIR=str(cache_dir),
@@ -78,8 +82,13 @@ def worker_env(cluster: list[str], index: int, cache_dir: Path, *, keras_as_rele
 
 
 def run_cluster(
-    data_dir: Path, work: Path, *, keras_as_released: bool = False, job: Path = JOB,
-    timeout_s: float = TIMEOUT_S, grace_s: float = FAILURE_GRACE_S,
+    data_dir: Path,
+    work: Path,
+    *,
+    keras_as_released: bool = False,
+    job: Path = JOB,
+    timeout_s: float = TIMEOUT_S,
+    grace_s: float = FAILURE_GRACE_S,
 ) -> list[dict]:
     """Start the workers (``job DATA_DIR OUT_DIR``), wait for all, stopping any still running
     ``timeout_s`` after the start or ``grace_s`` after another failed; return per worker
@@ -88,13 +97,25 @@ def run_cluster(
     processes, logs = [], []
     for index in range(WORKERS):
         out_dir = work / f"worker{index}"
-        log = (open(work / f"worker{index}.stdout", "w+"), open(work / f"worker{index}.stderr", "w+"))
+        log = (
+            open(work / f"worker{index}.stdout", "w+"),
+            open(work / f"worker{index}.stderr", "w+"),
+        )
         logs.append(log)
-        processes.append((out_dir, subprocess.Popen(
-            [sys.executable, str(job), str(data_dir), str(out_dir)],
-            env=worker_env(cluster, index, work / f"cache{index}", keras_as_released=keras_as_released),
-            stdout=log[0], stderr=log[1], start_new_session=True,
-        )))
+        processes.append(
+            (
+                out_dir,
+                subprocess.Popen(
+                    [sys.executable, str(job), str(data_dir), str(out_dir)],
+                    env=worker_env(
+                        cluster, index, work / f"cache{index}", keras_as_released=keras_as_released
+                    ),
+                    stdout=log[0],
+                    stderr=log[1],
+                    start_new_session=True,
+                ),
+            )
+        )
     deadline = time.monotonic() + timeout_s
     first_failure = None
     while time.monotonic() < deadline:
@@ -112,14 +133,22 @@ def run_cluster(
     for (out_dir, process), (stdout, stderr) in zip(processes, logs):
         if process.poll() is None:
             try:
-                os.killpg(process.pid, signal.SIGKILL)  # the worker's own session: it and its children
+                os.killpg(
+                    process.pid, signal.SIGKILL
+                )  # the worker's own session: it and its children
             except ProcessLookupError:
                 pass  # it ended meanwhile
             process.wait()
         stdout.seek(0)
         stderr.seek(0)
-        finished.append({"rc": process.returncode, "stdout": stdout.read(), "stderr": stderr.read(),
-                         "out_dir": out_dir})
+        finished.append(
+            {
+                "rc": process.returncode,
+                "stdout": stdout.read(),
+                "stderr": stderr.read(),
+                "out_dir": out_dir,
+            }
+        )
         stdout.close()
         stderr.close()
     return finished
@@ -195,8 +224,13 @@ def test_results_written_once_by_the_chief_only(cluster_run):
     chief, other = (w["out_dir"] for w in cluster_run)
     assert sorted(p.name for p in (chief / "results").iterdir()) == ["model_1"]
     written = sorted(p.name for p in (chief / "results" / "model_1").iterdir())
-    assert {"metrics.json", "predictions_val.csv", "predictions_test.csv", "history.csv",
-            "model.keras"} <= set(written)
+    assert {
+        "metrics.json",
+        "predictions_val.csv",
+        "predictions_test.csv",
+        "history.csv",
+        "model.keras",
+    } <= set(written)
     assert not any(name.endswith((".tmp", ".partial")) for name in written)
     assert sorted(p.name for p in other.iterdir()) == ["weights.npz"]  # no results folder
     metrics = json.loads((chief / "results" / "model_1" / "metrics.json").read_text())
@@ -209,12 +243,15 @@ def test_two_workers_train_like_one_process_on_the_global_batch(cluster_run, fol
     over the same 32 images (Keras scales each replica's loss by 1/2, TensorFlow sums the
     gradients across the workers); only the order of float sums differs."""
     from chapter_models import chapter_model
+
     from helpers import data, evaluate, train
 
     xrays = data.load_chest_xrays(folder, image_size=32, color_mode="rgb", seed=0)
     model = chapter_model("model_1", image_size=32, seed=0, strategy="default")
     initial = model.get_weights()
-    train.fit(model, xrays, epochs=EPOCHS, batch_size=WORKERS * PER_REPLICA_BATCH, seed=0, verbose=0)
+    train.fit(
+        model, xrays, epochs=EPOCHS, batch_size=WORKERS * PER_REPLICA_BATCH, seed=0, verbose=0
+    )
     chief_weights = load_weights(cluster_run[0]["out_dir"] / "weights.npz")
     # Training moved the weights (measured: up to 6e-4) far more than the tolerance
     # (measured difference: 1.5e-8), so the comparison says something.
@@ -237,8 +274,10 @@ def test_keras_as_released_fails_under_two_workers(folder, tmp_path):
     workers = run_cluster(folder, tmp_path, keras_as_released=True)
     for w in workers:
         assert w["rc"] not in (0, -signal.SIGKILL), describe(workers)
-        assert "with an unsupported type (<class 'tensorflow.python.distribute.values.PerReplica'>)" \
-            in w["stderr"], describe(workers)
+        assert (
+            "with an unsupported type (<class 'tensorflow.python.distribute.values.PerReplica'>)"
+            in w["stderr"]
+        ), describe(workers)
         assert not (w["out_dir"] / "weights.npz").exists()
 
 
@@ -285,13 +324,16 @@ def test_is_chief_on_one_machine():
         train.is_chief("multi_worker")
 
 
-@pytest.mark.parametrize("cluster, task_type, task_id, expected", [
-    ({"worker": ["a:1", "b:1"]}, "worker", 0, True),  # no chief task: worker 0 is the chief
-    ({"worker": ["a:1", "b:1"]}, "worker", 1, False),
-    ({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, "chief", 0, True),
-    ({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, "worker", 0, False),  # a chief exists
-    ({"chief": ["c:1"], "worker": ["a:1"], "evaluator": ["e:1"]}, "evaluator", 0, False),
-])
+@pytest.mark.parametrize(
+    "cluster, task_type, task_id, expected",
+    [
+        ({"worker": ["a:1", "b:1"]}, "worker", 0, True),  # no chief task: worker 0 is the chief
+        ({"worker": ["a:1", "b:1"]}, "worker", 1, False),
+        ({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, "chief", 0, True),
+        ({"chief": ["c:1"], "worker": ["a:1", "b:1"]}, "worker", 0, False),  # a chief exists
+        ({"chief": ["c:1"], "worker": ["a:1"], "evaluator": ["e:1"]}, "evaluator", 0, False),
+    ],
+)
 def test_is_chief_follows_tensorflows_rule(cluster, task_type, task_id, expected):
     """The rule, on the cluster resolver a MultiWorkerMirroredStrategy would carry (no
     server is started: the resolver is given to the default strategy for the call)."""
@@ -303,6 +345,7 @@ def test_is_chief_follows_tensorflows_rule(cluster, task_type, task_id, expected
         tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id
     )
     strategy = tf.distribute.get_strategy()
-    with mock.patch.object(type(strategy), "cluster_resolver", new_callable=mock.PropertyMock,
-                           return_value=resolver):
+    with mock.patch.object(
+        type(strategy), "cluster_resolver", new_callable=mock.PropertyMock, return_value=resolver
+    ):
         assert train.is_chief(strategy) is expected

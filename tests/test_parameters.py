@@ -41,11 +41,15 @@ def test_the_table_lists_every_parameter_a_chapter_may_declare():
         "target_sensitivity", "on_bad_image", "strategy", "ablation_epochs",
         "ablation_image_size", "on_leak",
     ]  # fmt: skip
-    assert [name for name in parameters.PARAMETERS if name in required] == required  # chapters may add more
+    assert [
+        name for name in parameters.PARAMETERS if name in required
+    ] == required  # chapters may add more
     for name, spec in parameters.PARAMETERS.items():
         assert spec.name == name and spec.help and spec.kind in ("int", "float", "str", "path")
         assert spec.env_name == "BOOK_" + name.upper()
-        assert spec.check(spec.default)[1] is None, f"{name}'s own default {spec.default!r} is refused"
+        assert spec.check(spec.default)[1] is None, (
+            f"{name}'s own default {spec.default!r} is refused"
+        )
 
 
 def test_defaults_come_from_config():
@@ -118,7 +122,9 @@ def test_display_path_is_relative_inside_the_repository_and_absolute_outside(tmp
     assert display_path(tmp_path / "x") == str(tmp_path / "x")
 
 
-def test_relative_paths_are_relative_to_the_repository_not_the_working_folder(tmp_path, monkeypatch):
+def test_relative_paths_are_relative_to_the_repository_not_the_working_folder(
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # papermill and nbval run kernels in other folders
     checked = check_values({"data_dir": "data/chest_xray", "results_dir": "results/ci"}, environ={})
     assert checked.data_dir == config.DEFAULT_DATA_DIR
@@ -137,17 +143,25 @@ def test_none_means_the_default_folders():
 
 
 def test_unknown_names_are_refused_with_the_allowed_list():
-    with pytest.raises(ParameterError, match="unknown parameter epochz; allowed: data_dir, results_dir"):
+    with pytest.raises(
+        ParameterError, match="unknown parameter epochz; allowed: data_dir, results_dir"
+    ):
         check_values({"epochz": 3}, environ={})
 
 
 def test_a_name_papermill_injected_that_the_notebook_does_not_pass_is_refused():
-    with pytest.raises(ParameterError, match="papermill passed seed, which this notebook does not declare; it declares: epochs"):
+    with pytest.raises(
+        ParameterError,
+        match="papermill passed seed, which this notebook does not declare; it declares: epochs",
+    ):
         check_values({"epochs": 3}, environ={}, injected={"seed"})
 
 
 def test_unknown_book_variables_are_refused_but_the_known_other_ones_are_not():
-    with pytest.raises(ParameterError, match="unknown environment variable BOOK_EPOCH; the overrides are BOOK_DATA_DIR"):
+    with pytest.raises(
+        ParameterError,
+        match="unknown environment variable BOOK_EPOCH; the overrides are BOOK_DATA_DIR",
+    ):
         check_values({"epochs": 3}, environ={"BOOK_EPOCH": "1"})
     environ = {"BOOK_HTML_DIR": "/tmp/html", "BOOK_REQUIRE_BROWSER": "1"}
     assert check_values({"epochs": 3}, environ=environ).epochs == 3
@@ -164,11 +178,15 @@ def test_environment_overrides_the_cell_but_never_an_injected_value():
 def test_bad_values_are_all_listed_in_the_runners_words():
     environ = {"BOOK_SEED": "seven"}
     with pytest.raises(ParameterError) as caught:
-        check_values({"epochs": 0, "seed": 1, "strategy": "tpu"}, environ=environ, injected={"strategy"})
+        check_values(
+            {"epochs": 0, "seed": 1, "strategy": "tpu"}, environ=environ, injected={"strategy"}
+        )
     message = str(caught.value)
     assert "epochs = 0 (parameters cell): expected a whole number of at least 1" in message
     assert "seed = 'seven' (environment variable BOOK_SEED): expected a whole number" in message
-    assert "strategy = 'tpu' (papermill -p strategy): expected one of 'default', 'mirrored'" in message
+    assert (
+        "strategy = 'tpu' (papermill -p strategy): expected one of 'default', 'mirrored'" in message
+    )
 
 
 def test_check_reads_the_real_environment(monkeypatch):
@@ -188,8 +206,11 @@ def test_chapter_parameters_are_read_only_attributes_and_a_mapping():
     assert isinstance(params.data_dir, Path)
     with pytest.raises(AttributeError, match="read-only"):
         params.epochs = 4
-    with pytest.raises(AttributeError, match="declares no parameter 'strategy'; it declares: data_dir, epochs, seed"):
-        params.strategy
+    with pytest.raises(
+        AttributeError,
+        match="declares no parameter 'strategy'; it declares: data_dir, epochs, seed",
+    ):
+        _ = params.strategy
     copy = params.as_dict()
     copy["epochs"] = 99
     assert params.epochs == 3
@@ -216,7 +237,9 @@ def test_the_display_is_a_two_column_table_with_repository_relative_paths(tmp_pa
 def _parameters_cell(notebook: Path) -> str:
     cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1, f"{notebook.name}: expected one cell tagged 'parameters', found {len(tagged)}"
+    assert len(tagged) == 1, (
+        f"{notebook.name}: expected one cell tagged 'parameters', found {len(tagged)}"
+    )
     source = tagged[0]["source"]
     return "".join(source) if isinstance(source, list) else source
 
@@ -229,7 +252,9 @@ def test_each_notebook_declares_only_known_parameters_with_valid_defaults(notebo
     tree = ast.parse(_parameters_cell(notebook))
     declared = {}
     for node in tree.body:
-        assert isinstance(node, (ast.Assign, ast.AnnAssign)), f"{notebook.name}: only assignments belong in the parameters cell"
+        assert isinstance(node, (ast.Assign, ast.AnnAssign)), (
+            f"{notebook.name}: only assignments belong in the parameters cell"
+        )
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         value = ast.literal_eval(node.value)  # literals: the runner and papermill read them
         for target in targets:
@@ -238,7 +263,9 @@ def test_each_notebook_declares_only_known_parameters_with_valid_defaults(notebo
     unknown = sorted(set(declared) - set(parameters.PARAMETERS))
     assert not unknown, f"{notebook.name} declares unknown parameters {unknown}"
     for name, value in declared.items():
-        assert parameters.check_value(name, value)[1] is None, f"{notebook.name}: {name} = {value!r}"
+        assert parameters.check_value(name, value)[1] is None, (
+            f"{notebook.name}: {name} = {value!r}"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,7 +275,11 @@ def test_each_notebook_declares_only_known_parameters_with_valid_defaults(notebo
 
 def _epochs_notebook(path: Path) -> Path:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     cell = nbformat.v4.new_code_cell("epochs = 10")
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [
@@ -283,5 +314,7 @@ def test_papermill_passing_an_undeclared_name_stops_the_notebook(tmp_path):
     from papermill.exceptions import PapermillExecutionError
 
     notebook = _epochs_notebook(tmp_path / "epochs.ipynb")
-    with pytest.raises(PapermillExecutionError, match="papermill passed seed, which this notebook does not declare"):
+    with pytest.raises(
+        PapermillExecutionError, match="papermill passed seed, which this notebook does not declare"
+    ):
         _run_papermill(notebook, tmp_path / "out.ipynb", epochs=2, seed=3)

@@ -34,14 +34,18 @@ def test_roc_marks_each_operating_point_with_its_rates():
 def test_precision_recall_shows_prevalence_and_ppv_at_the_threshold():
     ax = plots.plot_precision_recall(Y, S, thresholds={"t": 0.5})
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert any(l == "prevalence 0.500" for l in labels)
-    assert any("sens 0.75, PPV 0.75" in l for l in labels)
+    assert any(item == "prevalence 0.500" for item in labels)
+    assert any("sens 0.75, PPV 0.75" in item for item in labels)
 
 
 def test_reliability_draws_one_line_per_curve_on_the_diagonal_frame():
     table = calibration.reliability_table(Y, S, n_bins=5)
     ax = plots.plot_reliability({"as trained": table, "scaled": table})
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["perfect calibration", "as trained", "scaled"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "perfect calibration",
+        "as trained",
+        "scaled",
+    ]
     assert list(ax.lines[1].get_xdata()) == pytest.approx(table["mean_score"].tolist())
 
 
@@ -66,20 +70,31 @@ def test_confusion_matrix_counts_and_roc_overlay_checks_alignment():
 def test_forest_plot_draws_each_model_s_point_and_interval_per_panel():
     table = pd.DataFrame(
         {
-            "auc": [0.90, 0.95], "auc_ci_low": [0.86, 0.92], "auc_ci_high": [0.93, 0.97],
-            "sensitivity": [0.97, 0.96], "sensitivity_ci_low": [0.94, 0.93], "sensitivity_ci_high": [0.99, 0.98],
-            "specificity": [0.60, 0.75], "specificity_ci_low": [0.52, 0.68], "specificity_ci_high": [0.67, float("nan")],
+            "auc": [0.90, 0.95],
+            "auc_ci_low": [0.86, 0.92],
+            "auc_ci_high": [0.93, 0.97],
+            "sensitivity": [0.97, 0.96],
+            "sensitivity_ci_low": [0.94, 0.93],
+            "sensitivity_ci_high": [0.99, 0.98],
+            "specificity": [0.60, 0.75],
+            "specificity_ci_low": [0.52, 0.68],
+            "specificity_ci_high": [0.67, float("nan")],
         },
         index=["model_1", "model_6"],
     )
-    table.attrs["method"] = "person-level cluster bootstrap, 2000 resamples, percentile, stratified by class, seed 42"
+    table.attrs["method"] = (
+        "person-level cluster bootstrap, 2000 resamples, percentile, stratified by class, seed 42"
+    )
     axes = plots.plot_forest(table)
     assert [ax.get_title() for ax in axes] == ["AUC", "sensitivity", "specificity"]
     ticks = dict(zip(axes[0].get_yticks(), (t.get_text() for t in axes[0].get_yticklabels())))
     assert ticks == {1: "model_1", 0: "model_6"}  # the table's first model on top
     # Per model an interval line then a point; model_1 at y = 1, model_6 at y = 0.
     interval_line, point = axes[0].lines[0], axes[0].lines[1]
-    assert list(interval_line.get_xdata()) == [0.86, 0.93] and list(interval_line.get_ydata()) == [1, 1]
+    assert list(interval_line.get_xdata()) == [0.86, 0.93] and list(interval_line.get_ydata()) == [
+        1,
+        1,
+    ]
     assert list(point.get_xdata()) == [0.90] and list(point.get_ydata()) == [1]
     assert len(axes[2].lines) == 2  # model_6's specificity interval is NaN: left out
     assert axes[0].figure._suptitle.get_text().startswith("person-level cluster bootstrap")

@@ -14,6 +14,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from chapter_models import chapter_model, evaluate_like_a_chapter  # noqa: E402
+
 from helpers import data, predict, train  # noqa: E402
 from helpers.evaluate import predict_split  # noqa: E402
 
@@ -48,7 +49,9 @@ def test_scores_match_the_book_evaluation_and_the_stored_threshold(trained):
     got = np.array([p["probability"] for p in report["predictions"]])
     assert got == pytest.approx(expected, abs=1e-6)
     for p in report["predictions"]:
-        assert p["decision"] == ("PNEUMONIA" if p["probability"] >= report["threshold"] else "NORMAL")
+        assert p["decision"] == (
+            "PNEUMONIA" if p["probability"] >= report["threshold"] else "NORMAL"
+        )
 
 
 def test_table_output_has_one_row_per_image(trained):
@@ -116,8 +119,11 @@ def test_unusable_model_folders_exit_2_with_a_clear_message(trained, tmp_path):
 def test_command_line_runs_as_a_module(trained):
     folder, xrays = trained
     image = xrays.test.data_dir / xrays.test.paths[0]
-    result = subprocess.run([sys.executable, "-m", "helpers.predict", "--model", str(folder), str(image)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "helpers.predict", "--model", str(folder), str(image)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert str(image) in result.stdout
 
@@ -137,11 +143,15 @@ def write_model_folder(folder, model, model_id):
     """A results folder as predict reads it: model.keras and the metrics.json fields it uses."""
     folder.mkdir(parents=True)
     model.save(folder / "model.keras")
-    (folder / "metrics.json").write_text(json.dumps({
-        "model_id": model_id,
-        "parameters": {"image_size": ADAPT_SIZE, "color_mode": "rgb"},
-        "threshold": {"threshold": 0.5, "method": "fixed for the test"},
-    }))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "model_id": model_id,
+                "parameters": {"image_size": ADAPT_SIZE, "color_mode": "rgb"},
+                "threshold": {"threshold": 0.5, "method": "fixed for the test"},
+            }
+        )
+    )
     return folder
 
 
@@ -176,7 +186,9 @@ def adapt_setup(tmp_path_factory):
     model.get_layer("bn").moving_mean.assign(np.full(4, 2.0, np.float32))
     model.get_layer("bn").moving_variance.assign(np.full(4, 0.01, np.float32))
     bn_folder = write_model_folder(root / "tiny_bn", model, "tiny_bn")
-    plain_folder = write_model_folder(root / "tiny_plain", tiny_model(with_batchnorm=False), "tiny_plain")
+    plain_folder = write_model_folder(
+        root / "tiny_plain", tiny_model(with_batchnorm=False), "tiny_plain"
+    )
     images = root / "hospital_b"
     paths = write_images(images, MIN_ADAPT_IMAGES + 4, seed=0, level=90)
     (images / "a" / "notes.txt").write_text("not an image, and not named like one")
@@ -197,16 +209,22 @@ def test_adapt_to_scores_with_statistics_re_estimated_on_the_folder(adapt_setup)
     assert "note: 1 file(s) below" in err and "broken.jpeg" in err
 
     # The same as adapting by hand on the folder's images, decoded as predict decodes them.
-    folder_images = np.stack([data.decode_image(p, image_size=ADAPT_SIZE, color_mode="rgb") for p in sorted(paths)])
+    folder_images = np.stack(
+        [data.decode_image(p, image_size=ADAPT_SIZE, color_mode="rgb") for p in sorted(paths)]
+    )
     adapted = adapt_batchnorm(keras.saving.load_model(bn_folder / "model.keras"), folder_images)
-    batch = np.stack([data.decode_image(p, image_size=ADAPT_SIZE, color_mode="rgb") for p in scored])
+    batch = np.stack(
+        [data.decode_image(p, image_size=ADAPT_SIZE, color_mode="rgb") for p in scored]
+    )
     expected = adapted.predict(batch, verbose=0).ravel()
     got = np.array([p["probability"] for p in report["predictions"]])
     assert got == pytest.approx(expected, abs=1e-6)
 
     code, out, _ = run_main("--model", bn_folder, "--json", *scored)
     plain = json.loads(out)
-    assert code == 0 and plain["statistics"] == "training statistics" and plain["adapted_layers"] == []
+    assert (
+        code == 0 and plain["statistics"] == "training statistics" and plain["adapted_layers"] == []
+    )
     assert np.abs(np.array([p["probability"] for p in plain["predictions"]]) - got).max() > 0.01
 
 
@@ -215,7 +233,10 @@ def test_adapt_to_table_output_says_which_statistics_were_used(adapt_setup):
     code, out, err = run_main("--model", bn_folder, "--adapt-to", images, *paths[:2])
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 3, err
-    assert f"batch-norm statistics re-estimated on {MIN_ADAPT_IMAGES + 4} images of {images}" in lines[0]
+    assert (
+        f"batch-norm statistics re-estimated on {MIN_ADAPT_IMAGES + 4} images of {images}"
+        in lines[0]
+    )
     code, out, _ = run_main("--model", bn_folder, *paths[:2])
     assert code == 0 and "training statistics" in out.splitlines()[0]
 
@@ -227,8 +248,10 @@ def test_adapt_to_refuses_a_folder_of_too_few_readable_images(adapt_setup, tmp_p
     (small / "b" / "cut.png").write_bytes(b"\x89PNG\r\n")
     code, out, err = run_main("--model", bn_folder, "--adapt-to", small, paths[0])
     assert code == 2 and out == ""
-    assert (f"--adapt-to {small} holds 5 readable image(s) (of 6 image file(s) found); at least "
-            f"{MIN_ADAPT_IMAGES} are needed, because batch-norm statistics measured on a few images are noise") in err
+    assert (
+        f"--adapt-to {small} holds 5 readable image(s) (of 6 image file(s) found); at least "
+        f"{MIN_ADAPT_IMAGES} are needed, because batch-norm statistics measured on a few images are noise"
+    ) in err
     for not_a_folder in (tmp_path / "nowhere", paths[0]):
         code, _, err = run_main("--model", bn_folder, "--adapt-to", not_a_folder, paths[0])
         assert code == 2 and f"--adapt-to {not_a_folder} is not a folder" in err

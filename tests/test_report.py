@@ -31,17 +31,27 @@ def shown(monkeypatch):
     import myst_nb
 
     record = {"display": [], "glue": {}, "warnings": []}
-    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: record["display"].extend(objs))
-    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: record["glue"].__setitem__(name, value))
+    monkeypatch.setattr(
+        IPython.display, "display", lambda *objs, **kw: record["display"].extend(objs)
+    )
+    monkeypatch.setattr(
+        myst_nb, "glue", lambda name, value, display=True: record["glue"].__setitem__(name, value)
+    )
     monkeypatch.setattr(report, "show_warning", record["warnings"].append)
     yield record
     plt.close("all")
 
 
 def _predictions(split: str, labels, scores, data_dir=None) -> evaluate.Predictions:
-    paths = [f"{split}/{'PNEUMONIA' if y else 'NORMAL'}/"
-             + (f"person{i}_{'virus' if i % 2 else 'bacteria'}_{i}.jpeg" if y else f"IM-{i:04d}-0001.jpeg")
-             for i, y in enumerate(labels)]
+    paths = [
+        f"{split}/{'PNEUMONIA' if y else 'NORMAL'}/"
+        + (
+            f"person{i}_{'virus' if i % 2 else 'bacteria'}_{i}.jpeg"
+            if y
+            else f"IM-{i:04d}-0001.jpeg"
+        )
+        for i, y in enumerate(labels)
+    ]
     return evaluate.Predictions(split, paths, np.asarray(labels), np.asarray(scores, dtype=float))
 
 
@@ -70,10 +80,13 @@ def test_skipped_images_are_shown_in_the_chapter_not_only_on_stderr(make_xrays, 
         warnings.simplefilter("always")
         report.start_chapter()
         xrays = data.load_chest_xrays(folder.root, image_size=16, seed=0, on_bad_image="skip")
-        warnings.warn("not the package's", UserWarning)  # goes where Python sends it
+        warnings.warn("not the package's", UserWarning, stacklevel=1)  # goes where Python sends it
     # Here Python sends warnings to pytest's recorder: only the other one arrives there.
     assert [str(w.message) for w in recwarn] == ["not the package's"]
-    assert len(shown["warnings"]) == 1 and "train/PNEUMONIA/person1_bacteria_0.jpeg" in shown["warnings"][0]
+    assert (
+        len(shown["warnings"]) == 1
+        and "train/PNEUMONIA/person1_bacteria_0.jpeg" in shown["warnings"][0]
+    )
     assert [path for path, _ in xrays.skipped] == ["train/PNEUMONIA/person1_bacteria_0.jpeg"]
 
 
@@ -83,8 +96,17 @@ def test_skipped_images_are_shown_in_the_chapter_not_only_on_stderr(make_xrays, 
 
 
 def test_interval_text():
-    block = {"auc": 0.91234, "auc_ci_low": 0.8, "auc_ci_high": 0.97, "f1": 0.5, "f1_ci_low": None,
-             "f1_ci_high": None, "ppv": None, "ppv_ci_low": None, "ppv_ci_high": None}
+    block = {
+        "auc": 0.91234,
+        "auc_ci_low": 0.8,
+        "auc_ci_high": 0.97,
+        "f1": 0.5,
+        "f1_ci_low": None,
+        "f1_ci_high": None,
+        "ppv": None,
+        "ppv_ci_low": None,
+        "ppv_ci_high": None,
+    }
     assert report.interval_text(block, "auc") == "0.912 (0.800-0.970)"
     assert report.interval_text(block, "f1") == "0.500 (no interval)"
     assert report.interval_text(block, "ppv") == "undefined"
@@ -94,7 +116,9 @@ def test_metrics_table_has_one_column_per_threshold(evaluation):
     m = evaluation.metrics
     table = report.metrics_table(m)
     assert list(table.columns) == [
-        "0.5 (case study)", "validation-chosen", "validation-chosen, image-level intervals"
+        "0.5 (case study)",
+        "validation-chosen",
+        "validation-chosen, image-level intervals",
     ]
     assert table.loc["auc", "validation-chosen"] == report.interval_text(m["test"], "auc")
     assert table.loc["threshold", "0.5 (case study)"] == "0.500"
@@ -110,14 +134,20 @@ def _block(**values):
 
 def test_validation_test_gap_and_targets_are_read_from_the_metrics():
     rates = dict(sensitivity=0.95, ppv=0.9, npv=0.8)
-    m = {"val": _block(auc=0.998, specificity=0.97, **rates),
-         "test": _block(auc=0.96, specificity=0.80, **rates)}
+    m = {
+        "val": _block(auc=0.998, specificity=0.97, **rates),
+        "test": _block(auc=0.96, specificity=0.80, **rates),
+    }
     gap = report.validation_test_gap(m)
     assert gap.loc["auc", "validation"] == "0.998 (0.988-1.008)"
     assert gap.loc["auc", "test minus validation"] == "-0.038"
     assert gap.loc["specificity", "test minus validation"] == "-0.170"
     targets = report.target_table(m)
-    assert list(targets["met"]) == ["no", "yes", "no"]  # auc 0.96 < 0.975, sens 0.95, spec 0.80 < 0.85
+    assert list(targets["met"]) == [
+        "no",
+        "yes",
+        "no",
+    ]  # auc 0.96 < 0.975, sens 0.95, spec 0.80 < 0.85
     assert targets.loc["specificity", "estimate minus target"] == "-0.050"
 
 
@@ -162,9 +192,15 @@ def test_glue_metrics_glues_every_number_the_prose_quotes(evaluation, shown):
 def test_glue_training(shown):
     from helpers.train import TrainingRun
 
-    run = TrainingRun(model=None, history=pd.DataFrame(), epochs=3, batch_size=8, seed=0, training_seconds=12.5)
+    run = TrainingRun(
+        model=None, history=pd.DataFrame(), epochs=3, batch_size=8, seed=0, training_seconds=12.5
+    )
     report.glue_training("model_4", run, base_weights="imagenet")
-    assert shown["glue"] == {"model_4_epochs": 3, "model_4_training_seconds": 12.5, "model_4_base_weights": "imagenet"}
+    assert shown["glue"] == {
+        "model_4_epochs": 3,
+        "model_4_training_seconds": 12.5,
+        "model_4_base_weights": "imagenet",
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,10 +222,16 @@ def test_show_test_results_displays_the_table_and_glues(evaluation, shown, capsy
 def test_show_test_results_refuses_images_of_another_split(xrays32, shown):
     model_scores = np.linspace(0.1, 0.9, len(xrays32.val))
     val = evaluate.Predictions("val", list(xrays32.val.paths), xrays32.val.labels, model_scores)
-    test = evaluate.Predictions("test", list(xrays32.test.paths)[::-1], xrays32.test.labels[::-1],
-                                np.linspace(0.1, 0.9, len(xrays32.test)))
+    test = evaluate.Predictions(
+        "test",
+        list(xrays32.test.paths)[::-1],
+        xrays32.test.labels[::-1],
+        np.linspace(0.1, 0.9, len(xrays32.test)),
+    )
     result = evaluate.summarise("model_y", val, test, evaluate.threshold_on_validation(val))
-    with pytest.raises(ValueError, match="xrays.test is not the split these predictions were made on"):
+    with pytest.raises(
+        ValueError, match="xrays.test is not the split these predictions were made on"
+    ):
         report.show_test_results(result, xrays32)
 
 
@@ -207,15 +249,21 @@ def test_show_operating_points_and_calibration_glue_their_numbers(evaluation, sh
 def test_show_misclassified_counts_the_errors(evaluation, xrays32, capsys, shown):
     groups = report.outcome_groups(evaluation)
     fake_images = data.Split(  # 40 blank images standing in for the evaluation's test images
-        name="test", paths=evaluation.test.paths, labels=evaluation.test.labels,
-        images=np.zeros((len(evaluation.test.labels), 8, 8, 3), np.uint8), data_dir=xrays32.test.data_dir,
+        name="test",
+        paths=evaluation.test.paths,
+        labels=evaluation.test.labels,
+        images=np.zeros((len(evaluation.test.labels), 8, 8, 3), np.uint8),
+        data_dir=xrays32.test.data_dir,
     )
     from dataclasses import replace
 
     report.show_misclassified(evaluation, replace(xrays32, test=fake_images), limit=3)
     fn, fp = len(groups["false negative"]), len(groups["false positive"])
     assert fn + fp > 0
-    assert f"{fn} false negatives and {fp} false positives of 40 test images; showing {min(3, fn + fp)}" in capsys.readouterr().out
+    assert (
+        f"{fn} false negatives and {fp} false positives of 40 test images; showing {min(3, fn + fp)}"
+        in capsys.readouterr().out
+    )
 
 
 def test_show_explanations_of_a_constant_model_says_there_is_nothing_to_show(evaluation, shown):

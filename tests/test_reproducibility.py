@@ -62,8 +62,19 @@ def run_trainings(folder, results_dirs, epochs=2):
     overlap on the cores while TensorFlow imports); the JSON report of each, in order."""
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", TRAIN_SCRIPT, str(folder), str(results_dir), str(epochs), "none"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+            [
+                sys.executable,
+                "-c",
+                TRAIN_SCRIPT,
+                str(folder),
+                str(results_dir),
+                str(epochs),
+                "none",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
         )
         for results_dir in results_dirs
     ]
@@ -109,18 +120,36 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("pause_at", ["training", "writing"])
-def test_a_killed_run_leaves_the_previous_complete_results(xray_folder, two_runs, tmp_path, pause_at):
+def test_a_killed_run_leaves_the_previous_complete_results(
+    xray_folder, two_runs, tmp_path, pause_at
+):
     # The previous complete results: a copy of one finished run's folder (split.csv and
     # model_1/), the same files another run into this folder would have left.
     results_dir = tmp_path / "results"
     shutil.copytree(two_runs[0] / "a", results_dir)
     before = _snapshot(results_dir / "model_1")
-    assert set(before) == {"predictions_val.csv", "predictions_test.csv", "metrics.json", "history.csv", "model.keras"}
+    assert set(before) == {
+        "predictions_val.csv",
+        "predictions_test.csv",
+        "metrics.json",
+        "history.csv",
+        "model.keras",
+    }
 
     process = subprocess.Popen(
-        [sys.executable, "-c", TRAIN_SCRIPT, str(xray_folder.root), str(results_dir),
-         "1000" if pause_at == "training" else "1", pause_at],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(),
+        [
+            sys.executable,
+            "-c",
+            TRAIN_SCRIPT,
+            str(xray_folder.root),
+            str(results_dir),
+            "1000" if pause_at == "training" else "1",
+            pause_at,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_env(),
     )
     try:
         marker = "TRAINING" if pause_at == "training" else "WRITING"
@@ -208,7 +237,10 @@ def test_mirrored_strategy_over_two_logical_cpus_trains_and_learns(xray_folder):
     # against 0.56; 0.45 after 12 epochs, which take twice as long).
     out = subprocess.run(
         [sys.executable, "-c", MIRRORED_SCRIPT, str(xray_folder.root), "4"],
-        capture_output=True, text=True, env=_env(), timeout=300,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])

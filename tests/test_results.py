@@ -89,7 +89,9 @@ def _write_complete(results_dir, content):
     with ResultsWriter(results_dir, "model_1") as writer:
         writer.write_predictions(
             "predictions_test.csv",
-            pd.DataFrame({"score": [0.25], "label": [1], "path": ["test/PNEUMONIA/a.jpeg"], "extra": [0]}),
+            pd.DataFrame(
+                {"score": [0.25], "label": [1], "path": ["test/PNEUMONIA/a.jpeg"], "extra": [0]}
+            ),
         )
         writer.write_json("metrics.json", {"content": content})
         writer.path("history.csv").write_text("epoch\n1\n")
@@ -98,9 +100,16 @@ def _write_complete(results_dir, content):
 def test_results_writer_assembles_and_swaps_in(tmp_path):
     _write_complete(tmp_path, "first")
     folder = tmp_path / "model_1"
-    assert sorted(p.name for p in folder.iterdir()) == ["history.csv", "metrics.json", "predictions_test.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "history.csv",
+        "metrics.json",
+        "predictions_test.csv",
+    ]
     # Prediction files keep only the contract columns, in contract order.
-    assert (folder / "predictions_test.csv").read_text().splitlines() == ["path,label,score", "test/PNEUMONIA/a.jpeg,1,0.25"]
+    assert (folder / "predictions_test.csv").read_text().splitlines() == [
+        "path,label,score",
+        "test/PNEUMONIA/a.jpeg,1,0.25",
+    ]
     _write_complete(tmp_path, "second")
     assert json.loads((folder / "metrics.json").read_text()) == {"content": "second"}
     assert leftovers(tmp_path) == []
@@ -178,7 +187,8 @@ def test_scores_round_trip_exactly_through_csv(tmp_path):
     scores = np.random.default_rng(0).random(50)
     with ResultsWriter(tmp_path, "model_1") as writer:
         writer.write_predictions(
-            "predictions_val.csv", pd.DataFrame({"path": [f"p{i}" for i in range(50)], "label": 0, "score": scores})
+            "predictions_val.csv",
+            pd.DataFrame({"path": [f"p{i}" for i in range(50)], "label": 0, "score": scores}),
         )
     back = results.read_predictions(tmp_path / "model_1" / "predictions_val.csv")
     assert np.array_equal(back.score.to_numpy(), scores)

@@ -15,13 +15,20 @@ from scipy.special import expit
 keras = pytest.importorskip("keras")
 
 from chapter_models import chapter_model, evaluate_like_a_chapter, fake_pretrained_base  # noqa: E402
+
 from helpers import config, data, evaluate, metrics, results, train  # noqa: E402
 from helpers.results import PREDICTION_COLUMNS  # noqa: E402
 
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside fit/predict; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-RESULT_FILES = {"predictions_val.csv", "predictions_test.csv", "metrics.json", "history.csv", "model.keras"}
+RESULT_FILES = {
+    "predictions_val.csv",
+    "predictions_test.csv",
+    "metrics.json",
+    "history.csv",
+    "model.keras",
+}
 RATES = ("auc", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy")
 
 
@@ -56,7 +63,9 @@ def model_5_fit(xray_folder, tmp_path_factory):
     xrays = data.load_chest_xrays(xray_folder.root, image_size=32, results_dir=results_dir)
     model = chapter_model("model_5", image_size=32, seed=0, base_weights="random")
     run = train.fit(model, xrays, epochs=1, batch_size=16, seed=0, verbose=0)
-    return SimpleNamespace(xrays=xrays, run=run, results_dir=results_dir, folder=results_dir / "model_5")
+    return SimpleNamespace(
+        xrays=xrays, run=run, results_dir=results_dir, folder=results_dir / "model_5"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,7 +126,9 @@ def test_fit_refuses_bad_parameters_before_training(xrays32):
     before = model.get_weights()
     for kwargs in ({"epochs": -1}, {"batch_size": 0}, {"seed": -3}):
         with pytest.raises(ValueError):
-            train.fit(model, xrays32, **{"epochs": 1, "batch_size": 16, "seed": 0, "verbose": 0, **kwargs})
+            train.fit(
+                model, xrays32, **{"epochs": 1, "batch_size": 16, "seed": 0, "verbose": 0, **kwargs}
+            )
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
@@ -126,7 +137,11 @@ def test_same_seed_gives_same_trained_weights(xrays32):
     runs = []
     for _ in range(2):
         model = chapter_model("model_1", image_size=32, seed=1)
-        runs.append(train.fit(model, xrays32, epochs=1, batch_size=16, seed=1, verbose=0, class_weight=weights))
+        runs.append(
+            train.fit(
+                model, xrays32, epochs=1, batch_size=16, seed=1, verbose=0, class_weight=weights
+            )
+        )
     a, b = (r.model.get_weights() for r in runs)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     pd.testing.assert_frame_equal(runs[0].history, runs[1].history)
@@ -205,8 +220,14 @@ def test_metrics_json_contents(model_1_run):
             continue
         assert 0.0 <= low <= value <= high <= 1.0, name
     image_level = m["test_image_level"]
-    assert image_level["f1_ci_low"] is None and image_level["f1_ci_high"] is None  # none valid for F1
-    assert test["tp"] + test["fp"] + test["tn"] + test["fn"] == test["n"] == len(model_1_run.xrays.test)
+    assert (
+        image_level["f1_ci_low"] is None and image_level["f1_ci_high"] is None
+    )  # none valid for F1
+    assert (
+        test["tp"] + test["fp"] + test["tn"] + test["fn"]
+        == test["n"]
+        == len(model_1_run.xrays.test)
+    )
     assert m["n_images"] == {k: len(model_1_run.xrays[k]) for k in ("train", "val", "test")}
     assert m["thresholds"]["case_study"] == 0.5
     assert set(m["versions"]) >= {"python", "tensorflow", "keras", "numpy"}
@@ -221,9 +242,13 @@ def test_calibration_and_subtype_sensitivity_recompute_from_the_prediction_files
     block = m["calibration"]
     t = calibration.fit_temperature(val.label, val.score)  # fitted on validation only
     assert block["temperature"] == pytest.approx(t)
-    assert block["test_before"]["brier"] == pytest.approx(calibration.brier_score(test.label, test.score))
+    assert block["test_before"]["brier"] == pytest.approx(
+        calibration.brier_score(test.label, test.score)
+    )
     scaled = calibration.apply_temperature(test.score, t)
-    assert block["test_after"]["ece"] == pytest.approx(calibration.expected_calibration_error(test.label, scaled))
+    assert block["test_after"]["ece"] == pytest.approx(
+        calibration.expected_calibration_error(test.label, scaled)
+    )
     assert block["val_log_loss_before"] == pytest.approx(calibration.log_loss(val.label, val.score))
     kinds = {row["kind"]: row for row in m["sensitivity_by_kind"]}
     threshold = m["threshold"]["threshold"]
@@ -238,9 +263,13 @@ def test_calibration_and_subtype_sensitivity_recompute_from_the_prediction_files
 def test_threshold_is_chosen_on_validation_scores(model_1_run):
     val = pd.read_csv(model_1_run.folder / "predictions_val.csv")
     threshold = model_1_run.metrics["threshold"]["threshold"]
-    assert threshold == metrics.threshold_for_sensitivity(val.label, val.score, target=config.TARGET_SENSITIVITY)
+    assert threshold == metrics.threshold_for_sensitivity(
+        val.label, val.score, target=config.TARGET_SENSITIVITY
+    )
     assert (val.score[val.label == 1] >= threshold).mean() >= config.TARGET_SENSITIVITY
-    assert model_1_run.metrics["thresholds"]["youden"] == metrics.youden_threshold(val.label, val.score)
+    assert model_1_run.metrics["thresholds"]["youden"] == metrics.youden_threshold(
+        val.label, val.score
+    )
 
 
 def _same(a, b):
@@ -253,7 +282,9 @@ def _same(a, b):
 
 def _predictions_from_file(path, split):
     frame = pd.read_csv(path)
-    return evaluate.Predictions(split, frame.path.tolist(), frame.label.to_numpy(), frame.score.to_numpy())
+    return evaluate.Predictions(
+        split, frame.path.tolist(), frame.label.to_numpy(), frame.score.to_numpy()
+    )
 
 
 def test_test_metrics_recompute_from_the_predictions_file(model_1_run):
@@ -303,8 +334,12 @@ def test_a_second_save_replaces_the_folder_atomically(model_1_run, tmp_path):
     (results_dir / "model_1").mkdir()
     (results_dir / "model_1" / "stale.txt").write_text("from an older run")
     folder = results.save_results(
-        model_1_run.evaluation, model=model_1_run.run.model, run=model_1_run.run,
-        xrays=model_1_run.xrays, parameters={"results_dir": str(results_dir)}, title="again",
+        model_1_run.evaluation,
+        model=model_1_run.run.model,
+        run=model_1_run.run,
+        xrays=model_1_run.xrays,
+        parameters={"results_dir": str(results_dir)},
+        title="again",
         save_model=False,
     )
     assert folder == results_dir / "model_1"
@@ -344,8 +379,12 @@ def test_model_5_run_with_a_random_base_writes_results_that_say_so(model_5_fit):
     test = evaluate.score_test_once(run.model, xrays, threshold=threshold, batch_size=16)
     evaluation = evaluate.summarise("model_5", val, test, threshold)
     results.save_results(
-        evaluation, model=run.model, run=run, xrays=xrays,
-        parameters={"results_dir": str(model_5_fit.results_dir)}, title="model_5 (test)",
+        evaluation,
+        model=run.model,
+        run=run,
+        xrays=xrays,
+        parameters={"results_dir": str(model_5_fit.results_dir)},
+        title="model_5 (test)",
         base_weights="random",
     )
     m = json.loads((model_5_fit.folder / "metrics.json").read_text())
@@ -377,7 +416,11 @@ def test_metrics_json_records_the_split_actually_used(xray_folder, tmp_path):
     xrays = data.load_chest_xrays(xray_folder.root, image_size=32, val_fraction=0.25, seed=5)
     model = chapter_model("model_1", image_size=32, seed=0)
     untrained = train.TrainingRun(
-        model=model, history=pd.DataFrame({"epoch": []}), epochs=0, batch_size=16, seed=0,
+        model=model,
+        history=pd.DataFrame({"epoch": []}),
+        epochs=0,
+        batch_size=16,
+        seed=0,
         training_seconds=0.0,
     )
     _, folder = evaluate_like_a_chapter("model_1", model, untrained, xrays, tmp_path)
@@ -413,21 +456,33 @@ def test_split_at_layer_shares_the_head_layers_and_refuses_a_trainable_layer(mon
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(
         head.predict(extractor.predict(images, verbose=0), verbose=0),
-        model.predict(images, verbose=0), rtol=1e-5, atol=1e-6,
+        model.predict(images, verbose=0),
+        rtol=1e-5,
+        atol=1e-6,
     )
     with pytest.raises(ValueError, match="trainable"):
         train.split_at_layer(model, model.layers[-1].name)
 
 
-def test_cached_frozen_features_train_the_same_model_5_on_a_base_that_passes_signal(xrays32, monkeypatch):
+def test_cached_frozen_features_train_the_same_model_5_on_a_base_that_passes_signal(
+    xrays32, monkeypatch
+):
     fake_pretrained_base(monkeypatch)
     scores = {}
     for cache in (False, True):
         model = chapter_model("model_5", image_size=32, seed=11, base_weights="random")
         assert train.frozen_base(model) == ("fake_mobilenet_base", True)
-        run = train.fit(model, xrays32, epochs=3, batch_size=8, seed=11, cache_frozen_features=cache, verbose=0)
+        run = train.fit(
+            model, xrays32, epochs=3, batch_size=8, seed=11, cache_frozen_features=cache, verbose=0
+        )
         scores[cache] = evaluate.predict_split(run.model, xrays32.test).scores
-        assert list(run.history.columns) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+        assert list(run.history.columns) == [
+            "epoch",
+            "accuracy",
+            "loss",
+            "val_accuracy",
+            "val_loss",
+        ]
     assert np.ptp(scores[False]) > 1e-3  # the fake base passes signal: the check means something
     np.testing.assert_allclose(scores[True], scores[False], atol=1e-5)
 
@@ -439,7 +494,9 @@ def test_cached_frozen_features_give_model_5_the_same_test_scores_as_the_base_in
     scores = {}
     for cache in (False, True):
         model = chapter_model("model_5", image_size=32, seed=4, base_weights="random")
-        run = train.fit(model, xrays32, epochs=2, batch_size=8, seed=4, cache_frozen_features=cache, verbose=0)
+        run = train.fit(
+            model, xrays32, epochs=2, batch_size=8, seed=4, cache_frozen_features=cache, verbose=0
+        )
         scores[cache] = evaluate.predict_split(run.model, xrays32.test).scores
     np.testing.assert_allclose(scores[True], scores[False], rtol=0, atol=1e-5)
 
@@ -450,8 +507,9 @@ def test_model_4_validates_on_cached_base_features_with_the_same_numbers(xrays32
     histories = []
     for cache in (True, False):
         model = chapter_model("model_4", image_size=32, seed=5, base_weights="random")
-        run = train.fit(model, xrays32, epochs=2, batch_size=8, seed=5, verbose=0,
-                        cache_frozen_features=cache)
+        run = train.fit(
+            model, xrays32, epochs=2, batch_size=8, seed=5, verbose=0, cache_frozen_features=cache
+        )
         histories.append(run.history)
     cached, full = histories
     assert set(cached.columns) == set(full.columns)

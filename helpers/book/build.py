@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -32,7 +33,15 @@ from .staleness import (
     save_state,
     sha256_file,
 )
-from .toc import CONFIG_PATH, SOURCE_DIR, TOC_PATH, Chapter, chapter_targets, find_chapters, toc_without
+from .toc import (
+    CONFIG_PATH,
+    SOURCE_DIR,
+    TOC_PATH,
+    Chapter,
+    chapter_targets,
+    find_chapters,
+    toc_without,
+)
 
 #: The folder that receives ``_build/`` (like ``jupyter-book build --path-output``).
 OUTPUT_DIR = config.REPO_ROOT
@@ -91,8 +100,11 @@ def _adoptable(executed_from: Path | None, chapters: Sequence[Chapter]) -> dict[
     folder = Path(executed_from)
     if not folder.is_dir():
         raise FileNotFoundError(f"--executed-from {folder} is not a folder of executed notebooks")
-    return {c.name: folder / f"{c.name}.ipynb" for c in chapters
-            if c.is_notebook and (folder / f"{c.name}.ipynb").is_file()}
+    return {
+        c.name: folder / f"{c.name}.ipynb"
+        for c in chapters
+        if c.is_notebook and (folder / f"{c.name}.ipynb").is_file()
+    }
 
 
 def build_book(
@@ -195,14 +207,18 @@ def build_book(
         )  # fmt: skip
 
     start = time.perf_counter()
-    left_out = [c for c in chapters if c.name in decisions and decisions[c.name].action == "leave out"]
+    left_out = [
+        c for c in chapters if c.name in decisions and decisions[c.name].action == "leave out"
+    ]
     render_toc = toc_path
     labels: set[str] = set()
     if left_out:
         names = {c.name for c in left_out}
         render_toc = executed_dir / "_toc.render.yml"
         render_toc.write_text(
-            yaml.safe_dump(toc_without(yaml.safe_load(toc_path.read_text()), names), sort_keys=False)
+            yaml.safe_dump(
+                toc_without(yaml.safe_load(toc_path.read_text()), names), sort_keys=False
+            )
         )
         labels = set().union(*(chapter_targets(c) for c in left_out))
     html_dir = render(
@@ -248,7 +264,9 @@ def book_status(
     chapters = find_chapters(source_dir, Path(toc_path).resolve())
     plan = plan_build(chapters, None, params)
     state = load_state(output_dir / "_build" / STATE_FILE)
-    decisions = decide(plan, state, output_dir / "_build" / EXECUTED_SUBDIR, source_dir, code_dir=code_dir)
+    decisions = decide(
+        plan, state, output_dir / "_build" / EXECUTED_SUBDIR, source_dir, code_dir=code_dir
+    )
     width = max((len(c.name) for c in chapters), default=10) + 2
     for name, decision in decisions.items():
         if decision.action == "reuse":

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .build import OUTPUT_DIR, book_status, build_book, list_chapters
 from .errors import BookError
@@ -81,22 +82,32 @@ def _parser() -> argparse.ArgumentParser:
         help="render the notebooks found in DIR as they are, executed elsewhere (make test: "
         "pytest --nbval-lax book/ with BOOK_SAVE_EXECUTED=DIR), instead of executing them again",
     )  # fmt: skip
-    parser.add_argument("--kernel", default=KERNEL_NAME, help=f"Jupyter kernel name (default: {KERNEL_NAME})")
     parser.add_argument(
-        "--source-dir", type=Path, default=SOURCE_DIR, help="the book's source folder (default: book/)"
+        "--kernel", default=KERNEL_NAME, help=f"Jupyter kernel name (default: {KERNEL_NAME})"
+    )
+    parser.add_argument(
+        "--source-dir",
+        type=Path,
+        default=SOURCE_DIR,
+        help="the book's source folder (default: book/)",
     )
     parser.add_argument(
         "--output-dir", type=Path, default=OUTPUT_DIR,
         help="the folder that receives _build/ (default: the repository root)",
     )  # fmt: skip
     parser.add_argument(
-        "--config", type=Path, default=CONFIG_PATH, help="jupyter-book config (default: _config.yml)"
+        "--config",
+        type=Path,
+        default=CONFIG_PATH,
+        help="jupyter-book config (default: _config.yml)",
     )
     parser.add_argument(
         "--toc", type=Path, default=TOC_PATH,
         help="table of contents, entries relative to the source folder (default: _toc.yml)",
     )  # fmt: skip
-    parser.add_argument("-v", "--verbose", action="store_true", help="print jupyter-book's whole output")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print jupyter-book's whole output"
+    )
     return parser
 
 
@@ -119,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         given = getattr(args, name)
         if given is not None:
             if name in params:
-                print(f"error: give {name} either as {option} or -p {name}, not both", file=sys.stderr)
+                print(
+                    f"error: give {name} either as {option} or -p {name}, not both", file=sys.stderr
+                )
                 return 2
             # Typed in a shell: relative to where the command was typed. The plan passes it
             # on repository-relative when it is inside the repository.

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .errors import NotebookFailed
 from .toc import Chapter
@@ -94,7 +95,9 @@ def failure_message(name: str, source: Path, executed: Path, exc: BaseException)
     # papermill adds red "an exception was raised" cells after the failure; the cell index
     # of its error counts the cells as they were while executing.
     cells = [c for c in cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
-    injected = [i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", [])]
+    injected = [
+        i for i, c in enumerate(cells) if "injected-parameters" in c.metadata.get("tags", [])
+    ]
 
     index = getattr(exc, "cell_index", None)
     if index is None:

@@ -71,7 +71,9 @@ def degrade_reference(app: Any, env: Any, node: Any, contnode: nodes.Node) -> no
     if reftype in ("ref", "numref"):
         left_out = target.lower() in set(app.config.book_left_out_labels)
     elif reftype == "doc":
-        left_out = target_docname(node.get("refdoc", ""), target) in set(app.config.book_left_out_docs)
+        left_out = target_docname(node.get("refdoc", ""), target) in set(
+            app.config.book_left_out_docs
+        )
     else:
         left_out = False
     if not left_out:

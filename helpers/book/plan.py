@@ -11,9 +11,10 @@ from __future__ import annotations
 import ast
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from helpers import parameters as book_parameters
 
@@ -219,7 +220,9 @@ def value_for_notebook(name: str, value: Any) -> Any:
     spec = book_parameters.PARAMETERS.get(name)
     if spec is None or not isinstance(value, (str, os.PathLike)) or not str(value):
         return value
-    if spec.kind == "path" or (name == "base_weights" and value not in book_parameters.BASE_WEIGHTS):
+    if spec.kind == "path" or (
+        name == "base_weights" and value not in book_parameters.BASE_WEIGHTS
+    ):
         return book_parameters.display_path(value)
     return value
 
@@ -279,12 +282,16 @@ def _select(notebooks: Sequence[Chapter], only: Sequence[str]) -> list[Chapter]:
 
 
 def _environment_problems(
-    declared: Mapping[str, Mapping[str, Parameter]], params: Mapping[str, Any], environ: Mapping[str, str]
+    declared: Mapping[str, Mapping[str, Parameter]],
+    params: Mapping[str, Any],
+    environ: Mapping[str, str],
 ) -> list[str]:
     """Problems with ``BOOK_*`` variables, found now rather than in every notebook."""
     unknown = book_parameters.unknown_book_variables(environ)
     overrides = ", ".join(s.env_name for s in book_parameters.PARAMETERS.values())
-    problems = [f"  {name}: unknown environment variable; the overrides are {overrides}" for name in unknown]
+    problems = [
+        f"  {name}: unknown environment variable; the overrides are {overrides}" for name in unknown
+    ]
     names = {n for found in declared.values() for n in found} - set(params)
     for name in sorted(names & set(book_parameters.PARAMETERS)):
         spec = book_parameters.PARAMETERS[name]
@@ -357,7 +364,9 @@ def plan_build(
                 value, problem = check_declared_value(declared[chapter.name][name], value)
                 if problem and not any(p.startswith(f"  {name} ") for p in problems):
                     option = PATH_OPTIONS.get(name, f"-p {name}")
-                    problems.append("  " + book_parameters.describe_problem(name, value, option, problem))
+                    problems.append(
+                        "  " + book_parameters.describe_problem(name, value, option, problem)
+                    )
                 passed[name] = value_for_notebook(name, value)
         per_notebook[chapter.name] = passed
     problems += _environment_problems(declared, params, environ)

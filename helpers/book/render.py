@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 
@@ -74,7 +74,10 @@ def write_render_config(
         if "extensions" in sphinx_config:
             sphinx_config["extensions"] = [*sphinx_config["extensions"], LEFT_OUT_EXTENSION]
         else:
-            sphinx["extra_extensions"] = [*(sphinx.get("extra_extensions") or []), LEFT_OUT_EXTENSION]
+            sphinx["extra_extensions"] = [
+                *(sphinx.get("extra_extensions") or []),
+                LEFT_OUT_EXTENSION,
+            ]
         sphinx_config["book_left_out_labels"] = labels
         sphinx_config["book_left_out_docs"] = docs
     destination.write_text(yaml.safe_dump(book_config, sort_keys=False, allow_unicode=True))
@@ -132,7 +135,9 @@ def _jupyter_book(
     ]  # fmt: skip
     env = dict(os.environ)
     # Sphinx must import helpers.book.left_out_refs from this checkout, installed or not.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(config.REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(config.REPO_ROOT), env.get("PYTHONPATH")) if p
+    )
     return subprocess.run(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, check=False
     )
@@ -188,7 +193,9 @@ def render(
         log = strip_ansi(result.stdout)
         if verbose:
             print(log)
-        problems = [line for line in log.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line)]
+        problems = [
+            line for line in log.splitlines() if re.search(r"\b(WARNING|ERROR|CRITICAL)\b", line)
+        ]
         if result.returncode != 0 or problems:
             detail = "\n".join(f"  {line}" for line in problems or log.splitlines()[-30:])
             raise RenderFailed(

@@ -213,7 +213,11 @@ def toc_without(toc: Any, names: set[str]) -> Any:
         return [entry for entry in kept if entry is not None]
     if isinstance(toc, dict):
         file = toc.get("file")
-        if file is not None and Path(str(file)).with_suffix("").as_posix() in names and "sections" not in toc:
+        if (
+            file is not None
+            and Path(str(file)).with_suffix("").as_posix() in names
+            and "sections" not in toc
+        ):
             return None
         return {key: toc_without(value, names) for key, value in toc.items()}
     return toc

@@ -14,8 +14,6 @@ One module per job; every public name is importable from here
 Importing it is cheap: no TensorFlow, no network, no file access.
 """
 
-from helpers.data.errors import DataError, DataWarning
-from helpers.data.decode import ColorMode, decode_count, decode_image
 from helpers.data.cache import (
     CACHE_BYTES_VARIABLE,
     DEFAULT_CACHE_BYTES,
@@ -26,6 +24,8 @@ from helpers.data.cache import (
     files_fingerprint,
     load_images,
 )
+from helpers.data.decode import ColorMode, decode_count, decode_image
+from helpers.data.errors import DataError, DataWarning
 from helpers.data.folders import (
     check_data_dir,
     data_fingerprint,
@@ -37,13 +37,6 @@ from helpers.data.folders import (
     list_split,
     pneumonia_kind,
 )
-from helpers.data.split import (
-    image_level_split,
-    person_aware_split,
-    persons_on_both_sides,
-    split_table,
-    write_split_csv,
-)
 from helpers.data.load import (
     BadImagePolicy,
     ChestXrays,
@@ -51,6 +44,13 @@ from helpers.data.load import (
     class_weights,
     load_chest_xrays,
     training_dataset,
+)
+from helpers.data.split import (
+    image_level_split,
+    person_aware_split,
+    persons_on_both_sides,
+    split_table,
+    write_split_csv,
 )
 from helpers.data.summaries import (
     leakage_summary,

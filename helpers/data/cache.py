@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -278,6 +278,7 @@ def _decode_many(
         if key is not None and key not in _DECODED and key not in missing:
             missing[key] = paths[i]
     if missing:
+
         def decode_one(item):
             key, path = item
             try:
@@ -350,7 +351,11 @@ def load_images(
         channels = 1 if color_mode == "grayscale" else 3
         return np.empty((0, image_size, image_size, channels), dtype=np.uint8)
     images, _ = _decode_many(
-        paths, image_size=image_size, color_mode=color_mode, workers=workers, skip_bad=False,
+        paths,
+        image_size=image_size,
+        color_mode=color_mode,
+        workers=workers,
+        skip_bad=False,
         cache_dir=decoded_cache_dir(),
     )
     return images

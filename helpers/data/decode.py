@@ -139,5 +139,3 @@ def _check_image_options(image_size: int, color_mode: str) -> None:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     if color_mode not in ("rgb", "grayscale"):
         raise ValueError(f"color_mode must be 'rgb' or 'grayscale', got {color_mode!r}")
-
-

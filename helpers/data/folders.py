@@ -271,7 +271,18 @@ def describe_files(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
             file = root / path
             try:
                 with Image.open(file) as img:
-                    rows.append((split, label, path, img.width, img.height, img.mode, img.format, file.stat().st_size))
+                    rows.append(
+                        (
+                            split,
+                            label,
+                            path,
+                            img.width,
+                            img.height,
+                            img.mode,
+                            img.format,
+                            file.stat().st_size,
+                        )
+                    )
             except OSError as error:
                 raise DataError(f"{file} is not a readable image: {error}") from None
     return pd.DataFrame(
@@ -300,7 +311,9 @@ def data_fingerprint(data_dir: str | os.PathLike | None = None) -> str:
             for entry in os.scandir(root / split / class_name):
                 if entry.is_file() and _is_image_name(entry.name):
                     stat = entry.stat()
-                    entries.append((f"{split}/{class_name}/{entry.name}", stat.st_size, stat.st_mtime_ns))
+                    entries.append(
+                        (f"{split}/{class_name}/{entry.name}", stat.st_size, stat.st_mtime_ns)
+                    )
     return files_fingerprint(sorted(entries))
 
 
@@ -322,4 +335,6 @@ def duplicate_groups(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
             digest = hashlib.sha1((root / path).read_bytes()).hexdigest()
             rows.append((digest, path, split, label))
     frame = pd.DataFrame(rows, columns=["sha1", "path", "split", "label"])
-    return frame[frame.duplicated("sha1", keep=False)].sort_values(["sha1", "path"], ignore_index=True)
+    return frame[frame.duplicated("sha1", keep=False)].sort_values(
+        ["sha1", "path"], ignore_index=True
+    )

@@ -9,9 +9,10 @@ side. :func:`class_weights` and :func:`training_dataset` turn a split into what 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -134,8 +135,12 @@ def load_chest_xrays(
         rows = table[table["split"] == name]
         paths = rows["path"].tolist()
         images, bad = _decode_many(
-            [root / p for p in paths], image_size=image_size, color_mode=color_mode,
-            workers=None, skip_bad=on_bad_image == "skip", cache_dir=decoded_cache_dir(),
+            [root / p for p in paths],
+            image_size=image_size,
+            color_mode=color_mode,
+            workers=None,
+            skip_bad=on_bad_image == "skip",
+            cache_dir=decoded_cache_dir(),
         )
         keep = np.ones(len(paths), dtype=bool)
         for i, reason in bad.items():
@@ -171,8 +176,13 @@ def load_chest_xrays(
     if results_dir is not None:
         write_split_csv(table, results_dir)
     return ChestXrays(
-        **splits, table=table, image_size=image_size, color_mode=color_mode, seed=seed,
-        val_fraction=val_fraction, skipped=tuple(sorted(skipped.items())),
+        **splits,
+        table=table,
+        image_size=image_size,
+        color_mode=color_mode,
+        seed=seed,
+        val_fraction=val_fraction,
+        skipped=tuple(sorted(skipped.items())),
     )
 
 
@@ -212,7 +222,7 @@ def class_weights(labels: Iterable[int]) -> dict[int, float]:
 
 def training_dataset(
     split: Split, *, batch_size: int, seed: int, shuffle: bool = True, drop_remainder: bool = False
-) -> "tf.data.Dataset":
+) -> tf.data.Dataset:
     """Batches of ``(images, labels)`` for ``fit``, reshuffled each epoch from ``seed``.
 
     Only for training: evaluation never goes through a shuffled dataset (see
@@ -258,4 +268,3 @@ def training_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
     return ds.prefetch(tf.data.AUTOTUNE)
-

@@ -12,8 +12,8 @@ case study's split by image, kept only to measure what it leaks.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -82,7 +82,9 @@ def person_aware_split(
 
         import sklearn
 
-        digest = hashlib.sha256(f"split-v1 sklearn {sklearn.__version__} {val_fraction!r} {seed!r}".encode())
+        digest = hashlib.sha256(
+            f"split-v1 sklearn {sklearn.__version__} {val_fraction!r} {seed!r}".encode()
+        )
         digest.update(labels.astype(np.int64).tobytes())
         digest.update("\0".join(map(str, groups)).encode())
         path = cache / f"split-{digest.hexdigest()[:32]}.npy"
@@ -188,7 +190,9 @@ def persons_on_both_sides(groups: Iterable[str], is_val: Iterable[bool]) -> int:
     return int((sides > 1).sum())
 
 
-def image_level_split(n_images: int, *, val_fraction: float = config.VAL_FRACTION, seed: int = config.SEED) -> np.ndarray:
+def image_level_split(
+    n_images: int, *, val_fraction: float = config.VAL_FRACTION, seed: int = config.SEED
+) -> np.ndarray:
     """A plain random split by image (what the case study did), for comparison only.
 
     Parameters
@@ -209,4 +213,3 @@ def image_level_split(n_images: int, *, val_fraction: float = config.VAL_FRACTIO
     is_val = np.zeros(n_images, dtype=bool)
     is_val[rng.permutation(n_images)[: round(val_fraction * n_images)]] = True
     return is_val
-

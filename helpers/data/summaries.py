@@ -32,7 +32,10 @@ def official_counts(files: pd.DataFrame) -> pd.DataFrame:
     """
     counts = (
         files.assign(cls=files["label"].map(dict(enumerate(config.CLASS_NAMES))))
-        .groupby(["split", "cls"]).size().unstack("cls").reindex(list(config.OFFICIAL_SPLITS))
+        .groupby(["split", "cls"])
+        .size()
+        .unstack("cls")
+        .reindex(list(config.OFFICIAL_SPLITS))
     )
     counts["total"] = counts.sum(axis=1)
     counts["PNEUMONIA share"] = (counts["PNEUMONIA"] / counts["total"]).round(3)
@@ -54,13 +57,17 @@ def size_summary(files: pd.DataFrame) -> pd.DataFrame:
         ``height min-max``, ``modes`` (each with its count, most common first) and
         ``formats``.
     """
-    grouped = files.assign(cls=files["label"].map(dict(enumerate(config.CLASS_NAMES)))).groupby(["split", "cls"])
+    grouped = files.assign(cls=files["label"].map(dict(enumerate(config.CLASS_NAMES)))).groupby(
+        ["split", "cls"]
+    )
     return pd.DataFrame(
         {
             "images": grouped.size(),
             "width min-max": grouped["width"].agg(lambda s: f"{s.min()}-{s.max()}"),
             "height min-max": grouped["height"].agg(lambda s: f"{s.min()}-{s.max()}"),
-            "modes": grouped["mode"].agg(lambda s: ", ".join(f"{m} ({n})" for m, n in s.value_counts().items())),
+            "modes": grouped["mode"].agg(
+                lambda s: ", ".join(f"{m} ({n})" for m, n in s.value_counts().items())
+            ),
             "formats": grouped["format"].agg(lambda s: ", ".join(sorted(set(s)))),
         }
     )
