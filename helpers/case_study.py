@@ -41,12 +41,17 @@ def case_study_test_pass(
     """
     import keras
 
-    test_dir = Path(data_dir) / "test"
+    from helpers.data import class_folders
+
+    # Keras matches class_names to folder names exactly: pass them as named on disk
+    # (normal/ or NORMAL/), in label order.
+    folders = class_folders(data_dir, "test")
+    test_dir = folders["NORMAL"].parent
     ds = keras.utils.image_dataset_from_directory(
         test_dir,
         labels="inferred",
         label_mode="int",
-        class_names=list(config.CLASS_NAMES),
+        class_names=[folder.name for folder in folders.values()],
         image_size=(image_size, image_size),
         batch_size=batch_size,
         shuffle=shuffle,

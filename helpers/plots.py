@@ -243,7 +243,7 @@ def plot_class_counts(table: pd.DataFrame, *, ax=None):
         .groupby(["split", "cls"])
         .size()
         .unstack("cls")
-        .reindex(["train", "val", "test"])
+        .reindex(["train", "val", "test"], fill_value=0)  # a missing val/ shows as zeros
     )
     ax = _axes(ax, figsize=(6, 3.5))
     counts.plot.bar(ax=ax, color=[CLASS_COLOURS[c] for c in counts.columns], rot=0)

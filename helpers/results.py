@@ -9,7 +9,8 @@ file                        content
                             with 95% intervals at it, at Youden's and at 0.5, counts,
                             calibration (Brier, ECE, temperature fitted on validation),
                             sensitivity by kind of pneumonia, epochs, training seconds,
-                            base weights used, images skipped
+                            base weights used, images skipped, official validation
+                            images used (``official_val_images``, ``official_val``)
 ``history.csv``             per-epoch loss and accuracy, training and validation
 ``predictions_*_adapted``   models with batch normalisation: the same, adapted to each
                             folder's images without labels (``metrics.json["adapted"]``)
@@ -303,6 +304,9 @@ def save_results(
         "training_seconds": run.training_seconds,
         "n_images": {"train": len(xrays.train), **evaluation.metrics.get("n_images", {})},
         "skipped_images": [{"path": path, "reason": reason} for path, reason in xrays.skipped],
+        # 0 and a sentence saying so when the data folder has no val/ (helpers.data.folders).
+        "official_val_images": xrays.official_val_images,
+        "official_val": xrays.official_val_note,
         **(extra or {}),
     }
     if adapted is not None:

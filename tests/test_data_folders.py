@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import JUNK_NAMES, REAL_DATA_DIR
 
@@ -106,7 +108,9 @@ def test_layout_too_deep_or_absent_is_a_clear_error(make_xrays, tmp_path):
     with pytest.raises(DataError, match=r"split folder .*a[/\\]train is missing.*3 levels down"):
         data.check_data_dir(tmp_path / "a")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="empty.train is missing.*to hold train/, val/, test/"):
+    with pytest.raises(
+        DataError, match=r"empty.train is missing.*to hold train/, test/ \(and, optionally, val/\)"
+    ):
         data.check_data_dir(tmp_path / "empty")
 
 
@@ -163,3 +167,162 @@ def test_download_kaggle_returns_the_folder_holding_the_splits(monkeypatch, tmp_
     (tmp_path / "chest_xray" / "__MACOSX").mkdir()
     monkeypatch.setattr(kagglehub, "dataset_download", lambda handle, *a, **k: str(tmp_path))
     assert data.download_kaggle() == nested
+
+
+# ---------------------------------------------------------------------------------------
+# Folders as people repackage them: no val/, class folders named in another case
+# ---------------------------------------------------------------------------------------
+
+
+def _without_val(root: Path, how: str) -> None:
+    """Remove the official validation images the way repackagings do."""
+    val = root / "val"
+    if how == "removed":
+        shutil.rmtree(val)
+    elif how == "empty folder":
+        shutil.rmtree(val)
+        val.mkdir()
+    elif how == "empty class folders":
+        for class_dir in val.iterdir():
+            shutil.rmtree(class_dir)
+            class_dir.mkdir()
+            (class_dir / ".DS_Store").write_bytes(b"junk")  # no image, not an error
+
+
+@pytest.mark.parametrize("how", ["removed", "empty folder", "empty class folders"])
+def test_a_missing_or_empty_val_folder_is_accepted_and_said(make_xrays, tmp_path, how):
+    full = make_xrays(name="full")
+    folder = make_xrays(name="repackaged")
+    _without_val(folder.root, how)
+    assert data.check_data_dir(folder.root) == folder.root.resolve()
+    assert data.list_split(folder.root, "val").empty
+    assert data.class_folders(folder.root, "val") == {}
+    assert not data.data_fingerprint(folder.root).startswith("invalid")
+
+    xrays = data.load_chest_xrays(folder.root, image_size=16, seed=0, results_dir=tmp_path)
+    with_val = data.load_chest_xrays(full.root, image_size=16, seed=0)
+    assert xrays.official_val_images == 0
+    assert with_val.official_val_images == len(full.images_of("val")) == 4
+    # The train folder is split exactly as with val/; nothing else joins the validation side.
+    assert xrays.val.paths == [p for p in with_val.val.paths if p.startswith("train/")]
+    assert xrays.train.paths == with_val.train.paths
+    assert xrays.test.paths == with_val.test.paths
+    assert set(xrays.val.labels) == {0, 1}
+    written = pd.read_csv(tmp_path / "split.csv")
+    assert list(written.columns) == ["path", "split", "label"]
+    assert written["split"].value_counts().to_dict() == {
+        "train": len(xrays.train),
+        "val": len(xrays.val),
+        "test": len(xrays.test),
+    }
+    assert written["path"].str.startswith(("train/", "test/")).all()
+    assert "no official validation images" in xrays.official_val_note
+    assert "val/ folder is missing or empty" in xrays.official_val_note
+    assert "4 images of the official val/ folder joined" in with_val.official_val_note
+
+
+def test_without_val_the_data_chapter_tables_show_zero_official_val_images(make_xrays):
+    folder = make_xrays()
+    shutil.rmtree(folder.root / "val")
+    counts = data.official_counts(data.describe_files(folder.root))
+    assert counts.loc["val", ["NORMAL", "PNEUMONIA", "total"]].tolist() == [0, 0, 0]
+    assert counts.loc["train", "total"] == len(folder.images_of("train"))
+    assert data.duplicate_groups(folder.root).empty
+    assert "no official validation images" in data.official_val_size_note(0)
+    assert data.official_val_size_note(16).startswith(
+        "The official validation folder holds only 16 images"
+    )
+    for note in (
+        data.official_val_size_note,
+        lambda n: data.official_val_note(n, val_fraction=0.2),
+    ):
+        with pytest.raises(ValueError, match="0 or more"):
+            note(-1)
+
+
+def test_a_val_folder_with_images_of_one_class_only_is_refused(make_xrays):
+    folder = make_xrays()
+    shutil.rmtree(folder.root / "val" / "PNEUMONIA")
+    with pytest.raises(DataError, match="class folder .*val.PNEUMONIA is missing"):
+        data.check_data_dir(folder.root)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_train_and_test_stay_required(make_xrays, split):
+    folder = make_xrays()
+    shutil.rmtree(folder.root / split)
+    with pytest.raises(DataError, match=rf"split folder .*{split} is missing") as info:
+        data.check_data_dir(folder.root)
+    assert str(folder.root / split) in str(info.value)
+
+
+def test_the_archive_without_val_is_found_from_above(make_xrays, tmp_path):
+    folder = make_xrays(name="archive/chest_xray/chest_xray")
+    shutil.rmtree(folder.root / "val")
+    assert data.check_data_dir(tmp_path / "archive") == folder.root.resolve()
+
+
+def _rename_class_folders(root: Path, names: dict[str, str]) -> None:
+    for split in config.OFFICIAL_SPLITS:
+        for class_name, new_name in names.items():
+            (root / split / class_name).rename(root / split / new_name)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"NORMAL": "normal", "PNEUMONIA": "pneumonia"},
+        {"NORMAL": "Normal", "PNEUMONIA": "Pneumonia"},
+        {"NORMAL": "normal", "PNEUMONIA": "PNEUMONIA"},
+    ],
+    ids=["lower", "capitalised", "mixed"],
+)
+def test_class_folders_match_in_any_case(make_xrays, tmp_path, names):
+    upper = make_xrays(name="upper")
+    folder = make_xrays(name="renamed")
+    _rename_class_folders(folder.root, names)
+    assert data.check_data_dir(folder.root) == folder.root.resolve()
+    assert {k: v.name for k, v in data.class_folders(folder.root, "test").items()} == names
+
+    xrays = data.load_chest_xrays(folder.root, image_size=16, seed=0, results_dir=tmp_path)
+    reference = data.load_chest_xrays(upper.root, image_size=16, seed=0)
+
+    def on_disk(path: str) -> str:  # the reference's path, with the folder names renamed
+        split, class_name, name = path.split("/")
+        return f"{split}/{names[class_name]}/{name}"
+
+    for split in ("train", "val", "test"):
+        # The same images on the same side, with the same labels; paths as named on disk.
+        assert xrays[split].paths == sorted(on_disk(p) for p in reference[split].paths)
+        assert dict(zip(xrays[split].paths, xrays[split].labels)) == {
+            on_disk(p): label for p, label in zip(reference[split].paths, reference[split].labels)
+        }
+        assert all((folder.root / p).is_file() for p in xrays[split].paths)
+    written = pd.read_csv(tmp_path / "split.csv")
+    assert sorted(written.path) == sorted(on_disk(p) for p in upper.images)
+    assert sorted(data.describe_files(folder.root).path) == sorted(written.path)
+    assert not data.data_fingerprint(folder.root).startswith("invalid")
+
+
+def test_two_class_folders_that_differ_only_in_case_are_refused_naming_both(make_xrays):
+    folder = make_xrays()
+    twin = folder.root / "train" / "normal"
+    twin.mkdir()
+    shutil.copy(folder.root / "train" / "NORMAL" / "IM-0100-0001.jpeg", twin / "IM-0999-0001.jpeg")
+    with pytest.raises(DataError) as info:
+        data.check_data_dir(folder.root)
+    message = str(info.value)
+    assert "'NORMAL'" in message and "'normal'" in message and "differ only in case" in message
+    assert str(folder.root / "train") in message
+
+
+def test_any_other_class_folder_is_refused_naming_it_and_what_is_expected(make_xrays):
+    folder = make_xrays()
+    _rename_class_folders(folder.root, {"NORMAL": "normal"})
+    (folder.root / "test" / "Covid-19").mkdir()
+    with pytest.raises(DataError) as info:
+        data.check_data_dir(folder.root)
+    message = str(info.value)
+    assert "['Covid-19']" in message  # normal/ is a class folder, not an unexpected one
+    assert "expected only ['NORMAL', 'PNEUMONIA'] (in any case)" in message
+    assert str(folder.root / "test") in message

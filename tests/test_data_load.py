@@ -69,12 +69,13 @@ def test_missing_data_folder(tmp_path):
         data.check_data_dir(file_instead)
 
 
-def test_missing_split_folder(make_xrays, tmp_path):
+@pytest.mark.parametrize("split", ["train", "test"])  # val/ may be missing (test_data_folders)
+def test_missing_split_folder(make_xrays, tmp_path, split):
     folder = make_xrays(test_per_class=2)
-    shutil.rmtree(folder.root / "val")
+    shutil.rmtree(folder.root / split)
     with pytest.raises(DataError) as info:
         _load_into(folder.root, tmp_path / "results")
-    assert str(folder.root / "val") in str(info.value)
+    assert str(folder.root / split) in str(info.value)
     assert not (tmp_path / "results" / "split.csv").exists()
 
 

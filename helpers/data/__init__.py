@@ -27,7 +27,9 @@ from helpers.data.cache import (
 from helpers.data.decode import ColorMode, decode_count, decode_image
 from helpers.data.errors import DataError, DataWarning
 from helpers.data.folders import (
+    REQUIRED_SPLITS,
     check_data_dir,
+    class_folders,
     data_fingerprint,
     describe_files,
     download_kaggle,
@@ -47,6 +49,7 @@ from helpers.data.load import (
 )
 from helpers.data.split import (
     image_level_split,
+    official_val_note,
     person_aware_split,
     persons_on_both_sides,
     split_table,
@@ -55,6 +58,7 @@ from helpers.data.split import (
 from helpers.data.summaries import (
     leakage_summary,
     official_counts,
+    official_val_size_note,
     sample_indices,
     size_summary,
     split_summary,
@@ -68,8 +72,10 @@ __all__ = [
     "DEFAULT_CACHE_BYTES",
     "DataError",
     "DataWarning",
+    "REQUIRED_SPLITS",
     "Split",
     "check_data_dir",
+    "class_folders",
     "class_weights",
     "clear_decoded_cache",
     "data_fingerprint",
@@ -90,6 +96,8 @@ __all__ = [
     "load_chest_xrays",
     "load_images",
     "official_counts",
+    "official_val_note",
+    "official_val_size_note",
     "person_aware_split",
     "persons_on_both_sides",
     "pneumonia_kind",

@@ -4,6 +4,11 @@ The data set comes in the layout of the Kaggle download::
 
     <data_dir>/{train,val,test}/{NORMAL,PNEUMONIA}/<image files>
 
+as people repackage it: ``val/`` may be missing or empty (its 16 images are often dropped or
+merged into ``train/``; see :data:`REQUIRED_SPLITS`), and class folders may be named in any
+case (``normal/``, ``Pneumonia/``), as file extensions may. Paths in file tables keep the
+folder names found on disk.
+
 A *file table* has one row per image (``path`` relative to the data folder, with ``/``,
 ``label``, ``group``) and is sorted by path, so that every pass over a split sees the images
 in the same order. Nothing here decodes an image.
@@ -32,6 +37,16 @@ _STUDY = re.compile(r"^((?:NORMAL2-)?IM-\d+)", re.IGNORECASE)
 #: How deep :func:`find_layout_root` looks below the folder it is given.
 _LAYOUT_SEARCH_DEPTH = 3
 
+#: Split folders every data folder must hold. ``val/`` is optional: the book makes its
+#: validation set from ``train/`` by person and only adds the official validation images to
+#: it (:func:`helpers.data.split_table`), so a copy without them loses nothing else.
+REQUIRED_SPLITS: tuple[str, str] = ("train", "test")
+
+_EXPECTED_LAYOUT = (
+    "train/ and test/ (and, optionally, val/), each holding NORMAL/ and PNEUMONIA/ "
+    "(folder names in any case)"
+)
+
 
 def check_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """Return the data folder as an absolute path after checking its layout.
@@ -39,30 +54,34 @@ def check_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     The folder may be the one holding ``train/``, ``val/`` and ``test/``, or a folder above
     it: the Kaggle archive unpacks to ``chest_xray/chest_xray/{train,val,test}`` beside a
     ``__MACOSX/`` copy of resource forks, and people point at either level. The folder
-    actually used is returned (see :func:`find_layout_root`).
+    actually used is returned (see :func:`find_layout_root`). ``val/`` may be missing or
+    hold no image (see :data:`REQUIRED_SPLITS`); class folders match NORMAL and PNEUMONIA
+    in any case (see :func:`class_folders`).
 
     Parameters
     ----------
     data_dir : path-like or None
-        Folder holding ``train/``, ``val/`` and ``test/`` (or a folder above it); None means
-        the embedded copy (:data:`helpers.config.DEFAULT_DATA_DIR`).
+        Folder holding ``train/``, ``test/`` and optionally ``val/`` (or a folder above
+        it); None means the embedded copy (:data:`helpers.config.DEFAULT_DATA_DIR`).
 
     Returns
     -------
     pathlib.Path
-        The folder holding the three split folders, resolved.
+        The folder holding the split folders, resolved.
 
     Raises
     ------
     DataError
-        If the folder, a split folder or a class folder is missing, if a split holds class
-        folders other than NORMAL and PNEUMONIA, or if a class folder holds no image.
+        If the folder, ``train/``, ``test/`` or a class folder is missing, if a split holds
+        class folders other than NORMAL and PNEUMONIA (in any case) or two that differ only
+        in case, or if a class folder holds no image (a ``val/`` that holds no image at all
+        is accepted).
     """
     given = Path(config.DEFAULT_DATA_DIR if data_dir is None else data_dir).expanduser()
     if not given.is_dir():
         raise DataError(
             f"data folder {given} does not exist or is not a folder; expected a folder with "
-            f"train/, val/ and test/, each holding NORMAL/ and PNEUMONIA/"
+            f"{_EXPECTED_LAYOUT}"
         )
     root = given
     if not any((given / split).is_dir() for split in config.OFFICIAL_SPLITS):
@@ -74,30 +93,88 @@ def check_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     for split in config.OFFICIAL_SPLITS:
         split_dir = root / split
         if not split_dir.is_dir():
+            if split not in REQUIRED_SPLITS:
+                continue  # no official validation images: the split says so
             raise DataError(
                 f"split folder {split_dir} is missing; expected {root} (or a folder under "
                 f"it, up to {_LAYOUT_SEARCH_DEPTH} levels down) to hold "
-                f"{', '.join(s + '/' for s in config.OFFICIAL_SPLITS)}"
+                f"{', '.join(s + '/' for s in REQUIRED_SPLITS)} (and, optionally, val/)"
             )
-        found = sorted(
-            p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
-        unexpected = [name for name in found if name not in config.CLASS_NAMES]
-        if unexpected:
-            raise DataError(
-                f"{split_dir} holds class folders {unexpected}; expected only "
-                f"{list(config.CLASS_NAMES)}"
-            )
+        found = _class_folders_found(split_dir)
+        images = {name: _holds_images(folder) for name, folder in found.items()}
+        if split not in REQUIRED_SPLITS and not any(images.values()):
+            continue  # an empty val/ is a missing one
         for class_name in config.CLASS_NAMES:
-            class_dir = split_dir / class_name
-            if not class_dir.is_dir():
-                raise DataError(f"class folder {class_dir} is missing")
-            if not any(_is_image_name(p.name) for p in class_dir.iterdir() if p.is_file()):
+            if class_name not in found:
                 raise DataError(
-                    f"class folder {class_dir} holds no image files (expected "
+                    f"class folder {split_dir / class_name} is missing (its name may be in "
+                    f"any case)"
+                )
+            if not images[class_name]:
+                raise DataError(
+                    f"class folder {found[class_name]} holds no image files (expected "
                     f"{', '.join(sorted(config.IMAGE_EXTENSIONS))}, in any case)"
                 )
     return root.resolve()
+
+
+def _class_folders_found(split_dir: Path) -> dict[str, Path]:
+    """The class folders of one split folder, by class name; refuses unknown and twin names."""
+    found = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unexpected = [p.name for p in found if p.name.upper() not in config.CLASS_NAMES]
+    if unexpected:
+        raise DataError(
+            f"{split_dir} holds class folders {unexpected}; expected only "
+            f"{list(config.CLASS_NAMES)} (in any case)"
+        )
+    by_class: dict[str, Path] = {}
+    for folder in found:
+        twin = by_class.setdefault(folder.name.upper(), folder)
+        if twin is not folder:
+            raise DataError(
+                f"{split_dir} holds class folders {twin.name!r} and {folder.name!r}, which "
+                f"differ only in case; expected one folder per class, so merge them into one"
+            )
+    return by_class
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(_is_image_name(p.name) for p in folder.iterdir() if p.is_file())
+
+
+def class_folders(data_dir: str | os.PathLike | None, split: str) -> dict[str, Path]:
+    """The class folders of one official split, as named on disk, in label order.
+
+    Parameters
+    ----------
+    data_dir : path-like or None
+        The data folder (checked with :func:`check_data_dir`).
+    split : {"train", "val", "test"}
+        An official split folder.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        ``{"NORMAL": <folder>, "PNEUMONIA": <folder>}``, each folder named as on disk
+        (``normal/`` stays ``normal/``); empty for a ``val/`` that is missing or holds no
+        image.
+
+    Raises
+    ------
+    ValueError
+        If ``split`` is not an official split name.
+    DataError
+        If the data folder's layout is wrong (see :func:`check_data_dir`).
+    """
+    if split not in config.OFFICIAL_SPLITS:
+        raise ValueError(f"split must be one of {config.OFFICIAL_SPLITS}, got {split!r}")
+    root = check_data_dir(data_dir)
+    if not (root / split).is_dir():
+        return {}
+    found = _class_folders_found(root / split)
+    if not any(_holds_images(folder) for folder in found.values()):
+        return {}
+    return {name: found[name] for name in config.CLASS_NAMES}
 
 
 def _is_image_name(name: str) -> bool:
@@ -146,7 +223,7 @@ def pneumonia_kind(filename: str) -> str:
 
 
 def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
-    """File table of one official split folder, sorted by path.
+    """File table of one official split folder, sorted by path (empty for a missing ``val/``).
 
     Parameters
     ----------
@@ -158,8 +235,9 @@ def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns ``path`` (relative to ``data_dir``, with ``/``), ``label`` (0 NORMAL,
-        1 PNEUMONIA) and ``group`` (see :func:`group_id`).
+        Columns ``path`` (relative to ``data_dir``, with ``/``, class folders named as on
+        disk), ``label`` (0 NORMAL, 1 PNEUMONIA) and ``group`` (see :func:`group_id`). No
+        rows when ``split`` is ``"val"`` and ``val/`` is missing or holds no image.
 
     Raises
     ------
@@ -168,14 +246,12 @@ def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
     DataError
         If the data folder's layout is wrong (see :func:`check_data_dir`).
     """
-    if split not in config.OFFICIAL_SPLITS:
-        raise ValueError(f"split must be one of {config.OFFICIAL_SPLITS}, got {split!r}")
-    root = check_data_dir(data_dir)
+    folders = class_folders(data_dir, split)
     rows = []
-    for label, class_name in enumerate(config.CLASS_NAMES):
-        for entry in (root / split / class_name).iterdir():
+    for label, folder in enumerate(folders.values()):
+        for entry in folder.iterdir():
             if entry.is_file() and _is_image_name(entry.name):
-                rows.append((f"{split}/{class_name}/{entry.name}", label, group_id(entry.name)))
+                rows.append((f"{split}/{folder.name}/{entry.name}", label, group_id(entry.name)))
     table = pd.DataFrame(rows, columns=["path", "label", "group"])
     return table.sort_values("path", ignore_index=True)
 
@@ -208,11 +284,12 @@ def download_kaggle() -> Path:
 
 
 def find_layout_root(folder: str | os.PathLike) -> Path:
-    """The folder under ``folder`` that holds ``train/val/test`` (the archive nests it).
+    """The folder under ``folder`` that holds ``train/`` and ``test/`` (the archive nests it).
 
     The Kaggle archive unpacks to ``chest_xray/chest_xray/{train,val,test}`` beside a
     ``__MACOSX`` copy; this returns the first folder, breadth first and at most
-    three levels down, holding all three splits. ``__MACOSX`` and hidden folders are never
+    three levels down, holding ``train/`` and ``test/`` (``val/`` is optional, see
+    :data:`REQUIRED_SPLITS`). ``__MACOSX`` and hidden folders are never
     entered.
 
     Parameters
@@ -223,7 +300,7 @@ def find_layout_root(folder: str | os.PathLike) -> Path:
     Returns
     -------
     pathlib.Path
-        ``folder`` itself or the folder below it that holds the three splits.
+        ``folder`` itself or the folder below it that holds the split folders.
 
     Raises
     ------
@@ -234,7 +311,7 @@ def find_layout_root(folder: str | os.PathLike) -> Path:
     queue = [(folder, 0)]
     while queue:
         current, depth = queue.pop(0)
-        if all((current / s).is_dir() for s in config.OFFICIAL_SPLITS):
+        if all((current / s).is_dir() for s in REQUIRED_SPLITS):
             return current
         if depth < _LAYOUT_SEARCH_DEPTH:
             queue.extend(
@@ -243,7 +320,7 @@ def find_layout_root(folder: str | os.PathLike) -> Path:
                 if p.is_dir() and p.name != "__MACOSX" and not p.name.startswith(".")
             )
     raise DataError(
-        f"no folder holding train/, val/ and test/ found in {folder} or up to "
+        f"no folder holding train/ and test/ found in {folder} or up to "
         f"{_LAYOUT_SEARCH_DEPTH} levels below it"
     )
 
@@ -307,12 +384,12 @@ def data_fingerprint(data_dir: str | os.PathLike | None = None) -> str:
         return f"invalid: {error}"
     entries = []
     for split in config.OFFICIAL_SPLITS:
-        for class_name in config.CLASS_NAMES:
-            for entry in os.scandir(root / split / class_name):
+        for folder in class_folders(root, split).values():
+            for entry in os.scandir(folder):
                 if entry.is_file() and _is_image_name(entry.name):
                     stat = entry.stat()
                     entries.append(
-                        (f"{split}/{class_name}/{entry.name}", stat.st_size, stat.st_mtime_ns)
+                        (f"{split}/{folder.name}/{entry.name}", stat.st_size, stat.st_mtime_ns)
                     )
     return files_fingerprint(sorted(entries))
 

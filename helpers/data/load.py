@@ -22,7 +22,7 @@ from helpers.data.cache import _decode_many, decoded_cache_dir
 from helpers.data.decode import ColorMode, _check_image_options
 from helpers.data.errors import DataError, DataWarning
 from helpers.data.folders import check_data_dir
-from helpers.data.split import split_table, write_split_csv
+from helpers.data.split import official_val_note, split_table, write_split_csv
 
 if TYPE_CHECKING:  # TensorFlow is imported lazily: importing helpers.data must stay cheap.
     import tensorflow as tf
@@ -70,6 +70,17 @@ class ChestXrays:
     val_fraction: float = config.VAL_FRACTION
     #: Images left out with ``on_bad_image="skip"``: (path relative to the data folder, reason).
     skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def official_val_images(self) -> int:
+        """Images of the official ``val/`` folder on the validation side (0 without one)."""
+        return int(self.table["path"].str.startswith("val/").sum())
+
+    @property
+    def official_val_note(self) -> str:
+        """One sentence saying whether the official validation images were used
+        (:func:`helpers.data.official_val_note`)."""
+        return official_val_note(self.official_val_images, val_fraction=self.val_fraction)
 
     def __getitem__(self, name: str) -> Split:
         if name not in ("train", "val", "test"):

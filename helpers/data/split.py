@@ -5,8 +5,10 @@ six points, far too few to choose a threshold or compare models. We keep the off
 folder untouched as the test set, split the official train folder into training and
 validation *by person* (see :func:`person_aware_split`), and add the 16 official validation
 images to our validation side. Their persons never occur in the train folder, so this adds
-no leakage, and no image of the download is left unused. :func:`image_level_split` is the
-case study's split by image, kept only to measure what it leaks.
+no leakage, and no image of the download is left unused. Copies without them (no ``val/``,
+or an empty one) are split the same way, with nothing added; :func:`official_val_note` says
+which happened. :func:`image_level_split` is the case study's split by image, kept only to
+measure what it leaks.
 """
 
 from __future__ import annotations
@@ -109,8 +111,9 @@ def split_table(
     """The split the project uses: one row per image with ``path, split, label, group``.
 
     ``split`` is ``"train"`` or ``"val"`` (from the official train folder by person, plus
-    the official val folder on the validation side) or ``"test"`` (the official test
-    folder, untouched). Rows are sorted by split (train, val, test), then by path.
+    the official val folder, when the data folder has one, on the validation side) or
+    ``"test"`` (the official test folder, untouched). Rows are sorted by split (train, val,
+    test), then by path.
 
     Parameters
     ----------
@@ -134,14 +137,52 @@ def split_table(
         train["label"], train["group"], val_fraction=val_fraction, seed=seed
     )
     train["split"] = np.where(is_val, "val", "train")
-    official_val = list_split(data_dir, "val").assign(split="val")
+    official_val = list_split(data_dir, "val").assign(split="val")  # no rows without val/
     test = list_split(data_dir, "test").assign(split="test")
-    table = pd.concat([train, official_val, test], ignore_index=True)
+    parts = [part for part in (train, official_val, test) if len(part)]
+    table = pd.concat(parts, ignore_index=True)
     order = {"train": 0, "val": 1, "test": 2}
     table = table.sort_values(
         ["split", "path"], key=lambda col: col.map(order) if col.name == "split" else col
     )
     return table[["path", "split", "label", "group"]].reset_index(drop=True)
+
+
+def official_val_note(official_val_images: int, *, val_fraction: float) -> str:
+    """One sentence on the official validation images: added to validation, or absent.
+
+    The data chapter shows it and every model's ``metrics.json`` keeps it
+    (``official_val``), so a result made without ``val/`` says so wherever it is read.
+
+    Parameters
+    ----------
+    official_val_images : int
+        Images of the official ``val/`` folder on the validation side (0: none there).
+    val_fraction : float
+        Share of the train folder's persons held out for validation.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> official_val_note(0, val_fraction=0.2)[:60]
+    'This data folder has no official validation images (its val/'
+    """
+    if official_val_images < 0:
+        raise ValueError(f"official_val_images must be 0 or more, got {official_val_images!r}")
+    held_out = f"the {val_fraction:.0%} of the train folder's persons held out for validation"
+    if official_val_images == 0:
+        return (
+            "This data folder has no official validation images (its val/ folder is missing "
+            f"or empty), so the validation side is only {held_out}; the book would have "
+            "added the official val/ images to it."
+        )
+    return (
+        f"The {official_val_images} images of the official val/ folder joined {held_out} "
+        "on the validation side: their persons never occur in the train folder."
+    )
 
 
 def write_split_csv(table: pd.DataFrame, results_dir: str | os.PathLike) -> Path:

@@ -28,18 +28,53 @@ def official_counts(files: pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Indexed by official folder (train, val, test); columns NORMAL, PNEUMONIA, ``total``
-        and ``PNEUMONIA share`` (rounded to 3 decimals).
+        and ``PNEUMONIA share`` (rounded to 3 decimals). A data folder without official
+        validation images has a ``val`` row of zeros (its share NaN).
     """
     counts = (
         files.assign(cls=files["label"].map(dict(enumerate(config.CLASS_NAMES))))
         .groupby(["split", "cls"])
         .size()
         .unstack("cls")
-        .reindex(list(config.OFFICIAL_SPLITS))
+        .reindex(index=list(config.OFFICIAL_SPLITS), columns=list(config.CLASS_NAMES))
+        .fillna(0)
+        .astype(np.int64)
     )
     counts["total"] = counts.sum(axis=1)
     counts["PNEUMONIA share"] = (counts["PNEUMONIA"] / counts["total"]).round(3)
     return counts
+
+
+def official_val_size_note(official_val_images: int) -> str:
+    """One sentence on the size of the official validation folder, for the data chapter.
+
+    Parameters
+    ----------
+    official_val_images : int
+        Images in the official ``val/`` folder (0: missing or empty).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> official_val_size_note(16)[:52]
+    'The official validation folder holds only 16 images;'
+    """
+    if official_val_images < 0:
+        raise ValueError(f"official_val_images must be 0 or more, got {official_val_images!r}")
+    if official_val_images == 0:
+        return (
+            "This copy has no official validation images (its val/ folder is missing or "
+            "empty); the book does not need them, since it chooses thresholds and compares "
+            "models on persons held out of the train folder (see the split below)."
+        )
+    return (
+        f"The official validation folder holds only {official_val_images} images; one image "
+        "moves its accuracy by several points, far too few to choose a threshold or compare "
+        "models."
+    )
 
 
 def size_summary(files: pd.DataFrame) -> pd.DataFrame:
