@@ -133,7 +133,7 @@ def _data_folder(value: Any) -> str | None:
     folder = config.DEFAULT_DATA_DIR if value is None else resolve_path(value)
     if not folder.is_dir():
         return (
-            "an existing folder in the Kaggle layout (train/, val/, test/, each with "
+            "an existing folder in the Kaggle layout (train/, test/ and optionally val/, each with "
             "NORMAL/ and PNEUMONIA/)"
         )
     try:

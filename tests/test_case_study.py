@@ -51,6 +51,21 @@ def test_two_shuffled_passes_pair_labels_with_other_images_and_unshuffled_ones_d
     assert (shuffled_labels != truth).sum() > 0  # the second pass's labels belong to other images
 
 
+def test_the_case_study_pass_reads_class_folders_named_in_any_case(xray_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "chest_xray"
+    shutil.copytree(xray_folder.root, copy)
+    for split in ("train", "val", "test"):
+        (copy / split / "NORMAL").rename(copy / split / "normal")
+        (copy / split / "PNEUMONIA").rename(copy / split / "Pneumonia")
+    labels, outputs = case_study.case_study_test_pass(
+        brightness_model(32), copy, image_size=32, batch_size=4, shuffle=False
+    )
+    assert labels.tolist() == [0] * 8 + [1] * 8  # normal/ is label 0, Pneumonia/ label 1
+    assert metrics.roc_auc_with_ci(labels, outputs).value == 1.0
+
+
 def test_batch_averaged_specificity_by_hand():
     y = [0, 0, 1, 0]
     p = [0.2, 0.8, 0.9, 0.1]

@@ -429,6 +429,40 @@ def test_metrics_json_records_the_split_actually_used(xray_folder, tmp_path):
     assert params["split_seed"] == 5
 
 
+@pytest.mark.parametrize("with_val", [True, False], ids=["with val", "without val"])
+def test_metrics_json_says_whether_the_official_val_images_were_used(
+    make_xrays, tmp_path, with_val
+):
+    import shutil
+
+    folder = make_xrays()
+    if not with_val:
+        shutil.rmtree(folder.root / "val")  # as many repackagings of the data set do
+    xrays = data.load_chest_xrays(folder.root, image_size=32, seed=0)
+    model = chapter_model("model_1", image_size=32, seed=0)
+    untrained = train.TrainingRun(
+        model=model,
+        history=pd.DataFrame({"epoch": []}),
+        epochs=0,
+        batch_size=16,
+        seed=0,
+        training_seconds=0.0,
+    )
+    _, written = evaluate_like_a_chapter("model_1", model, untrained, xrays, tmp_path / "results")
+    m = json.loads((written / "metrics.json").read_text())
+    official = len(folder.images_of("val")) if with_val else 0
+    assert m["official_val_images"] == official == xrays.official_val_images
+    assert m["official_val"] == xrays.official_val_note
+    if with_val:
+        assert f"The {official} images of the official val/ folder joined" in m["official_val"]
+    else:
+        assert "no official validation images" in m["official_val"]
+    # The validation predictions are still a whole validation side, both classes present.
+    val = pd.read_csv(written / "predictions_val.csv")
+    assert val.path.tolist() == xrays.val.paths and set(val.label) == {0, 1}
+    assert m["n_images"]["val"] == len(xrays.val)
+
+
 # ---------------------------------------------------------------------------------------
 # The frozen MobileNetV2 base: found, split off, computed once
 # ---------------------------------------------------------------------------------------
