@@ -172,16 +172,17 @@ def official_val_note(official_val_images: int, *, val_fraction: float) -> str:
     """
     if official_val_images < 0:
         raise ValueError(f"official_val_images must be 0 or more, got {official_val_images!r}")
-    held_out = f"the {val_fraction:.0%} of the train folder's persons held out for validation"
     if official_val_images == 0:
         return (
             "This data folder has no official validation images (its val/ folder is missing "
-            f"or empty), so the validation side is only {held_out}; the book would have "
-            "added the official val/ images to it."
+            f"or empty), so the validation side is only the {val_fraction:.0%} of the train "
+            "folder's persons held out for validation; the book would have added the official "
+            "val/ images to it."
         )
     return (
-        f"The {official_val_images} images of the official val/ folder joined {held_out} "
-        "on the validation side: their persons never occur in the train folder."
+        f"The {official_val_images} images of the official val/ folder joined the validation "
+        f"side, beside the {val_fraction:.0%} of the train folder's persons held out for it: "
+        "their persons never occur in the train folder."
     )
 
 
