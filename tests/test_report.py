@@ -62,7 +62,9 @@ def evaluation():
     labels = np.array([0] * 15 + [1] * 25)
     val = _predictions("val", labels, np.clip(0.3 + 0.4 * labels + rng.normal(0, 0.15, 40), 0, 1))
     test = _predictions("test", labels, np.clip(0.3 + 0.3 * labels + rng.normal(0, 0.2, 40), 0, 1))
-    return evaluate.summarise("model_x", val, test, evaluate.threshold_on_validation(val))
+    return evaluate.summarise(
+        "model_x", val, test, evaluate.threshold_on_validation(val, target_sensitivity=0.95)
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,7 +230,9 @@ def test_show_test_results_refuses_images_of_another_split(xrays32, shown):
         xrays32.test.labels[::-1],
         np.linspace(0.1, 0.9, len(xrays32.test)),
     )
-    result = evaluate.summarise("model_y", val, test, evaluate.threshold_on_validation(val))
+    result = evaluate.summarise(
+        "model_y", val, test, evaluate.threshold_on_validation(val, target_sensitivity=0.95)
+    )
     with pytest.raises(
         ValueError, match="xrays.test is not the split these predictions were made on"
     ):
