@@ -263,9 +263,7 @@ def test_calibration_and_subtype_sensitivity_recompute_from_the_prediction_files
 def test_threshold_is_chosen_on_validation_scores(model_1_run):
     val = pd.read_csv(model_1_run.folder / "predictions_val.csv")
     threshold = model_1_run.metrics["threshold"]["threshold"]
-    assert threshold == metrics.threshold_for_sensitivity(
-        val.label, val.score, target=0.95
-    )
+    assert threshold == metrics.threshold_for_sensitivity(val.label, val.score, target=0.95)
     assert (val.score[val.label == 1] >= threshold).mean() >= 0.95
     assert model_1_run.metrics["thresholds"]["youden"] == metrics.youden_threshold(
         val.label, val.score
