@@ -291,9 +291,6 @@ PARAMETERS: dict[str, ParameterSpec] = {
     )
 }  # fmt: skip
 
-#: Name to value rule, for code that only needs the rules (a view of :data:`PARAMETERS`).
-RULES: dict[str, Callable[[Any], str | None]] = {n: s.rule for n, s in PARAMETERS.items()}
-
 
 def check_value(name: str, value: Any) -> tuple[Any, str | None]:
     """Check one value of a known parameter by its type and rule.
