@@ -182,6 +182,7 @@ def test_glue_metrics_glues_every_number_the_prose_quotes(evaluation, shown):
     report.glue_metrics("model_x", m)
     glued = shown["glue"]
     assert glued["model_x_threshold"] == m["threshold"]["threshold"]
+    assert glued["model_x_target_sensitivity"] == 0.95  # what the fixture's threshold reached
     assert glued["model_x_val_auc"] == m["val"]["auc"]
     for name in ("auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "f1"):
         assert _same(glued[f"model_x_{name}"], m["test"][name]), name
