@@ -133,10 +133,10 @@ def _load_only(
         os.environ["CHEST_XRAY_CACHE_DIR"] = "off"
     start = time.perf_counter()
     if workers is None:
-        data.load_chest_xrays(data_dir, image_size=image_size)
+        data.load_chest_xrays(data_dir, image_size=image_size, seed=0)
     else:
         root = data.check_data_dir(data_dir)
-        table = data.split_table(root)
+        table = data.split_table(root, seed=0)
         data.load_images([root / p for p in table["path"]], image_size=image_size, workers=workers)
     return {"seconds": time.perf_counter() - start}
 

@@ -17,8 +17,8 @@ import os as _os
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __all__ = [
-    "config",  # defaults in one place
-    "parameters",  # the chapters' parameters: names, defaults, rules (one source)
+    "config",  # project constants: paths, class names, splits, image formats
+    "parameters",  # the chapters' parameters: names, types, rules, help (defaults: each notebook)
     "data",  # folders, person-aware split, decoding and its cache, datasets, data tables
     "leaks",  # images shared between the train, val and test folders
     "train",  # seeds, device strategy, fit on the person-aware split

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from helpers import calibration, config, metrics
+from helpers import calibration, metrics
 from helpers.data import ChestXrays, Split
 
 
@@ -225,7 +225,7 @@ def validation_row(
     persons,
     *,
     target_sensitivity: float,
-    seed: int = config.SEED,
+    seed: int,
 ) -> dict:
     """Validation AUC (95% CI, persons resampled), log loss, Brier score and the specificity
     at the threshold reaching ``target_sensitivity``, all on the validation images.
@@ -262,7 +262,7 @@ def compile_network(model, variant: Variant, *, learning_rate: float, weight_dec
     )
 
 
-def check_half(val, *, seed: int = config.SEED) -> np.ndarray:
+def check_half(val, *, seed: int) -> np.ndarray:
     """True for the validation images of the *check half*: half of the validation persons
     (stratified by class, fixed by ``seed``), which the ablation's choices never look at.
 
@@ -279,7 +279,7 @@ def check_half(val, *, seed: int = config.SEED) -> np.ndarray:
     return person_aware_split(val.labels, groups, val_fraction=0.5, seed=seed)
 
 
-def gap_table(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
+def gap_table(evaluation, *, seed: int) -> pd.DataFrame:
     """The validation-test gap of the chosen model, split in two.
 
     The final model's AUC with its person-level interval on the selection half of the
@@ -321,7 +321,7 @@ def gap_table(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def show_gap(evaluation, *, seed: int = config.SEED) -> pd.DataFrame:
+def show_gap(evaluation, *, seed: int) -> pd.DataFrame:
     """Display :func:`gap_table` and glue ``model_6_optimism`` (selection minus check
     half) and ``model_6_shift`` (check half minus test) for the prose."""
     from myst_nb import glue
@@ -351,10 +351,10 @@ def run_ablation(
     image_size: int,
     epochs: int,
     batch_size: int = 64,
-    seed: int = config.SEED,
+    seed: int,
     learning_rate: float,
     weight_decay: float,
-    target_sensitivity: float = config.TARGET_SENSITIVITY,
+    target_sensitivity: float,
     verbose: int = 0,
 ) -> pd.DataFrame:
     """Train every variant with the same seed and budget, score each on validation only.
@@ -613,7 +613,7 @@ def run_for_chapter(build_network, params, *, learning_rate: float, weight_decay
         seed=params["seed"],
         learning_rate=learning_rate,
         weight_decay=weight_decay,
-        target_sensitivity=params.get("target_sensitivity", config.TARGET_SENSITIVITY),
+        target_sensitivity=params["target_sensitivity"],
     )
     choice = variant_named(best_variant(table))
     with ResultsWriter(params["results_dir"], "model_6_ablation") as writer:

@@ -45,7 +45,7 @@ from numbers import Integral
 import numpy as np
 import pandas as pd
 
-from helpers.config import CLASS_NAMES, SEED
+from helpers.config import CLASS_NAMES
 from helpers.metrics import Estimate, MetricError, predict_labels
 
 #: Metrics :func:`person_bootstrap` gives intervals for, in display order.
@@ -60,6 +60,9 @@ BOOTSTRAP_METRICS: tuple[str, ...] = (
 )
 #: Differences :func:`paired_person_bootstrap` reports.
 PAIRED_METRICS: tuple[str, ...] = ("auc", "sensitivity", "specificity")
+#: The resampling seed when a caller gives none: the same intervals on every run. The
+#: bootstrap's own default (summaries that take no seed use it), not a chapter's ``seed``.
+DEFAULT_SEED = 42
 #: Resamples each tail of a percentile interval must rest on at least (see
 #: :func:`minimum_resamples`); with fewer, the interval's ends jump from seed to seed.
 MIN_TAIL_RESAMPLES = 25
@@ -277,7 +280,7 @@ def person_bootstrap(
     *,
     threshold: float,
     n_resamples: int = 2000,
-    seed: int = SEED,
+    seed: int = DEFAULT_SEED,
     confidence: float = 0.95,
 ) -> dict:
     """Person-level percentile intervals for AUC and the rates at ``threshold``.
@@ -391,7 +394,7 @@ def paired_person_bootstrap(
     threshold_a: float,
     threshold_b: float,
     n_resamples: int = 2000,
-    seed: int = SEED,
+    seed: int = DEFAULT_SEED,
     confidence: float = 0.95,
 ) -> dict:
     """Difference a - b of two models on the same images, with person-level intervals.

@@ -182,7 +182,7 @@ def logit_cut_table(results_dir: str | os.PathLike, model_id: str = "model_4") -
 
 
 def metric_helpers_table(
-    correct, metrics_json: dict, *, batch_size: int, seed: int = config.SEED
+    correct, metrics_json: dict, *, batch_size: int, seed: int
 ) -> pd.DataFrame:
     """The case study's metric helpers against the correct numbers, on the same scores."""
     labels, scores = correct.labels, correct.scores

@@ -1,7 +1,8 @@
-"""Project-wide defaults, in one place.
+"""Project constants, in one place: paths, class names, splits, image formats, model names.
 
-Every default the book uses (paths, seed, image size, epochs, class names) is defined here
-and nowhere else, so that a notebook, the runner and the tests agree.
+A chapter's settings (image size, epochs, batch size, seed, target sensitivity, ...) are
+not here: each chapter's cell tagged ``parameters`` holds its own defaults (papermill's
+convention), and :mod:`helpers.parameters` their types, rules and help.
 """
 
 from __future__ import annotations
@@ -30,16 +31,10 @@ OFFICIAL_SPLITS: tuple[str, str, str] = ("train", "val", "test")
 #: File extensions read as images (compared case-insensitively).
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff"})
 
-#: The case study's settings.
-IMAGE_SIZE = 128
-BATCH_SIZE = 128
-EPOCHS = 10
+#: Colour mode the images are decoded in: every chapter's models take three channels.
 COLOR_MODE = "rgb"
-SEED = 42
 #: Fraction of the official train folder (by person) held out for validation.
 VAL_FRACTION = 0.2
-#: Sensitivity the validation-chosen operating point must reach.
-TARGET_SENSITIVITY = 0.95
 
 #: The case study's five models, and all models of the book (with its own model_6, trained
 #: from scratch, and model_7, the fine-tuned MobileNetV2).

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from helpers import bootstrap, calibration, config, metrics
+from helpers import bootstrap, calibration, metrics
 from helpers.data import ChestXrays, Split, group_id
 from helpers.metrics import MetricError
 
@@ -136,9 +136,7 @@ class ValidationThreshold(dict):
     vouches that it was chosen on validation scores (a hand-made dict is refused)."""
 
 
-def threshold_on_validation(
-    val: Predictions, *, target_sensitivity: float = config.TARGET_SENSITIVITY
-) -> dict:
+def threshold_on_validation(val: Predictions, *, target_sensitivity: float) -> dict:
     """Step 2: the operating point, chosen on validation scores only.
 
     The highest threshold whose validation sensitivity reaches ``target_sensitivity``
@@ -266,7 +264,9 @@ def _versions() -> dict[str, str]:
     }
 
 
-def metrics_at(predictions: Predictions, threshold: float, *, seed: int = config.SEED) -> dict:
+def metrics_at(
+    predictions: Predictions, threshold: float, *, seed: int = bootstrap.DEFAULT_SEED
+) -> dict:
     """Rates and AUC at ``threshold`` with **person-level** 95% intervals.
 
     The point values and counts are :func:`helpers.metrics.summary`'s; every interval is a
@@ -347,7 +347,7 @@ def adapted_to_each_folder(
     xrays: ChestXrays,
     model_id: str,
     *,
-    target_sensitivity: float = config.TARGET_SENSITIVITY,
+    target_sensitivity: float,
     batch_size: int = 128,
 ) -> Evaluation:
     """The evaluation steps with batch-norm statistics re-estimated on each folder's own

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from helpers import config
 from helpers.ablation import _without_test, validation_row, with_interval_column
 from helpers.data import ChestXrays
 
@@ -117,9 +116,9 @@ def run_search(
     head_epochs: int,
     fine_tune_epochs: int,
     batch_size: int,
-    seed: int = config.SEED,
+    seed: int,
     head_learning_rate: float = 1e-4,
-    target_sensitivity: float = config.TARGET_SENSITIVITY,
+    target_sensitivity: float,
 ) -> pd.DataFrame:
     """Train each configuration from a trained head; score it on validation only.
 
@@ -276,6 +275,7 @@ def run_for_chapter(
         batch_size=p["batch_size"],
         seed=p["seed"],
         head_learning_rate=head_learning_rate,
+        target_sensitivity=p["target_sensitivity"],
     )
     choice = configuration_named(best_configuration(table))
     with ResultsWriter(p["results_dir"], "model_7_search") as writer:
@@ -298,7 +298,7 @@ def run_for_chapter(
 PROBE_C = (0.001, 0.01, 0.1, 1.0)
 
 
-def frozen_feature_probe(model, xrays: ChestXrays, model_id: str):
+def frozen_feature_probe(model, xrays: ChestXrays, model_id: str, *, target_sensitivity: float):
     """Are the frozen features or the trained head the limit? A logistic regression fitted
     to convergence on the same frozen base's pooled features.
 
@@ -344,7 +344,7 @@ def frozen_feature_probe(model, xrays: ChestXrays, model_id: str):
         )
 
     val = predictions("val", features["val"])
-    threshold = evaluate.threshold_on_validation(val)
+    threshold = evaluate.threshold_on_validation(val, target_sensitivity=target_sensitivity)
     name = f"{model_id}_logistic_probe"
     evaluate.claim_test_set(xrays, name)
     test = predictions("test", pooled(xrays.test.images))

@@ -1,7 +1,8 @@
-"""The book's parameters in one place: names, types, defaults, value rules, environment overrides.
+"""The book's parameters in one place: names, types, value rules, help, environment overrides.
 
-Every chapter declares some of these in its cell tagged ``parameters`` and calls
-:func:`check` right after it::
+Every chapter declares some of these in its cell tagged ``parameters``, with its defaults
+(papermill's convention: the notebook is the one place a chapter's default lives; the runner
+reads them from there), and calls :func:`check` right after it::
 
     params = parameters.check(data_dir=data_dir, results_dir=results_dir, epochs=epochs)
     params.epochs, params.data_dir          # checked values; paths are absolute Paths
@@ -43,8 +44,6 @@ ENV_PREFIX = "BOOK_"
 OTHER_BOOK_VARIABLES = frozenset({"BOOK_HTML_DIR", "BOOK_REQUIRE_BROWSER", "BOOK_SAVE_EXECUTED"})
 #: What ``base_weights`` may be besides the path of a weights file.
 BASE_WEIGHTS = ("imagenet", "random")
-#: What a chapter does when the data's partitions overlap: warn, stop, or say nothing.
-ON_LEAK = ("warn", "stop", "ignore")
 #: Suffix of the Keras weights files ``base_weights`` may name.
 WEIGHTS_SUFFIX = ".h5"
 
@@ -165,7 +164,7 @@ def _weights(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class ParameterSpec:
-    """One parameter a chapter may declare.
+    """One parameter a chapter may declare (its default is in each chapter's parameters cell).
 
     Attributes
     ----------
@@ -174,8 +173,6 @@ class ParameterSpec:
     kind : {"int", "float", "str", "path"}
         The type; ``"path"`` is a ``str`` or path-like, or None for the parameter's default
         folder.
-    default : Any
-        The book's default (a chapter's cell may choose another, e.g. model_6's epochs).
     rule : callable
         Value to None when fine, else a phrase saying what is expected.
     help : str
@@ -184,7 +181,6 @@ class ParameterSpec:
 
     name: str
     kind: str
-    default: Any
     rule: Callable[[Any], str | None]
     help: str
 
@@ -263,40 +259,37 @@ class ParameterSpec:
 PARAMETERS: dict[str, ParameterSpec] = {
     spec.name: spec
     for spec in (
-        ParameterSpec("data_dir", "path", None, _data_folder,
+        ParameterSpec("data_dir", "path", _data_folder,
                       "the data folder in the Kaggle layout; None: the embedded data/chest_xray"),
-        ParameterSpec("results_dir", "path", None, _results_folder,
+        ParameterSpec("results_dir", "path", _results_folder,
                       "where results are written; None: results/ at the repository root"),
-        ParameterSpec("image_size", "int", config.IMAGE_SIZE, _positive_int,
+        ParameterSpec("image_size", "int", _positive_int,
                       "images are resized to image_size x image_size pixels"),
-        ParameterSpec("epochs", "int", config.EPOCHS, _positive_int, "training epochs"),
-        ParameterSpec("batch_size", "int", config.BATCH_SIZE, _positive_int,
+        ParameterSpec("epochs", "int", _positive_int, "training epochs"),
+        ParameterSpec("batch_size", "int", _positive_int,
                       "images per training step (per replica under a distribution strategy)"),
-        ParameterSpec("seed", "int", config.SEED, _non_negative_int,
+        ParameterSpec("seed", "int", _non_negative_int,
                       "seed of the split, the weights and the shuffling"),
-        ParameterSpec("base_weights", "str", "imagenet", _weights,
+        ParameterSpec("base_weights", "str", _weights,
                       "'imagenet', 'random' (no pretrained weights) or a Keras weights file (.h5)"),
-        ParameterSpec("target_sensitivity", "float", config.TARGET_SENSITIVITY, _rate,
+        ParameterSpec("target_sensitivity", "float", _rate,
                       "sensitivity the validation-chosen threshold must reach"),
-        ParameterSpec("on_bad_image", "str", "stop", _one_of(*config.ON_BAD_IMAGE),
+        ParameterSpec("on_bad_image", "str", _one_of(*config.ON_BAD_IMAGE),
                       "'stop' at an unreadable image, or 'skip' it (counted, named)"),
-        ParameterSpec("strategy", "str", "default", _one_of(*config.STRATEGIES),
+        ParameterSpec("strategy", "str", _one_of(*config.STRATEGIES),
                       "tf.distribute strategy: 'default', 'mirrored' or 'multi_worker'"),
-        ParameterSpec("ablation_epochs", "int", 3, _non_negative_int,
+        ParameterSpec("ablation_epochs", "int", _non_negative_int,
                       "epochs per ablation variant (0: no ablation)"),
-        ParameterSpec("ablation_image_size", "int", 48, _positive_int,
+        ParameterSpec("ablation_image_size", "int", _positive_int,
                       "image size of the ablation (never more than image_size)"),
-        ParameterSpec("head_epochs", "int", 20, _positive_int,
+        ParameterSpec("head_epochs", "int", _positive_int,
                       "model_7, stage 1: epochs of the head on the frozen base"),
-        ParameterSpec("search_epochs", "int", 1, _non_negative_int,
+        ParameterSpec("search_epochs", "int", _non_negative_int,
                       "model_7: fine-tuning epochs per row of the validation search (0: no search)"),
-        ParameterSpec("on_leak", "str", "warn", _one_of(*ON_LEAK),
+        ParameterSpec("on_leak", "str", _one_of(*config.ON_LEAK),
                       "when partitions overlap: 'warn', 'stop', or 'ignore'"),
     )
 }  # fmt: skip
-
-#: Name to value rule, for code that only needs the rules (a view of :data:`PARAMETERS`).
-RULES: dict[str, Callable[[Any], str | None]] = {n: s.rule for n, s in PARAMETERS.items()}
 
 
 def check_value(name: str, value: Any) -> tuple[Any, str | None]:

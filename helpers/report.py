@@ -93,7 +93,8 @@ def interval_text(block: dict, name: str) -> str:
 def glue_metrics(prefix: str, metrics_json: dict) -> None:
     """Glue the chapter's numbers as ``<prefix>_<name>`` for ``{glue:text}`` in the prose.
 
-    Keys: ``_threshold``, and for the test set at the validation threshold ``_auc``,
+    Keys: ``_threshold``, ``_target_sensitivity`` (the sensitivity the threshold was chosen
+    to reach on validation), and for the test set at the validation threshold ``_auc``,
     ``_sensitivity``, ``_specificity``, ``_ppv``, ``_npv``, ``_accuracy``, ``_f1`` (each
     with ``_lo`` and ``_hi``), ``_tp``, ``_fp``, ``_tn``, ``_fn``; at 0.5 the same with
     ``_05`` after the prefix (``model_1_05_specificity``); ``_val_auc``,
@@ -102,6 +103,8 @@ def glue_metrics(prefix: str, metrics_json: dict) -> None:
     from myst_nb import glue
 
     glue(f"{prefix}_threshold", metrics_json["threshold"]["threshold"], display=False)
+    target = metrics_json["threshold"]["target_sensitivity"]
+    glue(f"{prefix}_target_sensitivity", float(target), display=False)
     for name in ("auc", "sensitivity", "specificity"):  # the same threshold on validation
         glue(f"{prefix}_val_{name}", _float(metrics_json["val"][name]), display=False)
     for key, tag in (("test", ""), ("test_at_0.5", "_05")):
@@ -221,7 +224,7 @@ def _prefix(result) -> str:
 
 
 def show_operating_points(result) -> None:
-    """Test metrics at the validation-chosen thresholds (sensitivity 0.95, Youden) and at
+    """Test metrics at the validation-chosen thresholds (target sensitivity, Youden) and at
     0.5; the precision-recall curve; sensitivity for bacterial and viral pneumonia."""
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -233,7 +236,11 @@ def show_operating_points(result) -> None:
         else ("test", "test_at_0.5")
     )
     display(metrics_table(m, keys=keys))
-    thresholds = {"sensitivity 0.95 (validation)": m["thresholds"]["sensitivity"], "0.5": 0.5}
+    target = m["threshold"]["target_sensitivity"]
+    thresholds = {
+        f"sensitivity {target:g} (validation)": m["thresholds"]["sensitivity"],
+        "0.5": 0.5,
+    }
     if m["thresholds"].get("youden") is not None:
         thresholds["Youden (validation)"] = m["thresholds"]["youden"]
     plots.plot_precision_recall(result.test.labels, result.test.scores, thresholds=thresholds)

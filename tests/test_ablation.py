@@ -253,6 +253,7 @@ def ablation_run(xray_folder):
             epochs=1,
             batch_size=8,
             seed=5,
+            target_sensitivity=0.95,
             **RECIPE,
         )
     return SimpleNamespace(table=table, scored=scored, trained_seeds=trained_seeds, loaded=loaded)
@@ -290,10 +291,26 @@ def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(
     variants = (ablation.VARIANTS[0], ablation.variant_named("RGB input"))
     with pytest.raises(ValueError, match="unique"):
         ablation.run_ablation(
-            build_network, load, (variants[0], variants[0]), image_size=32, epochs=1, **RECIPE
+            build_network,
+            load,
+            (variants[0], variants[0]),
+            image_size=32,
+            epochs=1,
+            seed=5,
+            target_sensitivity=0.95,
+            **RECIPE,
         )
     with pytest.raises(ValueError, match="at least 1"):
-        ablation.run_ablation(build_network, load, variants, image_size=32, epochs=0, **RECIPE)
+        ablation.run_ablation(
+            build_network,
+            load,
+            variants,
+            image_size=32,
+            epochs=0,
+            seed=5,
+            target_sensitivity=0.95,
+            **RECIPE,
+        )
 
 
 def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(ablation_run):
@@ -319,6 +336,7 @@ def test_run_ablation_is_repeatable_with_the_same_seed(ablation_run, xray_folder
         epochs=1,
         batch_size=8,
         seed=5,
+        target_sensitivity=0.95,
         **RECIPE,
     )
     first = ablation_run.table.loc["model_6"]

@@ -28,16 +28,20 @@ from helpers.book import build, render, staleness
 # ---------------------------------------------------------------------------------------
 
 
-def counting_notebook(name: str, uses: list[str] | None = None) -> nbformat.NotebookNode:
-    """A chapter that appends a line to runs.txt (beside it) each time it executes."""
+def counting_notebook(
+    name: str, uses: list[str] | None = None, imports: str = ""
+) -> nbformat.NotebookNode:
+    """A chapter that appends a line to runs.txt (beside it) each time it executes.
+
+    ``imports``: a module of the counting book's own package (``pkg.module``), imported
+    from ``../code`` (the chapter runs in its source folder)."""
+    run = f"with open('runs.txt', 'a') as f:\n    f.write('{name}\\n')\nprint(n_points)"
+    if imports:
+        run = f"import sys\nsys.path.insert(0, '../code')\nimport {imports}\n{run}"
     nb = make_notebook(
         ("markdown", f"# {name.title()} chapter", []),
         ("code", "n_points = 3", ["parameters"]),
-        (
-            "code",
-            f"with open('runs.txt', 'a') as f:\n    f.write('{name}\\n')\nprint(n_points)",
-            [],
-        ),
+        ("code", run, []),
     )
     if uses:
         nb.metadata["book"] = {"uses_results_of": uses}
@@ -54,16 +58,19 @@ def _lines(out: io.StringIO) -> dict[str, str]:
 
 
 def _counting_layout(root: Path) -> tuple[dict, Path, Path]:
-    """The counting book (beta reads alpha's results) and a code folder of its own, under
-    ``root``; not built. Returns ``(layout, code_dir, root)``."""
+    """The counting book (beta reads alpha's results; alpha imports ``pkg.module``) and its
+    package ``code/pkg`` (``module.py``, and ``unused.py``, which no chapter imports), under
+    ``root``; not built. Returns ``(layout, code_dir, root)``, ``code_dir`` the package."""
     notebooks = {
-        "alpha": counting_notebook("alpha"),
+        "alpha": counting_notebook("alpha", imports="pkg.module"),
         "beta": counting_notebook("beta", uses=["alpha"]),
     }
     layout = make_fixture_book(root, notebooks)
-    code = root / "code"
-    (code / "pkg").mkdir(parents=True)
-    (code / "pkg" / "module.py").write_text("VALUE = 1\n")
+    code = root / "code" / "pkg"
+    code.mkdir(parents=True)
+    (code / "__init__.py").write_text("")
+    (code / "module.py").write_text("VALUE = 1\n")
+    (code / "unused.py").write_text("VALUE = 1\n")
     return layout, code, root
 
 
@@ -93,7 +100,7 @@ def counting_book(counting_template, tmp_path):
     shutil.copytree(counting_template, tmp_path, symlinks=True, dirs_exist_ok=True)
     layout = {"source_dir": tmp_path / "book", "config_path": tmp_path / "_config.yml",
               "toc_path": tmp_path / "_toc.yml"}  # fmt: skip
-    return layout, tmp_path / "code", tmp_path
+    return layout, tmp_path / "code" / "pkg", tmp_path
 
 
 @pytest.fixture
@@ -142,7 +149,7 @@ def test_force_executes_everything(counting_book, no_render):
         ("notebook", ["beta"], "notebook changed"),
         ("upstream", ["alpha", "beta"], "alpha runs again"),
         # A changed parameter: see test_dropping_a_parameter_goes_back_to_the_defaults_...
-        ("code", ["alpha", "beta"], "helpers code changed"),
+        ("code", ["alpha", "beta"], "alpha runs again"),
         ("environment", ["alpha", "beta"], "environment changed"),
     ],
 )
@@ -156,17 +163,40 @@ def test_a_chapter_runs_again_when_one_of_its_inputs_changed(
         nb.cells[0].source += "\n\nA new sentence."
         nbformat.write(nb, layout["source_dir"] / "beta.ipynb")
     elif change == "upstream":
-        nb = counting_notebook("alpha")
+        nb = counting_notebook("alpha", imports="pkg.module")
         nb.cells[0].source += "\n\nA new sentence."
         nbformat.write(nb, layout["source_dir"] / "alpha.ipynb")
     elif change == "code":
-        (code / "pkg" / "module.py").write_text("VALUE = 2\n")
+        (code / "module.py").write_text("VALUE = 2\n")
     else:
         monkeypatch.setenv("BOOK_EPOCHS", "1")
     lines = _build(counting_book, **options)
     assert _runs(layout)[2:] == reruns
     last = reruns[-1]
     assert reason in lines[last], lines[last]
+
+
+def test_an_edit_to_a_module_names_it_and_reruns_only_the_chapters_that_run_it(
+    counting_book, no_render
+):
+    layout, code, root = counting_book
+    (code / "module.py").write_text("VALUE = 1  # a comment\n")
+    out = io.StringIO()
+    build.book_status(layout["source_dir"], root, layout["toc_path"], out=out, code_dir=code)
+    assert re.search(r"alpha\s+stale\s+\(pkg/module\.py changed\)", out.getvalue())
+    assert re.search(r"beta\s+stale\s+\(alpha runs again\)", out.getvalue())
+    lines = _build(counting_book)
+    assert _runs(layout)[2:] == ["alpha", "beta"]
+    assert "(pkg/module.py changed)" in lines["alpha"], lines["alpha"]
+
+
+def test_an_edit_to_a_module_no_chapter_imports_reruns_nothing(counting_book, no_render):
+    layout, code, _ = counting_book
+    (code / "unused.py").write_text("VALUE = 2\n")
+    (code / "new_module.py").write_text("VALUE = 3\n")
+    lines = _build(counting_book)
+    assert _runs(layout) == ["alpha", "beta"]  # the template's build only
+    assert all("re-used" in lines[name] for name in ("alpha", "beta")), lines
 
 
 def test_dropping_a_parameter_goes_back_to_the_defaults_and_runs_again(counting_book, no_render):

@@ -60,7 +60,7 @@ def evaluations():
         val = evaluate.Predictions("val", _paths("val"), LABELS.copy(), _scores(val_kind, rng))
         test = evaluate.Predictions("test", _paths("test"), LABELS.copy(), _scores(test_kind, rng))
         out[model_id] = evaluate.summarise(
-            model_id, val, test, evaluate.threshold_on_validation(val)
+            model_id, val, test, evaluate.threshold_on_validation(val, target_sensitivity=0.95)
         )
     return out
 

@@ -54,7 +54,7 @@ def test_load_chest_xrays_gives_requested_shape_dtype_and_channels(
 
 
 def _load_into(root, results, **options):
-    return data.load_chest_xrays(root, image_size=16, results_dir=results, **options)
+    return data.load_chest_xrays(root, image_size=16, results_dir=results, seed=42, **options)
 
 
 def test_missing_data_folder(tmp_path):
@@ -139,7 +139,7 @@ def test_corrupt_image_is_a_data_error_naming_the_file(make_xrays, spoil):
     bad = spoil(folder)
     data.clear_decoded_cache()
     with pytest.raises(DataError) as info:
-        data.load_chest_xrays(folder.root, image_size=16)
+        data.load_chest_xrays(folder.root, image_size=16, seed=42)
     assert str(bad) in str(info.value)
     with pytest.raises(DataError, match="person|IM-") as info:
         data.decode_image(bad, image_size=16)
@@ -175,7 +175,7 @@ def test_skip_policy_leaves_out_bad_images_warns_with_paths_and_records_them(
     for split in (xrays.train, xrays.val, xrays.test):
         assert len(split.images) == len(split.labels) == len(split.paths)
     # Skipping never moves another image: the split of the good images is the same.
-    folder_split = data.split_table(folder.root)
+    folder_split = data.split_table(folder.root, seed=42)
     kept = folder_split[folder_split["path"] != relative]
     assert kept["path"][kept["split"] == "val"].tolist() == xrays.val.paths
 
@@ -192,7 +192,7 @@ def test_skip_policy_that_empties_a_class_is_an_error(make_xrays):
 
 def test_unknown_bad_image_policy_is_refused(xray_folder):
     with pytest.raises(ValueError, match="on_bad_image must be one of 'stop', 'skip'"):
-        data.load_chest_xrays(xray_folder.root, image_size=16, on_bad_image="ignore")
+        data.load_chest_xrays(xray_folder.root, image_size=16, on_bad_image="ignore", seed=42)
 
 
 @pytest.mark.parametrize("image_size", [0, -1, 1.5, "128", True, None])
@@ -203,7 +203,9 @@ def test_invalid_image_size_fails_before_any_work(xray_folder, tmp_path, monkeyp
     monkeypatch.setattr(load_module, "check_data_dir", no_work)
     monkeypatch.setattr(decode_module, "decode_image", no_work)
     with pytest.raises(ValueError, match="image_size must be a positive integer"):
-        data.load_chest_xrays(xray_folder.root, image_size=image_size, results_dir=tmp_path)
+        data.load_chest_xrays(
+            xray_folder.root, image_size=image_size, results_dir=tmp_path, seed=42
+        )
     assert not (tmp_path / "split.csv").exists()
     with pytest.raises(ValueError, match="image_size"):
         data.load_images([xray_folder.root / xray_folder.images[0]], image_size=image_size)
@@ -214,7 +216,7 @@ def test_invalid_color_mode_fails_before_any_work(xray_folder, tmp_path, monkeyp
     monkeypatch.setattr(load_module, "check_data_dir", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(ValueError, match="color_mode must be 'rgb' or 'grayscale'"):
         data.load_chest_xrays(
-            xray_folder.root, image_size=16, color_mode=color_mode, results_dir=tmp_path
+            xray_folder.root, image_size=16, color_mode=color_mode, results_dir=tmp_path, seed=42
         )
     assert not (tmp_path / "split.csv").exists()
 

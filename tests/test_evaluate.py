@@ -224,10 +224,10 @@ def test_threshold_on_validation_refuses_test_predictions(xrays8):
     model = brightness_model(SIZE, activation="sigmoid")
     test = evaluate.predict_split(model, xrays8.test)
     with pytest.raises(ValueError, match="must be chosen on the validation images, got 'test'"):
-        evaluate.threshold_on_validation(test)
+        evaluate.threshold_on_validation(test, target_sensitivity=0.95)
     train = evaluate.predict_split(model, xrays8.train)
     with pytest.raises(ValueError, match="got 'train'"):
-        evaluate.threshold_on_validation(train)
+        evaluate.threshold_on_validation(train, target_sensitivity=0.95)
 
 
 def test_threshold_on_validation_reaches_the_target_and_names_its_origin(xrays8):
@@ -247,7 +247,7 @@ def test_threshold_on_validation_reaches_the_target_and_names_its_origin(xrays8)
 def test_a_model_that_ranks_nothing_gets_0_5_and_a_warning(xrays8):
     constant = brightness_model(SIZE, activation="sigmoid", weights=(np.zeros(3), 0.7))
     val = evaluate.score_validation(constant, xrays8)
-    chosen = evaluate.threshold_on_validation(val)
+    chosen = evaluate.threshold_on_validation(val, target_sensitivity=0.95)
     assert chosen["threshold"] == 0.5 and chosen["method"].startswith("none")
     assert chosen["youden"] is None
     assert len(chosen["warnings"]) == 1 and "same score" in chosen["warnings"][0]
@@ -271,14 +271,16 @@ def test_score_test_once_refuses_a_threshold_not_chosen_on_validation(xrays8, th
         evaluate.score_test_once(model, xrays, threshold=threshold)
     # A refused call does not count as the model's one scoring.
     val = evaluate.score_validation(model, xrays)
-    chosen = evaluate.threshold_on_validation(val)
+    chosen = evaluate.threshold_on_validation(val, target_sensitivity=0.95)
     assert evaluate.score_test_once(model, xrays, threshold=chosen).split == "test"
 
 
 def test_score_test_once_refuses_a_second_scoring_of_the_same_model(xrays8):
     xrays = fresh_test_split(xrays8)
     model = brightness_model(SIZE, activation="sigmoid")
-    chosen = evaluate.threshold_on_validation(evaluate.score_validation(model, xrays))
+    chosen = evaluate.threshold_on_validation(
+        evaluate.score_validation(model, xrays), target_sensitivity=0.95
+    )
     test = evaluate.score_test_once(model, xrays, threshold=chosen, batch_size=3)
     assert test.split == "test" and test.paths == xrays.test.paths
     np.testing.assert_allclose(
@@ -297,7 +299,9 @@ def test_score_test_once_refuses_a_second_scoring_of_the_same_model(xrays8):
 
 def test_a_freed_test_split_does_not_block_a_later_one(xrays8):
     model = brightness_model(SIZE, activation="sigmoid")
-    chosen = evaluate.threshold_on_validation(evaluate.score_validation(model, xrays8))
+    chosen = evaluate.threshold_on_validation(
+        evaluate.score_validation(model, xrays8), target_sensitivity=0.95
+    )
     freed_ids: set[int] = set()
     for _ in range(100):  # each a data set loaded again, then let go
         again = fresh_test_split(xrays8)
@@ -316,7 +320,7 @@ def test_summarise_refuses_swapped_splits_and_foreign_thresholds(xrays8):
     model = brightness_model(SIZE, activation="sigmoid")
     val = evaluate.score_validation(model, xrays8)
     test = evaluate.predict_split(model, xrays8.test)
-    chosen = evaluate.threshold_on_validation(val)
+    chosen = evaluate.threshold_on_validation(val, target_sensitivity=0.95)
     with pytest.raises(ValueError, match="needs validation and test predictions"):
         evaluate.summarise("m", test, val, chosen)
     with pytest.raises(ValueError, match="threshold returned by threshold_on_validation"):
@@ -329,7 +333,7 @@ def test_summarise_measures_the_test_set_at_the_validation_threshold(xrays8):
     model = brightness_model(SIZE, activation="sigmoid")
     xrays = fresh_test_split(xrays8)
     val = evaluate.score_validation(model, xrays)
-    chosen = evaluate.threshold_on_validation(val)
+    chosen = evaluate.threshold_on_validation(val, target_sensitivity=0.95)
     test = evaluate.score_test_once(model, xrays, threshold=chosen)
     result = evaluate.summarise("model_x", val, test, chosen)
     assert result.model_id == "model_x" and result.chosen == chosen["threshold"]

@@ -83,6 +83,7 @@ def test_search_scores_validation_only_and_picks_the_best(xray_folder):
         fine_tune_epochs=1,
         batch_size=16,
         seed=0,
+        target_sensitivity=0.95,
     )
     assert list(table.index) == ["frozen", "top 3", "top 3, larger"]
     assert seen_sizes == [16, 24]  # once per size
@@ -114,6 +115,7 @@ def test_search_never_sees_the_test_images(xray_folder, monkeypatch):
         fine_tune_epochs=0,
         batch_size=16,
         seed=0,
+        target_sensitivity=0.95,
     )
     assert scored == ["val"]
 
@@ -132,15 +134,15 @@ def test_probe_and_combined_runs(xray_folder):
     assert list(both.history["epoch"]) == [1, 2, 3] and list(both.history["stage"]) == [1, 2, 2]
     assert both.training_seconds == pytest.approx(first.training_seconds + second.training_seconds)
     val = evaluate.score_validation(model, xrays, batch_size=16)
-    threshold = evaluate.threshold_on_validation(val)
+    threshold = evaluate.threshold_on_validation(val, target_sensitivity=0.95)
     evaluation = evaluate.summarise(
         "model_7", val, evaluate.score_test_once(model, xrays, threshold=threshold), threshold
     )
-    probe = finetune.frozen_feature_probe(model, xrays, "model_7")
+    probe = finetune.frozen_feature_probe(model, xrays, "model_7", target_sensitivity=0.95)
     assert probe.model_id == "model_7_logistic_probe"
     assert probe.metrics["probe"]["C"] in finetune.PROBE_C
     assert 0 <= probe.metrics["test"]["auc"] <= 1 and evaluation.metrics["test"]["n"] == len(
         xrays.test
     )
     with pytest.raises(ValueError, match="already scored"):  # the probe scores the test set once
-        finetune.frozen_feature_probe(model, xrays, "model_7")
+        finetune.frozen_feature_probe(model, xrays, "model_7", target_sensitivity=0.95)

@@ -47,17 +47,6 @@ def test_the_table_lists_every_parameter_a_chapter_may_declare():
     for name, spec in parameters.PARAMETERS.items():
         assert spec.name == name and spec.help and spec.kind in ("int", "float", "str", "path")
         assert spec.env_name == "BOOK_" + name.upper()
-        assert spec.check(spec.default)[1] is None, (
-            f"{name}'s own default {spec.default!r} is refused"
-        )
-
-
-def test_defaults_come_from_config():
-    table = parameters.PARAMETERS
-    assert table["epochs"].default == config.EPOCHS and table["seed"].default == config.SEED
-    assert table["image_size"].default == config.IMAGE_SIZE
-    assert table["target_sensitivity"].default == config.TARGET_SENSITIVITY
-    assert table["base_weights"].default == "imagenet" and table["on_leak"].default == "warn"
 
 
 @pytest.mark.parametrize(
@@ -244,6 +233,16 @@ def _parameters_cell(notebook: Path) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
+def _code(notebook: Path) -> str:
+    """Every code cell of a notebook but its parameters cell, joined."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    return "\n".join(
+        "".join(c["source"])
+        for c in cells
+        if c["cell_type"] == "code" and "parameters" not in c.get("metadata", {}).get("tags", [])
+    )
+
+
 NOTEBOOKS = sorted((REPO / "book").glob("*.ipynb"))
 
 
@@ -266,6 +265,26 @@ def test_each_notebook_declares_only_known_parameters_with_valid_defaults(notebo
         assert parameters.check_value(name, value)[1] is None, (
             f"{notebook.name}: {name} = {value!r}"
         )
+
+
+CHOOSING_A_THRESHOLD = [
+    nb for nb in NOTEBOOKS if "threshold_on_validation(" in _code(nb) or "finetune." in _code(nb)
+]
+
+
+def test_the_chapters_that_choose_a_threshold_are_the_model_chapters():
+    assert [nb.stem for nb in CHOOSING_A_THRESHOLD] == [f"model_{i}" for i in range(1, 8)]
+
+
+@pytest.mark.parametrize("notebook", CHOOSING_A_THRESHOLD, ids=lambda p: p.stem)
+def test_the_target_sensitivity_is_a_parameter_and_no_code_cell_types_it(notebook):
+    from helpers.book.plan import declared_default
+
+    assert declared_default(notebook, "target_sensitivity") == 0.95  # its one default
+    code = _code(notebook)
+    assert "0.95" not in code and "target_sensitivity=params.target_sensitivity" in code
+    calls = code.count("threshold_on_validation(") + code.count("adapted_to_each_folder(")
+    assert code.count("target_sensitivity=params.target_sensitivity") >= calls
 
 
 # ---------------------------------------------------------------------------------------

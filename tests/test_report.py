@@ -62,7 +62,9 @@ def evaluation():
     labels = np.array([0] * 15 + [1] * 25)
     val = _predictions("val", labels, np.clip(0.3 + 0.4 * labels + rng.normal(0, 0.15, 40), 0, 1))
     test = _predictions("test", labels, np.clip(0.3 + 0.3 * labels + rng.normal(0, 0.2, 40), 0, 1))
-    return evaluate.summarise("model_x", val, test, evaluate.threshold_on_validation(val))
+    return evaluate.summarise(
+        "model_x", val, test, evaluate.threshold_on_validation(val, target_sensitivity=0.95)
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,6 +182,7 @@ def test_glue_metrics_glues_every_number_the_prose_quotes(evaluation, shown):
     report.glue_metrics("model_x", m)
     glued = shown["glue"]
     assert glued["model_x_threshold"] == m["threshold"]["threshold"]
+    assert glued["model_x_target_sensitivity"] == 0.95  # what the fixture's threshold reached
     assert glued["model_x_val_auc"] == m["val"]["auc"]
     for name in ("auc", "sensitivity", "specificity", "ppv", "npv", "accuracy", "f1"):
         assert _same(glued[f"model_x_{name}"], m["test"][name]), name
@@ -228,7 +231,9 @@ def test_show_test_results_refuses_images_of_another_split(xrays32, shown):
         xrays32.test.labels[::-1],
         np.linspace(0.1, 0.9, len(xrays32.test)),
     )
-    result = evaluate.summarise("model_y", val, test, evaluate.threshold_on_validation(val))
+    result = evaluate.summarise(
+        "model_y", val, test, evaluate.threshold_on_validation(val, target_sensitivity=0.95)
+    )
     with pytest.raises(
         ValueError, match="xrays.test is not the split these predictions were made on"
     ):

@@ -71,7 +71,7 @@ def _run_one(
     """Execute one notebook, recording its run in the state file before and after."""
     state[chapter.name] = {
         "status": "running", "started": _now(), "inputs": decision.inputs,
-        "parameters": dict(parameters),
+        "code_files": decision.code_files, "parameters": dict(parameters),
     }  # fmt: skip
     save_state(state_path, state)
     start = time.perf_counter()
@@ -148,7 +148,8 @@ def build_book(
     force : bool
         Execute every selected notebook, even those whose inputs did not change.
     code_dir : Path
-        The package whose code the notebooks run (its hash is one of their inputs).
+        The package whose modules the notebooks import (the files each one runs are among
+        its inputs).
     executed_from : Path, optional
         A folder of notebooks already executed elsewhere (``pytest --nbval-lax book/`` with
         ``BOOK_SAVE_EXECUTED`` set, see ``book/conftest.py``): each chapter found there is

@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--force", action="store_true",
         help="execute every selected notebook, even those whose notebook, parameters, data, "
-        "helpers code and upstream results are unchanged since their last complete run "
-        "(those are re-used otherwise)",
+        "the helpers modules they import and upstream results are unchanged since their last "
+        "complete run (those are re-used otherwise)",
     )  # fmt: skip
     parser.add_argument(
         "--status", action="store_true",

@@ -90,7 +90,7 @@ def declared_parameters(notebook: Path) -> dict[str, Parameter]:
             try:
                 literal = ast.literal_eval(default)
             except (ValueError, SyntaxError):
-                pass  # an expression such as config.EPOCHS: type unknown
+                pass  # an expression such as 2 ** 7: type unknown
             else:
                 type_name = "None" if literal is None else type(literal).__name__
         found[name] = Parameter(name, default, type_name, str(info.get("help") or ""))

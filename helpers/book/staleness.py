@@ -2,9 +2,13 @@
 
 A notebook's executed copy is re-used when its last run completed, the copy is still there,
 the results files it left are as it left them, and none of its inputs changed: the
-notebook, the parameters it is passed, the data folder it reads, the ``helpers`` code, the
-environment variables that change results, and the chapters whose results it reads
-(``book.uses_results_of``). The record of each run is ``_build/runner-state.json``.
+notebook, the parameters it is passed, the data folder it reads, the modules of ``helpers``
+it runs (those its code cells import, directly or through other ``helpers`` modules: see
+:mod:`~helpers.book.imports`; the runner's own modules run no chapter), the environment
+variables that change results, and the chapters whose results it reads
+(``book.uses_results_of``). The record of each run is ``_build/runner-state.json``; it keeps
+the SHA-256 of each module the chapter ran, so that a stale chapter is reported with the
+file that changed (``helpers/ablation.py changed``).
 """
 
 from __future__ import annotations
@@ -13,23 +17,25 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from helpers import config
 from helpers import parameters as book_parameters
 
+from .imports import CodeGraph, changed_modules, modules_run_by
 from .plan import Plan, declared_default, declared_parameters
 from .toc import Chapter, uses_results_of
 
 #: Records, per notebook, the inputs and outcome of its last run (beside executed/, which
 #: is recreated by every build), so that unchanged chapters are re-used.
 STATE_FILE = "runner-state.json"
-#: The package whose code the notebooks run; a change to it makes every chapter stale.
+#: The package whose code the notebooks run; a change to a module makes the chapters that
+#: run it stale.
 CODE_DIR = config.REPO_ROOT / "helpers"
 #: Environment variables that change what a notebook computes (besides ``BOOK_*``).
-ENV_INPUTS = ("TF_ENABLE_ONEDNN_OPTS", "CHEST_XRAY_DATA_DIR", "KERAS_BACKEND")
+ENV_INPUTS = ("TF_ENABLE_ONEDNN_OPTS", "KERAS_BACKEND")
 
 _INPUT_NAMES = {
     "notebook": "notebook changed",
@@ -97,24 +103,21 @@ def save_state(state_path: Path, state: Mapping[str, Any]) -> None:
     atomic_write_text(state_path, json.dumps(state, indent=1, default=str, sort_keys=True))
 
 
-def code_fingerprint(code_dir: Path = CODE_DIR) -> str:
-    """SHA-256 of every ``.py`` file of a package (names and contents).
+def code_fingerprint(code_files: Mapping[str, str]) -> str:
+    """One SHA-256 for the modules a notebook runs.
 
     Parameters
     ----------
-    code_dir : Path
-        The package folder.
+    code_files : mapping
+        File label (``helpers/ablation.py``) to SHA-256
+        (:meth:`~helpers.book.imports.CodeGraph.fingerprints`).
 
     Returns
     -------
     str
-        Hex digest.
+        Hex digest of the names and contents.
     """
-    digest = hashlib.sha256()
-    for path in sorted(Path(code_dir).rglob("*.py")):
-        digest.update(path.relative_to(code_dir).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return _sha256_text(json.dumps(dict(code_files), sort_keys=True))
 
 
 def environment_fingerprint(environ: Mapping[str, str] | None = None) -> str:
@@ -132,11 +135,10 @@ def environment_fingerprint(environ: Mapping[str, str] | None = None) -> str:
         Hex digest.
     """
     environ = os.environ if environ is None else environ
+    prefix, others = book_parameters.ENV_PREFIX, book_parameters.OTHER_BOOK_VARIABLES
     names = sorted(
-        n for n in environ
-        if n in ENV_INPUTS
-        or (n.startswith(book_parameters.ENV_PREFIX) and n not in book_parameters.OTHER_BOOK_VARIABLES)
-    )  # fmt: skip
+        n for n in environ if n in ENV_INPUTS or (n.startswith(prefix) and n not in others)
+    )
     return _sha256_text(json.dumps({n: environ[n] for n in names}, sort_keys=True))
 
 
@@ -207,18 +209,22 @@ class Decision:
         For the progress line (``"notebook changed"``, ``"unchanged since ..."``).
     inputs : dict
         Fingerprints of everything the notebook's output depends on.
+    code_files : dict
+        The ``helpers`` modules it runs: file label (``helpers/ablation.py``) to SHA-256,
+        recorded with its run so that a later status names the file that changed.
     """
 
     action: str
     reason: str
     inputs: dict[str, str]
+    code_files: dict[str, str] = field(default_factory=dict)
 
 
 def chapter_inputs(
     chapter: Chapter,
     parameters: Mapping[str, Any],
     *,
-    code_hash: str,
+    code_files: Mapping[str, str],
     env_hash: str,
     upstream_keys: Mapping[str, str],
     data_cache: dict[str, str],
@@ -231,8 +237,11 @@ def chapter_inputs(
         The notebook.
     parameters : mapping
         The parameters it is passed.
-    code_hash, env_hash : str
-        :func:`code_fingerprint` and :func:`environment_fingerprint`.
+    code_files : mapping
+        The ``helpers`` modules it runs, file label to SHA-256
+        (:meth:`~helpers.book.imports.CodeGraph.fingerprints`).
+    env_hash : str
+        :func:`environment_fingerprint`.
     upstream_keys : mapping
         Keys (:func:`input_key`) of the chapters decided so far.
     data_cache : dict
@@ -249,7 +258,7 @@ def chapter_inputs(
     inputs = {
         "notebook": sha256_file(chapter.path),
         "parameters": _sha256_text(json.dumps(dict(parameters), sort_keys=True, default=str)),
-        "code": code_hash,
+        "code": code_fingerprint(code_files),
         "environment": env_hash,
         "upstream": _sha256_text(json.dumps(
             {name: upstream_keys.get(name, "missing") for name in uses_results_of(chapter)},
@@ -281,7 +290,12 @@ def input_key(inputs: Mapping[str, str]) -> str:
     return _sha256_text(json.dumps(dict(inputs), sort_keys=True))
 
 
-def staleness(record: Mapping[str, Any], inputs: Mapping[str, str], executed: Path) -> str | None:
+def staleness(
+    record: Mapping[str, Any],
+    inputs: Mapping[str, str],
+    executed: Path,
+    code_files: Mapping[str, str] | None = None,
+) -> str | None:
     """Why an earlier run of a notebook can't be re-used, or None if it can.
 
     Parameters
@@ -292,6 +306,10 @@ def staleness(record: Mapping[str, Any], inputs: Mapping[str, str], executed: Pa
         Its inputs now (:func:`chapter_inputs`).
     executed : Path
         Its executed copy.
+    code_files : mapping, optional
+        The ``helpers`` modules it runs now (file label to SHA-256); the changed ones are
+        named when the record has them (a record of an older runner says "helpers code
+        changed").
 
     Returns
     -------
@@ -306,6 +324,9 @@ def staleness(record: Mapping[str, Any], inputs: Mapping[str, str], executed: Pa
         return f"its last run {record.get('status', 'did not finish')}"
     changed = [text for name, text in _INPUT_NAMES.items()
                if record.get("inputs", {}).get(name) != inputs.get(name)]  # fmt: skip
+    if _INPUT_NAMES["code"] in changed and "code_files" in record and code_files is not None:
+        which = changed_modules(record["code_files"], code_files)
+        changed = [which or t if t == _INPUT_NAMES["code"] else t for t in changed]
     if changed:
         return ", ".join(changed)
     if not executed.is_file():
@@ -343,14 +364,15 @@ def decide(
     force : bool
         Execute every selected notebook.
     code_dir : Path
-        The package whose code the notebooks run.
+        The package whose modules the notebooks import (a chapter runs again when one it
+        runs changed).
 
     Returns
     -------
     dict
         Notebook name to :class:`Decision`, in the book's order.
     """
-    code_hash, env_hash = code_fingerprint(code_dir), environment_fingerprint()
+    graph, env_hash = CodeGraph.of(code_dir), environment_fingerprint()
     selected = {c.name for c in plan.selected}
     keys: dict[str, str] = {}
     runs_again: set[str] = set()
@@ -365,13 +387,15 @@ def decide(
             plan.parameters[chapter.name] if chapter.name in selected
             else state.get(chapter.name, {}).get("parameters", {})
         )  # fmt: skip
+        code_files = graph.fingerprints(modules_run_by(chapter.path, graph))
         inputs = chapter_inputs(
-            chapter, params, code_hash=code_hash, env_hash=env_hash, upstream_keys=keys,
+            chapter, params, code_files=code_files, env_hash=env_hash, upstream_keys=keys,
             data_cache=data_cache,
         )  # fmt: skip
         keys[chapter.name] = input_key(inputs)
         record = state.get(chapter.name, {})
-        stale = staleness(record, inputs, executed_dir / chapter.path.relative_to(source_dir))
+        executed = executed_dir / chapter.path.relative_to(source_dir)
+        stale = staleness(record, inputs, executed, code_files)
         upstream_again = [n for n in uses_results_of(chapter) if n in runs_again]
         if upstream_again and (stale is None or stale.startswith(_INPUT_NAMES["upstream"])):
             stale = f"{', '.join(upstream_again)} runs again"
@@ -390,5 +414,5 @@ def decide(
             )  # fmt: skip
         if action == "execute":
             runs_again.add(chapter.name)
-        decisions[chapter.name] = Decision(action, reason, inputs)
+        decisions[chapter.name] = Decision(action, reason, inputs, code_files)
     return decisions

@@ -311,7 +311,7 @@ def _decode_many(
 def load_images(
     paths: Iterable[str | os.PathLike],
     *,
-    image_size: int = config.IMAGE_SIZE,
+    image_size: int,
     color_mode: ColorMode = config.COLOR_MODE,
     workers: int | None = None,
 ) -> np.ndarray:

@@ -91,10 +91,10 @@ class ChestXrays:
 def load_chest_xrays(
     data_dir: str | os.PathLike | None = None,
     *,
-    image_size: int = config.IMAGE_SIZE,
+    image_size: int,
     color_mode: ColorMode = config.COLOR_MODE,
     val_fraction: float = config.VAL_FRACTION,
-    seed: int = config.SEED,
+    seed: int,
     results_dir: str | os.PathLike | None = None,
     on_bad_image: BadImagePolicy = "stop",
 ) -> ChestXrays:

@@ -30,7 +30,7 @@ def person_aware_split(
     groups: Iterable[str],
     *,
     val_fraction: float = config.VAL_FRACTION,
-    seed: int = config.SEED,
+    seed: int,
 ) -> np.ndarray:
     """Choose validation images so that no person is on both sides, keeping class ratios.
 
@@ -106,7 +106,7 @@ def split_table(
     data_dir: str | os.PathLike | None = None,
     *,
     val_fraction: float = config.VAL_FRACTION,
-    seed: int = config.SEED,
+    seed: int,
 ) -> pd.DataFrame:
     """The split the project uses: one row per image with ``path, split, label, group``.
 
@@ -233,7 +233,7 @@ def persons_on_both_sides(groups: Iterable[str], is_val: Iterable[bool]) -> int:
 
 
 def image_level_split(
-    n_images: int, *, val_fraction: float = config.VAL_FRACTION, seed: int = config.SEED
+    n_images: int, *, val_fraction: float = config.VAL_FRACTION, seed: int
 ) -> np.ndarray:
     """A plain random split by image (what the case study did), for comparison only.
 
