@@ -10,7 +10,7 @@ person-aware split keeps its answer there too (``split-*.npy``).
 The disk cache is capped by bytes (:func:`decoded_cache_bytes`, default
 :data:`DEFAULT_CACHE_BYTES`): when a new entry takes the folder's ``.npy`` files over the
 cap, the least recently used ones (written or read longest ago) are deleted first, never
-the one just written.
+the one just written (:class:`helpers.files.DiskCache`, every cache's mechanism).
 """
 
 from __future__ import annotations
