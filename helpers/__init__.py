@@ -14,9 +14,24 @@ imported first.
 
 import os as _os
 
+#: The package's layers, bottom first. A module imports modules of its own layer or lower
+#: ones, never one above it, and no modules import each other in a circle
+#: (``tests/test_package_imports.py`` checks both over every module, imports inside
+#: functions included). A new module gets a place here.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("files", "config"),  # atomic writes and size-capped disk caches; constants
+    ("data", "leaks"),  # folders -> images, the person-aware split; shared images
+    ("metrics", "bootstrap", "calibration"),  # numbers with person-level intervals
+    ("layers", "imagenet", "features", "adapt", "explain", "train", "evaluate"),  # models
+    ("plots", "report"),  # what a chapter shows and glues
+    ("results", "parameters", "comparison", "case_study", "ablation", "finetune"),  # steps
+    ("predict", "book"),  # the entry points: python -m helpers.predict, helpers.book
+)
+
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __all__ = [
+    "files",  # atomic writes and size-capped disk caches: the bottom layer
     "config",  # project constants: paths, class names, splits, image formats
     "parameters",  # the chapters' parameters: names, types, rules, help (defaults: each notebook)
     "data",  # folders, person-aware split, decoding and its cache, datasets, data tables

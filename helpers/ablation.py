@@ -18,9 +18,11 @@ network, saved, explained with Grad-CAM and served by ``helpers.predict`` as it 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,7 +89,10 @@ class Variant:
         if self.tta:
             return "five forward passes per image: the saved model scores in one"
         if self.seeds > 1:
-            return f"{self.seeds} networks: {self.seeds}x the training time, and one model is saved and served"
+            return (
+                f"{self.seeds} networks: {self.seeds}x the training time, and one model is "
+                "saved and served"
+            )
         return ""
 
     def training_key(self) -> tuple:
@@ -131,7 +136,8 @@ class Variant:
 VARIANTS: tuple[Variant, ...] = (
     Variant(
         "model_6",
-        "the recipe: grayscale, geometric and intensity augmentation, per-image standardisation, AdamW with cosine decay, class weights",
+        "the recipe: grayscale, geometric and intensity augmentation, per-image "
+        "standardisation, AdamW with cosine decay, class weights",
     ),
     Variant("RGB input", "three identical channels instead of one", color_mode="rgb"),
     Variant(
@@ -319,28 +325,6 @@ def gap_table(evaluation, *, seed: int) -> pd.DataFrame:
         "AUC high": block["auc_ci_high"],
     }
     return pd.DataFrame(rows).T
-
-
-def show_gap(evaluation, *, seed: int) -> pd.DataFrame:
-    """Display :func:`gap_table` and glue ``model_6_optimism`` (selection minus check
-    half) and ``model_6_shift`` (check half minus test) for the prose."""
-    from myst_nb import glue
-
-    table = gap_table(evaluation, seed=seed)
-    auc = table["AUC"].astype(float)
-    optimism, shift = auc.iloc[0] - auc.iloc[1], auc.iloc[1] - auc.iloc[2]
-    glue(f"{evaluation.model_id}_optimism", float(optimism), display=False)
-    glue(f"{evaluation.model_id}_shift", float(shift), display=False)
-    glue(f"{evaluation.model_id}_check_auc", float(auc.iloc[1]), display=False)
-    shown = table.assign(
-        **{
-            "AUC (95% CI, person-level)": [
-                f"{r['AUC']:.4f} ({r['AUC low']:.4f}-{r['AUC high']:.4f})"
-                for _, r in table.iterrows()
-            ]
-        }
-    )[["images", "AUC (95% CI, person-level)"]]
-    return shown.astype({"images": int})
 
 
 def run_ablation(
@@ -561,39 +545,62 @@ def ablation_budget(params) -> dict[str, int]:
     }
 
 
-def run_for_chapter(build_network, params, *, learning_rate: float, weight_decay: float):
-    """Run model_6's ablation on validation (:func:`run_ablation`), write it, show it.
+@dataclass(frozen=True)
+class Ablation:
+    """What :func:`choose_on_validation` returns: the table, the chosen variant, the budget.
 
-    ``build_network`` is the chapter's own network builder; ``params`` the chapter's
-    :class:`~helpers.parameters.ChapterParameters`.
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        :func:`run_ablation`'s table; empty when no ablation ran.
+    choice : Variant
+        The chosen variant (:func:`best_variant`); the recipe itself when no ablation ran.
+    image_size, epochs : int
+        The ablation's budget (:func:`ablation_budget`); ``epochs`` 0: no ablation ran.
+    seed : int
+    """
 
-    Writes ``<results_dir>/model_6_ablation/ablation.csv`` and ``choice.json``, displays
-    the table (AUC with its 95% interval) and glues the choice and the budget.
+    table: pd.DataFrame
+    choice: Variant
+    image_size: int
+    epochs: int
+    seed: int
+
+    @property
+    def ran(self) -> bool:
+        """Whether an ablation ran (``ablation_epochs`` above 0)."""
+        return self.epochs > 0
+
+
+def choose_on_validation(
+    build_network: Callable, params, *, learning_rate: float, weight_decay: float
+) -> Ablation:
+    """Run model_6's ablation on validation (:func:`run_ablation`) and choose its variant.
+
+    The chapter's first step of three: then :func:`write_ablation` writes it to the results,
+    and :func:`helpers.report.show_ablation` and :func:`helpers.report.glue_ablation` show it.
+
+    Parameters
+    ----------
+    build_network : callable
+        The chapter's own network builder.
+    params : helpers.parameters.ChapterParameters or mapping
+        The chapter's parameters (``data_dir``, ``seed``, ``batch_size``, the
+        ``ablation_*`` budget, ...).
+    learning_rate, weight_decay : float
+        The recipe's optimiser settings.
 
     Returns
     -------
-    table : pandas.DataFrame
-        Empty when ``ablation_epochs`` is 0.
-    variant : helpers.ablation.Variant
-        The chosen variant (:func:`helpers.ablation.best_variant`); the recipe itself when
-        no ablation ran.
+    Ablation
+        With an empty table and the recipe when ``ablation_epochs`` is 0.
     """
-    from IPython.display import display
-    from myst_nb import glue
-
     from helpers.data import load_chest_xrays
-    from helpers.report import show_warning
-    from helpers.results import ResultsWriter
 
     params = params.as_dict() if hasattr(params, "as_dict") else dict(params)
-
     budget = ablation_budget(params)
     if budget["epochs"] == 0:
-        show_warning(
-            "ablation_epochs is 0: no ablation ran, and model_6 is trained with its recipe "
-            "as registered, not as chosen on validation."
-        )
-        return pd.DataFrame(), VARIANTS[0]
+        return Ablation(pd.DataFrame(), VARIANTS[0], seed=params["seed"], **budget)
 
     def load(color_mode: str, image_size: int) -> ChestXrays:
         return load_chest_xrays(
@@ -616,88 +623,35 @@ def run_for_chapter(build_network, params, *, learning_rate: float, weight_decay
         target_sensitivity=params["target_sensitivity"],
     )
     choice = variant_named(best_variant(table))
-    with ResultsWriter(params["results_dir"], "model_6_ablation") as writer:
-        table.to_csv(writer.path("ablation.csv"))
-        writer.write_json("choice.json", {"choice": choice.name, **budget, "seed": params["seed"]})
-    display(with_interval_column(table, position=1))
-    glue("model_6_ablation_choice", choice.name, display=False)
-    glue("model_6_ablation_image_size", budget["image_size"], display=False)
-    glue("model_6_ablation_epochs", budget["epochs"], display=False)
-    glue("model_6_ablation_variants", len(table), display=False)
-    glue("model_6_ablation_verdict", ablation_verdict(table, choice.name), display=False)
-    glue("model_6_ablation_not_adopted", not_adopted_text(table), display=False)
-    return table, choice
+    return Ablation(table, choice, seed=params["seed"], **budget)
 
 
-def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFrame:
-    """A validation table for display: "val AUC", "val AUC low" and "val AUC high" as one
-    text column "val AUC (95% CI)" at ``position`` (and, when the table has them, the paired
-    difference to the first row as "AUC - first row (95% CI)" after it), the other numbers
-    rounded to 4 places."""
-    groups = [
-        ("val AUC", "val AUC (95% CI)", "{:.4f}"),
-        ("AUC - first row", "AUC - first row (95% CI)", "{:+.4f}"),
-    ]
-    shown = table.copy()
-    for offset, (name, title, number) in enumerate(g for g in groups if g[0] in table):
-        columns = [name, f"{name} low", f"{name} high"]
-        shown = shown.drop(columns=columns)
-        shown.insert(
-            position + offset,
-            title,
-            [
-                f"{number.format(r[name])} ({number.format(r[columns[1]])} to {number.format(r[columns[2]])})"
-                for _, r in table.iterrows()
-            ],
+#: The results folder of model_6's ablation (``ablation.csv``, ``choice.json``).
+ABLATION_RESULTS = "model_6_ablation"
+
+
+def write_ablation(ablation: Ablation, results_dir: str | os.PathLike) -> Path | None:
+    """Write ``<results_dir>/model_6_ablation/ablation.csv`` and ``choice.json``
+    (atomically, :class:`helpers.results.ResultsWriter`).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder written; None, with nothing written, when no ablation ran.
+    """
+    from helpers.results import ResultsWriter
+
+    if not ablation.ran:
+        return None
+    with ResultsWriter(results_dir, ABLATION_RESULTS) as writer:
+        ablation.table.to_csv(writer.path("ablation.csv"))
+        writer.write_json(
+            "choice.json",
+            {
+                "choice": ablation.choice.name,
+                "image_size": ablation.image_size,
+                "epochs": ablation.epochs,
+                "seed": ablation.seed,
+            },
         )
-    return shown.round(4)
-
-
-def ablation_verdict(table: pd.DataFrame, choice: str) -> str:
-    """One sentence on the ablation's choice against the recipe (the first row), judged by
-    the 95% interval of their paired difference (never by whether two intervals overlap),
-    for the chapter's prose."""
-    recipe = table.index[0]
-    if choice == recipe:
-        return (
-            f"no variant ranked the validation images better than the recipe (validation AUC "
-            f"{table.loc[recipe, 'val AUC']:.4f}, to three decimals), so the recipe is kept"
-        )
-    a, b = table.loc[choice], table.loc[recipe]
-    low, high = a["AUC - first row low"], a["AUC - first row high"]
-    compared = len(table) - 1
-    holm = a["AUC - first row p (Holm)"]
-    said = (
-        f"'{choice}' ranked the validation images better than the recipe (validation AUC "
-        f"{a['val AUC']:.4f} against {b['val AUC']:.4f}; paired difference "
-        f"{a['AUC - first row']:+.4f}, 95% interval {low:+.4f} to {high:+.4f}, persons resampled; "
-        f"p = {a['AUC - first row p']:.3f}, {holm:.3f} after Holm's adjustment for the {compared} "
-        "rows compared with the recipe): "
-    )
-    if low > 0 and holm < 0.05:
-        return said + (
-            "the whole interval lies above 0, also once adjusted for the comparisons, so the lead "
-            "is larger than these validation images' sampling noise"
-        )
-    if low > 0:
-        return said + (
-            "the interval lies above 0, but not once adjusted for the comparisons, so among this "
-            "many rows the lead may be chance"
-        )
-    return said + (
-        "the interval includes 0, so these validation images cannot tell the two apart; the rule "
-        "still takes the higher AUC, and the lead may be chance"
-    )
-
-
-def not_adopted_text(table: pd.DataFrame) -> str:
-    """The rows measured but not adoptable (``adoptable`` other than "yes"), each with its
-    validation AUC against the recipe's (the first row), for the chapter's prose."""
-    recipe = table["val AUC"].iloc[0]
-    rows = table[table["adoptable"] != "yes"] if "adoptable" in table else table.iloc[:0]
-    if rows.empty:
-        return "every row could be adopted"
-    return "; ".join(
-        f"{name}: {row['val AUC']:.4f} ({row['val AUC'] - recipe:+.4f} against the recipe)"
-        for name, row in rows.iterrows()
-    )
+    return Path(results_dir) / ABLATION_RESULTS

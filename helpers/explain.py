@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from helpers.files import atomic_write
+
 # Layers that are the identity at inference: their output is the same feature map as their
 # input's, so they never end a convolutional block.
 _INFERENCE_IDENTITIES = (
@@ -366,12 +368,4 @@ def save_overlay(path: str | os.PathLike, image: np.ndarray, heatmap: np.ndarray
     from PIL import Image
 
     picture = Image.fromarray(overlay(image, heatmap), "RGB")  # validated before any file exists
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        picture.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))

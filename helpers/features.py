@@ -12,8 +12,9 @@ builds, capped by bytes like the decoded-image cache.
 The key is what decides the numbers and nothing else:
 
 * every layer from the input to the base's output, by class, configuration (layer names
-  left out or replaced by positions) and weights, except the ``Random*`` augmentation layers, which are the identity
-  outside training (model 4's extractor and model 5's compute the same function);
+  left out or replaced by positions) and weights, except the ``Random*`` augmentation
+  layers, which are the identity outside training (model 4's extractor and model 5's
+  compute the same function);
 * the images' bytes, shape and dtype;
 * the batch size of the forward pass, fixed at :data:`FEATURE_BATCH_SIZE` whatever the
   caller's training batch size, so that a cached answer is the answer a new computation
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from helpers import config
+from helpers.data import DataWarning, companion_cache_dir
+from helpers.files import DiskCache, cache_bytes_from_environment
 
 #: Images per forward pass when computing features (not a training parameter: a fixed value
 #: makes the cached and the recomputed answer the same).
@@ -67,8 +70,6 @@ def feature_cache_dir() -> Path | None:
     -------
     pathlib.Path or None
     """
-    from helpers.data import companion_cache_dir
-
     return companion_cache_dir("features", DEFAULT_FEATURE_CACHE_DIR)
 
 
@@ -82,8 +83,6 @@ def feature_cache_bytes() -> int:
     ValueError
         If the variable is set to something that is not a size, naming it and the value.
     """
-    from helpers.data.cache import cache_bytes_from_environment
-
     return cache_bytes_from_environment(FEATURE_CACHE_BYTES_VARIABLE, DEFAULT_FEATURE_CACHE_BYTES)
 
 
@@ -124,9 +123,8 @@ def extractor_signature(extractor) -> str:
     """
     import keras
 
-    digest = hashlib.sha256(
-        f"features-v{_FEATURES_VERSION} keras {keras.__version__} batch {FEATURE_BATCH_SIZE}".encode()
-    )
+    version = f"features-v{_FEATURES_VERSION} keras {keras.__version__}"
+    digest = hashlib.sha256(f"{version} batch {FEATURE_BATCH_SIZE}".encode())
     for layer in extractor.layers:
         if is_identity_at_inference(layer):
             continue
@@ -186,8 +184,6 @@ def frozen_features(extractor, images: np.ndarray, *, cache: bool = True) -> np.
         If ``extractor`` has trainable weights, or ``$CHEST_XRAY_FEATURE_CACHE_BYTES`` is
         not a size.
     """
-    from helpers.data.cache import read_cached_array, write_cached_array
-
     global _computed_images
     if extractor.trainable_weights:
         names = ", ".join(w.path for w in extractor.trainable_weights[:3])
@@ -196,21 +192,28 @@ def frozen_features(extractor, images: np.ndarray, *, cache: bool = True) -> np.
             "outputs would change with training, so they cannot be cached"
         )
     folder = feature_cache_dir() if cache else None
-    path = None
+    disk, name = None, None
     if folder is not None:
-        cap = feature_cache_bytes()  # a bad setting fails before anything is computed
+        # A bad cap setting fails here, before anything is computed.
+        disk = DiskCache(
+            folder,
+            pattern="*.npy",
+            max_bytes=feature_cache_bytes(),
+            what="feature cache",
+            warning=DataWarning,
+        )
         key = hashlib.sha256(
             (extractor_signature(extractor) + images_signature(images)).encode()
         ).hexdigest()
-        path = folder / f"features-{key}.npy"
+        name = f"features-{key}.npy"
         expected = (len(images), *(int(d) for d in extractor.outputs[0].shape[1:]))
-        cached = read_cached_array(path, expected, np.float32)
+        cached = disk.read_array(name, expected, np.float32)
         if cached is not None:
             return cached
     features = extractor.predict(images, batch_size=FEATURE_BATCH_SIZE, verbose=0)
     features = np.asarray(features, dtype=np.float32)
     with _computed_lock:
         _computed_images += len(images)
-    if path is not None:
-        write_cached_array(path, features, cap=cap, what="feature cache")
+    if disk is not None:
+        disk.write_array(name, features)
     return features

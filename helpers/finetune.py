@@ -15,14 +15,16 @@ rate, augmentation, the input size), each from the same trained head, and scores
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from helpers.ablation import _without_test, validation_row, with_interval_column
+from helpers.ablation import _without_test, validation_row
 from helpers.data import ChestXrays
 
 
@@ -217,44 +219,74 @@ def configuration_named(
     )
 
 
-@dataclass
-class Search:
-    """What :func:`run_for_chapter` returns: the table, the chosen configuration, its size."""
-
-    table: pd.DataFrame
-    choice: FineTuning
-    image_size: int
-
-
 #: The configuration trained when no search runs (``search_epochs=0``): the guide's recipe.
 RECIPE = CONFIGURATIONS[1]
 
 
-def run_for_chapter(
+@dataclass(frozen=True)
+class Search:
+    """What :func:`search_on_validation` returns.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        :func:`run_search`'s table; empty when no search ran.
+    choice : FineTuning
+        The chosen configuration (:func:`best_configuration`); :data:`RECIPE` when no
+        search ran.
+    image_size : int
+        The chosen configuration's input size.
+    head_epochs, search_epochs : int
+        The search's budget; ``search_epochs`` 0: no search ran.
+    seed : int
+    """
+
+    table: pd.DataFrame
+    choice: FineTuning
+    image_size: int
+    head_epochs: int
+    search_epochs: int
+    seed: int
+
+    @property
+    def ran(self) -> bool:
+        """Whether a search ran (``search_epochs`` above 0)."""
+        return self.search_epochs > 0
+
+
+def search_on_validation(
     make_parts: Callable, assemble: Callable, params, *, head_learning_rate: float = 1e-3
 ) -> Search:
-    """Run the validation search for model_7's chapter, write it, show it, glue its choice.
+    """Run model_7's validation search (:func:`run_search`) and choose its configuration.
 
-    Writes ``<results_dir>/model_7_search/search.csv`` and ``choice.json``. With
-    ``search_epochs`` 0 nothing is searched and :data:`RECIPE` is used (said in a warning).
+    The chapter's first step of three: then :func:`write_search` writes it to the results,
+    and :func:`helpers.report.show_search` and :func:`helpers.report.glue_search` show it.
+    With ``search_epochs`` 0 nothing is searched and :data:`RECIPE` is the choice.
+
+    Parameters
+    ----------
+    make_parts, assemble : callable
+        As :func:`run_search` takes them: the chapter's own base, head and model builder.
+    params : helpers.parameters.ChapterParameters or mapping
+        The chapter's parameters (``data_dir``, ``image_size``, ``head_epochs``,
+        ``search_epochs``, ``batch_size``, ``seed``, ...).
+    head_learning_rate : float
+        The learning rate of the head's training on the frozen base.
+
+    Returns
+    -------
+    Search
     """
-    from IPython.display import display
-    from myst_nb import glue
-
     from helpers.data import load_chest_xrays
-    from helpers.report import show_warning
-    from helpers.results import ResultsWriter
 
     p = params.as_dict() if hasattr(params, "as_dict") else dict(params)
-    glue("model_7_head_epochs", int(p["head_epochs"]), display=False)
-    glue("model_7_search_epochs", int(p["search_epochs"]), display=False)
-    if p["search_epochs"] == 0:
-        show_warning(
-            "search_epochs is 0: no validation search ran, and model_7 is fine-tuned with the "
-            f"guide's recipe ({RECIPE.name}), not a configuration chosen on validation."
-        )
-        glue("model_7_choice", RECIPE.name, display=False)
-        return Search(table=pd.DataFrame(), choice=RECIPE, image_size=p["image_size"])
+    budget = {
+        "head_epochs": int(p["head_epochs"]),
+        "search_epochs": int(p["search_epochs"]),
+        "seed": p["seed"],
+    }
+    if budget["search_epochs"] == 0:
+        return Search(pd.DataFrame(), RECIPE, image_size=p["image_size"], **budget)
 
     def load(size: int) -> ChestXrays:
         return load_chest_xrays(
@@ -278,20 +310,39 @@ def run_for_chapter(
         target_sensitivity=p["target_sensitivity"],
     )
     choice = configuration_named(best_configuration(table))
-    with ResultsWriter(p["results_dir"], "model_7_search") as writer:
-        table.to_csv(writer.path("search.csv"))
+    size = int(table.loc[choice.name, "image size"])
+    return Search(table, choice, image_size=size, **budget)
+
+
+#: The results folder of model_7's search (``search.csv``, ``choice.json``).
+SEARCH_RESULTS = "model_7_search"
+
+
+def write_search(search: Search, results_dir: str | os.PathLike) -> Path | None:
+    """Write ``<results_dir>/model_7_search/search.csv`` and ``choice.json`` (atomically,
+    :class:`helpers.results.ResultsWriter`).
+
+    Returns
+    -------
+    pathlib.Path or None
+        The folder written; None, with nothing written, when no search ran.
+    """
+    from helpers.results import ResultsWriter
+
+    if not search.ran:
+        return None
+    with ResultsWriter(results_dir, SEARCH_RESULTS) as writer:
+        search.table.to_csv(writer.path("search.csv"))
         writer.write_json(
             "choice.json",
             {
-                "choice": choice.name,
-                "head_epochs": p["head_epochs"],
-                "search_epochs": p["search_epochs"],
-                "seed": p["seed"],
+                "choice": search.choice.name,
+                "head_epochs": search.head_epochs,
+                "search_epochs": search.search_epochs,
+                "seed": search.seed,
             },
         )
-    display(with_interval_column(table))
-    glue("model_7_choice", choice.name, display=False)
-    return Search(table=table, choice=choice, image_size=int(table.loc[choice.name, "image size"]))
+    return Path(results_dir) / SEARCH_RESULTS
 
 
 #: Inverse regularisation strengths the frozen-feature probe tries (chosen on validation).
@@ -305,9 +356,10 @@ def frozen_feature_probe(model, xrays: ChestXrays, model_id: str, *, target_sens
     The base's outputs (:func:`helpers.features.frozen_features`, shared on disk with
     training and with the other chapters on the same base; pooled as the model pools them)
     for the training, validation and test images; scikit-learn's logistic regression
-    fitted on the training features for each C in :data:`PROBE_C`, the C with the highest validation AUC kept; then the chapter's
-    evaluation steps (threshold on validation, the test set scored once). Returns the
-    :class:`~helpers.evaluate.Evaluation` of ``<model_id>_logistic_probe``.
+    fitted on the training features for each C in :data:`PROBE_C`, the C with the highest
+    validation AUC kept; then the chapter's evaluation steps (threshold on validation, the
+    test set scored once). Returns the :class:`~helpers.evaluate.Evaluation` of
+    ``<model_id>_logistic_probe``.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score

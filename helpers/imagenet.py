@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from helpers import config
+from helpers.files import DiskCache
 
 if TYPE_CHECKING:  # keras is imported where it is used: deciding weights= needs no TensorFlow
     import keras
@@ -197,7 +197,8 @@ def dequantize(
 
     Examples
     --------
-    >>> dequantize(np.array([[2, -4], [3, 5]], np.int8), np.array([0.5, 0.25]), np.array([0, 1]), 0).tolist()
+    >>> weights = np.array([[2, -4], [3, 5]], np.int8)
+    >>> dequantize(weights, np.array([0.5, 0.25]), np.array([0, 1]), 0).tolist()
     [[1.0, -2.0], [0.5, 1.0]]
     """
     scales = np.asarray(scales, dtype=np.float64)
@@ -255,8 +256,9 @@ def read_folded_convolutions(tflite_path: str | os.PathLike) -> list[FoldedConvo
         activation, weight, bias = (tensors[i] for i in inputs[:3])
         if weight["dtype"] != np.int8 or bias["dtype"] != np.int32:
             raise WeightsSourceError(
-                f"{tflite_path}: op {op['index']} ({op['op_name']}) has {np.dtype(weight['dtype'])} "
-                f"weights and {np.dtype(bias['dtype'])} bias; expected int8 and int32"
+                f"{tflite_path}: op {op['index']} ({op['op_name']}) has "
+                f"{np.dtype(weight['dtype'])} weights and {np.dtype(bias['dtype'])} bias; "
+                "expected int8 and int32"
             )
         w_scales, w_zeros, w_axis = _quantization(weight)
         b_scales, b_zeros, _ = _quantization(bias)
@@ -476,28 +478,22 @@ def mobilenet_v2_weights(
         If the source is missing or not the expected file (checked before the cache).
     """
     source_sha256 = verify_source(source, expected_sha256)
-    folder = weights_cache_dir(cache_dir)
-    target = folder / _cached_weights_name(source_sha256)
-    if target.is_file():
-        return target
+    # One file per source and Keras version, a few MB each: no cap.
+    cache = DiskCache(weights_cache_dir(cache_dir), pattern="*.weights.h5", what="weights cache")
+    name = _cached_weights_name(source_sha256)
+    if cache.read(name, lambda path: path if path.is_file() else None) is not None:
+        return cache.path(name)
     model = convert_tflite(
         source, include_top=False, input_size=224, expected_sha256=expected_sha256
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".weights.h5")
-    os.close(fd)
-    try:
-        model.save_weights(tmp, overwrite=True)
-        # mkstemp makes the file private (0600); the cache is ordinary files, as umask allows.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    # Keras insists on the .weights.h5 suffix, so the temporary name keeps it; the file
+    # is what the caller asked for, so failing to write it is an error, not a warning.
+    return cache.write(
+        name,
+        lambda tmp: model.save_weights(tmp, overwrite=True),
+        suffix=".weights.h5",
+        must_succeed=True,
+    )
 
 
 def _how_to_get_weights() -> str:

@@ -31,9 +31,7 @@ each file's path, size and modification time: a second check hashes only new or 
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,6 +47,7 @@ from helpers.data import (
     files_fingerprint,
     list_split,
 )
+from helpers.files import DiskCache
 
 #: Side of the hash's bit square; bits per hash, and bytes per packed hash.
 HASH_SIZE = 16
@@ -204,15 +203,22 @@ def _cache_file(root: Path, cache_dir: Path) -> Path:
     return cache_dir / f"{_CACHE_PREFIX}{files_fingerprint([_HASH_ID, (str(root),)])[:32]}.npz"
 
 
-def _read_cache(file: Path) -> dict[tuple[str, int, int], np.ndarray]:
-    """``{(path, size, mtime_ns): hash}`` from a cache file; {} if missing or unreadable."""
-    try:
-        with np.load(file, allow_pickle=False) as stored:
-            paths, sizes, mtimes, hashes = (
-                stored[n] for n in ("paths", "sizes", "mtimes", "hashes")
-            )
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return {}  # missing, or damaged: hashing again is always correct
+def _hash_cache(folder: Path) -> DiskCache:
+    """The hash cache in ``folder``: one ``.npz`` file per data folder, at most
+    :data:`HASH_CACHE_ENTRIES` of them, the least recently used pruned first."""
+    return DiskCache(
+        folder,
+        pattern=f"{_CACHE_PREFIX}*.npz",
+        max_entries=HASH_CACHE_ENTRIES,
+        what="image-hash cache",
+        warning=DataWarning,
+    )
+
+
+def _load_cache(file: Path) -> dict[tuple[str, int, int], np.ndarray] | None:
+    """``{(path, size, mtime_ns): hash}`` from a cache file; None if it is not one."""
+    with np.load(file, allow_pickle=False) as stored:
+        paths, sizes, mtimes, hashes = (stored[n] for n in ("paths", "sizes", "mtimes", "hashes"))
     lengths = {len(paths), len(sizes), len(mtimes), len(hashes)}
     if (
         hashes.dtype != np.uint8
@@ -220,42 +226,31 @@ def _read_cache(file: Path) -> dict[tuple[str, int, int], np.ndarray]:
         or hashes.shape[1] != HASH_BYTES
         or len(lengths) != 1
     ):
-        return {}
-    try:
-        os.utime(file)  # recently used: pruned last
-    except OSError:
-        pass  # a read-only cache is still worth reading
+        return None
     return {(str(p), int(s), int(m)): h for p, s, m, h in zip(paths, sizes, mtimes, hashes)}
 
 
+def _read_cache(file: Path) -> dict[tuple[str, int, int], np.ndarray]:
+    """``{(path, size, mtime_ns): hash}`` from a cache file; {} if missing or unreadable
+    (hashing again is always correct)."""
+    return _hash_cache(file.parent).read(file.name, _load_cache) or {}
+
+
 def _write_cache(file: Path, keys: list[tuple[str, int, int]], hashes: np.ndarray) -> None:
-    """Write the cache file atomically (temporary file, then os.replace); warn on failure."""
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(
-                    handle,
-                    paths=np.array([k[0] for k in keys], dtype=str),
-                    hashes=hashes,
-                    sizes=np.array([k[1] for k in keys], dtype=np.int64),
-                    mtimes=np.array([k[2] for k in keys], dtype=np.int64),
-                )
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        entries = file.parent.glob(f"{_CACHE_PREFIX}*.npz")
-        entries = sorted(entries, key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in entries[HASH_CACHE_ENTRIES:]:
-            old.unlink(missing_ok=True)
-    except OSError as error:
-        # The cache saves time, not correctness: say so and go on.
-        message = (
-            f"could not write the image-hash cache {file}: {error}; the images will be hashed again"
-        )
-        warnings.warn(message, DataWarning, stacklevel=4)
+    """Write the cache file atomically and prune the cache; warn on failure (the cache
+    saves time, not correctness: the images will be hashed again)."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                paths=np.array([k[0] for k in keys], dtype=str),
+                hashes=hashes,
+                sizes=np.array([k[1] for k in keys], dtype=np.int64),
+                mtimes=np.array([k[2] for k in keys], dtype=np.int64),
+            )
+
+    _hash_cache(file.parent).write(file.name, save)
 
 
 # --- Hashing a data folder --------------------------------------------------------------

@@ -1,9 +1,10 @@
 """What a chapter shows: result tables, figure panels and glued numbers, from an evaluation.
 
 Each function displays one part of a model chapter (the test results, the operating points,
-calibration, Grad-CAM, the misclassified images) from a :class:`helpers.evaluate.Evaluation`
-and glues the numbers the chapter's prose quotes (``{glue:text}`model_1_auc:.3f```), so that
-no number in the text is typed by hand. Figures are drawn by :mod:`helpers.plots`, one
+calibration, Grad-CAM, the misclassified images) from a :class:`helpers.evaluate.Evaluation`,
+or one of the choices made on validation (model_6's ablation, model_7's search), and glues
+the numbers the chapter's prose quotes (``{glue:text}`model_1_auc:.3f```), so that no
+number in the text is typed by hand. Figures are drawn by :mod:`helpers.plots`, one
 function per figure kind.
 """
 
@@ -379,8 +380,9 @@ def show_misclassified(result, xrays: ChestXrays, *, limit: int = 12) -> None:
     groups = outcome_groups(result)
     wrong = np.concatenate([groups["false negative"], groups["false positive"]])
     print(
-        f"{len(groups['false negative'])} false negatives and {len(groups['false positive'])} "
-        f"false positives of {len(result.test.labels)} test images; showing {min(limit, len(wrong))}"
+        f"{len(groups['false negative'])} false negatives and "
+        f"{len(groups['false positive'])} false positives of {len(result.test.labels)} test "
+        f"images; showing {min(limit, len(wrong))}"
     )
     if len(wrong) == 0:
         return
@@ -450,3 +452,172 @@ def show_probe(evaluation, probe) -> None:
         }
     display(pd.DataFrame(rows).T)
     glue_metrics(probe.model_id, probe.metrics)
+
+
+# --- Validation choices: model_6's ablation, model_7's search, the gap ------------------
+
+
+def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFrame:
+    """A validation table for display: "val AUC", "val AUC low" and "val AUC high" as one
+    text column "val AUC (95% CI)" at ``position`` (and, when the table has them, the paired
+    difference to the first row as "AUC - first row (95% CI)" after it), the other numbers
+    rounded to 4 places."""
+    groups = [
+        ("val AUC", "val AUC (95% CI)", "{:.4f}"),
+        ("AUC - first row", "AUC - first row (95% CI)", "{:+.4f}"),
+    ]
+    shown = table.copy()
+    for offset, (name, title, number) in enumerate(g for g in groups if g[0] in table):
+        columns = [name, f"{name} low", f"{name} high"]
+        shown = shown.drop(columns=columns)
+        shown.insert(
+            position + offset,
+            title,
+            [
+                f"{number.format(r[name])} "
+                f"({number.format(r[columns[1]])} to {number.format(r[columns[2]])})"
+                for _, r in table.iterrows()
+            ],
+        )
+    return shown.round(4)
+
+
+def ablation_verdict(table: pd.DataFrame, choice: str) -> str:
+    """One sentence on the ablation's choice against the recipe (the first row), judged by
+    the 95% interval of their paired difference (never by whether two intervals overlap),
+    for the chapter's prose."""
+    recipe = table.index[0]
+    if choice == recipe:
+        return (
+            f"no variant ranked the validation images better than the recipe (validation AUC "
+            f"{table.loc[recipe, 'val AUC']:.4f}, to three decimals), so the recipe is kept"
+        )
+    a, b = table.loc[choice], table.loc[recipe]
+    low, high = a["AUC - first row low"], a["AUC - first row high"]
+    compared = len(table) - 1
+    holm = a["AUC - first row p (Holm)"]
+    said = (
+        f"'{choice}' ranked the validation images better than the recipe (validation AUC "
+        f"{a['val AUC']:.4f} against {b['val AUC']:.4f}; paired difference "
+        f"{a['AUC - first row']:+.4f}, 95% interval {low:+.4f} to {high:+.4f}, persons resampled; "
+        f"p = {a['AUC - first row p']:.3f}, {holm:.3f} after Holm's adjustment for the {compared} "
+        "rows compared with the recipe): "
+    )
+    if low > 0 and holm < 0.05:
+        return said + (
+            "the whole interval lies above 0, also once adjusted for the comparisons, so the lead "
+            "is larger than these validation images' sampling noise"
+        )
+    if low > 0:
+        return said + (
+            "the interval lies above 0, but not once adjusted for the comparisons, so among this "
+            "many rows the lead may be chance"
+        )
+    return said + (
+        "the interval includes 0, so these validation images cannot tell the two apart; the rule "
+        "still takes the higher AUC, and the lead may be chance"
+    )
+
+
+def not_adopted_text(table: pd.DataFrame) -> str:
+    """The rows measured but not adoptable (``adoptable`` other than "yes"), each with its
+    validation AUC against the recipe's (the first row), for the chapter's prose."""
+    recipe = table["val AUC"].iloc[0]
+    rows = table[table["adoptable"] != "yes"] if "adoptable" in table else table.iloc[:0]
+    if rows.empty:
+        return "every row could be adopted"
+    return "; ".join(
+        f"{name}: {row['val AUC']:.4f} ({row['val AUC'] - recipe:+.4f} against the recipe)"
+        for name, row in rows.iterrows()
+    )
+
+
+def show_ablation(ablation) -> None:
+    """Display model_6's ablation (:func:`helpers.ablation.choose_on_validation`): each
+    variant's validation AUC with its 95% interval and its paired difference to the recipe
+    (:func:`with_interval_column`); a warning instead when no ablation ran."""
+    from IPython.display import display
+
+    if not ablation.ran:
+        show_warning(
+            "ablation_epochs is 0: no ablation ran, and model_6 is trained with its recipe "
+            "as registered, not as chosen on validation."
+        )
+        return
+    display(with_interval_column(ablation.table, position=1))
+
+
+def glue_ablation(ablation, *, prefix: str = "model_6_ablation") -> None:
+    """Glue the ablation's choice for the prose: ``<prefix>_choice``, ``_image_size``,
+    ``_epochs``, ``_variants``, ``_verdict`` (:func:`ablation_verdict`) and
+    ``_not_adopted`` (:func:`not_adopted_text`); nothing when no ablation ran."""
+    from myst_nb import glue
+
+    if not ablation.ran:
+        return
+    table, choice = ablation.table, ablation.choice.name
+    glue(f"{prefix}_choice", choice, display=False)
+    glue(f"{prefix}_image_size", ablation.image_size, display=False)
+    glue(f"{prefix}_epochs", ablation.epochs, display=False)
+    glue(f"{prefix}_variants", len(table), display=False)
+    glue(f"{prefix}_verdict", ablation_verdict(table, choice), display=False)
+    glue(f"{prefix}_not_adopted", not_adopted_text(table), display=False)
+
+
+def show_search(search) -> None:
+    """Display model_7's validation search (:func:`helpers.finetune.search_on_validation`):
+    each configuration's validation AUC with its 95% interval; a warning instead when no
+    search ran."""
+    from IPython.display import display
+
+    if not search.ran:
+        show_warning(
+            "search_epochs is 0: no validation search ran, and model_7 is fine-tuned with the "
+            f"guide's recipe ({search.choice.name}), not a configuration chosen on validation."
+        )
+        return
+    display(with_interval_column(search.table))
+
+
+def glue_search(search, *, prefix: str = "model_7") -> None:
+    """Glue ``<prefix>_head_epochs``, ``_search_epochs`` and ``_choice`` (the configuration
+    chosen, or the recipe when no search ran) for the prose."""
+    from myst_nb import glue
+
+    glue(f"{prefix}_head_epochs", int(search.head_epochs), display=False)
+    glue(f"{prefix}_search_epochs", int(search.search_epochs), display=False)
+    glue(f"{prefix}_choice", search.choice.name, display=False)
+
+
+def gap_shown(gap: pd.DataFrame) -> pd.DataFrame:
+    """:func:`helpers.ablation.gap_table` for display: images, and the AUC with its
+    person-level 95% interval as one text column."""
+    shown = gap.assign(
+        **{
+            "AUC (95% CI, person-level)": [
+                f"{r['AUC']:.4f} ({r['AUC low']:.4f}-{r['AUC high']:.4f})"
+                for _, r in gap.iterrows()
+            ]
+        }
+    )[["images", "AUC (95% CI, person-level)"]]
+    return shown.astype({"images": int})
+
+
+def show_gap(gap: pd.DataFrame) -> None:
+    """Display the validation-test gap (:func:`helpers.ablation.gap_table`, shown by
+    :func:`gap_shown`)."""
+    from IPython.display import display
+
+    display(gap_shown(gap))
+
+
+def glue_gap(gap: pd.DataFrame, model_id: str) -> None:
+    """Glue ``<model_id>_optimism`` (selection half minus check half), ``_shift`` (check
+    half minus test) and ``_check_auc`` from :func:`helpers.ablation.gap_table`."""
+    from myst_nb import glue
+
+    auc = gap["AUC"].astype(float)
+    optimism, shift = auc.iloc[0] - auc.iloc[1], auc.iloc[1] - auc.iloc[2]
+    glue(f"{model_id}_optimism", float(optimism), display=False)
+    glue(f"{model_id}_shift", float(shift), display=False)
+    glue(f"{model_id}_check_auc", float(auc.iloc[1]), display=False)

@@ -21,8 +21,8 @@ file                        content
 1 = PNEUMONIA; score = probability of PNEUMONIA; paths are relative to the data folder.
 
 Every file is written to a temporary name and renamed into place, and a model's folder is
-assembled beside the old one and swapped in at the end, so an interrupted run leaves the
-previous complete results (or none), never a half-written file.
+assembled beside the old one and swapped in at the end (:mod:`helpers.files`), so an
+interrupted run leaves the previous complete results (or none), never a half-written file.
 """
 
 from __future__ import annotations
@@ -38,32 +38,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from helpers.evaluate import output_kind
+from helpers.files import atomic_write_text, replace_folder
+from helpers.train import is_chief
+
 PREDICTION_COLUMNS = ["path", "label", "score"]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; results are ordinary files, readable as the umask allows.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _jsonable(value: Any) -> Any:
@@ -202,14 +181,9 @@ class ResultsWriter:
         if exc_type is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
             return
-        os.chmod(self.staging, 0o777 & ~_umask())
-        old = None
-        if self.final.exists():
-            old = self.final.with_name(f".{self.final.name}.old.{os.getpid()}")
-            os.replace(self.final, old)
-        os.replace(self.staging, self.final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        # The previous results wait under a name recover_interrupted knows.
+        old = self.final.with_name(f".{self.final.name}.old.{os.getpid()}")
+        replace_folder(self.staging, self.final, old=old)
 
 
 def _optimizer_settings(model) -> dict:
@@ -273,9 +247,6 @@ def save_results(
         The model's results folder. Under a multi-worker strategy every worker trains and
         scores, and only the chief (:func:`helpers.train.is_chief`) writes.
     """
-    from helpers.evaluate import output_kind
-    from helpers.train import is_chief
-
     results_dir = Path(results_dir if results_dir is not None else parameters["results_dir"])
     model_id = evaluation.model_id
     strategy = getattr(model, "distribute_strategy", None)

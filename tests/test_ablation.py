@@ -3,6 +3,7 @@ never seen."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,7 +14,7 @@ pytest.importorskip("keras")
 
 from chapter_models import make_model_function  # noqa: E402
 
-from helpers import ablation, bootstrap, data, evaluate  # noqa: E402
+from helpers import ablation, bootstrap, data, evaluate, report  # noqa: E402
 
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside fit/predict; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -373,17 +374,17 @@ def test_ablation_verdict_reads_the_interval_of_the_paired_difference_not_the_ov
         },
         index=["model_6", "RGB input", "no augmentation", "half width"],
     )
-    assert "recipe is kept" in ablation.ablation_verdict(table, "model_6")
-    clear = ablation.ablation_verdict(table, "RGB input")
+    assert "recipe is kept" in report.ablation_verdict(table, "model_6")
+    clear = report.ablation_verdict(table, "RGB input")
     assert "0.9900 against 0.9500" in clear and "+0.0300 to +0.0500" in clear
     assert "0.003 after Holm's adjustment for the 3 rows" in clear and "also once adjusted" in clear
-    assert "also once adjusted" in ablation.ablation_verdict(table, "no augmentation")
-    unclear = ablation.ablation_verdict(table, "half width")
+    assert "also once adjusted" in report.ablation_verdict(table, "no augmentation")
+    unclear = report.ablation_verdict(table, "half width")
     assert "cannot tell" in unclear and "may be chance" in unclear
     assert "overlap" not in clear + unclear
     # Above 0 alone, but not after Holm: said so.
     table.loc["no augmentation", "AUC - first row p (Holm)"] = 0.06
-    assert "but not once adjusted" in ablation.ablation_verdict(table, "no augmentation")
+    assert "but not once adjusted" in report.ablation_verdict(table, "no augmentation")
 
 
 def test_displayed_table_puts_each_interval_in_one_column():
@@ -399,7 +400,7 @@ def test_displayed_table_puts_each_interval_in_one_column():
         },
         index=["model_6", "RGB input"],
     )
-    shown = ablation.with_interval_column(table, position=1)
+    shown = report.with_interval_column(table, position=1)
     assert list(shown.columns) == ["change", "val AUC (95% CI)", "AUC - first row (95% CI)"]
     assert shown.loc["RGB input", "AUC - first row (95% CI)"] == "+0.0400 (+0.0300 to +0.0500)"
     assert shown.loc["model_6", "val AUC (95% CI)"] == "0.9500 (0.9400 to 0.9600)"
@@ -411,19 +412,16 @@ def test_not_adopted_text_gives_each_measured_only_row_against_the_recipe():
         index=["model_6", "RGB input", "test-time augmentation"],
     )
     assert (
-        ablation.not_adopted_text(table)
+        report.not_adopted_text(table)
         == "test-time augmentation: 0.9725 (+0.0225 against the recipe)"
     )
-    assert ablation.not_adopted_text(table.iloc[:2]) == "every row could be adopted"
+    assert report.not_adopted_text(table.iloc[:2]) == "every row could be adopted"
 
 
-def test_run_for_chapter_without_ablation_epochs_keeps_the_recipe_and_says_so(
-    monkeypatch, tmp_path
-):
-    from helpers import report
-
-    shown = []
+def test_chapter_steps_without_ablation_epochs_keep_the_recipe_and_say_so(monkeypatch, tmp_path):
+    shown, glued = [], []
     monkeypatch.setattr(report, "show_warning", shown.append)
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display: glued.append(name))
     params = {
         "image_size": 32,
         "epochs": 1,
@@ -434,7 +432,71 @@ def test_run_for_chapter_without_ablation_epochs_keeps_the_recipe_and_says_so(
         "seed": 0,
         "batch_size": 8,
     }
-    table, choice = ablation.run_for_chapter(build_network, params, **RECIPE)
-    assert table.empty and choice == ablation.VARIANTS[0]
+    result = ablation.choose_on_validation(build_network, params, **RECIPE)
+    assert ablation.write_ablation(result, params["results_dir"]) is None
+    report.show_ablation(result)
+    report.glue_ablation(result)
+    table, choice = result.table, result.choice
+    assert table.empty and choice == ablation.VARIANTS[0] and not result.ran
     assert len(shown) == 1 and "no ablation ran" in shown[0]
     assert list(tmp_path.iterdir()) == []  # nothing written
+    assert glued == []  # nothing to glue: the prose's ablation keys come only from a run
+
+
+def test_chapter_steps_compute_write_show_and_glue_one_ablation(monkeypatch, tmp_path):
+    table = pd.DataFrame(
+        {
+            "change": ["the recipe", "RGB"],
+            "adoptable": ["yes", "yes"],
+            "val AUC": [0.95, 0.99],
+            "val AUC low": [0.94, 0.985],
+            "val AUC high": [0.96, 0.995],
+            "AUC - first row": [0.0, 0.04],
+            "AUC - first row low": [0.0, 0.03],
+            "AUC - first row high": [0.0, 0.05],
+            "AUC - first row p": [np.nan, 0.001],
+            "AUC - first row p (Holm)": [np.nan, 0.001],
+        },
+        index=["model_6", "RGB input"],
+    )
+    calls = []
+
+    def fake_run_ablation(build, load, **budget):
+        calls.append(budget)
+        return table
+
+    monkeypatch.setattr(ablation, "run_ablation", fake_run_ablation)
+    params = {
+        "image_size": 32,
+        "epochs": 2,
+        "ablation_image_size": 64,
+        "ablation_epochs": 3,
+        "data_dir": None,
+        "seed": 5,
+        "batch_size": 8,
+    }
+    result = ablation.choose_on_validation(build_network, params, **RECIPE)
+    assert calls[0]["image_size"] == 32 and calls[0]["epochs"] == 2  # never above the model's
+    assert result.ran and result.choice.name == "RGB input"
+
+    folder = ablation.write_ablation(result, tmp_path)
+    assert folder == tmp_path / "model_6_ablation"
+    assert json.loads((folder / "choice.json").read_text()) == {
+        "choice": "RGB input",
+        "image_size": 32,
+        "epochs": 2,
+        "seed": 5,
+    }
+    assert pd.read_csv(folder / "ablation.csv", index_col=0).index.tolist() == list(table.index)
+
+    displayed, glued = [], {}
+    monkeypatch.setattr("IPython.display.display", displayed.append)
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display: glued.update({name: value}))
+    report.show_ablation(result)
+    assert list(displayed[0].columns[:2]) == ["change", "val AUC (95% CI)"]
+    report.glue_ablation(result)
+    assert glued["model_6_ablation_choice"] == "RGB input"
+    assert glued["model_6_ablation_variants"] == 2
+    assert glued["model_6_ablation_image_size"] == 32 and glued["model_6_ablation_epochs"] == 2
+    assert glued["model_6_ablation_verdict"] == report.ablation_verdict(table, "RGB input")
+    assert glued["model_6_ablation_not_adopted"] == "every row could be adopted"

@@ -3,11 +3,14 @@ search (the test images never reach it), the frozen-feature probe, and combining
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 
 keras = pytest.importorskip("keras")
 
-from helpers import evaluate, finetune, train  # noqa: E402
+from helpers import evaluate, finetune, report, train  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -93,6 +96,70 @@ def test_search_scores_validation_only_and_picks_the_best(xray_folder):
     assert table.loc[choice, "val AUC"].round(3) == table["val AUC"].round(3).max()
     with pytest.raises(ValueError, match="no configuration"):
         finetune.configuration_named("nope")
+
+
+CHAPTER_PARAMS = {
+    "data_dir": None,
+    "image_size": 32,
+    "head_epochs": 2,
+    "search_epochs": 0,
+    "batch_size": 8,
+    "seed": 4,
+}
+
+
+def test_chapter_steps_without_search_epochs_keep_the_recipe_and_say_so(monkeypatch, tmp_path):
+    shown, glued = [], {}
+    monkeypatch.setattr(report, "show_warning", shown.append)
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display: glued.update({name: value}))
+    search = finetune.search_on_validation(make_parts, assemble, CHAPTER_PARAMS)
+    assert not search.ran and search.table.empty
+    assert search.choice == finetune.RECIPE and search.image_size == 32
+    assert finetune.write_search(search, tmp_path) is None
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    report.show_search(search)
+    assert len(shown) == 1 and "no validation search ran" in shown[0]
+    assert finetune.RECIPE.name in shown[0]
+    report.glue_search(search)
+    assert glued == {
+        "model_7_head_epochs": 2,
+        "model_7_search_epochs": 0,
+        "model_7_choice": finetune.RECIPE.name,
+    }
+
+
+def test_chapter_steps_compute_write_show_and_glue_one_search(monkeypatch, tmp_path):
+    table = pd.DataFrame(
+        {
+            "layers": [0, 30],
+            "image size": [32, 48],
+            "val AUC": [0.90, 0.95],
+            "val AUC low": [0.85, 0.92],
+            "val AUC high": [0.94, 0.97],
+        },
+        index=[finetune.CONFIGURATIONS[0].name, finetune.CONFIGURATIONS[-1].name],
+    )
+    monkeypatch.setattr(finetune, "run_search", lambda *args, **kwargs: table)
+    search = finetune.search_on_validation(
+        make_parts, assemble, {**CHAPTER_PARAMS, "search_epochs": 1}
+    )
+    assert search.ran and search.choice == finetune.CONFIGURATIONS[-1]
+    assert search.image_size == 48  # the chosen configuration's own size
+    folder = finetune.write_search(search, tmp_path)
+    assert folder == tmp_path / "model_7_search"
+    assert json.loads((folder / "choice.json").read_text()) == {
+        "choice": finetune.CONFIGURATIONS[-1].name,
+        "head_epochs": 2,
+        "search_epochs": 1,
+        "seed": 4,
+    }
+    displayed, glued = [], {}
+    monkeypatch.setattr("IPython.display.display", displayed.append)
+    monkeypatch.setattr("myst_nb.glue", lambda name, value, display: glued.update({name: value}))
+    report.show_search(search)
+    assert "val AUC (95% CI)" in displayed[0].columns
+    report.glue_search(search)
+    assert glued["model_7_choice"] == finetune.CONFIGURATIONS[-1].name
 
 
 def test_search_never_sees_the_test_images(xray_folder, monkeypatch):

@@ -1,4 +1,5 @@
-"""Rendering: jupyter-book turns the executed copy into HTML, replacing the old book only on success.
+"""Rendering: jupyter-book turns the executed copy into HTML; the old book is replaced only
+on success.
 
 The render goes to a temporary folder beside ``_build/html``; only when jupyter-book
 finished without a warning is the old ``_build/html`` renamed away, the new one renamed in
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from helpers import config
+from helpers import config, files
 
 from .errors import RenderFailed
 from .execute import strip_ansi
@@ -85,32 +86,16 @@ def write_render_config(
 
 
 def replace_folder(new: Path, destination: Path) -> None:
-    """Put ``new`` in the place of ``destination``: rename the old away, rename in, delete.
-
-    Parameters
-    ----------
-    new : Path
-        A complete folder, on the same file system as ``destination``.
-    destination : Path
-        The folder to replace (it need not exist).
+    """Put ``new`` in the place of ``destination`` (:func:`helpers.files.replace_folder`),
+    the old one waiting under a name :func:`_remove_leftovers` knows.
 
     Raises
     ------
     OSError
         If the new folder cannot be renamed in; the old one is then put back.
     """
-    old = None
-    if destination.exists():
-        old = destination.with_name(f"{_OLD_PREFIX}{uuid.uuid4().hex[:12]}")
-        os.rename(destination, old)
-    try:
-        os.rename(new, destination)
-    except OSError:
-        if old is not None:
-            os.rename(old, destination)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    old = destination.with_name(f"{_OLD_PREFIX}{uuid.uuid4().hex[:12]}")
+    files.replace_folder(new, destination, old=old)
 
 
 def _remove_leftovers(build_dir: Path) -> None:

@@ -98,7 +98,7 @@ def save_state(state_path: Path, state: Mapping[str, Any]) -> None:
     state : mapping
         Records by notebook name.
     """
-    from helpers.results import atomic_write_text
+    from helpers.files import atomic_write_text
 
     atomic_write_text(state_path, json.dumps(state, indent=1, default=str, sort_keys=True))
 

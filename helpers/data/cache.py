@@ -10,13 +10,12 @@ person-aware split keeps its answer there too (``split-*.npy``).
 The disk cache is capped by bytes (:func:`decoded_cache_bytes`, default
 :data:`DEFAULT_CACHE_BYTES`): when a new entry takes the folder's ``.npy`` files over the
 cap, the least recently used ones (written or read longest ago) are deleted first, never
-the one just written.
+the one just written (:class:`helpers.files.DiskCache`, every cache's mechanism).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from helpers import config
 from helpers.data import decode
 from helpers.data.decode import ColorMode, _check_image_options
 from helpers.data.errors import DataError, DataWarning
+from helpers.files import DiskCache, cache_bytes_from_environment
 
 # Decoded images, keyed by file identity and conversion: each image is decoded once per
 # process, whichever notebook cell or function asks for it.
@@ -46,9 +46,6 @@ DEFAULT_CACHE_BYTES = 4 * 1024**3
 
 #: Environment variable that overrides :data:`DEFAULT_CACHE_BYTES`.
 CACHE_BYTES_VARIABLE = "CHEST_XRAY_CACHE_BYTES"
-
-_BYTE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_BYTES_PATTERN = re.compile(r"^\s*(\d+)\s*(?:([kmgt])i?)?b?\s*$", re.IGNORECASE)
 
 
 def decoded_cache_dir() -> Path | None:
@@ -104,29 +101,6 @@ def decoded_cache_bytes() -> int:
     return cache_bytes_from_environment(CACHE_BYTES_VARIABLE, DEFAULT_CACHE_BYTES)
 
 
-def cache_bytes_from_environment(variable: str, default: int) -> int:
-    """A cache's cap in bytes: the environment variable ``variable`` if set, else ``default``.
-
-    The syntax is :func:`decoded_cache_bytes`'s (``500000000``, ``512M``, ``8GiB``).
-
-    Raises
-    ------
-    ValueError
-        If the variable is set to anything else, naming it and the value.
-    """
-    value = os.environ.get(variable)
-    if value is None:
-        return default
-    match = _BYTES_PATTERN.match(value)
-    if match is None:
-        raise ValueError(
-            f"{variable} must be a whole number of bytes, optionally with a unit "
-            f"K, M, G or T (powers of 1024), e.g. 4294967296 or 4GiB; got {value!r}"
-        )
-    number, unit = match.groups()
-    return int(number) * _BYTE_UNITS[(unit or "").lower()]
-
-
 def files_fingerprint(keys: Iterable[tuple]) -> str:
     """SHA-256 of a file list: each file's path, size and modification time, in order.
 
@@ -159,80 +133,29 @@ def _cache_key(path: Path, image_size: int, color_mode: str) -> tuple:
     return (str(path), stat.st_size, stat.st_mtime_ns, image_size, color_mode)
 
 
-def read_cached_array(path: Path, shape: tuple[int, ...], dtype) -> np.ndarray | None:
-    """The array stored at ``path`` if it has ``shape`` and ``dtype``, else None (missing,
-    damaged, or still being written by another process: the caller computes it again)."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        return None
-    if array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
-        return None
-    try:
-        os.utime(path)  # recently used: evicted last
-    except OSError:
-        pass  # evicted by another process meanwhile; the array is already read
-    return array
-
-
-def write_cached_array(path: Path, array: np.ndarray, *, cap: int, what: str) -> None:
-    """Store ``array`` at ``path`` atomically, then bring the folder's ``.npy`` files back
-    under ``cap`` bytes (least recently used first, never ``path``).
-
-    A folder that cannot be written costs speed, not correctness: it warns (naming
-    ``what`` and the file) and goes on.
-    """
-    import tempfile
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, array, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _evict_least_recently_used(path.parent, cap=cap, keep=path)
-    except OSError as error:
-        import warnings
-
-        warnings.warn(f"could not write the {what} {path}: {error}", DataWarning, stacklevel=3)
+def _disk_cache(folder: Path) -> DiskCache:
+    """The decoded-image cache in ``folder``: ``.npy`` entries capped by
+    :func:`decoded_cache_bytes` (which fails on a bad setting before anything is written)."""
+    return DiskCache(
+        folder,
+        pattern="*.npy",
+        max_bytes=decoded_cache_bytes(),
+        what="decoded-image cache",
+        warning=DataWarning,
+    )
 
 
 def _read_disk_cache(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The decoded images stored at ``path`` if they have ``shape`` (uint8), else None."""
-    return read_cached_array(path, shape, np.uint8)
+    """The decoded images stored at ``path`` if they have ``shape`` (uint8), else None
+    (missing, damaged, or still being written by another process: decoded again)."""
+    return _disk_cache(path.parent).read_array(path.name, shape, np.uint8)
 
 
 def _write_disk_cache(path: Path, array: np.ndarray) -> None:
-    """Store decoded images at ``path`` (see :func:`write_cached_array`)."""
-    cap = decoded_cache_bytes()  # a bad setting fails before anything is written
-    write_cached_array(path, array, cap=cap, what="decoded-image cache")
-
-
-def _evict_least_recently_used(folder: Path, *, cap: int, keep: Path) -> list[Path]:
-    """Delete the least recently used ``.npy`` files of ``folder`` until their total is at
-    most ``cap`` bytes, never ``keep``; returns the deleted files, oldest first."""
-    entries = []
-    for entry in folder.glob("*.npy"):
-        try:
-            stat = entry.stat()
-        except FileNotFoundError:
-            continue  # deleted by another process since the listing
-        entries.append((stat.st_mtime_ns, entry.name, stat.st_size, entry))
-    total = sum(size for _, _, size, _ in entries)
-    removed = []
-    for _, _, size, entry in sorted(entries):  # oldest use first; ties by name, for repeatability
-        if total <= cap:
-            break
-        if entry == keep:
-            continue
-        entry.unlink(missing_ok=True)
-        total -= size
-        removed.append(entry)
-    return removed
+    """Store decoded images at ``path`` atomically, then bring the folder's ``.npy`` files
+    back under the cap (least recently used first, never ``path``); a folder that cannot be
+    written warns and goes on (:class:`helpers.files.DiskCache`)."""
+    _disk_cache(path.parent).write_array(path.name, array)
 
 
 def _decode_many(
@@ -372,6 +295,5 @@ def clear_decoded_cache(*, disk: bool = False) -> None:
     with _DECODED_LOCK:
         _DECODED.clear()
     folder = decoded_cache_dir()
-    if disk and folder is not None and folder.is_dir():
-        for entry in folder.glob("*.npy"):
-            entry.unlink(missing_ok=True)
+    if disk and folder is not None:
+        DiskCache(folder, pattern="*.npy").clear()

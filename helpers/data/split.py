@@ -23,6 +23,7 @@ import pandas as pd
 from helpers import config
 from helpers.data.cache import _read_disk_cache, _write_disk_cache, decoded_cache_dir
 from helpers.data.folders import list_split
+from helpers.files import atomic_write_text
 
 
 def person_aware_split(
@@ -201,8 +202,6 @@ def write_split_csv(table: pd.DataFrame, results_dir: str | os.PathLike) -> Path
     pathlib.Path
         The file written.
     """
-    from helpers.results import atomic_write_text
-
     path = Path(results_dir) / "split.csv"
     atomic_write_text(path, table[["path", "split", "label"]].to_csv(index=False))
     return path
