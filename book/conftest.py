@@ -43,11 +43,18 @@ def pytest_collection_modifyitems(session, config, items):
 # instead of executing every notebook a second time.
 # ---------------------------------------------------------------------------------------
 
-import os  # noqa: E402
+import os  # noqa: E402 - this half of the file is about saving, and reads as one piece
+import time  # noqa: E402 - idem
 
 _SAVE_DIR = os.environ.get("BOOK_SAVE_EXECUTED")
 _notebooks: dict[str, object] = {}  # path -> nbval's IPyNbFile (holds the notebook)
 _failed: set[str] = set()
+_started: dict[str, float] = {}  # path -> when its first cell started (the kernel starts then)
+_finished: dict[str, float] = {}  # path -> when its last cell ended
+
+
+def pytest_runtest_setup(item):
+    _started.setdefault(str(item.fspath), time.perf_counter())
 
 
 def pytest_runtest_logreport(report):
@@ -60,6 +67,7 @@ def pytest_runtest_teardown(item, nextitem):
     cell = getattr(item, "cell", None)
     if not _SAVE_DIR or outputs is None or cell is None:
         return
+    _finished[str(item.fspath)] = time.perf_counter()
     cell.outputs = list(outputs)
     count = next(
         (o.get("execution_count") for o in outputs if o.get("output_type") == "execute_result"),
@@ -74,6 +82,8 @@ def pytest_sessionfinish(session, exitstatus):
         return
     import nbformat
 
+    from helpers.book import runtimes
+
     folder = Path(_SAVE_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     for path, parent in _notebooks.items():
@@ -84,3 +94,18 @@ def pytest_sessionfinish(session, exitstatus):
         partial = target.with_suffix(".ipynb.partial")
         nbformat.write(parent.nb, str(partial))
         os.replace(partial, target)
+        # The chapter's run time, kept with it as the runner keeps its own (see
+        # helpers.book.runtimes); the CI-sized parameters come from BOOK_* variables.
+        runtimes.record_run(
+            target,
+            _finished[path] - _started[path],
+            executed_by="pytest --nbval-lax",
+            parameters={
+                name: int(value) if value.isdigit() else value
+                for name, value in (
+                    (key[len("BOOK_") :].lower(), value)
+                    for key, value in os.environ.items()
+                    if key.startswith("BOOK_")
+                )
+            },
+        )

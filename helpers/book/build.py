@@ -23,6 +23,7 @@ from .errors import NotebookFailed
 from .execute import EXECUTED_SUBDIR, KERNEL_NAME, execute_notebook, prepare_executed_dir
 from .plan import PATH_OPTIONS, declared_parameters, plan_build
 from .render import render
+from .runtimes import PAGE_NAME, annotate_run_time, read_record, record_run, write_run_times_page
 from .staleness import (
     CODE_DIR,
     STATE_FILE,
@@ -76,13 +77,15 @@ def _run_one(
     save_state(state_path, state)
     start = time.perf_counter()
     try:
-        execute_notebook(chapter, source_dir, executed_dir, parameters, kernel_name)
+        executed = execute_notebook(chapter, source_dir, executed_dir, parameters, kernel_name)
     except NotebookFailed:
         state[chapter.name]["status"] = "failed"
         save_state(state_path, state)
         _progress(out, width, chapter.name, "FAILED", f"{time.perf_counter() - start:7.1f} s", "")
         raise
     seconds = time.perf_counter() - start
+    # The time travels with the executed copy, so that a re-used copy still shows it.
+    record_run(executed, seconds, executed_by="python -m helpers.book", parameters=parameters)
     state[chapter.name].update(
         status="complete",
         finished=_now(),
@@ -91,6 +94,19 @@ def _run_one(
     )
     save_state(state_path, state)
     _progress(out, width, chapter.name, "executed", f"{seconds:7.1f} s", f"({decision.reason})")
+
+
+def _show_run_times(executed_dir: Path, source_dir: Path, rendered: Sequence[Chapter]) -> None:
+    """Each rendered chapter's run-time note, and the appendix page's table when the book
+    has that page (:mod:`helpers.book.runtimes`)."""
+    page = executed_dir / PAGE_NAME
+    notebooks = [
+        (c.name, executed_dir / c.path.relative_to(source_dir)) for c in rendered if c.is_notebook
+    ]
+    for _, path in notebooks:
+        annotate_run_time(path, link_to_page=page.is_file())
+    if page.is_file():
+        write_run_times_page(page, [(name, read_record(path)) for name, path in notebooks])
 
 
 def _adoptable(executed_from: Path | None, chapters: Sequence[Chapter]) -> dict[str, Path]:
@@ -211,6 +227,7 @@ def build_book(
     left_out = [
         c for c in chapters if c.name in decisions and decisions[c.name].action == "leave out"
     ]
+    _show_run_times(executed_dir, source_dir, [c for c in chapters if c not in left_out])
     render_toc = toc_path
     labels: set[str] = set()
     if left_out:

@@ -46,7 +46,11 @@ _SIZE_PARAMETERS = ("image_size", "epochs", "ablation_epochs", "search_epochs", 
 
 
 def machine_description() -> str:
-    """The machine in words: CPU cores, system and architecture (``"2 CPU cores, Linux x86_64"``)."""
+    """The machine in words: CPU cores, system and architecture.
+
+    >>> machine_description()  # doctest: +SKIP
+    '2 CPU cores, Linux x86_64'
+    """
     cores = os.cpu_count() or 0
     return f"{cores} CPU core{'s' if cores != 1 else ''}, {platform.system()} {platform.machine()}"
 
@@ -129,13 +133,15 @@ def _parameters_text(parameters: Mapping[str, Any]) -> str:
     return ", ".join(f"`{n}={v}`" for n, v in parameters.items())
 
 
-def run_time_note(record: Mapping[str, Any]) -> str:
+def run_time_note(record: Mapping[str, Any], *, link_to_page: bool = True) -> str:
     """The markdown note a chapter shows under its title.
 
     Parameters
     ----------
     record : mapping
         A run record (:func:`record_run`).
+    link_to_page : bool
+        Refer to the appendix page (label ``run-times``); False for a book without it.
 
     Returns
     -------
@@ -149,18 +155,21 @@ def run_time_note(record: Mapping[str, Any]) -> str:
         "```{admonition} Run time\n:class: note\n"
         f"In the build that made this page, this chapter ran in **{_duration(record['seconds'])}**"
         f"{with_parameters}, on {record['machine']} ({record['executed_by']}, "
-        f"{record['finished']}); other machines differ, even of one kind. "
-        f"{{ref}}`run-times` lists every chapter.\n```"
+        f"{record['finished']}); other machines differ, even of one kind."
+        + (" {ref}`run-times` lists every chapter." if link_to_page else "")
+        + "\n```"
     )
 
 
-def annotate_run_time(notebook_path: Path) -> bool:
+def annotate_run_time(notebook_path: Path, *, link_to_page: bool = True) -> bool:
     """Put the run-time note under the chapter's title (replacing an earlier one).
 
     Parameters
     ----------
     notebook_path : Path
         An executed notebook (rewritten atomically when it changes).
+    link_to_page : bool
+        Refer to the appendix page, as :func:`run_time_note`.
 
     Returns
     -------
@@ -181,8 +190,11 @@ def annotate_run_time(notebook_path: Path) -> bool:
         ),
         -1,
     )
-    note = nbformat.v4.new_markdown_cell(run_time_note(record), metadata={"tags": [NOTE_TAG]})
-    note.pop("id", None)  # ids are optional in nbformat 4.4 files; keep the file's minor version
+    note = nbformat.v4.new_markdown_cell(
+        run_time_note(record, link_to_page=link_to_page), metadata={"tags": [NOTE_TAG]}
+    )
+    if notebook.get("nbformat_minor", 0) < 5:
+        note.pop("id", None)  # cell ids came with nbformat 4.5; keep an older file's version
     cells.insert(title + 1, note)
     notebook.cells = cells
     _write(notebook, notebook_path)
