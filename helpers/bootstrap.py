@@ -48,6 +48,20 @@ import pandas as pd
 from helpers.config import CLASS_NAMES, SEED
 from helpers.metrics import Estimate, MetricError, predict_labels
 
+#: The public API (the rest is private by name).
+__all__ = [
+    "BOOTSTRAP_METRICS",
+    "PAIRED_METRICS",
+    "MIN_TAIL_RESAMPLES",
+    "minimum_resamples",
+    "person_bootstrap",
+    "bootstrap_p_value",
+    "paired_person_bootstrap",
+    "holm_adjust",
+    "verdict",
+    "interval_table",
+]
+
 #: Metrics :func:`person_bootstrap` gives intervals for, in display order.
 BOOTSTRAP_METRICS: tuple[str, ...] = (
     "auc",
@@ -464,7 +478,9 @@ def paired_person_bootstrap(
         }
     return {
         "method": _method(n_resamples, seed, paired=True),
-        "p_value_method": "two-sided bootstrap: min(1, 2 * (min(#diff <= 0, #diff >= 0) + 1) / (n + 1))",
+        "p_value_method": (
+            "two-sided bootstrap: min(1, 2 * (min(#diff <= 0, #diff >= 0) + 1) / (n + 1))"
+        ),
         "n_resamples": int(n_resamples),
         "seed": int(seed),
         "confidence": float(confidence),
@@ -523,7 +539,8 @@ def verdict(
     Parameters
     ----------
     difference_interval : Estimate or (low, high)
-        The interval of a - b, e.g. ``paired_person_bootstrap(...)["differences"]["auc"]["difference"]``.
+        The interval of a - b, e.g.
+        ``paired_person_bootstrap(...)["differences"]["auc"]["difference"]``.
         Never two marginal intervals: whether they overlap decides nothing.
     names : (str, str)
         How to call a and b.
@@ -571,7 +588,7 @@ def verdict(
 
 
 def interval_table(results: Mapping[str, dict]) -> pd.DataFrame:
-    """One row per model from :func:`person_bootstrap` results, for :func:`helpers.plots.plot_forest`.
+    """One row per model of :func:`person_bootstrap` results, for ``helpers.plots.plot_forest``.
 
     Parameters
     ----------

@@ -30,6 +30,21 @@ import pandas as pd
 
 from helpers.metrics import MetricError, _check_labels_scores
 
+#: The public API (the rest is private by name).
+__all__ = [
+    "brier_score",
+    "reliability_table",
+    "expected_calibration_error",
+    "logit",
+    "apply_temperature",
+    "fit_temperature",
+    "log_loss",
+    "fit_platt",
+    "apply_platt",
+    "ADOPTED",
+    "recalibration_report",
+]
+
 #: Scores are clipped this far from 0 and 1 before taking logits.
 _EPS = 1e-7
 
@@ -209,11 +224,11 @@ def recalibration_report(
         "val_log_loss_before": log_loss(val_labels, val_scores),
         "val_log_loss_after": log_loss(val_labels, apply_temperature(val_scores, t)),
         "val_log_loss_platt": log_loss(val_labels, apply_platt(val_scores, slope, intercept)),
-        "test_before": calibration_summary(test_labels, test_scores, n_bins=n_bins),
-        "test_after": calibration_summary(
+        "test_before": _calibration_summary(test_labels, test_scores, n_bins=n_bins),
+        "test_after": _calibration_summary(
             test_labels, apply_temperature(test_scores, t), n_bins=n_bins
         ),
-        "test_platt": calibration_summary(
+        "test_platt": _calibration_summary(
             test_labels, apply_platt(test_scores, slope, intercept), n_bins=n_bins
         ),
         "val_prevalence": float(np.mean(val_labels)),
@@ -223,7 +238,7 @@ def recalibration_report(
     }
 
 
-def calibration_summary(
+def _calibration_summary(
     y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10
 ) -> dict:
     """Brier score and ECE of one set of scores, as plain floats."""

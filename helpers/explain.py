@@ -33,6 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
+#: The public API (the rest is private by name).
+__all__ = [
+    "feature_layer_name",
+    "grad_cam",
+    "overlay",
+    "save_overlay",
+]
+
 # Layers that are the identity at inference: their output is the same feature map as their
 # input's, so they never end a convolutional block.
 _INFERENCE_IDENTITIES = (

@@ -32,6 +32,28 @@ from scipy import stats
 if TYPE_CHECKING:  # pandas is imported where the table is built, not at import time
     import pandas as pd
 
+#: The public API (the rest is private by name).
+__all__ = [
+    "RATE_NAMES",
+    "MetricError",
+    "Estimate",
+    "wilson_interval",
+    "confusion_counts",
+    "predict_labels",
+    "rates_at_threshold",
+    "delong_variance",
+    "roc_auc_with_ci",
+    "youden_threshold",
+    "threshold_for_sensitivity",
+    "choose_threshold",
+    "summary",
+    "classification_report",
+    "PairedTest",
+    "mcnemar_test",
+    "delong_test",
+    "sensitivity_by_kind",
+]
+
 #: Names of the rates :func:`rates_at_threshold` reports, in display order.
 RATE_NAMES: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 

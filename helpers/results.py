@@ -37,6 +37,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+#: The public API (the rest is private by name).
+__all__ = [
+    "PREDICTION_COLUMNS",
+    "atomic_write_text",
+    "write_json",
+    "predictions_frame",
+    "read_predictions",
+    "read_metrics",
+    "recover_interrupted",
+    "ResultsWriter",
+    "save_results",
+    "MissingResults",
+    "require_chapters",
+]
+
 PREDICTION_COLUMNS = ["path", "label", "score"]
 
 
