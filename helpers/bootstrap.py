@@ -9,9 +9,9 @@ How a resample is drawn
 -----------------------
 A *cluster* is a (person, label) pair, so a person with images in both classes cannot break
 the stratification. Within each class separately, as many clusters as the class has are
-drawn with replacement (a stratified bootstrap: every resample holds exactly as many
-NORMAL and PNEUMONIA persons as the data); every image of a drawn cluster goes in, once
-per draw. A resample is therefore a vector of multiplicities over the images, and every
+drawn with replacement (a stratified bootstrap [Efron1993]_ of clusters [Davison1997]_:
+every resample holds exactly as many NORMAL and PNEUMONIA persons as the data); every image
+of a drawn cluster goes in, once per draw. A resample is therefore a vector of multiplicities over the images, and every
 metric is computed with those multiplicities as integer weights (for the ROC AUC: the
 Mann-Whitney statistic with weights, from per-score-level sums).
 
@@ -28,11 +28,11 @@ two marginal intervals overlap. Several such p-values are adjusted with
 
 References
 ----------
-.. [1] B. Efron, R. J. Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall,
+.. [Efron1993] B. Efron, R. J. Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall,
    1993 (percentile intervals, ch. 13).
-.. [2] A. C. Davison, D. V. Hinkley, "Bootstrap Methods and their Application",
+.. [Davison1997] A. C. Davison, D. V. Hinkley, "Bootstrap Methods and their Application",
    Cambridge University Press, 1997 (resampling clusters, section 3.8).
-.. [3] S. Holm, "A simple sequentially rejective multiple test procedure",
+.. [Holm1979] S. Holm, "A simple sequentially rejective multiple test procedure",
    Scandinavian Journal of Statistics 6:65-70, 1979.
 """
 
@@ -316,8 +316,9 @@ def person_bootstrap(
     Returns
     -------
     dict
-        ``estimates``: for each name in :data:`BOOTSTRAP_METRICS` an :class:`Estimate`
-        (point value from the original data; percentile interval); ``undefined_resamples``:
+        ``estimates``: for each name in :data:`BOOTSTRAP_METRICS` an
+        :class:`~helpers.metrics.Estimate` (point value from the original data; percentile
+        interval); ``undefined_resamples``:
         per metric, how many resamples left it undefined (PPV with no image called
         PNEUMONIA, NPV with none called NORMAL) -- those resamples are left out of that
         metric's interval, and a metric undefined on the original data has a NaN value and
@@ -429,8 +430,8 @@ def paired_person_bootstrap(
     -------
     dict
         ``differences``: for each name in :data:`PAIRED_METRICS` a dict with the point
-        values ``a`` and ``b``, ``difference`` (an :class:`Estimate` of a - b with its
-        percentile interval) and ``p_value`` (two-sided, :func:`bootstrap_p_value`);
+        values ``a`` and ``b``, ``difference`` (an :class:`~helpers.metrics.Estimate` of
+        a - b with its percentile interval) and ``p_value`` (two-sided, :func:`bootstrap_p_value`);
         ``method``, ``p_value_method``, ``n_resamples``, ``seed``, ``confidence``,
         ``thresholds`` (``{"a": ..., "b": ...}``), ``n_images``, ``n_clusters``. AUC,
         sensitivity and specificity are defined in every resample (each holds both classes).
@@ -492,7 +493,7 @@ def paired_person_bootstrap(
 
 
 def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values [3]_, in the input's order.
+    """Holm-Bonferroni adjusted p-values [Holm1979]_, in the input's order.
 
     Sort the ``m`` p-values ascending; the ``i``-th smallest (from 1) becomes
     ``max over j <= i of min(1, (m - j + 1) p_(j))``. Rejecting where the adjusted value is

@@ -6,10 +6,10 @@ A score of 0.8 should mean "about 80% of images scored like this have pneumonia"
 - :func:`brier_score`: mean squared error of the probabilities (0 is perfect);
 - :func:`reliability_table`: images in equal-width score bins, mean score against the
   fraction with pneumonia (the reliability diagram's points);
-- :func:`expected_calibration_error`: the bins' |fraction - mean score|, weighted by their
+- :func:`expected_calibration_error`: the bins' ``|fraction - mean score|``, weighted by their
   share of images;
 - :func:`fit_temperature` / :func:`apply_temperature`: one parameter T > 0 that divides the
-  logits, fitted on validation data by maximum likelihood (Guo et al., 2017). T > 1 softens
+  logits, fitted on validation data by maximum likelihood [Guo2017]_. T > 1 softens
   over-confident scores; T does not change the ranking, so AUC and the images' order stay.
 - :func:`fit_platt` / :func:`apply_platt`: a slope and an intercept on the logit (Platt, 1999);
   the intercept moves with the prevalence, which a temperature cannot follow.
@@ -17,7 +17,7 @@ A score of 0.8 should mean "about 80% of images scored like this have pneumonia"
 
 References
 ----------
-.. [1] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On calibration of modern neural
+.. [Guo2017] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On calibration of modern neural
    networks", ICML 2017.
 """
 
