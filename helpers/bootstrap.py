@@ -11,9 +11,9 @@ A *cluster* is a (person, label) pair, so a person with images in both classes c
 the stratification. Within each class separately, as many clusters as the class has are
 drawn with replacement (a stratified bootstrap [Efron1993]_ of clusters [Davison1997]_:
 every resample holds exactly as many NORMAL and PNEUMONIA persons as the data); every image
-of a drawn cluster goes in, once per draw. A resample is therefore a vector of multiplicities over the images, and every
-metric is computed with those multiplicities as integer weights (for the ROC AUC: the
-Mann-Whitney statistic with weights, from per-score-level sums).
+of a drawn cluster goes in, once per draw. A resample is therefore a vector of multiplicities
+over the images, and every metric is computed with those multiplicities as integer weights
+(for the ROC AUC: the Mann-Whitney statistic with weights, from per-score-level sums).
 
 Intervals are *percentile* intervals: the ``(1 - confidence) / 2`` and
 ``(1 + confidence) / 2`` quantiles of the resampled values (NumPy's default linear
