@@ -21,6 +21,16 @@ import numpy as np
 if TYPE_CHECKING:
     import keras
 
+#: The public API (the rest is private by name).
+__all__ = [
+    "MIN_ADAPT_IMAGES",
+    "AdaptationError",
+    "BatchNormAdaptation",
+    "adapt_batchnorm",
+    "adaptation_report",
+    "adapted_layer_names",
+]
+
 #: Fewest images :func:`adapt_batchnorm` accepts by default: the mean and variance of a
 #: handful of images are mostly noise, and a model normalised with them scores worse than
 #: with its training statistics.
@@ -260,7 +270,7 @@ def _nothing_to_adapt(model, skipped: list[str]) -> str:
 
 
 def _batchnorm_sites(model, skip_nested: bool) -> tuple[list[_Site], list[str]]:
-    """BatchNormalization layers of ``model`` to adapt, in graph order, and the nested ones skipped."""
+    """BatchNormalization layers of ``model`` to adapt (graph order); the nested ones skipped."""
     sites, skipped = [], []
     _collect_sites(model, (), skip_nested, sites, skipped)
     return sites, skipped

@@ -9,11 +9,11 @@ How a resample is drawn
 -----------------------
 A *cluster* is a (person, label) pair, so a person with images in both classes cannot break
 the stratification. Within each class separately, as many clusters as the class has are
-drawn with replacement (a stratified bootstrap: every resample holds exactly as many
-NORMAL and PNEUMONIA persons as the data); every image of a drawn cluster goes in, once
-per draw. A resample is therefore a vector of multiplicities over the images, and every
-metric is computed with those multiplicities as integer weights (for the ROC AUC: the
-Mann-Whitney statistic with weights, from per-score-level sums).
+drawn with replacement (a stratified bootstrap [Efron1993]_ of clusters [Davison1997]_:
+every resample holds exactly as many NORMAL and PNEUMONIA persons as the data); every image
+of a drawn cluster goes in, once per draw. A resample is therefore a vector of multiplicities
+over the images, and every metric is computed with those multiplicities as integer weights
+(for the ROC AUC: the Mann-Whitney statistic with weights, from per-score-level sums).
 
 Intervals are *percentile* intervals: the ``(1 - confidence) / 2`` and
 ``(1 + confidence) / 2`` quantiles of the resampled values (NumPy's default linear
@@ -28,11 +28,11 @@ two marginal intervals overlap. Several such p-values are adjusted with
 
 References
 ----------
-.. [1] B. Efron, R. J. Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall,
+.. [Efron1993] B. Efron, R. J. Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall,
    1993 (percentile intervals, ch. 13).
-.. [2] A. C. Davison, D. V. Hinkley, "Bootstrap Methods and their Application",
+.. [Davison1997] A. C. Davison, D. V. Hinkley, "Bootstrap Methods and their Application",
    Cambridge University Press, 1997 (resampling clusters, section 3.8).
-.. [3] S. Holm, "A simple sequentially rejective multiple test procedure",
+.. [Holm1979] S. Holm, "A simple sequentially rejective multiple test procedure",
    Scandinavian Journal of Statistics 6:65-70, 1979.
 """
 
@@ -47,6 +47,20 @@ import pandas as pd
 
 from helpers.config import CLASS_NAMES
 from helpers.metrics import Estimate, MetricError, predict_labels
+
+#: The public API (the rest is private by name).
+__all__ = [
+    "BOOTSTRAP_METRICS",
+    "PAIRED_METRICS",
+    "MIN_TAIL_RESAMPLES",
+    "minimum_resamples",
+    "person_bootstrap",
+    "bootstrap_p_value",
+    "paired_person_bootstrap",
+    "holm_adjust",
+    "verdict",
+    "interval_table",
+]
 
 #: Metrics :func:`person_bootstrap` gives intervals for, in display order.
 BOOTSTRAP_METRICS: tuple[str, ...] = (
@@ -305,8 +319,9 @@ def person_bootstrap(
     Returns
     -------
     dict
-        ``estimates``: for each name in :data:`BOOTSTRAP_METRICS` an :class:`Estimate`
-        (point value from the original data; percentile interval); ``undefined_resamples``:
+        ``estimates``: for each name in :data:`BOOTSTRAP_METRICS` an
+        :class:`~helpers.metrics.Estimate` (point value from the original data; percentile
+        interval); ``undefined_resamples``:
         per metric, how many resamples left it undefined (PPV with no image called
         PNEUMONIA, NPV with none called NORMAL) -- those resamples are left out of that
         metric's interval, and a metric undefined on the original data has a NaN value and
@@ -418,8 +433,8 @@ def paired_person_bootstrap(
     -------
     dict
         ``differences``: for each name in :data:`PAIRED_METRICS` a dict with the point
-        values ``a`` and ``b``, ``difference`` (an :class:`Estimate` of a - b with its
-        percentile interval) and ``p_value`` (two-sided, :func:`bootstrap_p_value`);
+        values ``a`` and ``b``, ``difference`` (an :class:`~helpers.metrics.Estimate` of
+        a - b with its percentile interval) and ``p_value`` (two-sided, :func:`bootstrap_p_value`);
         ``method``, ``p_value_method``, ``n_resamples``, ``seed``, ``confidence``,
         ``thresholds`` (``{"a": ..., "b": ...}``), ``n_images``, ``n_clusters``. AUC,
         sensitivity and specificity are defined in every resample (each holds both classes).
@@ -467,7 +482,9 @@ def paired_person_bootstrap(
         }
     return {
         "method": _method(n_resamples, seed, paired=True),
-        "p_value_method": "two-sided bootstrap: min(1, 2 * (min(#diff <= 0, #diff >= 0) + 1) / (n + 1))",
+        "p_value_method": (
+            "two-sided bootstrap: min(1, 2 * (min(#diff <= 0, #diff >= 0) + 1) / (n + 1))"
+        ),
         "n_resamples": int(n_resamples),
         "seed": int(seed),
         "confidence": float(confidence),
@@ -479,7 +496,7 @@ def paired_person_bootstrap(
 
 
 def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values [3]_, in the input's order.
+    """Holm-Bonferroni adjusted p-values [Holm1979]_, in the input's order.
 
     Sort the ``m`` p-values ascending; the ``i``-th smallest (from 1) becomes
     ``max over j <= i of min(1, (m - j + 1) p_(j))``. Rejecting where the adjusted value is
@@ -526,7 +543,8 @@ def verdict(
     Parameters
     ----------
     difference_interval : Estimate or (low, high)
-        The interval of a - b, e.g. ``paired_person_bootstrap(...)["differences"]["auc"]["difference"]``.
+        The interval of a - b, e.g.
+        ``paired_person_bootstrap(...)["differences"]["auc"]["difference"]``.
         Never two marginal intervals: whether they overlap decides nothing.
     names : (str, str)
         How to call a and b.
@@ -574,7 +592,7 @@ def verdict(
 
 
 def interval_table(results: Mapping[str, dict]) -> pd.DataFrame:
-    """One row per model from :func:`person_bootstrap` results, for :func:`helpers.plots.plot_forest`.
+    """One row per model of :func:`person_bootstrap` results, for ``helpers.plots.plot_forest``.
 
     Parameters
     ----------

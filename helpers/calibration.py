@@ -6,10 +6,10 @@ A score of 0.8 should mean "about 80% of images scored like this have pneumonia"
 - :func:`brier_score`: mean squared error of the probabilities (0 is perfect);
 - :func:`reliability_table`: images in equal-width score bins, mean score against the
   fraction with pneumonia (the reliability diagram's points);
-- :func:`expected_calibration_error`: the bins' |fraction - mean score|, weighted by their
+- :func:`expected_calibration_error`: the bins' ``|fraction - mean score|``, weighted by their
   share of images;
 - :func:`fit_temperature` / :func:`apply_temperature`: one parameter T > 0 that divides the
-  logits, fitted on validation data by maximum likelihood (Guo et al., 2017). T > 1 softens
+  logits, fitted on validation data by maximum likelihood [Guo2017]_. T > 1 softens
   over-confident scores; T does not change the ranking, so AUC and the images' order stay.
 - :func:`fit_platt` / :func:`apply_platt`: a slope and an intercept on the logit (Platt, 1999);
   the intercept moves with the prevalence, which a temperature cannot follow.
@@ -17,7 +17,7 @@ A score of 0.8 should mean "about 80% of images scored like this have pneumonia"
 
 References
 ----------
-.. [1] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On calibration of modern neural
+.. [Guo2017] C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, "On calibration of modern neural
    networks", ICML 2017.
 """
 
@@ -29,6 +29,21 @@ import numpy as np
 import pandas as pd
 
 from helpers.metrics import MetricError, _check_labels_scores
+
+#: The public API (the rest is private by name).
+__all__ = [
+    "brier_score",
+    "reliability_table",
+    "expected_calibration_error",
+    "logit",
+    "apply_temperature",
+    "fit_temperature",
+    "log_loss",
+    "fit_platt",
+    "apply_platt",
+    "ADOPTED",
+    "recalibration_report",
+]
 
 #: Scores are clipped this far from 0 and 1 before taking logits.
 _EPS = 1e-7
@@ -209,11 +224,11 @@ def recalibration_report(
         "val_log_loss_before": log_loss(val_labels, val_scores),
         "val_log_loss_after": log_loss(val_labels, apply_temperature(val_scores, t)),
         "val_log_loss_platt": log_loss(val_labels, apply_platt(val_scores, slope, intercept)),
-        "test_before": calibration_summary(test_labels, test_scores, n_bins=n_bins),
-        "test_after": calibration_summary(
+        "test_before": _calibration_summary(test_labels, test_scores, n_bins=n_bins),
+        "test_after": _calibration_summary(
             test_labels, apply_temperature(test_scores, t), n_bins=n_bins
         ),
-        "test_platt": calibration_summary(
+        "test_platt": _calibration_summary(
             test_labels, apply_platt(test_scores, slope, intercept), n_bins=n_bins
         ),
         "val_prevalence": float(np.mean(val_labels)),
@@ -223,7 +238,7 @@ def recalibration_report(
     }
 
 
-def calibration_summary(
+def _calibration_summary(
     y_true: Iterable[int], scores: Iterable[float], *, n_bins: int = 10
 ) -> dict:
     """Brier score and ECE of one set of scores, as plain floats."""

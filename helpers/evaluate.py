@@ -31,6 +31,25 @@ from helpers import bootstrap, calibration, metrics
 from helpers.data import ChestXrays, Split, group_id
 from helpers.metrics import MetricError
 
+#: The public API (the rest is private by name).
+__all__ = [
+    "OutputKind",
+    "Predictions",
+    "output_kind",
+    "model_outputs",
+    "predict_split",
+    "score_validation",
+    "ValidationThreshold",
+    "threshold_on_validation",
+    "score_test_once",
+    "claim_test_set",
+    "Evaluation",
+    "metrics_at",
+    "image_level_metrics",
+    "summarise",
+    "adapted_to_each_folder",
+]
+
 OutputKind = Literal["probability", "logit"]
 
 
@@ -270,9 +289,10 @@ def metrics_at(
     """Rates and AUC at ``threshold`` with **person-level** 95% intervals.
 
     The point values and counts are :func:`helpers.metrics.summary`'s; every interval is a
-    person-level cluster bootstrap (persons from the file names, :func:`helpers.data.group_id`) (:func:`helpers.bootstrap.person_bootstrap`: persons
-    resampled within each class, 2,000 resamples, percentile), because one person's images
-    are not independent observations. ``interval_method`` names it.
+    person-level cluster bootstrap (:func:`helpers.bootstrap.person_bootstrap`: persons, read
+    from the file names by :func:`helpers.data.group_id`, resampled within each class, 2,000
+    resamples, percentile), because one person's images are not independent observations.
+    ``interval_method`` names it.
     """
     block = metrics.summary(predictions.labels, predictions.scores, threshold=threshold)
     person_level = bootstrap.person_bootstrap(
@@ -308,8 +328,8 @@ def summarise(model_id: str, val: Predictions, test: Predictions, threshold: dic
     Evaluation
         ``metrics`` holds the blocks of ``metrics.json`` that describe the evaluation:
         ``threshold``, ``thresholds``, ``test``, ``test_at_youden``, ``test_at_0.5``,
-        ``val`` (person-level intervals), ``test_image_level``, ``calibration``, ``sensitivity_by_kind``, ``n_images``, ``versions``,
-        ``warnings``.
+        ``val`` (person-level intervals), ``test_image_level``, ``calibration``,
+        ``sensitivity_by_kind``, ``n_images``, ``versions``, ``warnings``.
     """
     if val.split != "val" or test.split != "test":
         raise ValueError(

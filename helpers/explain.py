@@ -1,6 +1,6 @@
 """Grad-CAM heatmaps: which parts of an X-ray pushed a model's score up.
 
-Grad-CAM (Selvaraju et al., 2017) weights each feature map of a convolutional layer by the
+Grad-CAM [Selvaraju2017]_ weights each feature map of a convolutional layer by the
 mean gradient of the model's score with respect to it, sums the weighted maps, keeps the
 positive part and scales it to [0, 1].
 
@@ -22,7 +22,7 @@ learning, and is what the book looks for.
 
 References
 ----------
-.. [1] R. R. Selvaraju et al., "Grad-CAM: visual explanations from deep networks via
+.. [Selvaraju2017] R. R. Selvaraju et al., "Grad-CAM: visual explanations from deep networks via
    gradient-based localization", ICCV 2017.
 """
 
@@ -34,6 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from helpers.files import atomic_write
+
+#: The public API (the rest is private by name).
+__all__ = [
+    "feature_layer_name",
+    "grad_cam",
+    "overlay",
+    "save_overlay",
+]
 
 # Layers that are the identity at inference: their output is the same feature map as their
 # input's, so they never end a convolutional block.

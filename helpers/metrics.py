@@ -5,17 +5,17 @@ keyword-only options. Labels are 0 = NORMAL (negative) and 1 = PNEUMONIA (positi
 scores are probabilities of PNEUMONIA, and an image is called PNEUMONIA when
 ``score >= threshold``.
 
-Rates (sensitivity, specificity, ...) get Wilson score intervals [1]_; the ROC AUC gets
-a DeLong interval [2]_, computed with the fast algorithm of Sun and Xu [3]_.
+Rates (sensitivity, specificity, ...) get Wilson score intervals [Wilson1927]_; the ROC AUC gets
+a DeLong interval [DeLong1988]_, computed with the fast algorithm of Sun and Xu [SunXu2014]_.
 
 References
 ----------
-.. [1] E. B. Wilson, "Probable inference, the law of succession, and statistical
+.. [Wilson1927] E. B. Wilson, "Probable inference, the law of succession, and statistical
    inference", JASA 22:209-212, 1927.
-.. [2] E. R. DeLong, D. M. DeLong, D. L. Clarke-Pearson, "Comparing the areas under two or
+.. [DeLong1988] E. R. DeLong, D. M. DeLong, D. L. Clarke-Pearson, "Comparing the areas under two or
    more correlated receiver operating characteristic curves: a nonparametric approach",
    Biometrics 44:837-845, 1988.
-.. [3] X. Sun, W. Xu, "Fast implementation of DeLong's algorithm for comparing the areas
+.. [SunXu2014] X. Sun, W. Xu, "Fast implementation of DeLong's algorithm for comparing the areas
    under correlated receiver operating characteristic curves", IEEE Signal Processing
    Letters 21(11):1389-1393, 2014.
 """
@@ -31,6 +31,28 @@ from scipy import stats
 
 if TYPE_CHECKING:  # pandas is imported where the table is built, not at import time
     import pandas as pd
+
+#: The public API (the rest is private by name).
+__all__ = [
+    "RATE_NAMES",
+    "MetricError",
+    "Estimate",
+    "wilson_interval",
+    "confusion_counts",
+    "predict_labels",
+    "rates_at_threshold",
+    "delong_variance",
+    "roc_auc_with_ci",
+    "youden_threshold",
+    "threshold_for_sensitivity",
+    "choose_threshold",
+    "summary",
+    "classification_report",
+    "PairedTest",
+    "mcnemar_test",
+    "delong_test",
+    "sensitivity_by_kind",
+]
 
 #: Names of the rates :func:`rates_at_threshold` reports, in display order.
 RATE_NAMES: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
@@ -440,7 +462,7 @@ def mcnemar_test(y_true: Iterable[int], pred_a: Iterable[int], pred_b: Iterable[
 def delong_test(
     y_true: Iterable[int], scores_a: Iterable[float], scores_b: Iterable[float]
 ) -> PairedTest:
-    """DeLong's test for the difference of two correlated ROC AUCs (same images) [2]_.
+    """DeLong's test for the difference of two correlated ROC AUCs (same images) [DeLong1988]_.
 
     ``z = (AUC_A - AUC_B) / sqrt(var_A + var_B - 2 cov_AB)`` with DeLong's covariance of
     the structural components; two-sided normal p-value. Identical rankings give

@@ -43,6 +43,20 @@ from helpers import config
 from helpers.adapt import MIN_ADAPT_IMAGES, AdaptationError, adapt_batchnorm, adaptation_report
 from helpers.data import DataError, decode_image
 
+#: The public API (the rest is private by name).
+__all__ = [
+    "TRAINING_STATISTICS",
+    "ModelFolderError",
+    "AdaptFolderError",
+    "LoadedModel",
+    "load_model_folder",
+    "folder_image_files",
+    "adapt_to_folder",
+    "Prediction",
+    "predict_images",
+    "main",
+]
+
 #: What the output says when the model keeps the statistics it was trained with.
 TRAINING_STATISTICS = "training statistics"
 
@@ -318,7 +332,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    """Command-line entry point; returns the exit status (0 all scored, 1 some failed, 2 bad model)."""
+    """Command-line entry point; returns the exit status.
+
+    0: every image scored; 1: some images failed; 2: the model folder is unusable.
+    """
     out, err = out or sys.stdout, err or sys.stderr
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -42,6 +42,20 @@ from helpers.evaluate import output_kind
 from helpers.files import atomic_write_text, replace_folder
 from helpers.train import is_chief
 
+#: The public API (the rest is private by name).
+__all__ = [
+    "PREDICTION_COLUMNS",
+    "write_json",
+    "predictions_frame",
+    "read_predictions",
+    "read_metrics",
+    "recover_interrupted",
+    "ResultsWriter",
+    "save_results",
+    "MissingResults",
+    "require_chapters",
+]
+
 PREDICTION_COLUMNS = ["path", "label", "score"]
 
 

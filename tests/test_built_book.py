@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 #: Chapters that must show at least one figure computed by the run.
-CHAPTERS_WITH_FIGURES = {"data", "comparison", *MODEL_IDS}
+CHAPTERS_WITH_FIGURES = {"data", "evaluation", "comparison", *MODEL_IDS}
 #: Lines TensorFlow writes to stderr; none may reach the HTML.
 TF_LOG_PATTERNS = [
     r"oneDNN custom operations",
@@ -199,7 +199,7 @@ def test_pages_show_repository_paths_never_the_build_machines(html_dir):
 
 
 def test_cells_that_only_glue_numbers_are_hidden(html_dir):
-    for name in ("data", "model_1", "comparison", "original_evaluation"):
+    for name in ("data", "evaluation", "model_1", "comparison", "original_evaluation"):
         text = "\n".join(block.get_text("") for block in page(html_dir, name).find_all("pre"))
         assert "glue(" not in text, f"{name}: a glue-only cell is shown on the page"
 
@@ -215,3 +215,25 @@ def test_comparison_shows_the_forest_plot_paired_intervals_and_adapted_rows(html
     assert len(soup.find_all("img")) >= 2, (
         "comparison: the forest plot or the ROC overlay is missing"
     )
+
+
+def test_evaluation_chapter_shows_the_package_code_and_exercises_with_hidden_solutions(html_dir):
+    soup = page(html_dir, "evaluation")
+    captions = " ".join(c.get_text(" ") for c in soup.select("div.code-block-caption"))
+    for name in ("person_aware_split", "threshold_on_validation", "score_test_once"):
+        assert "helpers/" in captions and name in captions, f"evaluation: {name} is not shown"
+    exercises = soup.select("div.exercise")
+    solutions = soup.select("div.solution")
+    assert len(exercises) >= 3 and len(solutions) == len(exercises)
+    # sphinx-togglebutton hides a "dropdown" admonition's body until the reader clicks it.
+    assert all("dropdown" in s.get("class", []) for s in solutions)
+
+
+def test_api_appendix_documents_the_public_names(html_dir):
+    import importlib
+
+    text = page(html_dir, "api").get_text(" ")
+    for module in ("helpers.data", "helpers.evaluate", "helpers.bootstrap"):
+        for name in importlib.import_module(module).__all__:
+            if name[0].islower():  # functions; constants and aliases may carry no docstring
+                assert name in text, f"api: {module}.{name} is not documented"
