@@ -4,6 +4,7 @@ Chapters read the results of earlier chapters (the comparison reads every model'
 alphabetical order pytest would use is wrong.
 """
 
+import os
 from pathlib import Path
 
 import yaml
@@ -42,8 +43,6 @@ def pytest_collection_modifyitems(session, config, items):
 # and the CI-sized book build renders those (python -m helpers.book --executed-from DIR)
 # instead of executing every notebook a second time.
 # ---------------------------------------------------------------------------------------
-
-import os  # noqa: E402
 
 _SAVE_DIR = os.environ.get("BOOK_SAVE_EXECUTED")
 _notebooks: dict[str, object] = {}  # path -> nbval's IPyNbFile (holds the notebook)

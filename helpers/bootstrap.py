@@ -464,7 +464,9 @@ def paired_person_bootstrap(
         }
     return {
         "method": _method(n_resamples, seed, paired=True),
-        "p_value_method": "two-sided bootstrap: min(1, 2 * (min(#diff <= 0, #diff >= 0) + 1) / (n + 1))",
+        "p_value_method": (
+            "two-sided bootstrap: min(1, 2 * (min(#diff <= 0, #diff >= 0) + 1) / (n + 1))"
+        ),
         "n_resamples": int(n_resamples),
         "seed": int(seed),
         "confidence": float(confidence),
@@ -523,8 +525,9 @@ def verdict(
     Parameters
     ----------
     difference_interval : Estimate or (low, high)
-        The interval of a - b, e.g. ``paired_person_bootstrap(...)["differences"]["auc"]["difference"]``.
-        Never two marginal intervals: whether they overlap decides nothing.
+        The interval of a - b, e.g.
+        ``paired_person_bootstrap(...)["differences"]["auc"]["difference"]``. Never two
+        marginal intervals: whether they overlap decides nothing.
     names : (str, str)
         How to call a and b.
 
@@ -571,7 +574,9 @@ def verdict(
 
 
 def interval_table(results: Mapping[str, dict]) -> pd.DataFrame:
-    """One row per model from :func:`person_bootstrap` results, for :func:`helpers.plots.plot_forest`.
+    """A table of :func:`person_bootstrap` results, one row per model, for the forest plot.
+
+    The table :func:`helpers.plots.plot_forest` draws.
 
     Parameters
     ----------

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
 
-from helpers import evaluate, finetune, train  # noqa: E402
+import keras
+
+from helpers import evaluate, finetune, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -59,6 +61,7 @@ def test_unfreeze_top_refuses_impossible_counts(bad):
         finetune.unfreeze_top(tiny_base((16, 16, 3)), bad)
 
 
+@pytest.mark.slow
 def test_search_scores_validation_only_and_picks_the_best(xray_folder):
     from helpers import data
 
@@ -118,6 +121,7 @@ def test_search_never_sees_the_test_images(xray_folder, monkeypatch):
     assert scored == ["val"]
 
 
+@pytest.mark.slow
 def test_probe_and_combined_runs(xray_folder):
     from helpers import data
 
