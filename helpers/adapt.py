@@ -260,7 +260,7 @@ def _nothing_to_adapt(model, skipped: list[str]) -> str:
 
 
 def _batchnorm_sites(model, skip_nested: bool) -> tuple[list[_Site], list[str]]:
-    """BatchNormalization layers of ``model`` to adapt, in graph order; the nested ones skipped."""
+    """BatchNormalization layers of ``model`` to adapt, in graph order, and the nested ones skipped."""
     sites, skipped = [], []
     _collect_sites(model, (), skip_nested, sites, skipped)
     return sites, skipped

@@ -464,9 +464,7 @@ def paired_person_bootstrap(
         }
     return {
         "method": _method(n_resamples, seed, paired=True),
-        "p_value_method": (
-            "two-sided bootstrap: min(1, 2 * (min(#diff <= 0, #diff >= 0) + 1) / (n + 1))"
-        ),
+        "p_value_method": "two-sided bootstrap: min(1, 2 * (min(#diff <= 0, #diff >= 0) + 1) / (n + 1))",
         "n_resamples": int(n_resamples),
         "seed": int(seed),
         "confidence": float(confidence),
@@ -525,9 +523,8 @@ def verdict(
     Parameters
     ----------
     difference_interval : Estimate or (low, high)
-        The interval of a - b, e.g.
-        ``paired_person_bootstrap(...)["differences"]["auc"]["difference"]``. Never two
-        marginal intervals: whether they overlap decides nothing.
+        The interval of a - b, e.g. ``paired_person_bootstrap(...)["differences"]["auc"]["difference"]``.
+        Never two marginal intervals: whether they overlap decides nothing.
     names : (str, str)
         How to call a and b.
 
@@ -574,9 +571,7 @@ def verdict(
 
 
 def interval_table(results: Mapping[str, dict]) -> pd.DataFrame:
-    """A table of :func:`person_bootstrap` results, one row per model, for the forest plot.
-
-    The table :func:`helpers.plots.plot_forest` draws.
+    """One row per model from :func:`person_bootstrap` results, for :func:`helpers.plots.plot_forest`.
 
     Parameters
     ----------

@@ -270,8 +270,7 @@ def metrics_at(predictions: Predictions, threshold: float, *, seed: int = config
     """Rates and AUC at ``threshold`` with **person-level** 95% intervals.
 
     The point values and counts are :func:`helpers.metrics.summary`'s; every interval is a
-    person-level cluster bootstrap (persons from the file names,
-    :func:`helpers.data.group_id`; :func:`helpers.bootstrap.person_bootstrap`: persons
+    person-level cluster bootstrap (persons from the file names, :func:`helpers.data.group_id`) (:func:`helpers.bootstrap.person_bootstrap`: persons
     resampled within each class, 2,000 resamples, percentile), because one person's images
     are not independent observations. ``interval_method`` names it.
     """
@@ -309,8 +308,8 @@ def summarise(model_id: str, val: Predictions, test: Predictions, threshold: dic
     Evaluation
         ``metrics`` holds the blocks of ``metrics.json`` that describe the evaluation:
         ``threshold``, ``thresholds``, ``test``, ``test_at_youden``, ``test_at_0.5``,
-        ``val`` (person-level intervals), ``test_image_level``, ``calibration``,
-        ``sensitivity_by_kind``, ``n_images``, ``versions``, ``warnings``.
+        ``val`` (person-level intervals), ``test_image_level``, ``calibration``, ``sensitivity_by_kind``, ``n_images``, ``versions``,
+        ``warnings``.
     """
     if val.split != "val" or test.split != "test":
         raise ValueError(

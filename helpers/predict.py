@@ -318,10 +318,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
-    """Command-line entry point; returns the exit status.
-
-    0 when every image was scored, 1 when some failed, 2 when the model is bad.
-    """
+    """Command-line entry point; returns the exit status (0 all scored, 1 some failed, 2 bad model)."""
     out, err = out or sys.stdout, err or sys.stderr
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
