@@ -1,4 +1,6 @@
-# One command each: `make book` builds the book, `make test` runs every test.
+# One command each: `make book` builds the book, `make test` runs every test (lint first);
+# `make quick` is the short loop while editing (lint and the tests that start no browser,
+# cluster, notebook or book build, see QUICK_TESTS).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,8 +12,12 @@ STAMP := $(VENV)/.installed
 CI_PARAMS := BOOK_EPOCHS=1 BOOK_IMAGE_SIZE=32 BOOK_ABLATION_IMAGE_SIZE=16 BOOK_ABLATION_EPOCHS=1 \
 	BOOK_HEAD_EPOCHS=1 BOOK_SEARCH_EPOCHS=1
 CI_BUILD := $(CURDIR)/_build/ci
+# What ruff (pinned in requirements.txt, configured in pyproject.toml) lints and formats.
+LINTED := helpers tests benchmarks book
+# The pytest markers (pyproject.toml) of the slow kinds, which `make quick` leaves out.
+QUICK_TESTS := not (browser or cluster or built_book or notebook or slow)
 
-.PHONY: setup test unit-test notebook-test book-test book clean lab
+.PHONY: setup lint quick test unit-test notebook-test book-test book clean lab
 
 setup: $(STAMP)
 
@@ -23,19 +29,29 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name chest-xray-book --display-name "Python (chest X-ray book)"
 	touch $(STAMP)
 
-# The whole suite: unit tests; every notebook once, cell by cell, under nbval (CI-sized),
+# The whole suite: lint; unit tests; every notebook once, cell by cell, under nbval (CI-sized),
 # each saved with its outputs; the book rendered from those executed notebooks (nothing runs
 # a second time) and its HTML checked page by page and in headless Chromium.
 # The unit tests and the notebooks run side by side: each keeps about one core busy (most
 # of their time is Python: building, tracing and compiling small models, starting kernels),
 # and they share no files (the unit tests' caches are temporary folders). Each one's output
 # is printed in one piece when it ends (--output-sync).
-test: setup
+test: setup lint
 	$(MAKE) --no-print-directory -j2 --output-sync=target unit-test notebook-test
 	$(MAKE) --no-print-directory book-test
 
+# Every unit test, whatever its markers.
 unit-test: setup
 	$(PY) -m pytest
+
+# ruff's findings and any file ruff format would change fail the build.
+lint: setup
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+# Lint, then the unit tests without the slow kinds: under two minutes on two cores.
+quick: setup lint
+	$(PY) -m pytest -m "$(QUICK_TESTS)"
 
 notebook-test: setup
 	rm -rf $(CI_BUILD)/executed-by-nbval $(CI_BUILD)/results

@@ -435,7 +435,8 @@ def models_table(models: dict) -> str:
             for v, lo, hi in (r["auc"], r["sensitivity"], r["specificity"])
         ]
         lines.append(
-            f"| {model_id} | {' | '.join(cells)} | {r['val_auc']:.4f} | {r['training_seconds']:.0f} |"
+            f"| {model_id} | {' | '.join(cells)} | {r['val_auc']:.4f} "
+            f"| {r['training_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -475,7 +476,8 @@ def book_only(output: Path) -> int:
     text += (
         f"{BOOK_HEADING}\n\nMeasured {raw['book']['date']} on {raw['book']['machine']} by "
         f"`benchmarks/run.py --book-only` (`python -m helpers.book --force`, fresh results, "
-        f"decoded-image and feature caches empty at the start).\n\n| measurement | A | B | result |\n|---|---:|---:|---|\n"
+        f"decoded-image and feature caches empty at the start).\n\n"
+        f"| measurement | A | B | result |\n|---|---:|---:|---|\n"
         f"| {a} | {b} | {c} | {d} |\n"
     )
     if bk.get("models"):
@@ -674,7 +676,8 @@ def main(argv=None) -> int:
             f"{m5['in_loop']:.1f} s",
             f"{m5['cached']:.1f} s",
             f"{m5['in_loop'] / m5['cached']:.2f}x faster (target >= 5x); largest test "
-            f"score difference {m5['max_score_difference']:.1e} (score spread {m5['score_spread']:.1e}; "
+            f"score difference {m5['max_score_difference']:.1e} "
+            f"(score spread {m5['score_spread']:.1e}; "
             f"base weights {m5['base_weights']}: with random weights the scores barely vary, "
             "see tests/test_train.py for the equality check on a base that passes signal)",
         )
@@ -701,7 +704,8 @@ def main(argv=None) -> int:
             "GFLOP/s: float32 4096^2 matrix product / model_1 training",
             f"{gf['matmul_gflops']:.0f}",
             f"{gf['model_1_gflops']:.1f}",
-            f"model_1 runs at {gf['model_1_gflops'] / gf['matmul_gflops']:.0%} of the matrix product's rate "
+            f"model_1 runs at {gf['model_1_gflops'] / gf['matmul_gflops']:.0%} "
+            f"of the matrix product's rate "
             f"({gf['model_1_gflop_per_image']:.3f} GFLOP per training image)",
         )
     )

@@ -4,6 +4,8 @@ Chapters read the results of earlier chapters (the comparison reads every model'
 alphabetical order pytest would use is wrong.
 """
 
+import os
+import time
 from pathlib import Path
 
 import yaml
@@ -42,9 +44,6 @@ def pytest_collection_modifyitems(session, config, items):
 # and the CI-sized book build renders those (python -m helpers.book --executed-from DIR)
 # instead of executing every notebook a second time.
 # ---------------------------------------------------------------------------------------
-
-import os  # noqa: E402 - this half of the file is about saving, and reads as one piece
-import time  # noqa: E402 - idem
 
 _SAVE_DIR = os.environ.get("BOOK_SAVE_EXECUTED")
 _notebooks: dict[str, object] = {}  # path -> nbval's IPyNbFile (holds the notebook)

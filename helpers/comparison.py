@@ -89,10 +89,11 @@ def paired_tests(
     """Each model against the reference model (:func:`reference_model`) on the same test images.
 
     For AUC, sensitivity and specificity: the difference (this model minus the reference)
-    with a paired person-level bootstrap 95% interval (:func:`helpers.bootstrap.paired_person_bootstrap`),
-    each model at its own validation-chosen threshold. Beside them DeLong's test of the AUC
-    difference and McNemar's exact test on the decisions, their p-values adjusted by Holm's
-    method for all the tests in the table.
+    with a paired person-level bootstrap 95% interval
+    (:func:`helpers.bootstrap.paired_person_bootstrap`), each model at its own
+    validation-chosen threshold. Beside them DeLong's test of the AUC difference and
+    McNemar's exact test on the decisions, their p-values adjusted by Holm's method for all
+    the tests in the table.
     """
     reference = reference_model(all_metrics)
     ref = all_predictions[reference]
@@ -274,7 +275,10 @@ def conclusions(
     rows.append(
         {
             "case study's conclusion": "The models barely beat chance (52-58% test accuracy).",
-            "evidence here": f"lowest lower bound of a test AUC (person-level): {worst} {worst_lo:.3f}; chance is 0.5",
+            "evidence here": (
+                f"lowest lower bound of a test AUC (person-level): {worst} {worst_lo:.3f}; "
+                "chance is 0.5"
+            ),
             "p (Holm)": "",
             "verdict": "does not hold" if worst_lo > 0.5 else "holds for at least one model",
         }
@@ -306,7 +310,10 @@ def conclusions(
         rows.append(
             {
                 "case study's conclusion": claim,
-                "evidence here": f"AUC {a} {d['a']:.3f}, {b} {d['b']:.3f}; {a} minus {b}: {_difference_text(d['difference'])}",
+                "evidence here": (
+                    f"AUC {a} {d['a']:.3f}, {b} {d['b']:.3f}; "
+                    f"{a} minus {b}: {_difference_text(d['difference'])}"
+                ),
                 "p (Holm)": p_value_text(float(p)),
                 "verdict": outcome,
             }

@@ -259,37 +259,90 @@ class ParameterSpec:
 PARAMETERS: dict[str, ParameterSpec] = {
     spec.name: spec
     for spec in (
-        ParameterSpec("data_dir", "path", _data_folder,
-                      "the data folder in the Kaggle layout; None: the embedded data/chest_xray"),
-        ParameterSpec("results_dir", "path", _results_folder,
-                      "where results are written; None: results/ at the repository root"),
-        ParameterSpec("image_size", "int", _positive_int,
-                      "images are resized to image_size x image_size pixels"),
+        ParameterSpec(
+            "data_dir",
+            "path",
+            _data_folder,
+            "the data folder in the Kaggle layout; None: the embedded data/chest_xray",
+        ),
+        ParameterSpec(
+            "results_dir",
+            "path",
+            _results_folder,
+            "where results are written; None: results/ at the repository root",
+        ),
+        ParameterSpec(
+            "image_size",
+            "int",
+            _positive_int,
+            "images are resized to image_size x image_size pixels",
+        ),
         ParameterSpec("epochs", "int", _positive_int, "training epochs"),
-        ParameterSpec("batch_size", "int", _positive_int,
-                      "images per training step (per replica under a distribution strategy)"),
-        ParameterSpec("seed", "int", _non_negative_int,
-                      "seed of the split, the weights and the shuffling"),
-        ParameterSpec("base_weights", "str", _weights,
-                      "'imagenet', 'random' (no pretrained weights) or a Keras weights file (.h5)"),
-        ParameterSpec("target_sensitivity", "float", _rate,
-                      "sensitivity the validation-chosen threshold must reach"),
-        ParameterSpec("on_bad_image", "str", _one_of(*config.ON_BAD_IMAGE),
-                      "'stop' at an unreadable image, or 'skip' it (counted, named)"),
-        ParameterSpec("strategy", "str", _one_of(*config.STRATEGIES),
-                      "tf.distribute strategy: 'default', 'mirrored' or 'multi_worker'"),
-        ParameterSpec("ablation_epochs", "int", _non_negative_int,
-                      "epochs per ablation variant (0: no ablation)"),
-        ParameterSpec("ablation_image_size", "int", _positive_int,
-                      "image size of the ablation (never more than image_size)"),
-        ParameterSpec("head_epochs", "int", _positive_int,
-                      "model_7, stage 1: epochs of the head on the frozen base"),
-        ParameterSpec("search_epochs", "int", _non_negative_int,
-                      "model_7: fine-tuning epochs per row of the validation search (0: no search)"),
-        ParameterSpec("on_leak", "str", _one_of(*config.ON_LEAK),
-                      "when partitions overlap: 'warn', 'stop', or 'ignore'"),
+        ParameterSpec(
+            "batch_size",
+            "int",
+            _positive_int,
+            "images per training step (per replica under a distribution strategy)",
+        ),
+        ParameterSpec(
+            "seed", "int", _non_negative_int, "seed of the split, the weights and the shuffling"
+        ),
+        ParameterSpec(
+            "base_weights",
+            "str",
+            _weights,
+            "'imagenet', 'random' (no pretrained weights) or a Keras weights file (.h5)",
+        ),
+        ParameterSpec(
+            "target_sensitivity",
+            "float",
+            _rate,
+            "sensitivity the validation-chosen threshold must reach",
+        ),
+        ParameterSpec(
+            "on_bad_image",
+            "str",
+            _one_of(*config.ON_BAD_IMAGE),
+            "'stop' at an unreadable image, or 'skip' it (counted, named)",
+        ),
+        ParameterSpec(
+            "strategy",
+            "str",
+            _one_of(*config.STRATEGIES),
+            "tf.distribute strategy: 'default', 'mirrored' or 'multi_worker'",
+        ),
+        ParameterSpec(
+            "ablation_epochs",
+            "int",
+            _non_negative_int,
+            "epochs per ablation variant (0: no ablation)",
+        ),
+        ParameterSpec(
+            "ablation_image_size",
+            "int",
+            _positive_int,
+            "image size of the ablation (never more than image_size)",
+        ),
+        ParameterSpec(
+            "head_epochs",
+            "int",
+            _positive_int,
+            "model_7, stage 1: epochs of the head on the frozen base",
+        ),
+        ParameterSpec(
+            "search_epochs",
+            "int",
+            _non_negative_int,
+            "model_7: fine-tuning epochs per row of the validation search (0: no search)",
+        ),
+        ParameterSpec(
+            "on_leak",
+            "str",
+            _one_of(*config.ON_LEAK),
+            "when partitions overlap: 'warn', 'stop', or 'ignore'",
+        ),
     )
-}  # fmt: skip
+}
 
 
 def check_value(name: str, value: Any) -> tuple[Any, str | None]:

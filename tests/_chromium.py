@@ -85,14 +85,20 @@ class Chromium:
             os.dup2(high_w, 4)
 
         self.process = subprocess.Popen(
-            [CHROMIUM, *FLAGS, *extra_flags, f"--user-data-dir={user_data_dir}",
-             "--remote-debugging-pipe", "about:blank"],
+            [
+                CHROMIUM,
+                *FLAGS,
+                *extra_flags,
+                f"--user-data-dir={user_data_dir}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=wire_fds,
             close_fds=False,
-        )  # fmt: skip
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
@@ -104,7 +110,7 @@ class Chromium:
         """Close the browser (killed when it does not exit within 10 s)."""
         try:
             self.send("Browser.close", timeout=5)
-        except Exception:  # noqa: BLE001 - it is going away anyway
+        except Exception:  # it is going away anyway
             pass
         try:
             self.process.wait(timeout=10)
@@ -128,8 +134,13 @@ class Chromium:
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = TIMEOUT) -> dict:  # fmt: skip
+    def send(
+        self,
+        method: str,
+        params: dict | None = None,
+        session: str | None = None,
+        timeout: float = TIMEOUT,
+    ) -> dict:
         """Send a DevTools command and return its result.
 
         Parameters
@@ -221,6 +232,7 @@ class Chromium:
     def events_of(self, session: str, method: str) -> list[dict]:
         """The ``params`` of every kept event ``method`` of one tab, oldest first."""
         return [
-            e["params"] for e in self.events
+            e["params"]
+            for e in self.events
             if e.get("sessionId") == session and e.get("method") == method
-        ]  # fmt: skip
+        ]

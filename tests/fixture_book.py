@@ -158,12 +158,16 @@ def file_hashes(folder: Path) -> dict[str, str]:
 def cli_arguments(layout: dict, output: Path, *args: str) -> list[str]:
     """The arguments of ``python -m helpers.book`` for a fixture book (no program name)."""
     return [
-        "--source-dir", str(layout["source_dir"]),
-        "--config", str(layout["config_path"]),
-        "--toc", str(layout["toc_path"]),
-        "--output-dir", str(output),
+        "--source-dir",
+        str(layout["source_dir"]),
+        "--config",
+        str(layout["config_path"]),
+        "--toc",
+        str(layout["toc_path"]),
+        "--output-dir",
+        str(output),
         *args,
-    ]  # fmt: skip
+    ]
 
 
 def run_cli(layout: dict, output: Path, *args: str) -> subprocess.CompletedProcess:
@@ -184,5 +188,10 @@ def build_fixture_book_with_cli(root: Path) -> dict:
     result = run_cli(
         layout, root, "-p", "n_points", "7", "-p", "n_rows", "4", "--data-dir", "data/chest_xray"
     )
-    return {"root": root, "layout": layout, "before": before, "result": result,
-            "html": root / "_build" / "html"}  # fmt: skip
+    return {
+        "root": root,
+        "layout": layout,
+        "before": before,
+        "result": result,
+        "html": root / "_build" / "html",
+    }

@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("keras")
 
-from chapter_models import make_model_function  # noqa: E402
+from chapter_models import make_model_function
 
-from helpers import ablation, bootstrap, data, evaluate, report  # noqa: E402
+from helpers import ablation, bootstrap, data, evaluate, report
 
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside fit/predict; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -260,6 +260,7 @@ def ablation_run(xray_folder):
     return SimpleNamespace(table=table, scored=scored, trained_seeds=trained_seeds, loaded=loaded)
 
 
+@pytest.mark.slow
 def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(
     ablation_run, xray_folder
 ):
@@ -314,6 +315,7 @@ def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(
         )
 
 
+@pytest.mark.slow
 def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(ablation_run):
     table = ablation_run.table
     # The recipe's network (seed 5) serves TTA and the ensemble; RGB and 1.5x train their own.
@@ -326,6 +328,7 @@ def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(a
     assert ablation.best_variant(table.drop(index="RGB input")) == "model_6"
 
 
+@pytest.mark.slow
 def test_run_ablation_is_repeatable_with_the_same_seed(ablation_run, xray_folder):
     """The recipe's row again, alone, in this process after other networks were trained:
     the same seed gives the same augmentation draws, weights and validation scores."""

@@ -14,18 +14,19 @@ import inspect
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
 
-from keras import layers  # noqa: E402
+import keras
+from keras import layers
 
-from helpers.adapt import (  # noqa: E402
+from helpers.adapt import (
     MIN_ADAPT_IMAGES,
     AdaptationError,
     adapt_batchnorm,
     adaptation_report,
     adapted_layer_names,
 )
-from helpers.layers import PerImageStandardization  # noqa: E402
+from helpers.layers import PerImageStandardization
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -54,7 +55,7 @@ def moments(values, axis=-1):
 
 
 def dense_model(n_features=5):
-    """Dense -> BN -> ReLU -> Dense -> BN -> ReLU -> Dense(sigmoid): both BNs follow linear layers."""
+    """Dense, BN, ReLU, Dense, BN, ReLU, Dense(sigmoid): both BNs follow linear layers."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((n_features,))
     x = layers.Dense(6)(inputs)

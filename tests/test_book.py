@@ -44,6 +44,7 @@ def built(cli_built_fixture_book) -> dict:
     return cli_built_fixture_book
 
 
+@pytest.mark.notebook
 def test_build_succeeds_with_one_progress_line_per_notebook(built):
     result = built["result"]
     assert result.returncode == 0, result.stdout + result.stderr
@@ -57,6 +58,7 @@ def test_build_succeeds_with_one_progress_line_per_notebook(built):
     assert (built["html"] / "index.html").is_file()
 
 
+@pytest.mark.notebook
 def test_every_chapter_has_html_with_its_images(built):
     html = built["html"]
     for name in ("intro", "alpha", "beta"):
@@ -71,12 +73,14 @@ def test_every_chapter_has_html_with_its_images(built):
             assert (html / src).is_file() and (html / src).stat().st_size > 0, src
 
 
+@pytest.mark.notebook
 def test_comparison_table_is_an_html_table(built):
     page = (built["html"] / "beta.html").read_text()
     assert re.search(r"<table[^>]*class=\"[^\"]*dataframe", page), "no pandas HTML table"
     assert page.count("model_") >= 4  # n_rows=4 reached the notebook
 
 
+@pytest.mark.notebook
 def test_parameters_reach_only_the_notebooks_that_declare_them(built):
     page = (built["html"] / "alpha.html").read_text()
     assert "n_points=7 label=alpha" in page
@@ -91,12 +95,14 @@ def test_parameters_reach_only_the_notebooks_that_declare_them(built):
     assert beta.metadata["papermill"]["parameters"] == {"n_rows": 4}
 
 
+@pytest.mark.notebook
 def test_rendered_pages_show_repository_relative_paths(built):
     page = (built["html"] / "alpha.html").read_text()
     assert "data/chest_xray" in page  # the injected-parameters cell
     assert str(REPO) not in page  # never the build machine's folders
 
 
+@pytest.mark.notebook
 def test_navigation_lists_every_chapter(built):
     assert "intro.html" in (built["html"] / "index.html").read_text()  # a redirect
     page = (built["html"] / "intro.html").read_text()
@@ -104,6 +110,7 @@ def test_navigation_lists_every_chapter(built):
         assert f'href="{name}.html"' in page, name
 
 
+@pytest.mark.notebook
 def test_stderr_never_reaches_the_html(built):
     for page in built["html"].rglob("*.html"):
         assert STDERR_MARKER not in page.read_text(), page
@@ -112,10 +119,12 @@ def test_stderr_never_reaches_the_html(built):
     assert STDERR_MARKER in executed
 
 
+@pytest.mark.notebook
 def test_source_notebooks_are_unchanged(built):
     assert file_hashes(built["layout"]["source_dir"]) == built["before"]
 
 
+@pytest.mark.notebook
 def test_only_runs_the_named_chapter(tmp_path):
     layout = make_fixture_book(tmp_path)
     out = io.StringIO()
@@ -137,6 +146,7 @@ def test_only_runs_the_named_chapter(tmp_path):
     assert "<table" in (index.parent / "beta.html").read_text()
 
 
+@pytest.mark.notebook
 def test_failing_notebook_stops_the_build_naming_notebook_and_cell(tmp_path):
     toc = TOC + "  - file: gamma\n"
     notebooks = {"alpha": alpha_notebook(), "beta": beta_notebook(), "gamma": failing_notebook()}
@@ -179,6 +189,7 @@ def test_bad_arguments_are_rejected_before_anything_runs(
     assert not (tmp_path / "_build").exists(), "something ran"
 
 
+@pytest.mark.notebook
 def test_rendering_warnings_fail_the_build(tmp_path):
     layout = make_fixture_book(tmp_path, notebooks={})
     (layout["source_dir"] / "intro.md").write_text("# Intro\n\nSee {doc}`missing_chapter`.\n")
@@ -212,8 +223,11 @@ def test_check_value_types_and_rules():
 def test_help_documents_every_option():
     result = subprocess.run(
         [sys.executable, "-m", "helpers.book", "--help"],
-        capture_output=True, text=True, cwd=REPO, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
     for option in ("--data-dir", "--results-dir", "-p NAME VALUE", "--only", "--list"):
         assert option in result.stdout, option
 
@@ -229,6 +243,7 @@ def test_repository_toc_and_config_are_consistent():
     assert config["launch_buttons"]["thebe"] is False
 
 
+@pytest.mark.notebook
 def test_jupyter_book_build_book_works_with_the_plain_config(tmp_path):
     """The card's own command, run from the root: jupyter-book executes the notebooks."""
     make_fixture_book(tmp_path)
@@ -236,8 +251,12 @@ def test_jupyter_book_build_book_works_with_the_plain_config(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
         [str(jupyter_book), "build", "book", "-W", "-n", "--keep-going"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     html = tmp_path / "_build" / "html"
     alpha = (html / "alpha.html").read_text()
@@ -283,12 +302,28 @@ def test_paths_inside_the_repository_are_passed_relative_and_others_absolute(tmp
     "params, environ, message",
     [
         ({"epochs": 0}, {}, "epochs = 0 (-p epochs): expected a whole number of at least 1"),
-        ({"base_weights": "none"}, {}, "base_weights = 'none' (-p base_weights): expected 'imagenet', 'random'"),
-        ({"on_leak": "maybe"}, {}, "on_leak = 'maybe' (-p on_leak): expected one of 'warn', 'stop', 'ignore'"),
-        ({}, {"BOOK_EPOCHS": "0"}, "epochs = 0 (environment variable BOOK_EPOCHS): expected a whole number of at least 1"),
-        ({}, {"BOOK_EPOCSH": "1"}, "BOOK_EPOCSH: unknown environment variable; the overrides are BOOK_DATA_DIR"),
+        (
+            {"base_weights": "none"},
+            {},
+            "base_weights = 'none' (-p base_weights): expected 'imagenet', 'random'",
+        ),
+        (
+            {"on_leak": "maybe"},
+            {},
+            "on_leak = 'maybe' (-p on_leak): expected one of 'warn', 'stop', 'ignore'",
+        ),
+        (
+            {},
+            {"BOOK_EPOCHS": "0"},
+            "epochs = 0 (environment variable BOOK_EPOCHS): expected a whole number of at least 1",
+        ),
+        (
+            {},
+            {"BOOK_EPOCSH": "1"},
+            "BOOK_EPOCSH: unknown environment variable; the overrides are BOOK_DATA_DIR",
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_runner_checks_values_and_environment_with_the_book_rules(
     tmp_path, params, environ, message
 ):

@@ -61,6 +61,7 @@ def _checklist_book(root: Path) -> dict:
     return layout
 
 
+@pytest.mark.notebook
 def test_only_on_a_fresh_book_renders_what_it_has(tmp_path):
     """Like `--only model_1` on a fresh clone: the checklist refers to chapters never run."""
     layout = _checklist_book(tmp_path)
@@ -88,6 +89,7 @@ def test_only_on_a_fresh_book_renders_what_it_has(tmp_path):
     assert 'class="left-out-reference"' in page
 
 
+@pytest.mark.notebook
 def test_a_render_of_some_chapters_still_fails_on_any_other_broken_reference(tmp_path):
     layout = _checklist_book(tmp_path)
     (layout["source_dir"] / "checklist.md").write_text(CHECKLIST + "\nAnd {ref}`no-such-label`.\n")
@@ -99,6 +101,7 @@ def test_a_render_of_some_chapters_still_fails_on_any_other_broken_reference(tmp
     assert "alpha-results" not in str(failed.value)  # that one was made plain text
 
 
+@pytest.mark.notebook
 def test_the_full_build_has_no_left_out_references(tmp_path):
     layout = _checklist_book(tmp_path)
     build.build_book(**layout, output_dir=tmp_path, out=io.StringIO())
@@ -152,9 +155,13 @@ def test_write_render_config_loads_the_extension_only_with_chapters_left_out(tmp
 
 @pytest.mark.parametrize(
     "refdoc, target, expected",
-    [("checklist", "alpha", "alpha"), ("part/page", "other", "part/other"),
-     ("part/page", "../model_1.ipynb", "model_1"), ("part/page", "/data", "data")],
-)  # fmt: skip
+    [
+        ("checklist", "alpha", "alpha"),
+        ("part/page", "other", "part/other"),
+        ("part/page", "../model_1.ipynb", "model_1"),
+        ("part/page", "/data", "data"),
+    ],
+)
 def test_doc_targets_are_resolved_from_the_referring_page(refdoc, target, expected):
     assert left_out_refs.target_docname(refdoc, target) == expected
 
@@ -178,6 +185,7 @@ def test_toc_without_removes_the_named_entries_only():
     assert [e["file"] for e in parsed["chapters"]] == ["alpha", "beta", "checklist"]  # unchanged
 
 
+@pytest.mark.notebook
 def test_the_real_checklist_renders_with_every_notebook_left_out(tmp_path):
     """The pages of a fresh `--only` build: the real intro and checklist, no chapter executed."""
     chapters = toc.find_chapters(REPO / "book", REPO / "_toc.yml")
@@ -193,9 +201,13 @@ def test_the_real_checklist_renders_with_every_notebook_left_out(tmp_path):
     (tmp_path / "_toc.yml").write_text(yaml.safe_dump(trimmed, sort_keys=False))
     labels = set().union(*(toc.chapter_targets(c) for c in notebooks))
     html = render.render(
-        executed, tmp_path, REPO / "_config.yml", tmp_path / "_toc.yml",
-        left_out_labels=labels, left_out_docs={c.name for c in notebooks},
-    )  # fmt: skip
+        executed,
+        tmp_path,
+        REPO / "_config.yml",
+        tmp_path / "_toc.yml",
+        left_out_labels=labels,
+        left_out_docs={c.name for c in notebooks},
+    )
     page = (html / "claim_checklist.html").read_text()
     assert "data-counts (not in this build)" in page and "model-6-gap (not in this build)" in page
     assert 'href="model_1.html' not in page

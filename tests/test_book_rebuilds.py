@@ -23,6 +23,9 @@ from fixture_book import REPO, alpha_notebook, file_hashes, make_fixture_book, m
 
 from helpers.book import build, render, staleness
 
+# Every test builds (executes) a small book: the slow kind `make quick` leaves out.
+pytestmark = pytest.mark.notebook
+
 # ---------------------------------------------------------------------------------------
 # Re-using unchanged chapters, and saying which are stale
 # ---------------------------------------------------------------------------------------
@@ -98,8 +101,11 @@ def counting_book(counting_template, tmp_path):
     says so), ``_build/`` holding their executed copies, the state file and the HTML.
     The state file holds no absolute path of these chapters, so the copy is up to date."""
     shutil.copytree(counting_template, tmp_path, symlinks=True, dirs_exist_ok=True)
-    layout = {"source_dir": tmp_path / "book", "config_path": tmp_path / "_config.yml",
-              "toc_path": tmp_path / "_toc.yml"}  # fmt: skip
+    layout = {
+        "source_dir": tmp_path / "book",
+        "config_path": tmp_path / "_config.yml",
+        "toc_path": tmp_path / "_toc.yml",
+    }
     return layout, tmp_path / "code" / "pkg", tmp_path
 
 

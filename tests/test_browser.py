@@ -26,7 +26,7 @@ import pytest
 CHROMIUM = _chromium.CHROMIUM
 TIMEOUT = _chromium.TIMEOUT
 REQUIRED = _chromium.REQUIRED
-pytestmark = [_chromium.requires_chromium]
+pytestmark = [pytest.mark.browser, _chromium.requires_chromium]
 
 
 class Chromium(_chromium.Chromium):
@@ -84,17 +84,21 @@ class Chromium(_chromium.Chromium):
             if e["method"] == "Runtime.exceptionThrown"
         ]
         page["console_errors"] = [
-            e["params"]["args"] for e in mine
-            if e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert")
+            e["params"]["args"]
+            for e in mine
+            if e["method"] == "Runtime.consoleAPICalled"
+            and e["params"]["type"] in ("error", "assert")
         ] + [
-            e["params"]["entry"] for e in mine
+            e["params"]["entry"]
+            for e in mine
             if e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error"
-        ]  # fmt: skip
+        ]
         page["remote_requests"] = [
-            e["params"]["request"]["url"] for e in mine
+            e["params"]["request"]["url"]
+            for e in mine
             if e["method"] == "Network.requestWillBeSent"
             and not e["params"]["request"]["url"].startswith(("file:", "data:", "about:", "blob:"))
-        ]  # fmt: skip
+        ]
         self.send("Target.closeTarget", {"targetId": target})
         self.events = [e for e in self.events if e.get("sessionId") != session]
         return page

@@ -18,9 +18,12 @@ from bs4 import BeautifulSoup
 from helpers.config import MODEL_IDS, REPO_ROOT
 
 HTML_DIR = os.environ.get("BOOK_HTML_DIR")
-pytestmark = pytest.mark.skipif(
-    not HTML_DIR, reason="set BOOK_HTML_DIR to a built book's _build/html (make book-test does)"
-)
+pytestmark = [
+    pytest.mark.built_book,
+    pytest.mark.skipif(
+        not HTML_DIR, reason="set BOOK_HTML_DIR to a built book's _build/html (make book-test does)"
+    ),
+]
 
 #: Chapters that must show at least one figure computed by the run.
 CHAPTERS_WITH_FIGURES = {"data", "evaluation", "comparison", *MODEL_IDS}

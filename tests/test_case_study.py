@@ -12,7 +12,9 @@ from scipy.special import expit
 
 from helpers import case_study, config, evaluate, metrics, results
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
+
+import keras
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -16,12 +16,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-from chapter_models import BOOK, chapter_model, compile_cell, make_model_function, model_cell  # noqa: E402
-from keras import layers  # noqa: E402
+pytest.importorskip("keras")
 
-from helpers import ablation, data, evaluate, imagenet, train  # noqa: E402
-from helpers.layers import PerImageStandardization  # noqa: E402
+import keras
+from chapter_models import BOOK, chapter_model, compile_cell, make_model_function, model_cell
+from keras import layers
+
+from helpers import ablation, data, evaluate, imagenet, train
+from helpers.layers import PerImageStandardization
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -278,6 +280,7 @@ def test_mobilenet_needs_at_least_32_pixels():
 
 # Keras 3.15 warns about an empty internal container of MobileNetV2 when loading its weights
 # file; every weight is loaded (checked below).
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Skipping nested container:UserWarning")
 def test_mobilenet_models_refuse_one_channel_input_with_pretrained_weights(tmp_path):
     """Pretrained base weights have 3 input channels: a 1-channel model can not take them.
@@ -421,6 +424,7 @@ def test_models_run_on_a_batch(models32):
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_model_6_trains_with_class_weights_and_its_cosine_schedule(gray32):
     namespace = run_model_6_chapter(gray32, epochs=2, batch_size=8, fit=True)
     run = namespace["run"]

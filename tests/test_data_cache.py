@@ -208,7 +208,8 @@ def test_every_size_and_mode_the_book_loads_is_decoded_once_then_read_from_disk(
     assert data.decode_count() - before == len(loads) * len(
         folder.images
     )  # each image once per size and mode
-    data.clear_decoded_cache()  # a fresh in-memory cache: what the next chapter's process starts with
+    # A fresh in-memory cache: what the next chapter's process starts with.
+    data.clear_decoded_cache()
     before = data.decode_count()
     for (size, mode), expected in first.items():
         again = data.load_chest_xrays(folder.root, image_size=size, color_mode=mode, seed=0)

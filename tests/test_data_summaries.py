@@ -1,4 +1,4 @@
-"""Tests of helpers.data.summaries: the data chapter's tables, on hand-made tables and the real data."""
+"""Tests of helpers.data.summaries: the data chapter's tables, on made-up tables and real data."""
 
 from __future__ import annotations
 

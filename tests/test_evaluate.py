@@ -8,12 +8,14 @@ import pytest
 from PIL import Image
 from scipy.special import expit
 
-keras = pytest.importorskip("keras")
-from keras import layers  # noqa: E402
+pytest.importorskip("keras")
 
-from helpers import evaluate  # noqa: E402
-from helpers.data import Split  # noqa: E402
-from helpers.metrics import MetricError  # noqa: E402
+import keras
+from keras import layers
+
+from helpers import evaluate
+from helpers.data import Split
+from helpers.metrics import MetricError
 
 # Per-channel mean brightness -> logit. TensorFlow averages the pixels in float32, whose
 # rounding grows with the number of pixels (about 1e-6 of the mean at 32 x 32); the exact

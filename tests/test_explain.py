@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-from chapter_models import chapter_model, make_model_function  # noqa: E402
-from keras import layers  # noqa: E402
+pytest.importorskip("keras")
 
-from helpers import explain  # noqa: E402
+import keras
+from chapter_models import chapter_model, make_model_function
+from keras import layers
+
+from helpers import explain
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -55,6 +57,7 @@ def test_a_probability_that_rounds_to_one_still_gets_its_heatmap():
     assert heat[0, 8:, :] == pytest.approx(np.zeros((8, 16)))
 
 
+@pytest.mark.slow
 def test_feature_layer_is_the_end_of_each_chapter_models_last_convolutional_block():
     small = chapter_model("model_1", image_size=32)
     name = explain.feature_layer_name(small)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
 
-from chapter_models import chapter_model, fake_pretrained_base  # noqa: E402
+import keras
+from chapter_models import chapter_model, fake_pretrained_base
 
-from helpers import features, finetune, train  # noqa: E402
+from helpers import features, finetune, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -8,9 +8,11 @@ import json
 import pandas as pd
 import pytest
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
 
-from helpers import evaluate, finetune, report, train  # noqa: E402
+import keras
+
+from helpers import evaluate, finetune, report, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -62,6 +64,7 @@ def test_unfreeze_top_refuses_impossible_counts(bad):
         finetune.unfreeze_top(tiny_base((16, 16, 3)), bad)
 
 
+@pytest.mark.slow
 def test_search_scores_validation_only_and_picks_the_best(xray_folder):
     from helpers import data
 
@@ -187,6 +190,7 @@ def test_search_never_sees_the_test_images(xray_folder, monkeypatch):
     assert scored == ["val"]
 
 
+@pytest.mark.slow
 def test_probe_and_combined_runs(xray_folder):
     from helpers import data
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-from keras import layers  # noqa: E402
+pytest.importorskip("keras")
+pytest.importorskip("tensorflow")
 
-from helpers import explain  # noqa: E402
+import keras
+import tensorflow as tf
+from keras import layers
+
+from helpers import explain
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

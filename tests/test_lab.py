@@ -42,6 +42,8 @@ KERNEL_DISPLAY_NAME = "Python (chest X-ray book)"
 #: Seconds for everything that waits in this module: server start, page, kernel, shutdown.
 BUDGET_S = 90.0
 SETUP_HINT = "run `make setup` (it registers the kernel with ipykernel install --sys-prefix)"
+# A kernel, a JupyterLab server and headless Chromium: the slow kind `make quick` leaves out.
+pytestmark = pytest.mark.browser
 
 
 class Budget:
@@ -236,7 +238,10 @@ def lab_server(tmp_path_factory, budget):
     port, token = free_port(), secrets.token_hex(24)
     log = home / "server.log"
     command = [
-        sys.executable, "-m", "jupyter", "lab",
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
@@ -247,7 +252,7 @@ def lab_server(tmp_path_factory, budget):
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",  # lists installed extensions, never asks PyPI
-    ]  # fmt: skip
+    ]
     if os.geteuid() == 0:  # CI containers run as root, which Jupyter refuses unless told
         command.append("--allow-root")
     with log.open("wb") as log_file:
@@ -353,22 +358,28 @@ def test_chapter_opens_in_jupyterlab_with_the_book_kernel(lab_server, budget, tm
         url = f"{lab_server.url}lab/tree/{NOTEBOOK}?token={lab_server.token}"
         browser.send("Page.navigate", {"url": url}, session=session)
         wait_for_page(
-            browser, session, lambda s: len(s["cells"]) >= len(expected_cells) and s["title"],
-            budget, f"the {len(expected_cells)} cells of {NOTEBOOK}",
-        )  # fmt: skip
+            browser,
+            session,
+            lambda s: len(s["cells"]) >= len(expected_cells) and s["title"],
+            budget,
+            f"the {len(expected_cells)} cells of {NOTEBOOK}",
+        )
         kernel_session = wait_for_kernel_session(lab_server, budget)
         # The page is connected to that kernel once its status bar reads "<name> | Idle".
         idle = f"{KERNEL_DISPLAY_NAME} | Idle"
-        state = wait_for_page(browser, session, lambda s: idle in s["status"], budget,
-                              f"{idle!r} in the status bar")  # fmt: skip
+        state = wait_for_page(
+            browser, session, lambda s: idle in s["status"], budget, f"{idle!r} in the status bar"
+        )
         exceptions = browser.events_of(session, "Runtime.exceptionThrown")
         console_errors = [
-            e["args"] for e in browser.events_of(session, "Runtime.consoleAPICalled")
+            e["args"]
+            for e in browser.events_of(session, "Runtime.consoleAPICalled")
             if e["type"] in ("error", "assert")
         ] + [
-            e["entry"] for e in browser.events_of(session, "Log.entryAdded")
+            e["entry"]
+            for e in browser.events_of(session, "Log.entryAdded")
             if e["entry"]["level"] == "error"
-        ]  # fmt: skip
+        ]
         requests = [
             e["request"]["url"] for e in browser.events_of(session, "Network.requestWillBeSent")
         ]
@@ -376,8 +387,10 @@ def test_chapter_opens_in_jupyterlab_with_the_book_kernel(lab_server, budget, tm
     finally:
         browser.close()
 
-    print(f"JupyterLab page: {len(state['cells'])} cells, title {state['title']!r}, "
-          f"kernel {state['kernel']!r}, {len(requests)} requests")  # fmt: skip
+    print(
+        f"JupyterLab page: {len(state['cells'])} cells, title {state['title']!r}, "
+        f"kernel {state['kernel']!r}, {len(requests)} requests"
+    )
     assert exceptions == [], exceptions
     assert console_errors == [], console_errors
     # Every cell, in the notebook's order and kind, and the chapter's own text.

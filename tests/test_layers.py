@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
 
-from chapter_models import make_model_function  # noqa: E402
+import keras
+from chapter_models import make_model_function
 
-from helpers import ablation, evaluate  # noqa: E402
-from helpers.layers import PerImageStandardization  # noqa: E402
+from helpers import ablation, evaluate
+from helpers.layers import PerImageStandardization
 
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside predict; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -388,8 +388,8 @@ def test_check_leaks_warns_with_the_count_and_three_examples(leaky, cache):
     examples = message.split("for example ")[1]
     assert examples.count(" and ") == 3  # three examples, the same pictures first
     assert (
-        "train/PNEUMONIA/person77_bacteria_5.png and test/PNEUMONIA/person500_virus_1.jpeg (same picture, 0 bits apart)"
-        in examples
+        "train/PNEUMONIA/person77_bacteria_5.png and test/PNEUMONIA/person500_virus_1.jpeg "
+        "(same picture, 0 bits apart)" in examples
     )
     assert "same file name" not in examples
 

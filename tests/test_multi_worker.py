@@ -47,6 +47,8 @@ FAILURE_GRACE_S = 20  # after one worker fails, before the others are stopped
 FOLDER = dict(train_persons=(5, 5), images_per_person=(4, 4), val_per_class=14, test_per_class=4)
 TRAIN_IMAGES = 32
 TEST_IMAGES = 8
+# Two TensorFlow worker processes per cluster: the slow kind `make quick` leaves out.
+pytestmark = pytest.mark.cluster
 
 
 def free_ports(count: int) -> list[int]:

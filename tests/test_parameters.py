@@ -37,10 +37,20 @@ def no_book_overrides(monkeypatch):
 
 def test_the_table_lists_every_parameter_a_chapter_may_declare():
     required = [
-        "data_dir", "results_dir", "image_size", "epochs", "batch_size", "seed", "base_weights",
-        "target_sensitivity", "on_bad_image", "strategy", "ablation_epochs",
-        "ablation_image_size", "on_leak",
-    ]  # fmt: skip
+        "data_dir",
+        "results_dir",
+        "image_size",
+        "epochs",
+        "batch_size",
+        "seed",
+        "base_weights",
+        "target_sensitivity",
+        "on_bad_image",
+        "strategy",
+        "ablation_epochs",
+        "ablation_image_size",
+        "on_leak",
+    ]
     assert [
         name for name in parameters.PARAMETERS if name in required
     ] == required  # chapters may add more
@@ -71,7 +81,7 @@ def test_the_table_lists_every_parameter_a_chapter_may_declare():
         ("results_dir", __file__, "a folder path (it need not exist yet), not a file"),
         ("results_dir", "", "a folder path or None"),
     ],
-)  # fmt: skip
+)
 def test_check_value_says_what_is_expected(name, value, problem):
     found = parameters.check_value(name, value)[1]
     if problem is None:
@@ -304,7 +314,9 @@ def _epochs_notebook(path: Path) -> Path:
     nb.cells = [
         cell,
         nbformat.v4.new_code_cell(
-            "from helpers import parameters\nparams = parameters.check(epochs=epochs)\nprint('EPOCHS', params.epochs)"
+            "from helpers import parameters\n"
+            "params = parameters.check(epochs=epochs)\n"
+            "print('EPOCHS', params.epochs)"
         ),
     ]
     nbformat.write(nb, str(path))
@@ -315,13 +327,18 @@ def _run_papermill(notebook: Path, output: Path, **values) -> str:
     import papermill
 
     papermill.execute_notebook(
-        str(notebook), str(output), parameters=values, kernel_name="python3",
-        progress_bar=False, cwd=str(notebook.parent),
-    )  # fmt: skip
+        str(notebook),
+        str(output),
+        parameters=values,
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(notebook.parent),
+    )
     executed = nbformat.read(str(output), as_version=4)
     return "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
 
 
+@pytest.mark.notebook
 def test_papermill_p_beats_the_environment_which_beats_the_cell(tmp_path, monkeypatch):
     notebook = _epochs_notebook(tmp_path / "epochs.ipynb")
     monkeypatch.setenv("BOOK_EPOCHS", "1")  # the kernel inherits it
@@ -329,6 +346,7 @@ def test_papermill_p_beats_the_environment_which_beats_the_cell(tmp_path, monkey
     assert "EPOCHS 1" in _run_papermill(notebook, tmp_path / "environment.ipynb")
 
 
+@pytest.mark.notebook
 def test_papermill_passing_an_undeclared_name_stops_the_notebook(tmp_path):
     from papermill.exceptions import PapermillExecutionError
 

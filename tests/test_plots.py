@@ -6,12 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
 
-from helpers import calibration, plots  # noqa: E402
+from helpers import calibration, plots
 
 Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
 S = np.array([0.1, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9, 0.2])

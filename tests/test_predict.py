@@ -11,12 +11,15 @@ import sys
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
 
-from chapter_models import chapter_model, evaluate_like_a_chapter  # noqa: E402
+import keras
+from chapter_models import chapter_model, evaluate_like_a_chapter
+from PIL import Image
 
-from helpers import data, predict, train  # noqa: E402
-from helpers.evaluate import predict_split  # noqa: E402
+from helpers import data, predict, train
+from helpers.adapt import MIN_ADAPT_IMAGES, adapt_batchnorm
+from helpers.evaluate import predict_split
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -116,6 +119,7 @@ def test_unusable_model_folders_exit_2_with_a_clear_message(trained, tmp_path):
     assert code == 2 and "safe mode will not run" in err
 
 
+@pytest.mark.slow
 def test_command_line_runs_as_a_module(trained):
     folder, xrays = trained
     image = xrays.test.data_dir / xrays.test.paths[0]
@@ -131,10 +135,6 @@ def test_command_line_runs_as_a_module(trained):
 # ---------------------------------------------------------------------------------------
 # --adapt-to FOLDER: batch-norm statistics re-estimated on a folder's images (no labels)
 # ---------------------------------------------------------------------------------------
-
-from PIL import Image  # noqa: E402
-
-from helpers.adapt import MIN_ADAPT_IMAGES, adapt_batchnorm  # noqa: E402
 
 ADAPT_SIZE = 16
 
@@ -250,7 +250,8 @@ def test_adapt_to_refuses_a_folder_of_too_few_readable_images(adapt_setup, tmp_p
     assert code == 2 and out == ""
     assert (
         f"--adapt-to {small} holds 5 readable image(s) (of 6 image file(s) found); at least "
-        f"{MIN_ADAPT_IMAGES} are needed, because batch-norm statistics measured on a few images are noise"
+        f"{MIN_ADAPT_IMAGES} are needed, because batch-norm statistics measured on a few images "
+        "are noise"
     ) in err
     for not_a_folder in (tmp_path / "nowhere", paths[0]):
         code, _, err = run_main("--model", bn_folder, "--adapt-to", not_a_folder, paths[0])

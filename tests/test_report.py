@@ -13,12 +13,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # no window: figures are drawn and closed
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
 
-from helpers import data, evaluate, report  # noqa: E402
+from helpers import data, evaluate, report
 
 # plt.show() under Agg says it shows nothing; that is the point here.
 pytestmark = pytest.mark.filterwarnings("ignore:FigureCanvasAgg is non-interactive:UserWarning")
@@ -266,8 +266,8 @@ def test_show_misclassified_counts_the_errors(evaluation, xrays32, capsys, shown
     fn, fp = len(groups["false negative"]), len(groups["false positive"])
     assert fn + fp > 0
     assert (
-        f"{fn} false negatives and {fp} false positives of 40 test images; showing {min(3, fn + fp)}"
-        in capsys.readouterr().out
+        f"{fn} false negatives and {fp} false positives of 40 test images; "
+        f"showing {min(3, fn + fp)}" in capsys.readouterr().out
     )
 
 

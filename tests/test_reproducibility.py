@@ -31,7 +31,8 @@ import numpy as np
 from chapter_models import chapter_model, evaluate_like_a_chapter
 from helpers import data, train, results
 
-folder, results_dir, epochs, pause_at = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+folder, results_dir = sys.argv[1], Path(sys.argv[2])
+epochs, pause_at = int(sys.argv[3]), sys.argv[4]
 xrays = data.load_chest_xrays(folder, image_size=24, seed=3, results_dir=results_dir)
 model = chapter_model("model_1", image_size=24, seed=3)
 initial = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
@@ -99,6 +100,7 @@ def two_runs(xray_folder, tmp_path_factory) -> tuple[Path, list[dict]]:
     return root, run_trainings(xray_folder.root, [root / "a", root / "b"])
 
 
+@pytest.mark.slow
 def test_two_processes_with_the_same_seed_give_the_same_split_weights_and_scores(two_runs):
     root, (first, second) = two_runs
     assert first["initial_weights"] == second["initial_weights"]
@@ -119,6 +121,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pause_at", ["training", "writing"])
 def test_a_killed_run_leaves_the_previous_complete_results(
     xray_folder, two_runs, tmp_path, pause_at
@@ -221,17 +224,21 @@ run = train.fit(model, xrays, epochs=int(sys.argv[2]), batch_size=4, seed=0, ver
 test = predict_split(run.model, xrays.test, batch_size=8)
 val = predict_split(run.model, xrays.val, batch_size=8)  # an uneven last batch
 assert len(val.scores) == len(xrays.val)
+first_variable = run.model.trainable_variables[0]
+global_batch = 4 * strategy.num_replicas_in_sync
+batches = training_dataset(xrays.train, batch_size=global_batch, seed=0, drop_remainder=True)
 print(json.dumps({
     "replicas": strategy.num_replicas_in_sync,
-    "variable_devices": sorted({v.device for v in run.model.trainable_variables[0].values}) if hasattr(run.model.trainable_variables[0], "values") else [],
+    "variable_devices": sorted({v.device for v in getattr(first_variable, "values", [])}),
     "loss": run.history["loss"].tolist(),
-    "steps_per_epoch": len(list(training_dataset(xrays.train, batch_size=4 * strategy.num_replicas_in_sync, seed=0, drop_remainder=True))),
+    "steps_per_epoch": len(list(batches)),
     "train_images": len(xrays.train),
     "test_auc": metrics.roc_auc_with_ci(test.labels, test.scores).value,
 }))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_over_two_logical_cpus_trains_and_learns(xray_folder):
     # 4 epochs of 3 steps: the last epoch's mean loss is below the first's (measured 0.49
     # against 0.56; 0.45 after 12 epochs, which take twice as long).

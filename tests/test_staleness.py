@@ -65,8 +65,16 @@ def test_imported_names_of_absolute_relative_and_from_imports():
         "def later():\n    import j\n"
     )
     assert imported_names(tree, "pkg.sub.mod", False) == {
-        "a.b.c", "d", "d.e", "d.f", "pkg.sub", "pkg.sub.g", "pkg.h", "pkg.h.i", "j",
-    }  # fmt: skip
+        "a.b.c",
+        "d",
+        "d.e",
+        "d.f",
+        "pkg.sub",
+        "pkg.sub.g",
+        "pkg.h",
+        "pkg.h.i",
+        "j",
+    }
     assert imported_names(ast.parse("from . import g"), "pkg.sub", True) == {"pkg.sub", "pkg.sub.g"}
 
 
@@ -106,9 +114,13 @@ def built_real_book(tmp_path) -> tuple[Path, Path]:
         executed.parent.mkdir(parents=True, exist_ok=True)
         executed.write_text("{}")
         state[name] = {
-            "status": "complete", "finished": "2026-01-01 00:00:00", "seconds": 1.0,
-            "inputs": decision.inputs, "code_files": decision.code_files, "outputs": {},
-        }  # fmt: skip
+            "status": "complete",
+            "finished": "2026-01-01 00:00:00",
+            "seconds": 1.0,
+            "inputs": decision.inputs,
+            "code_files": decision.code_files,
+            "outputs": {},
+        }
     (tmp_path / "_build" / staleness.STATE_FILE).write_text(json.dumps(state))
     return tmp_path, code
 

@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
-keras = pytest.importorskip("keras")
+pytest.importorskip("keras")
 
-from chapter_models import chapter_model, evaluate_like_a_chapter, fake_pretrained_base  # noqa: E402
+import keras
+from chapter_models import chapter_model, evaluate_like_a_chapter, fake_pretrained_base
 
-from helpers import data, evaluate, metrics, results, train  # noqa: E402
-from helpers.results import PREDICTION_COLUMNS  # noqa: E402
+from helpers import data, evaluate, metrics, results, train
+from helpers.results import PREDICTION_COLUMNS
 
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside fit/predict; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -132,6 +133,7 @@ def test_fit_refuses_bad_parameters_before_training(xrays32):
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_trained_weights(xrays32):
     weights = data.class_weights(xrays32.train.labels)
     runs = []
@@ -350,6 +352,7 @@ def test_a_second_save_replaces_the_folder_atomically(model_1_run, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_model_5_trains_one_epoch_and_scores_probabilities(model_5_fit):
     run = model_5_fit.run
     assert evaluate.output_kind(run.model) == "logit"
@@ -361,6 +364,7 @@ def test_model_5_trains_one_epoch_and_scores_probabilities(model_5_fit):
     np.testing.assert_allclose(preds.scores, expit(logits.astype(np.float64)), atol=1e-7)
 
 
+@pytest.mark.slow
 def test_model_5_with_a_random_frozen_base_gives_constant_scores(model_5_fit):
     # By design (the case study freezes the base): a randomly initialised MobileNetV2 in
     # inference mode passes no signal (features ~1e-12), so every image gets one score.
@@ -369,6 +373,7 @@ def test_model_5_with_a_random_frozen_base_gives_constant_scores(model_5_fit):
     assert np.ptp(logits) < 1e-4
 
 
+@pytest.mark.slow
 def test_model_5_run_with_a_random_base_writes_results_that_say_so(model_5_fit):
     run, xrays = model_5_fit.run, model_5_fit.xrays
     # The chapter's four steps, and its save with the base weights it used.
@@ -466,6 +471,7 @@ def test_metrics_json_says_whether_the_official_val_images_were_used(
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_frozen_base_of_models_4_and_5_and_none_for_the_others():
     model_4 = chapter_model("model_4", image_size=32, base_weights="random")
     model_5 = chapter_model("model_5", image_size=32, base_weights="random")
@@ -496,6 +502,7 @@ def test_split_at_layer_shares_the_head_layers_and_refuses_a_trainable_layer(mon
         train.split_at_layer(model, model.layers[-1].name)
 
 
+@pytest.mark.slow
 def test_cached_frozen_features_train_the_same_model_5_on_a_base_that_passes_signal(
     xrays32, monkeypatch
 ):
@@ -519,6 +526,7 @@ def test_cached_frozen_features_train_the_same_model_5_on_a_base_that_passes_sig
     np.testing.assert_allclose(scores[True], scores[False], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cached_frozen_features_give_model_5_the_same_test_scores_as_the_base_in_the_loop(xrays32):
     """The chapter's model_5 with its real (randomly initialised) MobileNetV2. Such a base
     passes almost no signal, so this checks the plumbing on the real architecture; the
@@ -533,6 +541,7 @@ def test_cached_frozen_features_give_model_5_the_same_test_scores_as_the_base_in
     np.testing.assert_allclose(scores[True], scores[False], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_model_4_validates_on_cached_base_features_with_the_same_numbers(xrays32):
     """Augmentation keeps model 4's base in the training loop; its per-epoch validation runs
     the head on features computed once, and must log what the full model would."""

@@ -24,7 +24,18 @@ from .errors import BookError, NotebookFailed, ParameterError, RenderFailed
 from .toc import CONFIG_PATH, SOURCE_DIR, TOC_PATH, Chapter, find_chapters
 
 __all__ = [
-    "BookError", "CONFIG_PATH", "Chapter", "NotebookFailed", "OUTPUT_DIR", "ParameterError",
-    "RenderFailed", "SOURCE_DIR", "TOC_PATH", "book_status", "build_book", "find_chapters",
-    "list_chapters", "main",
-]  # fmt: skip
+    "BookError",
+    "CONFIG_PATH",
+    "Chapter",
+    "NotebookFailed",
+    "OUTPUT_DIR",
+    "ParameterError",
+    "RenderFailed",
+    "SOURCE_DIR",
+    "TOC_PATH",
+    "book_status",
+    "build_book",
+    "find_chapters",
+    "list_chapters",
+    "main",
+]

@@ -71,9 +71,12 @@ def _run_one(
 ) -> None:
     """Execute one notebook, recording its run in the state file before and after."""
     state[chapter.name] = {
-        "status": "running", "started": _now(), "inputs": decision.inputs,
-        "code_files": decision.code_files, "parameters": dict(parameters),
-    }  # fmt: skip
+        "status": "running",
+        "started": _now(),
+        "inputs": decision.inputs,
+        "code_files": decision.code_files,
+        "parameters": dict(parameters),
+    }
     save_state(state_path, state)
     start = time.perf_counter()
     try:
@@ -218,10 +221,17 @@ def build_book(
             _progress(out, width, chapter.name, word, "", decision.reason)
             continue
         _run_one(
-            chapter, decision, plan.parameters[chapter.name], source_dir=source_dir,
-            executed_dir=executed_dir, state=state, state_path=state_path,
-            kernel_name=kernel_name, out=out, width=width,
-        )  # fmt: skip
+            chapter,
+            decision,
+            plan.parameters[chapter.name],
+            source_dir=source_dir,
+            executed_dir=executed_dir,
+            state=state,
+            state_path=state_path,
+            kernel_name=kernel_name,
+            out=out,
+            width=width,
+        )
 
     start = time.perf_counter()
     left_out = [
@@ -240,9 +250,14 @@ def build_book(
         )
         labels = set().union(*(chapter_targets(c) for c in left_out))
     html_dir = render(
-        executed_dir, output_dir, config_path, render_toc, verbose=verbose,
-        left_out_labels=labels, left_out_docs={c.name for c in left_out},
-    )  # fmt: skip
+        executed_dir,
+        output_dir,
+        config_path,
+        render_toc,
+        verbose=verbose,
+        left_out_labels=labels,
+        left_out_docs={c.name for c in left_out},
+    )
     pages = len(plan.chapters) - len(left_out)
     note = f"{pages} page{'s' if pages != 1 else ''} -> {html_dir / 'index.html'}"
     if left_out:

@@ -43,45 +43,59 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--data-dir", metavar="PATH",
+        "--data-dir",
+        metavar="PATH",
         help="the chest X-ray data folder; passed as the parameter data_dir "
         "(default: each notebook's own default)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--results-dir", metavar="PATH",
+        "--results-dir",
+        metavar="PATH",
         help="where models write their results; passed as the parameter results_dir "
         "(default: each notebook's own default)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
         help="set a notebook parameter; VALUE is parsed like papermill -p: True/False/None, "
         "an int, a float, else a string. Repeatable",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--only", nargs="+", metavar="NAME",
+        "--only",
+        nargs="+",
+        metavar="NAME",
         help="execute only these notebooks (by name, e.g. model_1); the other chapters keep "
         "the executed copy of an earlier run if their source is unchanged, else are "
         "left out of this build (references to them become plain text)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--force", action="store_true",
+        "--force",
+        action="store_true",
         help="execute every selected notebook, even those whose notebook, parameters, data, "
         "the helpers modules they import and upstream results are unchanged since their last "
         "complete run (those are re-used otherwise)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--status", action="store_true",
+        "--status",
+        action="store_true",
         help="say which chapters are up to date and which are stale (and why), then exit",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--list", action="store_true",
+        "--list",
+        action="store_true",
         help="list the chapters and the parameters each notebook declares, then exit",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--executed-from", type=Path, metavar="DIR",
+        "--executed-from",
+        type=Path,
+        metavar="DIR",
         help="render the notebooks found in DIR as they are, executed elsewhere (make test: "
         "pytest --nbval-lax book/ with BOOK_SAVE_EXECUTED=DIR), instead of executing them again",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--kernel", default=KERNEL_NAME, help=f"Jupyter kernel name (default: {KERNEL_NAME})"
     )
@@ -92,9 +106,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the book's source folder (default: book/)",
     )
     parser.add_argument(
-        "--output-dir", type=Path, default=OUTPUT_DIR,
+        "--output-dir",
+        type=Path,
+        default=OUTPUT_DIR,
         help="the folder that receives _build/ (default: the repository root)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--config",
         type=Path,
@@ -102,9 +118,11 @@ def _parser() -> argparse.ArgumentParser:
         help="jupyter-book config (default: _config.yml)",
     )
     parser.add_argument(
-        "--toc", type=Path, default=TOC_PATH,
+        "--toc",
+        type=Path,
+        default=TOC_PATH,
         help="table of contents, entries relative to the source folder (default: _toc.yml)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="print jupyter-book's whole output"
     )

@@ -1,4 +1,4 @@
-"""The runner's errors: each carries a message for the person running the build, and an exit status."""
+"""The runner's errors: each carries a message for the person building, and an exit status."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ def failure_message(name: str, source: Path, executed: Path, exc: BaseException)
     cells = []
     try:
         cells = nbformat.read(str(executed), as_version=4).cells
-    except Exception:  # noqa: BLE001 - the notebook may not have been written at all
+    except Exception:  # the notebook may not have been written at all
         pass
     # papermill adds red "an exception was raised" cells after the failure; the cell index
     # of its error counts the cells as they were while executing.
@@ -147,7 +147,7 @@ def _quiet_kernel_manager(log_path: Path) -> type:
     from jupyter_client.manager import AsyncKernelManager
 
     class LoggedKernelManager(AsyncKernelManager):
-        async def start_kernel(self, **kwargs: Any) -> None:  # type: ignore[override]
+        async def start_kernel(self, **kwargs: Any) -> None:
             with open(log_path, "ab") as log:
                 # Popen duplicates the descriptor, so closing ours afterwards is safe.
                 kwargs.setdefault("stderr", log)
@@ -203,7 +203,7 @@ def execute_notebook(
             log_output=False,
             kernel_manager_class=_quiet_kernel_manager(kernel_log),
         )
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a named report
+    except Exception as exc:  # every failure becomes a named report
         message = failure_message(chapter.name, chapter.path, output, exc)
         if kernel_log.is_file() and kernel_log.stat().st_size:
             message += f"\n  the kernel's own log: {kernel_log}"

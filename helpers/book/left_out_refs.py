@@ -1,4 +1,4 @@
-"""Sphinx extension for a render of some chapters: references into left-out chapters become plain text.
+"""Sphinx extension for a partial render: references into left-out chapters become plain text.
 
 When ``python -m helpers.book --only model_1`` renders a book in which other chapters were
 never executed, those chapters are left out of the render, and a page such as the

@@ -109,15 +109,25 @@ def _jupyter_book(
     source: Path, path_output: Path, config_path: Path, toc_path: Path
 ) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-        "build", str(source),
-        "--path-output", str(path_output),
-        "--config", str(config_path),
-        "--toc", str(toc_path),
-        "--builder", "html",
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(source),
+        "--path-output",
+        str(path_output),
+        "--config",
+        str(config_path),
+        "--toc",
+        str(toc_path),
+        "--builder",
+        "html",
         # Every warning and broken reference fails; --all: no page is left from before.
-        "-W", "-n", "--keep-going", "--all",
-    ]  # fmt: skip
+        "-W",
+        "-n",
+        "--keep-going",
+        "--all",
+    ]
     env = dict(os.environ)
     # Sphinx must import helpers.book.left_out_refs from this checkout, installed or not.
     env["PYTHONPATH"] = os.pathsep.join(

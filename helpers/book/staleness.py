@@ -260,11 +260,13 @@ def chapter_inputs(
         "parameters": _sha256_text(json.dumps(dict(parameters), sort_keys=True, default=str)),
         "code": code_fingerprint(code_files),
         "environment": env_hash,
-        "upstream": _sha256_text(json.dumps(
-            {name: upstream_keys.get(name, "missing") for name in uses_results_of(chapter)},
-            sort_keys=True,
-        )),
-    }  # fmt: skip
+        "upstream": _sha256_text(
+            json.dumps(
+                {name: upstream_keys.get(name, "missing") for name in uses_results_of(chapter)},
+                sort_keys=True,
+            )
+        ),
+    }
     if "data_dir" in declared_parameters(chapter.path):
         value = effective_value(chapter, "data_dir", parameters)
         folder = str(_folder(value, config.DEFAULT_DATA_DIR))
@@ -322,8 +324,11 @@ def staleness(
         return f"its run of {record.get('started', '?')} was interrupted"
     if record.get("status") != "complete":
         return f"its last run {record.get('status', 'did not finish')}"
-    changed = [text for name, text in _INPUT_NAMES.items()
-               if record.get("inputs", {}).get(name) != inputs.get(name)]  # fmt: skip
+    changed = [
+        text
+        for name, text in _INPUT_NAMES.items()
+        if record.get("inputs", {}).get(name) != inputs.get(name)
+    ]
     if _INPUT_NAMES["code"] in changed and "code_files" in record and code_files is not None:
         which = changed_modules(record["code_files"], code_files)
         changed = [which or t if t == _INPUT_NAMES["code"] else t for t in changed]
@@ -384,14 +389,19 @@ def decide(
         # A chapter outside --only keeps the parameters of its last run; a selected one gets
         # this build's (an empty set means the notebook's defaults, which differ from -p ...).
         params = (
-            plan.parameters[chapter.name] if chapter.name in selected
+            plan.parameters[chapter.name]
+            if chapter.name in selected
             else state.get(chapter.name, {}).get("parameters", {})
-        )  # fmt: skip
+        )
         code_files = graph.fingerprints(modules_run_by(chapter.path, graph))
         inputs = chapter_inputs(
-            chapter, params, code_files=code_files, env_hash=env_hash, upstream_keys=keys,
+            chapter,
+            params,
+            code_files=code_files,
+            env_hash=env_hash,
+            upstream_keys=keys,
             data_cache=data_cache,
-        )  # fmt: skip
+        )
         keys[chapter.name] = input_key(inputs)
         record = state.get(chapter.name, {})
         executed = executed_dir / chapter.path.relative_to(source_dir)
@@ -409,9 +419,10 @@ def decide(
         else:
             action = "reuse" if stale is None else "leave out"
             reason = (
-                f"kept from the run of {record.get('finished', '?')}" if stale is None
+                f"kept from the run of {record.get('finished', '?')}"
+                if stale is None
                 else f"stale ({stale}): left out of this build"
-            )  # fmt: skip
+            )
         if action == "execute":
             runs_again.add(chapter.name)
         decisions[chapter.name] = Decision(action, reason, inputs, code_files)
