@@ -19,6 +19,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.data.cache import files_fingerprint
+from helpers.data.dicom import dicom_header_summary, is_dicom_name, with_person_identity
 from helpers.data.errors import DataError
 
 #: Files that operating systems and archives leave beside images; never images, never errors.
@@ -159,7 +160,9 @@ def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``path`` (relative to ``data_dir``, with ``/``), ``label`` (0 NORMAL,
-        1 PNEUMONIA) and ``group`` (see :func:`group_id`).
+        1 PNEUMONIA), ``group`` (see :func:`group_id`; for a DICOM file with a PatientID,
+        a salted key of it, see :func:`helpers.data.dicom.with_person_identity`) and
+        ``identity`` (where the group came from: ``"file name"`` or ``"PatientID"``).
 
     Raises
     ------
@@ -177,6 +180,8 @@ def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
             if entry.is_file() and _is_image_name(entry.name):
                 rows.append((f"{split}/{class_name}/{entry.name}", label, group_id(entry.name)))
     table = pd.DataFrame(rows, columns=["path", "label", "group"])
+    # A DICOM file's person is its PatientID (as a salted key), whatever its file name.
+    table = with_person_identity(root, table)
     return table.sort_values("path", ignore_index=True)
 
 
@@ -269,6 +274,9 @@ def describe_files(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     for split in config.OFFICIAL_SPLITS:
         for path, label in list_split(root, split)[["path", "label"]].itertuples(index=False):
             file = root / path
+            if is_dicom_name(file):
+                rows.append((split, label, path, *dicom_header_summary(file), file.stat().st_size))
+                continue
             try:
                 with Image.open(file) as img:
                     rows.append(

@@ -106,7 +106,7 @@ def split_table(
     val_fraction: float = config.VAL_FRACTION,
     seed: int = config.SEED,
 ) -> pd.DataFrame:
-    """The split the project uses: one row per image with ``path, split, label, group``.
+    """The split the project uses: one row per image with ``path, split, label, group, identity``.
 
     ``split`` is ``"train"`` or ``"val"`` (from the official train folder by person, plus
     the official val folder on the validation side) or ``"test"`` (the official test
@@ -122,7 +122,9 @@ def split_table(
     Returns
     -------
     pandas.DataFrame
-        Columns ``path``, ``split``, ``label``, ``group``.
+        Columns ``path``, ``split``, ``label``, ``group``, ``identity`` (see
+        :func:`helpers.data.list_split`). ``group`` may be a salted key of a person's
+        PatientID: keep it in memory, never write it (:func:`write_split_csv` does not).
 
     Raises
     ------
@@ -141,7 +143,7 @@ def split_table(
     table = table.sort_values(
         ["split", "path"], key=lambda col: col.map(order) if col.name == "split" else col
     )
-    return table[["path", "split", "label", "group"]].reset_index(drop=True)
+    return table[["path", "split", "label", "group", "identity"]].reset_index(drop=True)
 
 
 def write_split_csv(table: pd.DataFrame, results_dir: str | os.PathLike) -> Path:
