@@ -42,6 +42,10 @@ class Predictions:
     paths: list[str]
     labels: np.ndarray
     scores: np.ndarray
+    #: The person of each image as the split knew it (:attr:`helpers.data.Split.groups`: a
+    #: DICOM file's is a salted key of its PatientID); empty: read from the file names.
+    #: Never part of :meth:`to_frame`, so never written.
+    persons: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not (len(self.paths) == len(self.labels) == len(self.scores)):
@@ -49,6 +53,14 @@ class Predictions:
                 f"paths, labels and scores differ in length: {len(self.paths)}, "
                 f"{len(self.labels)}, {len(self.scores)}"
             )
+        if self.persons and len(self.persons) != len(self.paths):
+            raise ValueError(
+                f"persons and paths differ in length: {len(self.persons)}, {len(self.paths)}"
+            )
+
+    def person_of_each_image(self) -> list[str]:
+        """:attr:`persons`, or each file name's person (:func:`helpers.data.group_id`)."""
+        return list(self.persons) if self.persons else [group_id(p) for p in self.paths]
 
     def to_frame(self) -> pd.DataFrame:
         """Columns ``path, label, score`` (the results contract)."""
@@ -122,7 +134,11 @@ def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
         )
     scores = expit(raw) if kind == "logit" else raw
     return Predictions(
-        split=split.name, paths=list(split.paths), labels=split.labels.copy(), scores=scores
+        split=split.name,
+        paths=list(split.paths),
+        labels=split.labels.copy(),
+        scores=scores,
+        persons=tuple(split.groups),
     )
 
 
@@ -270,7 +286,8 @@ def metrics_at(predictions: Predictions, threshold: float, *, seed: int = config
     """Rates and AUC at ``threshold`` with **person-level** 95% intervals.
 
     The point values and counts are :func:`helpers.metrics.summary`'s; every interval is a
-    person-level cluster bootstrap (persons from the file names, :func:`helpers.data.group_id`) (:func:`helpers.bootstrap.person_bootstrap`: persons
+    person-level cluster bootstrap (persons as the split knew them,
+    :meth:`Predictions.person_of_each_image`) (:func:`helpers.bootstrap.person_bootstrap`: persons
     resampled within each class, 2,000 resamples, percentile), because one person's images
     are not independent observations. ``interval_method`` names it.
     """
@@ -278,7 +295,7 @@ def metrics_at(predictions: Predictions, threshold: float, *, seed: int = config
     person_level = bootstrap.person_bootstrap(
         predictions.labels,
         predictions.scores,
-        [group_id(path) for path in predictions.paths],
+        predictions.person_of_each_image(),
         threshold=threshold,
         seed=seed,
     )

@@ -203,7 +203,7 @@ def test_bad_dicom_files_are_skipped_and_counted_like_any_bad_image(xray_folder,
     root = tmp_path / "chest_xray"
     convert_folder(xray_folder.root, root)
     bad = _bad_files(tmp_path / "bad")
-    for name, (path, _) in bad.items():
+    for path, _ in bad.values():
         (root / "train" / "NORMAL" / path.name).write_bytes(path.read_bytes())
     with pytest.raises(data.DataError, match="train/NORMAL/"):
         data.load_chest_xrays(root, image_size=16, seed=0)
@@ -355,3 +355,21 @@ def test_the_inference_command_scores_a_dicom_as_its_source_and_prints_no_header
     printed = out.getvalue() + err.getvalue()
     assert not [v for v in values if v in printed]
     assert _files_holding(heatmaps, values) == []
+
+
+def test_person_level_intervals_count_patients_not_dicom_files(dicom_folder):
+    keras = pytest.importorskip("keras")
+    from helpers import evaluate
+
+    root, _, _ = dicom_folder
+    xrays = data.load_chest_xrays(root, image_size=16, seed=0)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(pooled))
+    train = evaluate.predict_split(model, xrays.train)
+    persons = len(set(xrays.train.groups))
+    assert persons < len(xrays.train)  # several images per patient
+    assert sum(evaluate.metrics_at(train, 0.5)["persons"].values()) == persons
+    by_file_name = evaluate.Predictions(train.split, train.paths, train.labels, train.scores)
+    assert sum(evaluate.metrics_at(by_file_name, 0.5)["persons"].values()) == len(xrays.train)

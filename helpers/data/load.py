@@ -44,6 +44,10 @@ class Split:
     labels : numpy.ndarray of int, shape (n,)
     images : numpy.ndarray of uint8, shape (n, size, size, channels)
     data_dir : pathlib.Path
+    groups : tuple of str
+        The person of each image, as the split used it (from the file name, or a salted key
+        of a DICOM file's PatientID); empty when unknown (then read from the file names).
+        Kept in memory for person-level statistics, never written.
     """
 
     name: str
@@ -51,6 +55,7 @@ class Split:
     labels: np.ndarray
     images: np.ndarray
     data_dir: Path
+    groups: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -160,6 +165,7 @@ def load_chest_xrays(
             labels=labels,
             images=images,
             data_dir=root,
+            groups=tuple(g for g, k in zip(rows["group"], keep) if k),
         )
     if skipped:
         import warnings
