@@ -52,10 +52,10 @@ IDENTITY_FILE_NAME = "file name"
 
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 
-# PatientID read per file identity (path, size, modification time): the split, the data
+# Person keys per file identity (path, size, modification time, salt): the split, the data
 # chapter's tables and the leak check all list the same folder, and read each header once.
-_PATIENT_IDS: dict[tuple, str | None] = {}
-_PATIENT_IDS_LOCK = threading.Lock()
+_PERSON_KEYS: dict[tuple, str | None] = {}
+_PERSON_KEYS_LOCK = threading.Lock()
 
 
 def is_dicom_name(path: str | os.PathLike) -> bool:
@@ -382,23 +382,29 @@ def read_patient_id(path: str | os.PathLike) -> str | None:
     the file cannot be read as DICOM (it will fail, by name, when decoded)."""
     import pydicom
 
-    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+        return str(ds.get("PatientID", "") or "").strip() or None
+    except Exception:  # not DICOM or damaged: no identity here; decoding reports it
+        return None
+
+
+def _person_key_of_file(path: Path, salt: bytes) -> str | None:
+    """:func:`person_key` of the file's PatientID (None without one), read once per file
+    identity and salt; only the key is remembered, never the ID."""
     try:
         stat = path.stat()
     except OSError:
         return None
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    with _PATIENT_IDS_LOCK:
-        if key in _PATIENT_IDS:
-            return _PATIENT_IDS[key]
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
-        value = str(ds.get("PatientID", "") or "").strip() or None
-    except Exception:  # not DICOM or damaged: no identity here; decoding reports it
-        value = None
-    with _PATIENT_IDS_LOCK:
-        _PATIENT_IDS[key] = value
-    return value
+    cache_key = (str(path), stat.st_size, stat.st_mtime_ns, hashlib.sha256(salt).hexdigest())
+    with _PERSON_KEYS_LOCK:
+        if cache_key in _PERSON_KEYS:
+            return _PERSON_KEYS[cache_key]
+    patient_id = read_patient_id(path)
+    key = None if patient_id is None else person_key(patient_id, salt=salt)
+    with _PERSON_KEYS_LOCK:
+        _PERSON_KEYS[cache_key] = key
+    return key
 
 
 def with_person_identity(root: str | os.PathLike, table: pd.DataFrame) -> pd.DataFrame:
@@ -428,12 +434,10 @@ def with_person_identity(root: str | os.PathLike, table: pd.DataFrame) -> pd.Dat
     for i, path in enumerate(table["path"]):
         if not is_dicom_name(path):
             continue
-        patient_id = read_patient_id(Path(root) / path)
-        if patient_id is None:
-            continue
         salt = person_salt() if salt is None else salt
-        groups[i] = person_key(patient_id, salt=salt)
-        identity[i] = IDENTITY_PATIENT_ID
+        key = _person_key_of_file(Path(root) / path, salt)
+        if key is not None:
+            groups[i], identity[i] = key, IDENTITY_PATIENT_ID
     table["group"] = groups
     table["identity"] = identity
     return table
