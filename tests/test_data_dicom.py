@@ -26,6 +26,7 @@ from pydicom.uid import (  # noqa: E402
     HTJ2K,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
     RLELossless,
 )
@@ -105,17 +106,30 @@ def test_each_storage_decodes_to_its_source_picture(tmp_path, label, variant, co
     assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 0], rgb[..., 2])
 
 
-def test_jpeg_baseline_dicom_decodes_like_the_same_jpeg(tmp_path):
+def _encapsulated(pixels: np.ndarray, syntax, fmt: str, **options):
+    """An 8-bit DICOM whose pixel data is ``pixels`` compressed by Pillow as ``fmt``."""
     buffer = io.BytesIO()
-    Image.fromarray(source_pixels("PNEUMONIA"), "L").save(buffer, format="JPEG", quality=90)
-    jpeg = tmp_path / "same.jpeg"
-    jpeg.write_bytes(buffer.getvalue())
-    ds = dicom.xray_to_dicom(source_pixels("PNEUMONIA"), bits_stored=8)
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    Image.fromarray(pixels, "L").save(buffer, format=fmt, **options)
+    ds = dicom.xray_to_dicom(pixels, bits_stored=8)
+    ds.file_meta.TransferSyntaxUID = syntax
     ds.PixelData = encapsulate([buffer.getvalue()])
     ds["PixelData"].VR = "OB"
+    return ds, buffer.getvalue()
+
+
+def test_jpeg_baseline_dicom_decodes_like_the_same_jpeg(tmp_path):
+    ds, jpeg_bytes = _encapsulated(source_pixels("PNEUMONIA"), JPEGBaseline8Bit, "JPEG", quality=90)
+    jpeg = tmp_path / "same.jpeg"
+    jpeg.write_bytes(jpeg_bytes)
     path = write(ds, tmp_path / "jpeg.dcm")
     assert np.abs(decoded(path).astype(int) - decoded(jpeg).astype(int)).max() <= 2
+
+
+def test_jpeg_2000_lossless_dicom_decodes_to_its_source(tmp_path):
+    pixels = source_pixels("NORMAL")
+    ds, _ = _encapsulated(pixels, JPEG2000Lossless, "JPEG2000", irreversible=False, no_jp2=True)
+    got = decoded(write(ds, tmp_path / "j2k.dcm")).astype(int)[..., 0]
+    assert np.abs(got - pixels).max() <= TOLERANCE
 
 
 def test_the_window_clips_and_stretches_and_the_first_of_several_is_used(tmp_path):
