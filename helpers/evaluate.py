@@ -28,7 +28,7 @@ import pandas as pd
 from scipy.special import expit
 
 from helpers import bootstrap, calibration, config, metrics
-from helpers.data import ChestXrays, Split, group_id
+from helpers.data import ChestXrays, Split, persons_of
 from helpers.metrics import MetricError
 
 OutputKind = Literal["probability", "logit"]
@@ -59,8 +59,8 @@ class Predictions:
             )
 
     def person_of_each_image(self) -> list[str]:
-        """:attr:`persons`, or each file name's person (:func:`helpers.data.group_id`)."""
-        return list(self.persons) if self.persons else [group_id(p) for p in self.paths]
+        """:attr:`persons`, or each file name's person (:func:`helpers.data.persons_of`)."""
+        return persons_of(self)
 
     def to_frame(self) -> pd.DataFrame:
         """Columns ``path, label, score`` (the results contract)."""

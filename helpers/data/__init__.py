@@ -52,6 +52,7 @@ from helpers.data.load import (
     Split,
     class_weights,
     load_chest_xrays,
+    persons_of,
     training_dataset,
 )
 from helpers.data.split import (
@@ -72,6 +73,7 @@ from helpers.data.summaries import (
 __all__ = [
     "xray_to_dicom",
     "person_key",
+    "persons_of",
     "identity_sentence",
     "identity_counts",
     "dicom_to_8bit",

@@ -192,6 +192,29 @@ def load_chest_xrays(
     )
 
 
+def persons_of(images) -> list[str]:
+    """The person of each image of a split, as the split knew it.
+
+    A :class:`Split`'s ``groups`` (or a :class:`helpers.evaluate.Predictions`' ``persons``)
+    when it has them: a DICOM file's person is a salted key of its PatientID, which its file
+    name does not tell. Otherwise each file name's person (:func:`helpers.data.group_id`).
+
+    Parameters
+    ----------
+    images : Split or Predictions
+        Anything with ``paths`` and optionally ``groups`` or ``persons``, row for row.
+
+    Returns
+    -------
+    list of str
+        One person per path, in order.
+    """
+    from helpers.data.folders import group_id
+
+    known = tuple(getattr(images, "groups", ()) or getattr(images, "persons", ()))
+    return list(known) if known else [group_id(path) for path in images.paths]
+
+
 def class_weights(labels: Iterable[int]) -> dict[int, float]:
     """Balanced class weights ``n / (2 * n_class)`` for Keras' ``class_weight``.
 
