@@ -387,3 +387,27 @@ def test_person_level_intervals_count_patients_not_dicom_files(dicom_folder):
     assert sum(evaluate.metrics_at(train, 0.5)["persons"].values()) == persons
     by_file_name = evaluate.Predictions(train.split, train.paths, train.labels, train.scores)
     assert sum(evaluate.metrics_at(by_file_name, 0.5)["persons"].values()) == len(xrays.train)
+
+
+def test_the_data_chapter_on_a_dicom_folder_says_where_persons_came_from_and_leaks_no_header(
+    dicom_folder, tmp_path
+):
+    papermill = pytest.importorskip("papermill")
+    from helpers.book.execute import KERNEL_NAME
+
+    root, headers, jpegs = dicom_folder
+    (tmp_path / "run").mkdir()
+    results, executed = tmp_path / "run" / "results", tmp_path / "run" / "data.ipynb"
+    papermill.execute_notebook(
+        str(config.REPO_ROOT / "book" / "data.ipynb"),
+        str(executed),
+        parameters={"data_dir": str(root), "results_dir": str(results), "image_size": 16},
+        kernel_name=KERNEL_NAME,
+        cwd=str(config.REPO_ROOT / "book"),
+        progress_bar=False,
+    )
+    text = executed.read_text()
+    expected = f"the PatientID for {len(headers)} files and the file name for {len(jpegs)} files"
+    assert expected in text
+    keys = {dicom.person_key(h["PatientID"]) for h in headers.values()}
+    assert _files_holding(tmp_path / "run", _header_values(headers) | keys) == []
