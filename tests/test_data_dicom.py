@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -289,6 +290,19 @@ def test_person_keys_are_salted_and_stable():
     assert data.person_key("HOSP1", salt=b"a" * 32) != data.person_key("HOSP2", salt=b"a" * 32)
     assert "HOSP1" not in data.person_key("HOSP1")
     assert dicom.person_salt() == dicom.person_salt()  # made once, then read back
+
+
+def test_a_malformed_header_value_is_read_without_a_warning_that_would_quote_it(tmp_path):
+    patient = {"PatientBirthDate": "2015-13-45 Alma", "PatientID": "HOSP-" + "9" * 70}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns (quoting the value) when writing it
+        ds = dicom.xray_to_dicom(source_pixels("NORMAL"), patient=patient)
+        path = write(ds, tmp_path / "malformed.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert decoded(path, 16).shape == (16, 16, 1)
+        assert dicom.read_patient_id(path) == patient["PatientID"]
+        assert dicom.dicom_header_summary(path)[:2] == (224, 224)
 
 
 def test_the_cache_key_of_a_dicom_file_holds_the_rule_and_decoder_versions(dicom_folder):

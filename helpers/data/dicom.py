@@ -58,6 +58,16 @@ _PERSON_KEYS: dict[tuple, str | None] = {}
 _PERSON_KEYS_LOCK = threading.Lock()
 
 
+def _pydicom():
+    """pydicom, set not to validate values while reading: a header value that does not fit
+    its type (a malformed birth date) would otherwise be quoted in a warning, and so reach a
+    log or a page. Values are never used here beyond PatientID, which is hashed."""
+    import pydicom
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    return pydicom
+
+
 def is_dicom_name(path: str | os.PathLike) -> bool:
     """True when the file's extension is a DICOM one (``.dcm``, ``.dicom``, in any case).
 
@@ -104,7 +114,7 @@ def read_dicom(path: str | os.PathLike):
         header; no pixel data; several frames; colour or another photometric interpretation
         than MONOCHROME1/MONOCHROME2; a transfer syntax no installed decoder reads.
     """
-    import pydicom
+    pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
     path = Path(path)
@@ -292,7 +302,7 @@ def dicom_header_summary(path: str | os.PathLike) -> tuple[int, int, str, str]:
     DataError
         If the file is not a DICOM file or its header is unreadable, naming it.
     """
-    import pydicom
+    pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
     try:
@@ -306,11 +316,6 @@ def dicom_header_summary(path: str | os.PathLike) -> tuple[int, int, str, str]:
     syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
     kind = f"DICOM {syntax.name}" if syntax is not None else "DICOM"
     return int(ds.get("Columns", 0)), int(ds.get("Rows", 0)), f"{photometric} {bits}-bit", kind
-
-
-# ---------------------------------------------------------------------------------------
-# The person: a salted hash of PatientID
-# ---------------------------------------------------------------------------------------
 
 
 def person_salt() -> bytes:
@@ -380,7 +385,7 @@ def person_key(patient_id: str, *, salt: bytes | None = None) -> str:
 def read_patient_id(path: str | os.PathLike) -> str | None:
     """The ``PatientID`` of a DICOM file's header, or None if it has none (empty, missing) or
     the file cannot be read as DICOM (it will fail, by name, when decoded)."""
-    import pydicom
+    pydicom = _pydicom()
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
@@ -486,12 +491,7 @@ def identity_sentence(table: pd.DataFrame) -> str:
     return sentence
 
 
-# ---------------------------------------------------------------------------------------
-# Writing DICOM files from 8-bit pictures (for the data chapter and the tests)
-# ---------------------------------------------------------------------------------------
-
-#: SOP class of the files :func:`xray_to_dicom` makes: Digital X-Ray Image Storage - For
-#: Presentation.
+#: SOP class of :func:`xray_to_dicom`'s files: Digital X-Ray Image Storage - For Presentation.
 _DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
 
