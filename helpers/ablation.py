@@ -236,7 +236,7 @@ def validation_row(
     """Validation AUC (95% CI, persons resampled), log loss, Brier score and the specificity
     at the threshold reaching ``target_sensitivity``, all on the validation images.
 
-    ``persons`` names each image's person (:func:`helpers.data.group_id`): the interval is
+    ``persons`` names each image's person (:func:`helpers.data.persons_of`): the interval is
     :func:`helpers.bootstrap.person_bootstrap`'s, so a child's several images count once.
     The threshold is chosen on the same images it is applied to, so the specificity is
     optimistic; it is comparable between rows, not an estimate for new images.
@@ -279,9 +279,9 @@ def check_half(val, *, seed: int) -> np.ndarray:
     (selection half minus check half) from the shift between the training and test folders
     (check half minus test): :func:`gap_table`.
     """
-    from helpers.data import group_id, person_aware_split
+    from helpers.data import person_aware_split, persons_of
 
-    groups = [group_id(path) for path in val.paths]
+    groups = persons_of(val)
     return person_aware_split(val.labels, groups, val_fraction=0.5, seed=seed)
 
 
@@ -378,7 +378,7 @@ def run_ablation(
     from scipy.special import expit
 
     from helpers.bootstrap import holm_adjust, paired_person_bootstrap
-    from helpers.data import class_weights, group_id
+    from helpers.data import class_weights, persons_of
     from helpers.evaluate import predict_split
     from helpers.train import check_training_parameters, fit, set_seed
 
@@ -446,7 +446,7 @@ def run_ablation(
         for key in [k for k, last in last_use.items() if last == position]:
             networks.pop(key, None)
         labels = xrays.val.labels
-        persons = np.array([group_id(path) for path in xrays.val.paths])
+        persons = np.array(persons_of(xrays.val))
         select = ~check_half(xrays.val, seed=seed)  # choices look at this half only
         if variant.tta or variant.seeds > 1:
             per_network = [

@@ -28,8 +28,11 @@ CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 #: Official split folders of the download.
 OFFICIAL_SPLITS: tuple[str, str, str] = ("train", "val", "test")
 
-#: File extensions read as images (compared case-insensitively).
-IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff"})
+#: File extensions read as images (compared case-insensitively); ``.dcm`` and ``.dicom`` are
+#: DICOM files, read by their own rule (:mod:`helpers.data.dicom`).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".dcm", ".dicom"}
+)
 
 #: Colour mode the images are decoded in: every chapter's models take three channels.
 COLOR_MODE = "rgb"

@@ -28,7 +28,7 @@ import pandas as pd
 from scipy.special import expit
 
 from helpers import bootstrap, calibration, metrics
-from helpers.data import ChestXrays, Split, group_id
+from helpers.data import ChestXrays, Split, persons_of
 from helpers.metrics import MetricError
 
 #: The public API (the rest is private by name).
@@ -61,6 +61,10 @@ class Predictions:
     paths: list[str]
     labels: np.ndarray
     scores: np.ndarray
+    #: The person of each image as the split knew it (:attr:`helpers.data.Split.groups`: a
+    #: DICOM file's is a salted key of its PatientID); empty: read from the file names.
+    #: Never part of :meth:`to_frame`, so never written.
+    persons: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not (len(self.paths) == len(self.labels) == len(self.scores)):
@@ -68,6 +72,14 @@ class Predictions:
                 f"paths, labels and scores differ in length: {len(self.paths)}, "
                 f"{len(self.labels)}, {len(self.scores)}"
             )
+        if self.persons and len(self.persons) != len(self.paths):
+            raise ValueError(
+                f"persons and paths differ in length: {len(self.persons)}, {len(self.paths)}"
+            )
+
+    def person_of_each_image(self) -> list[str]:
+        """:attr:`persons`, or each file name's person (:func:`helpers.data.persons_of`)."""
+        return persons_of(self)
 
     def to_frame(self) -> pd.DataFrame:
         """Columns ``path, label, score`` (the results contract)."""
@@ -141,7 +153,11 @@ def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
         )
     scores = expit(raw) if kind == "logit" else raw
     return Predictions(
-        split=split.name, paths=list(split.paths), labels=split.labels.copy(), scores=scores
+        split=split.name,
+        paths=list(split.paths),
+        labels=split.labels.copy(),
+        scores=scores,
+        persons=tuple(split.groups),
     )
 
 
@@ -289,16 +305,16 @@ def metrics_at(
     """Rates and AUC at ``threshold`` with **person-level** 95% intervals.
 
     The point values and counts are :func:`helpers.metrics.summary`'s; every interval is a
-    person-level cluster bootstrap (:func:`helpers.bootstrap.person_bootstrap`: persons, read
-    from the file names by :func:`helpers.data.group_id`, resampled within each class, 2,000
-    resamples, percentile), because one person's images are not independent observations.
-    ``interval_method`` names it.
+    person-level cluster bootstrap (persons as the split knew them,
+    :meth:`Predictions.person_of_each_image`) (:func:`helpers.bootstrap.person_bootstrap`: persons
+    resampled within each class, 2,000 resamples, percentile), because one person's images
+    are not independent observations. ``interval_method`` names it.
     """
     block = metrics.summary(predictions.labels, predictions.scores, threshold=threshold)
     person_level = bootstrap.person_bootstrap(
         predictions.labels,
         predictions.scores,
-        [group_id(path) for path in predictions.paths],
+        predictions.person_of_each_image(),
         threshold=threshold,
         seed=seed,
     )

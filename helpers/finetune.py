@@ -145,7 +145,7 @@ def run_search(
         image size, the validation metrics of :func:`helpers.ablation.validation_row`, and
         the seconds of fine-tuning.
     """
-    from helpers.data import group_id
+    from helpers.data import persons_of
     from helpers.evaluate import predict_split
     from helpers.train import fit, set_seed
 
@@ -188,7 +188,7 @@ def run_search(
                 **validation_row(
                     xrays.val.labels,
                     scores,
-                    [group_id(path) for path in xrays.val.paths],
+                    persons_of(xrays.val),
                     target_sensitivity=target_sensitivity,
                     seed=seed,
                 ),

@@ -12,7 +12,9 @@ threshold stored in the model's ``metrics.json`` (chosen on validation data when
 was trained). The model is loaded in Keras' safe mode: a file that would run arbitrary code
 (a ``Lambda`` layer's pickled function) is refused. The model's input size and colour mode
 are checked against ``metrics.json``, and every image is converted to them by the same rule
-as in training (:func:`helpers.data.decode_image`). A missing file, a non-image or a corrupt
+as in training (:func:`helpers.data.decode_image`; a DICOM file, ``scan.dcm``, by its
+modality LUT, window and photometric interpretation, and nothing of its header is printed
+beyond the path given). A missing file, a non-image or a corrupt
 image is reported on standard error by path; the other images are still scored, and the
 exit status is then 1. Exit status 2: the model folder is unusable.
 
@@ -310,7 +312,10 @@ def _parser() -> argparse.ArgumentParser:
         help="a results folder written by a model chapter, e.g. results/model_1",
     )
     parser.add_argument(
-        "images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)"
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (any format Pillow reads, or DICOM .dcm files)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(

@@ -63,7 +63,8 @@ def test_list_split_reads_every_flavour_and_skips_junk_silently(mixed_folder):
         warnings.simplefilter("error")  # silently: no warning either
         table = data.list_split(mixed_folder.root, "train")
     assert table.path.tolist() == mixed_folder.images_of("train")
-    assert list(table.columns) == ["path", "label", "group"]
+    assert list(table.columns) == ["path", "label", "group", "identity"]
+    assert set(table.identity) == {"file name"}  # no DICOM file here
     assert not any(Path(p).name in JUNK_NAMES for p in table.path)
     assert table.label.tolist() == [int("/PNEUMONIA/" in p) for p in table.path]
     with pytest.raises(ValueError, match="split must be one of"):

@@ -18,6 +18,7 @@ def test_the_package_has_one_module_per_job():
     assert MODULES == [
         "helpers.data.cache",
         "helpers.data.decode",
+        "helpers.data.dicom",
         "helpers.data.errors",
         "helpers.data.folders",
         "helpers.data.load",

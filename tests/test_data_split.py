@@ -69,7 +69,7 @@ def test_real_split_covers_every_image_once_with_labels_from_the_folder(real_spl
     assert len(real_split) == n_files == 5856
     assert real_split.path.is_unique
     assert (real_split.label == real_split.path.str.contains("/PNEUMONIA/").astype(int)).all()
-    assert list(real_split.columns) == ["path", "split", "label", "group"]
+    assert list(real_split.columns) == ["path", "split", "label", "group", "identity"]
     # Sorted by split (train, val, test), then path.
     order = real_split.split.map({"train": 0, "val": 1, "test": 2})
     assert order.is_monotonic_increasing

@@ -6,6 +6,7 @@ One module per job; every public name is importable from here
 - :mod:`~helpers.data.folders`: the folder layout, file tables, what file names say;
 - :mod:`~helpers.data.split`: the person-aware split into training, validation and test;
 - :mod:`~helpers.data.decode`: one image file -> one array, by one fixed rule;
+- :mod:`~helpers.data.dicom`: DICOM files: the rule for their pixels, the person in PatientID;
 - :mod:`~helpers.data.cache`: each image decoded once per process and once per disk;
 - :mod:`~helpers.data.load`: the three splits in memory, and batches for training;
 - :mod:`~helpers.data.summaries`: the data chapter's tables;
@@ -25,6 +26,14 @@ from helpers.data.cache import (
     load_images,
 )
 from helpers.data.decode import ColorMode, decode_count, decode_image
+from helpers.data.dicom import (
+    dicom_rule_steps,
+    dicom_to_8bit,
+    identity_counts,
+    identity_sentence,
+    person_key,
+    xray_to_dicom,
+)
 from helpers.data.errors import DataError, DataWarning
 from helpers.data.folders import (
     REQUIRED_SPLITS,
@@ -45,6 +54,7 @@ from helpers.data.load import (
     Split,
     class_weights,
     load_chest_xrays,
+    persons_of,
     training_dataset,
 )
 from helpers.data.split import (
@@ -65,6 +75,13 @@ from helpers.data.summaries import (
 )
 
 __all__ = [
+    "xray_to_dicom",
+    "person_key",
+    "persons_of",
+    "identity_sentence",
+    "identity_counts",
+    "dicom_to_8bit",
+    "dicom_rule_steps",
     "BadImagePolicy",
     "CACHE_BYTES_VARIABLE",
     "ChestXrays",

@@ -15,6 +15,7 @@ the one just written (:class:`helpers.files.DiskCache`, every cache's mechanism)
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ import numpy as np
 from helpers import config
 from helpers.data import decode
 from helpers.data.decode import ColorMode, _check_image_options
+from helpers.data.dicom import dicom_decoder_versions, is_dicom_name
 from helpers.data.errors import DataError, DataWarning
 from helpers.files import DiskCache, cache_bytes_from_environment
 
@@ -130,7 +132,16 @@ def files_fingerprint(keys: Iterable[tuple]) -> str:
 
 def _cache_key(path: Path, image_size: int, color_mode: str) -> tuple:
     stat = path.stat()
-    return (str(path), stat.st_size, stat.st_mtime_ns, image_size, color_mode)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, image_size, color_mode)
+    if is_dicom_name(path):
+        # The DICOM rule's version and its decoders' versions change what a file decodes to.
+        key += _dicom_decoders()
+    return key
+
+
+@functools.cache
+def _dicom_decoders() -> tuple[str, ...]:
+    return dicom_decoder_versions()
 
 
 def _disk_cache(folder: Path) -> DiskCache:
@@ -243,7 +254,8 @@ def load_images(
     Decoded images are kept in memory for the life of the process and, as one array per
     file list, in an on-disk cache shared by every notebook of a build and by later builds.
     The disk cache is keyed by the files' paths, sizes and modification times, the image
-    size, the colour mode and the decoder's version: changing, adding or removing a file
+    size, the colour mode and the decoder's version (for DICOM files also the DICOM rule's
+    version and the versions of pydicom and its decoders): changing, adding or removing a file
     makes a new entry, and an entry is never read back for other files. A damaged entry is
     decoded again and rewritten.
 

@@ -1,4 +1,4 @@
-"""Decoding one image file: any mode and size Pillow reads -> one colour mode, one square size.
+"""Decoding one image file (any Pillow reads, or DICOM) -> one colour mode, one square size.
 
 The rule is fixed (see :func:`decode_image`), so every image of the book, in training and in
 prediction, goes through the same conversion. :func:`decode_count` says how many files this
@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 
+from helpers.data.dicom import dicom_to_8bit, is_dicom_name
 from helpers.data.errors import DataError
 
 ColorMode = Literal["rgb", "grayscale"]
@@ -64,6 +65,13 @@ def decode_image(
     sides is first decoded by libjpeg at a reduced scale (1/2, 1/4 or 1/8, keeping both
     sides at least twice the target): the same file always gives the same array.
 
+    A DICOM file (``.dcm`` or ``.dicom``, in any case) has its own rule, which ends where a
+    grayscale JPEG starts (:func:`helpers.data.dicom.dicom_rule_steps`): pydicom's modality
+    LUT (rescale slope and intercept), then its VOI LUT or the file's first window, mapped
+    from the window's output range to 0-255, MONOCHROME1 inverted (so air is dark). The
+    8-bit grayscale result is then converted and resized as above. Multi-frame, colour,
+    pixel-less files and transfer syntaxes without an installed decoder are refused.
+
     Parameters
     ----------
     path : path-like
@@ -80,7 +88,8 @@ def decode_image(
     Raises
     ------
     DataError
-        If the file is missing, is not an image, or is corrupt or truncated.
+        If the file is missing, is not an image, or is corrupt or truncated; for a DICOM
+        file also if the rule cannot take it (see above), with the reason.
     ValueError
         If ``image_size`` or ``color_mode`` is not one of the values above.
     """
@@ -89,6 +98,12 @@ def decode_image(
     _check_image_options(image_size, color_mode)
     path = Path(path)
     _count_one_decode()
+    if is_dicom_name(path):
+        # The DICOM rule gives 8-bit grayscale; from there on, the same steps as a JPEG's.
+        gray = Image.fromarray(dicom_to_8bit(path), "L")
+        gray = gray.convert("L" if color_mode == "grayscale" else "RGB")
+        array = np.asarray(gray.resize((image_size, image_size), Image.Resampling.BILINEAR))
+        return array[..., np.newaxis] if array.ndim == 2 else array
     try:
         with Image.open(path) as img:
             if img.format == "JPEG":

@@ -24,6 +24,7 @@ import pandas as pd
 
 from helpers import config
 from helpers.data.cache import files_fingerprint
+from helpers.data.dicom import dicom_header_summary, is_dicom_name, with_person_identity
 from helpers.data.errors import DataError
 
 #: Files that operating systems and archives leave beside images; never images, never errors.
@@ -236,8 +237,11 @@ def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``path`` (relative to ``data_dir``, with ``/``, class folders named as on
-        disk), ``label`` (0 NORMAL, 1 PNEUMONIA) and ``group`` (see :func:`group_id`). No
-        rows when ``split`` is ``"val"`` and ``val/`` is missing or holds no image.
+        disk), ``label`` (0 NORMAL, 1 PNEUMONIA), ``group`` (see :func:`group_id`; for a
+        DICOM file with a PatientID, a salted key of it, see
+        :func:`helpers.data.dicom.with_person_identity`) and ``identity`` (where the group
+        came from: ``"file name"`` or ``"PatientID"``). No rows when ``split`` is ``"val"``
+        and ``val/`` is missing or holds no image.
 
     Raises
     ------
@@ -253,6 +257,8 @@ def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
             if entry.is_file() and _is_image_name(entry.name):
                 rows.append((f"{split}/{folder.name}/{entry.name}", label, group_id(entry.name)))
     table = pd.DataFrame(rows, columns=["path", "label", "group"])
+    # A DICOM file's person is its PatientID (as a salted key), whatever its file name.
+    table = with_person_identity(root, table)
     return table.sort_values("path", ignore_index=True)
 
 
@@ -346,6 +352,9 @@ def describe_files(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     for split in config.OFFICIAL_SPLITS:
         for path, label in list_split(root, split)[["path", "label"]].itertuples(index=False):
             file = root / path
+            if is_dicom_name(file):
+                rows.append((split, label, path, *dicom_header_summary(file), file.stat().st_size))
+                continue
             try:
                 with Image.open(file) as img:
                     rows.append(

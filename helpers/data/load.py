@@ -44,6 +44,10 @@ class Split:
     labels : numpy.ndarray of int, shape (n,)
     images : numpy.ndarray of uint8, shape (n, size, size, channels)
     data_dir : pathlib.Path
+    groups : tuple of str
+        The person of each image, as the split used it (from the file name, or a salted key
+        of a DICOM file's PatientID); empty when unknown (then read from the file names).
+        Kept in memory for person-level statistics, never written.
     """
 
     name: str
@@ -51,6 +55,7 @@ class Split:
     labels: np.ndarray
     images: np.ndarray
     data_dir: Path
+    groups: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -171,6 +176,7 @@ def load_chest_xrays(
             labels=labels,
             images=images,
             data_dir=root,
+            groups=tuple(g for g, k in zip(rows["group"], keep) if k),
         )
     if skipped:
         import warnings
@@ -195,6 +201,29 @@ def load_chest_xrays(
         val_fraction=val_fraction,
         skipped=tuple(sorted(skipped.items())),
     )
+
+
+def persons_of(images) -> list[str]:
+    """The person of each image of a split, as the split knew it.
+
+    A :class:`Split`'s ``groups`` (or a :class:`helpers.evaluate.Predictions`' ``persons``)
+    when it has them: a DICOM file's person is a salted key of its PatientID, which its file
+    name does not tell. Otherwise each file name's person (:func:`helpers.data.group_id`).
+
+    Parameters
+    ----------
+    images : Split or Predictions
+        Anything with ``paths`` and optionally ``groups`` or ``persons``, row for row.
+
+    Returns
+    -------
+    list of str
+        One person per path, in order.
+    """
+    from helpers.data.folders import group_id
+
+    known = tuple(getattr(images, "groups", ()) or getattr(images, "persons", ()))
+    return list(known) if known else [group_id(path) for path in images.paths]
 
 
 def class_weights(labels: Iterable[int]) -> dict[int, float]:

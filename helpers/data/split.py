@@ -109,7 +109,7 @@ def split_table(
     val_fraction: float = config.VAL_FRACTION,
     seed: int,
 ) -> pd.DataFrame:
-    """The split the project uses: one row per image with ``path, split, label, group``.
+    """The split the project uses: one row per image with ``path, split, label, group, identity``.
 
     ``split`` is ``"train"`` or ``"val"`` (from the official train folder by person, plus
     the official val folder, when the data folder has one, on the validation side) or
@@ -126,7 +126,9 @@ def split_table(
     Returns
     -------
     pandas.DataFrame
-        Columns ``path``, ``split``, ``label``, ``group``.
+        Columns ``path``, ``split``, ``label``, ``group``, ``identity`` (see
+        :func:`helpers.data.list_split`). ``group`` may be a salted key of a person's
+        PatientID: keep it in memory, never write it (:func:`write_split_csv` does not).
 
     Raises
     ------
@@ -146,7 +148,7 @@ def split_table(
     table = table.sort_values(
         ["split", "path"], key=lambda col: col.map(order) if col.name == "split" else col
     )
-    return table[["path", "split", "label", "group"]].reset_index(drop=True)
+    return table[["path", "split", "label", "group", "identity"]].reset_index(drop=True)
 
 
 def official_val_note(official_val_images: int, *, val_fraction: float) -> str:
