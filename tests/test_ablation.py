@@ -477,6 +477,7 @@ def test_chapter_steps_compute_write_show_and_glue_one_ablation(monkeypatch, tmp
         "data_dir": None,
         "seed": 5,
         "batch_size": 8,
+        "target_sensitivity": 0.95,
     }
     result = ablation.choose_on_validation(build_network, params, **RECIPE)
     assert calls[0]["image_size"] == 32 and calls[0]["epochs"] == 2  # never above the model's

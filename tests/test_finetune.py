@@ -108,6 +108,7 @@ CHAPTER_PARAMS = {
     "search_epochs": 0,
     "batch_size": 8,
     "seed": 4,
+    "target_sensitivity": 0.95,
 }
 
 

@@ -250,7 +250,8 @@ def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
     DataError
         If the data folder's layout is wrong (see :func:`check_data_dir`).
     """
-    folders = class_folders(data_dir, split)
+    root = check_data_dir(data_dir)
+    folders = class_folders(root, split)
     rows = []
     for label, folder in enumerate(folders.values()):
         for entry in folder.iterdir():
