@@ -131,3 +131,39 @@ def test_page_loads_offline_with_images_and_no_errors(built_book, browser, page_
         assert figures, f"{page_name}: no figure in the page"
     if page_name == "beta":
         assert page["tables"] == 1
+
+
+#: Per code block of the page: its longest line, its lines, the lines it renders (from its
+#: height and line height), its scroll width and its visible width.
+CODE_BLOCKS_JS = """JSON.stringify(Array.from(
+    document.querySelectorAll('div.highlight pre, div.cell_output pre')).map(p => {
+        const style = getComputedStyle(p);
+        const lines = p.textContent.replace(/\\n$/, '').split('\\n');
+        const inner = p.clientHeight - parseFloat(style.paddingTop)
+            - parseFloat(style.paddingBottom);
+        return {longest: Math.max(...lines.map(l => l.length)), lines: lines.length,
+                rendered: Math.round(inner / parseFloat(style.lineHeight)),
+                scroll: p.scrollWidth, width: p.clientWidth};
+    }))"""
+
+
+def test_code_lines_of_100_characters_fit_a_1366_px_window(built_book, browser):
+    # ruff formats the book's code at 100 characters; book/_static/code.css makes such a line
+    # fit the theme's code blocks at a 1366 px window, and wraps a longer one (never cut).
+    target, session = browser.open_tab()
+    browser.send(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False},
+        session=session,
+    )
+    browser.send("Page.navigate", {"url": (built_book / "alpha.html").as_uri()}, session=session)
+    browser.wait_for("Page.loadEventFired", session)
+    blocks = json.loads(browser.evaluate(CODE_BLOCKS_JS, session))
+    browser.send("Target.closeTarget", {"targetId": target})
+    assert any(b["longest"] == 100 for b in blocks), blocks  # the fixture's 100-character lines
+    for block in blocks:
+        assert block["scroll"] <= block["width"], f"a code block scrolls sideways: {block}"
+        if block["longest"] <= 100:
+            assert block["rendered"] == block["lines"], (
+                f"a line of <= 100 characters wraps: {block}"
+            )

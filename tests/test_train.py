@@ -121,6 +121,17 @@ def test_same_seed_gives_same_split(xray_folder):
         assert np.array_equal(a[name].images, b[name].images)
 
 
+def test_fit_prints_one_line_per_epoch_with_the_validation_numbers(xrays32, capsys):
+    # A book page shows the log as it is printed: one line per epoch, not Keras' two.
+    model = chapter_model("model_1", image_size=32, seed=0)
+    capsys.readouterr()
+    train.fit(model, xrays32, epochs=2, batch_size=16, seed=0)  # verbose=2, the default
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" - ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], lines
+    for line in lines:
+        assert " s - " in line and " loss " in line and " val_loss " in line, line
+
+
 def test_fit_refuses_bad_parameters_before_training(xrays32):
     model = chapter_model("model_1", image_size=32, seed=0)
     before = model.get_weights()
