@@ -133,18 +133,22 @@ def test_page_loads_offline_with_images_and_no_errors(built_book, browser, page_
         assert page["tables"] == 1
 
 
-#: Per code block of the page: its longest line, its lines, the lines it renders (from its
-#: height and line height), its scroll width and its visible width.
-CODE_BLOCKS_JS = """JSON.stringify(Array.from(
-    document.querySelectorAll('div.highlight pre, div.cell_output pre')).map(p => {
-        const style = getComputedStyle(p);
-        const lines = p.textContent.replace(/\\n$/, '').split('\\n');
-        const inner = p.clientHeight - parseFloat(style.paddingTop)
-            - parseFloat(style.paddingBottom);
-        return {longest: Math.max(...lines.map(l => l.length)), lines: lines.length,
-                rendered: Math.round(inner / parseFloat(style.lineHeight)),
-                scroll: p.scrollWidth, width: p.clientWidth};
-    }))"""
+#: Per code block of the page (folded cells opened first): its longest line, whether it wraps
+#: (it is taller than with wrapping switched off), its scroll width and its visible width.
+CODE_BLOCKS_JS = """(() => {
+    document.querySelectorAll('details').forEach(d => { d.open = true; });
+    return JSON.stringify(Array.from(
+        document.querySelectorAll('div.highlight pre, div.cell_output pre')).map(p => {
+            const lines = p.textContent.replace(/\\n$/, '').split('\\n');
+            const height = p.scrollHeight, scroll = p.scrollWidth, width = p.clientWidth;
+            const style = p.style.whiteSpace;
+            p.style.whiteSpace = 'pre';
+            const unwrapped = p.scrollHeight;
+            p.style.whiteSpace = style;
+            return {longest: Math.max(...lines.map(l => l.length)), wraps: height > unwrapped,
+                    scroll: scroll, width: width};
+        }));
+})()"""
 
 
 def test_code_lines_of_100_characters_fit_a_1366_px_window(built_book, browser):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -127,9 +128,13 @@ def test_fit_prints_one_line_per_epoch_with_the_validation_numbers(xrays32, caps
     capsys.readouterr()
     train.fit(model, xrays32, epochs=2, batch_size=16, seed=0)  # verbose=2, the default
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(" - ")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], lines
+    assert [line.split(",")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], lines
     for line in lines:
-        assert " s - " in line and " loss " in line and " val_loss " in line, line
+        assert re.fullmatch(
+            r"epoch \d/2, \d+\.\d s: loss \d\.\d{4} \(val \d\.\d{4}\), "
+            r"accuracy \d\.\d{4} \(val \d\.\d{4}\)",
+            line,
+        ), line
 
 
 def test_fit_refuses_bad_parameters_before_training(xrays32):
