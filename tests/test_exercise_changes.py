@@ -194,13 +194,12 @@ def test_each_model_chapter_ends_with_three_exercises_and_their_solutions(chapte
     assert all(label.startswith(chapter.replace("_", "-") + "-ex-") for label in labels)
     assert solved == labels, f"{chapter}: each exercise needs its dropdown solution after it"
     for text in after:
-        # A code block inside an exercise or solution closes the directive unless the
-        # directive's fence is longer than the block's (````{exercise} around ```python).
-        fences = [len(f) for f in re.findall(r"^(`{3,})", text, flags=re.MULTILINE)]
-        if fences and text.startswith("`"):
-            assert all(f < fences[0] for f in fences[1:-1]) and fences[-1] == fences[0], (
-                f"{chapter}: fences {fences} in {text[:60]!r}"
-            )
+        # A backtick-fenced code block inside an exercise or solution would close the
+        # directive's fence: code inside is fenced with tildes (~~~python).
+        inner = text.split("\n")[1:-1]
+        assert not [line for line in inner if line.startswith("```")], (
+            f"{chapter}: a backtick fence inside {text[:60]!r}; use ~~~"
+        )
     assert any(c == chapter for c, *_ in changes()), f"{chapter}: no exercise changes the code"
 
 
