@@ -13,7 +13,7 @@ import pandas as pd
 
 from helpers.config import CLASS_NAMES
 
-#: One colour per class and per model, used by every chapter.
+#: One colour per class and per model, used by every chapter (matplotlib's tab10, in order).
 CLASS_COLOURS = {"NORMAL": "#1b9e77", "PNEUMONIA": "#d95f02"}
 MODEL_COLOURS = {
     "model_1": "#1f77b4",
@@ -22,7 +22,39 @@ MODEL_COLOURS = {
     "model_4": "#d62728",
     "model_5": "#9467bd",
     "model_6": "#8c564b",
+    "model_7": "#e377c2",
 }
+#: For models without a colour of their own: tab10's last two (not its grey, the chance
+#: line's), black, then tab20's light blue, orange and green.
+_SPARE_COLOURS = ("#bcbd22", "#17becf", "#000000", "#aec7e8", "#ffbb78", "#98df8a")
+
+
+def model_colours(model_ids: Sequence[str]) -> dict[str, str]:
+    """A distinct colour for each of ``model_ids``: its own from :data:`MODEL_COLOURS`, else
+    the next spare one.
+
+    A model without an entry used to get matplotlib's next cycle colour, which restarts at
+    model_1's blue on every new axes: two curves in one colour.
+
+    Raises
+    ------
+    ValueError
+        If there are more unknown models than spare colours.
+    """
+    spare = iter(c for c in _SPARE_COLOURS if c not in MODEL_COLOURS.values())
+    colours = {}
+    for model_id in model_ids:
+        if model_id in MODEL_COLOURS:
+            colours[model_id] = MODEL_COLOURS[model_id]
+            continue
+        try:
+            colours[model_id] = next(spare)
+        except StopIteration:
+            raise ValueError(
+                f"no colour left for {model_id!r}: {len(_SPARE_COLOURS)} spare colours for "
+                "models outside helpers.plots.MODEL_COLOURS; add it there"
+            ) from None
+    return colours
 
 
 def use_book_style() -> None:
@@ -286,6 +318,7 @@ def plot_roc_overlay(predictions: dict[str, pd.DataFrame], *, ax=None):
     predictions : dict of model id -> DataFrame with ``label`` and ``score``
     """
     ax = _axes(ax, figsize=(5.5, 5.2))
+    colours = model_colours(list(predictions))
     paths = None
     for model_id, frame in predictions.items():
         if paths is not None and list(frame["path"]) != paths:
@@ -293,9 +326,7 @@ def plot_roc_overlay(predictions: dict[str, pd.DataFrame], *, ax=None):
                 f"{model_id}'s predictions are not on the same images, in the same order"
             )
         paths = list(frame["path"])
-        plot_roc(
-            frame["label"], frame["score"], label=model_id, color=MODEL_COLOURS.get(model_id), ax=ax
-        )
+        plot_roc(frame["label"], frame["score"], label=model_id, color=colours[model_id], ax=ax)
     return ax
 
 
@@ -439,12 +470,13 @@ def plot_forest(table: pd.DataFrame, *, ax=None):
     if axes.size != 3:
         raise ValueError(f"ax must be three Axes (AUC, sensitivity, specificity), got {axes.size}")
     rows = np.arange(len(table))[::-1]  # the first model at the top
+    colours = model_colours([str(m) for m in table.index])
     for panel, (name, title) in zip(axes, names.items()):
         values = table[[name, f"{name}_ci_low", f"{name}_ci_high"]].to_numpy(dtype=float)
         for y, model_id, (value, low, high) in zip(rows, table.index, values):
             if np.isnan([value, low, high]).any():
                 continue
-            colour = MODEL_COLOURS.get(str(model_id), "black")
+            colour = colours[str(model_id)]
             # A line from low to high, not error bars: a percentile interval need not
             # hold its point value, and error bars cannot be negative.
             panel.plot([low, high], [y, y], "-|", color=colour, lw=1.5)

@@ -210,6 +210,40 @@ def _validation_on_features(head, features, labels, batch_size):
     return ValidationOnFeatures()
 
 
+def epoch_log(epochs: int):
+    """A Keras callback that prints one line per epoch, when the epoch ends.
+
+    ``epoch 3/12, 41.2 s: loss 0.2150 (val 0.5514), accuracy 0.9209 (val 0.7396),
+    learning_rate 0.002``: each number beside its validation counterpart, in at most 100
+    characters for up to 99 epochs of under 1,000 s (a book page shows code and output at
+    100 characters without scrolling). Keras' own ``verbose=2`` prints two lines per epoch
+    (``Epoch 3/12``, then the numbers). The logs are read last, after every other callback
+    (the validation pass on cached features adds its ``val_*`` there).
+    """
+    import keras
+
+    def number(value) -> str:
+        value = float(value)
+        return f"{value:.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.3g}"
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            names = sorted((n for n in logs if not n.startswith("val_")), key=lambda n: n != "loss")
+            parts = [
+                f"{name} {number(logs[name])}"
+                + (f" (val {number(logs['val_' + name])})" if f"val_{name}" in logs else "")
+                for name in names
+            ]
+            seconds = time.perf_counter() - self._start
+            print(f"epoch {epoch + 1}/{epochs}, {seconds:.1f} s: {', '.join(parts)}", flush=True)
+
+    return EpochLog()
+
+
 def _several_workers(strategy) -> bool:
     """Whether ``strategy`` is a MultiWorkerMirroredStrategy over two or more workers."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -312,7 +346,8 @@ def fit(
         float32 rounding), several times faster. For model 4, whose augmentation comes before
         the base, only the per-epoch validation pass runs on base outputs computed once.
     verbose : int
-        Keras' verbosity; 2 prints one line per epoch.
+        2 (the default) prints one line per epoch (:func:`epoch_log`); 0 prints nothing; 1 is
+        Keras' progress bar.
     patch_keras_multi_worker : bool
         Under a ``MultiWorkerMirroredStrategy`` of two or more workers, work around Keras
         3.15's ``fit``, which cannot train there as released (keras-team/keras#20585; see
@@ -364,9 +399,10 @@ def fit(
         validation_batch_size=global_batch,
         epochs=epochs,
         class_weight=class_weight,
-        callbacks=callbacks,
+        # The epoch line last: it prints the logs every other callback has added to.
+        callbacks=callbacks + ([epoch_log(epochs)] if verbose == 2 else []),
         shuffle=False,  # shuffling happens in tf.data, seeded
-        verbose=verbose,
+        verbose=0 if verbose == 2 else verbose,
     )
     seconds = time.perf_counter() - start
     frame = pd.DataFrame(history.history)

@@ -54,8 +54,13 @@ def make_notebook(*cells: tuple[str, str, list[str]]) -> nbformat.NotebookNode:
     return nb
 
 
+#: A code line of 100 characters (ruff's limit), which prints a line of 100 characters.
+LONG_LINE = 'line = "' + "x" * 91 + '"'
+
+
 def alpha_notebook() -> nbformat.NotebookNode:
-    """A chapter with parameters, a matplotlib figure and stderr output."""
+    """A chapter with parameters, a matplotlib figure, stderr output, a code cell whose line
+    and output line are 100 characters long, and a log printed line by line."""
     return make_notebook(
         ("markdown", "# Alpha chapter\n\nA figure.", []),
         ("code", 'n_points = 5\nlabel = "alpha"\ndata_dir = "."', ["parameters"]),
@@ -76,6 +81,17 @@ def alpha_notebook() -> nbformat.NotebookNode:
             fig, ax = plt.subplots(figsize=(3, 2))
             ax.plot(range(n_points), [i * i for i in range(n_points)])
             plt.show()
+            """,
+            [],
+        ),
+        ("code", LONG_LINE + '\nprint(line + "123456789")', []),
+        (
+            "code",
+            """
+            import time
+            for epoch in range(1, 4):  # a training log: one message per line
+                print(f"epoch {epoch}/3", flush=True)
+                time.sleep(0.05)
             """,
             [],
         ),
@@ -126,6 +142,8 @@ def make_fixture_book(root: Path, notebooks: dict | None = None, toc: str = TOC)
     source = root / "book"
     source.mkdir(parents=True)
     shutil.copyfile(REPO / "_config.yml", root / "_config.yml")
+    if (REPO / "book" / "_static").is_dir():  # the book's CSS, which jupyter-book adds to each page
+        shutil.copytree(REPO / "book" / "_static", source / "_static")
     (root / "_toc.yml").write_text(toc)
     # Like the repository: jupyter-book build book finds the toc inside book/.
     (source / "_toc.yml").symlink_to(Path("..") / "_toc.yml")

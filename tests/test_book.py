@@ -111,6 +111,17 @@ def test_navigation_lists_every_chapter(built):
 
 
 @pytest.mark.notebook
+def test_the_run_s_parameters_are_folded_and_printed_lines_are_one_block(built):
+    page = (built["html"] / "alpha.html").read_text()
+    # The injected-parameters cell, like the source's parameters cell, is folded (hide-cell).
+    cells = re.findall(r'<div class="cell ([^"]*)"', page)
+    injected = [c for c in cells if "tag_injected-parameters" in c]
+    assert injected and all("tag_hide-cell" in c for c in injected), cells
+    # Lines printed one message at a time (a training log) render as one block.
+    assert "epoch 1/3\nepoch 2/3\nepoch 3/3" in page
+
+
+@pytest.mark.notebook
 def test_stderr_never_reaches_the_html(built):
     for page in built["html"].rglob("*.html"):
         assert STDERR_MARKER not in page.read_text(), page

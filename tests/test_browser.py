@@ -135,3 +135,50 @@ def test_page_loads_offline_with_images_and_no_errors(built_book, browser, page_
         assert figures, f"{page_name}: no figure in the page"
     if page_name == "beta":
         assert page["tables"] == 1
+
+
+#: Per code block of the page (folded cells opened first): its longest line, whether it wraps
+#: (it is taller than with wrapping switched off), its scroll width and its visible width.
+CODE_BLOCKS_JS = """(() => {
+    document.querySelectorAll('details').forEach(d => { d.open = true; });
+    return JSON.stringify(Array.from(
+        document.querySelectorAll('div.highlight pre, div.cell_output pre')).map(p => {
+            const lines = p.textContent.replace(/\\n$/, '').split('\\n');
+            const height = p.scrollHeight, scroll = p.scrollWidth, width = p.clientWidth;
+            const style = p.style.whiteSpace;
+            p.style.whiteSpace = 'pre';
+            const unwrapped = p.scrollHeight;
+            p.style.whiteSpace = style;
+            return {longest: Math.max(...lines.map(l => l.length)), wraps: height > unwrapped,
+                    scroll: scroll, width: width};
+        }));
+})()"""
+
+
+def code_blocks_at_1366_px(browser: _chromium.Chromium, url: str) -> list[dict]:
+    """The code blocks of the page at ``url`` in a 1366 x 768 window (see CODE_BLOCKS_JS)."""
+    target, session = browser.open_tab()
+    try:
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False},
+            session=session,
+        )
+        browser.send("Page.navigate", {"url": url}, session=session)
+        browser.wait_for("Page.loadEventFired", session)
+        return json.loads(browser.evaluate(CODE_BLOCKS_JS, session))
+    finally:
+        browser.send("Target.closeTarget", {"targetId": target})
+
+
+def code_blocks_that_do_not_fit(blocks: list[dict]) -> list[dict]:
+    """Blocks that scroll sideways, and blocks of lines of <= 100 characters that wrap."""
+    return [b for b in blocks if b["scroll"] > b["width"] or (b["longest"] <= 100 and b["wraps"])]
+
+
+def test_code_lines_of_100_characters_fit_a_1366_px_window(built_book, browser):
+    # ruff formats the book's code at 100 characters; book/_static/code.css makes such a line
+    # fit the theme's code blocks at a 1366 px window, and wraps a longer one (never cut).
+    blocks = code_blocks_at_1366_px(browser, (built_book / "alpha.html").as_uri())
+    assert any(b["longest"] == 100 for b in blocks), blocks  # the fixture's 100-character lines
+    assert code_blocks_that_do_not_fit(blocks) == []

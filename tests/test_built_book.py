@@ -138,6 +138,22 @@ def test_pages_load_in_chromium(html_dir, tmp_path):
         chromium.close()
 
 
+def test_code_fits_a_1366_px_window_on_every_page(html_dir, tmp_path):
+    # No code line is cut or needs a sideways scroll (book/_static/code.css; a line of up to
+    # 100 characters, ruff's limit, stays on one line).
+    browser_module = pytest.importorskip("test_browser")
+    if browser_module.CHROMIUM is None and not browser_module.REQUIRED:
+        pytest.skip("chromium is not installed; set BOOK_REQUIRE_BROWSER=1 to make this a failure")
+    chromium = browser_module.Chromium(tmp_path / "profile")
+    try:
+        for name in toc_chapters():
+            url = (html_dir / f"{name}.html").as_uri()
+            blocks = browser_module.code_blocks_at_1366_px(chromium, url)
+            assert browser_module.code_blocks_that_do_not_fit(blocks) == [], name
+    finally:
+        chromium.close()
+
+
 def test_every_internal_link_reaches_an_existing_page_and_anchor(html_dir):
     """The checklist page (and every other) links to sections that exist in this build."""
     anchors: dict[str, set[str]] = {}

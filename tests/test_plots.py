@@ -67,6 +67,24 @@ def test_confusion_matrix_counts_and_roc_overlay_checks_alignment():
         plots.plot_roc_overlay({"model_1": frame, "model_2": frame.iloc[::-1]})
 
 
+def test_roc_overlay_gives_each_of_the_book_s_models_its_own_colour():
+    # The comparison overlays every model chapter's ROC: seven models, and any other id
+    # (a variant a student adds) must not fall back on a colour already in the figure.
+    frame = pd.DataFrame({"path": list("abcdefgh"), "label": Y, "score": S})
+    ids = [f"model_{i}" for i in range(1, 8)] + ["model_8", "my_variant"]
+    ax = plots.plot_roc_overlay({model_id: frame for model_id in ids})
+    curves = [line for line in ax.lines if line.get_label().split(" (AUC")[0] in ids]
+    colours = [matplotlib.colors.to_hex(line.get_color()) for line in curves]
+    assert len(curves) == len(ids)
+    assert len(set(colours)) == len(ids), dict(zip(ids, colours))
+    assert "#808080" not in colours  # the chance diagonal's grey
+
+
+def test_model_colours_refuses_more_unknown_models_than_spare_colours():
+    with pytest.raises(ValueError, match="no colour left for 'extra_6'"):
+        plots.model_colours([f"extra_{i}" for i in range(12)])
+
+
 def test_forest_plot_draws_each_model_s_point_and_interval_per_panel():
     table = pd.DataFrame(
         {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -120,6 +121,21 @@ def test_same_seed_gives_same_split(xray_folder):
     for name in ("train", "val", "test"):
         assert a[name].paths == b[name].paths
         assert np.array_equal(a[name].images, b[name].images)
+
+
+def test_fit_prints_one_line_per_epoch_with_the_validation_numbers(xrays32, capsys):
+    # A book page shows the log as it is printed: one line per epoch, not Keras' two.
+    model = chapter_model("model_1", image_size=32, seed=0)
+    capsys.readouterr()
+    train.fit(model, xrays32, epochs=2, batch_size=16, seed=0)  # verbose=2, the default
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"], lines
+    for line in lines:
+        assert re.fullmatch(
+            r"epoch \d/2, \d+\.\d s: loss \d\.\d{4} \(val \d\.\d{4}\), "
+            r"accuracy \d\.\d{4} \(val \d\.\d{4}\)",
+            line,
+        ), line
 
 
 def test_fit_refuses_bad_parameters_before_training(xrays32):

@@ -208,4 +208,21 @@ def execute_notebook(
         if kernel_log.is_file() and kernel_log.stat().st_size:
             message += f"\n  the kernel's own log: {kernel_log}"
         raise NotebookFailed(message) from exc
+    fold_injected_parameters(output)
     return output
+
+
+def fold_injected_parameters(notebook: Path) -> None:
+    """Tag the cell papermill inserted (``injected-parameters``) ``hide-cell``, as the source's
+    parameters cell is: the page folds the run's parameters away, one click opens them."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-cell"]
+            changed = True
+    if changed:
+        nbformat.write(nb, str(notebook))
