@@ -256,3 +256,29 @@ def test_api_appendix_documents_the_public_names(html_dir):
         for name in importlib.import_module(module).__all__:
             if name[0].islower():  # functions; constants and aliases may carry no docstring
                 assert name in text, f"api: {module}.{name} is not documented"
+
+
+def _notebook_chapters() -> list[str]:
+    return [n for n in toc_chapters() if (REPO_ROOT / "book" / f"{n}.ipynb").is_file()]
+
+
+@pytest.mark.parametrize("name", _notebook_chapters())
+def test_each_notebook_chapter_says_how_long_it_ran_right_under_its_title(html_dir, name):
+    article = page(html_dir, name).select_one("article")
+    note = article.select_one("div.admonition")
+    assert note is not None and "Run time" in note.get_text(), name
+    text = " ".join(note.get_text().split())
+    # The time, the machine and what executed it, from the run's own record.
+    assert re.search(r"ran in \d+\.\d s|ran in \d+\.\d min \(\d+\.\d s\)", text), text
+    assert "CPU core" in text and ("pytest --nbval-lax" in text or "helpers.book" in text), text
+    title = article.select_one("h1")
+    assert title is not None and title.find_next("div", class_="admonition") is note
+
+
+def test_run_times_appendix_lists_every_chapter_and_the_total(html_dir):
+    text = " ".join(page(html_dir, "run_times").get_text().split())
+    for name in _notebook_chapters():
+        title = " ".join(page(html_dir, name).select_one("h1").get_text().split()).rstrip("#")
+        assert title.strip() in text, name
+    assert re.search(r"all chapters \d+\.\d (s|min)", text), text
+    assert "No run record" not in text  # every chapter kept its record

@@ -66,7 +66,7 @@ def decode_image(
     sides at least twice the target): the same file always gives the same array.
 
     A DICOM file (``.dcm`` or ``.dicom``, in any case) has its own rule, which ends where a
-    grayscale JPEG starts (:func:`helpers.data.dicom.dicom_rule_steps`): pydicom's modality
+    grayscale JPEG starts (:func:`helpers.data.dicom_rule_steps`): pydicom's modality
     LUT (rescale slope and intercept), then its VOI LUT or the file's first window, mapped
     from the window's output range to 0-255, MONOCHROME1 inverted (so air is dark). The
     8-bit grayscale result is then converted and resized as above. Multi-frame, colour,

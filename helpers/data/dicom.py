@@ -198,7 +198,7 @@ def dicom_rule_steps(ds, *, name: str = "DICOM dataset") -> dict[str, np.ndarray
     ----------
     ds : pydicom.Dataset
         A single-frame MONOCHROME1 or MONOCHROME2 dataset (checked with
-        :func:`check_dicom`).
+        ``check_dicom``).
     name : str
         How errors name the dataset (its file's path).
 
@@ -210,7 +210,7 @@ def dicom_rule_steps(ds, *, name: str = "DICOM dataset") -> dict[str, np.ndarray
     Raises
     ------
     DataError
-        If the dataset cannot be taken (see :func:`check_dicom`) or its pixel data cannot be
+        If the dataset cannot be taken (see ``check_dicom``) or its pixel data cannot be
         decoded (truncated, corrupt), naming ``name``.
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -357,7 +357,7 @@ def person_key(patient_id: str, *, salt: bytes | None = None) -> str:
     IDs are short and structured (a hospital's 8-digit numbers), so a plain hash could be
     reversed by hashing every possible ID and looking the key up (a dictionary attack), and
     the same person would get the same key in every data set, linking them. With a secret
-    salt (:func:`person_salt`, kept on this machine) a key can neither be traced back to an
+    salt (``person_salt``, kept on this machine) a key can neither be traced back to an
     ID nor matched across machines. The keys are not written to any file either
     (``split.csv`` has no group column).
 
@@ -366,7 +366,7 @@ def person_key(patient_id: str, *, salt: bytes | None = None) -> str:
     patient_id : str
         The DICOM ``PatientID`` (surrounding spaces ignored).
     salt : bytes, optional
-        Defaults to :func:`person_salt`.
+        Defaults to ``person_salt``.
 
     Returns
     -------

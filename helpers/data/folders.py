@@ -239,7 +239,7 @@ def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
         Columns ``path`` (relative to ``data_dir``, with ``/``, class folders named as on
         disk), ``label`` (0 NORMAL, 1 PNEUMONIA), ``group`` (see :func:`group_id`; for a
         DICOM file with a PatientID, a salted key of it, see
-        :func:`helpers.data.dicom.with_person_identity`) and ``identity`` (where the group
+        ``helpers.data.dicom.with_person_identity``) and ``identity`` (where the group
         came from: ``"file name"`` or ``"PatientID"``). No rows when ``split`` is ``"val"``
         and ``val/`` is missing or holds no image.
 
