@@ -20,9 +20,16 @@ Asking for more replicates later adds seeds and keeps the earlier ones. The runn
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
+from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: the runner imports this module for its layout
+    import pandas as pd
 
 #: The chapters whose recipes the default book would replicate (the cheap ones), once the
 #: whole-book time with them is measured (issue 24); ``--replicates K`` replicates these.
@@ -38,9 +45,22 @@ __all__ = [
     "REPLICATED_CHAPTERS",
     "DEFAULT_REPLICATES",
     "REPLICATES_FOLDER",
+    "SPREAD_METRICS",
     "replicate_seeds",
     "replicate_results_dir",
+    "replicate_folders",
+    "SeedRun",
+    "read_seed_runs",
+    "seed_table",
+    "seed_spread",
+    "compare_recipes",
 ]
+
+#: The test metrics whose spread over seeds is reported (rates at each run's own threshold).
+SPREAD_METRICS: tuple[str, ...] = ("auc", "sensitivity", "specificity")
+#: Parameters that may differ between a chapter's run and its replicates; any other
+#: difference means the folder holds another recipe.
+_PER_RUN_PARAMETERS = ("seed", "results_dir")
 
 
 def _check_whole(value, name: str, minimum: int) -> int:
@@ -139,3 +159,332 @@ def replicate_folders(results_dir: str | os.PathLike, model_id: str) -> dict[int
         if seed is not None and (folder / model_id / "metrics.json").is_file():
             found[seed] = folder / model_id
     return dict(sorted(found.items()))
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a recipe's runs
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One training run of a recipe: its seed, its ``metrics.json`` and its test predictions.
+
+    Attributes
+    ----------
+    model_id : str
+        The recipe (``"model_1"``).
+    seed : int
+        The seed it was trained with.
+    metrics : dict
+        Its ``metrics.json``.
+    predictions : pandas.DataFrame
+        Its ``predictions_test.csv`` (``path, label, score``).
+    folder : Path or None
+        Where it was read from (None for a run made in memory).
+    """
+
+    model_id: str
+    seed: int
+    metrics: dict
+    predictions: pd.DataFrame
+    folder: Path | None = None
+
+    @property
+    def threshold(self) -> float:
+        """Its operating point, chosen on its own validation data."""
+        return float(self.metrics["threshold"]["threshold"])
+
+    @property
+    def name(self) -> str:
+        """``model_1 (seed 43)``."""
+        return f"{self.model_id} (seed {self.seed})"
+
+
+def _read_run(folder: Path, model_id: str) -> SeedRun:
+    from helpers.results import read_predictions
+
+    path = folder / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        seed = metrics["parameters"]["seed"]
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path} does not exist; run the {model_id} chapter first"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path} is not a model's metrics.json with parameters.seed ({exc!r})"
+        ) from None
+    predictions = read_predictions(folder / "predictions_test.csv")
+    return SeedRun(model_id, int(seed), metrics, predictions, folder)
+
+
+def _recipe_parameters(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.get("parameters", {}).items() if k not in _PER_RUN_PARAMETERS}
+
+
+def read_seed_runs(results_dir: str | os.PathLike, model_id: str) -> list[SeedRun]:
+    """A recipe's runs: the chapter's own, then each replicate found, by increasing seed.
+
+    Parameters
+    ----------
+    results_dir : path-like
+        The chapters' results folder (``results/``).
+    model_id : str
+        The model (``"model_1"``).
+
+    Returns
+    -------
+    list of SeedRun
+        The chapter's own run (``<results_dir>/<model_id>/``) first. A replicate trained
+        with other parameters than the chapter's run (left by an earlier build with, say,
+        other epochs) is another recipe: it is left out with a warning naming its folder,
+        and so is one whose seed is the chapter's own.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the chapter's own run or a replicate's test predictions are missing.
+    ValueError
+        If a ``metrics.json`` has no ``parameters.seed``, or a replicate folder's name
+        (``seed_43``) is not the seed its ``metrics.json`` records.
+    """
+    own = _read_run(Path(results_dir) / model_id, model_id)
+    runs, left_out = [own], []
+    for seed, folder in replicate_folders(results_dir, model_id).items():
+        run = _read_run(folder, model_id)
+        if run.seed != seed:
+            raise ValueError(
+                f"{folder / 'metrics.json'} records seed {run.seed}, but its folder is "
+                f"{folder.parent.name}: the replicates' folders are named by their seed"
+            )
+        if seed == own.seed:
+            left_out.append(f"{folder} (the chapter's own seed {seed})")
+        elif _recipe_parameters(run.metrics) != _recipe_parameters(own.metrics):
+            left_out.append(f"{folder} (trained with other parameters than {model_id}'s run)")
+        else:
+            runs.append(run)
+    if left_out:
+        warnings.warn(
+            f"replicates of {model_id} left out: {'; '.join(left_out)}", UserWarning, stacklevel=2
+        )
+    return runs
+
+
+# ---------------------------------------------------------------------------------------
+# The spread over seeds
+# ---------------------------------------------------------------------------------------
+
+
+def seed_table(runs: list[SeedRun]) -> pd.DataFrame:
+    """One row per seed: the threshold chosen on that seed's validation data, and the test
+    AUC, sensitivity and specificity at it, as its ``metrics.json`` reports them.
+
+    Parameters
+    ----------
+    runs : list of SeedRun
+        A recipe's runs (:func:`read_seed_runs`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``seed``; columns ``threshold`` and :data:`SPREAD_METRICS`.
+    """
+    import pandas as pd
+
+    if not runs:
+        raise ValueError("no runs: a recipe needs at least one run to tabulate")
+    rows = {
+        run.seed: {
+            "threshold": run.threshold,
+            **{name: float(run.metrics["test"][name]) for name in SPREAD_METRICS},
+        }
+        for run in runs
+    }
+    table = pd.DataFrame(rows).T
+    table.index.name = "seed"
+    return table
+
+
+def seed_spread(runs: list[SeedRun]) -> pd.DataFrame:
+    """The spread of test AUC, sensitivity and specificity over seeds, beside one run's
+    person-level interval.
+
+    The spread over seeds is the training noise (what another training of the same recipe
+    could give); the person-level interval of one run is the test-set noise (what other
+    children like these could give). Neither contains the other.
+
+    Parameters
+    ----------
+    runs : list of SeedRun
+        A recipe's runs, the chapter's own first (:func:`read_seed_runs`); at least 2.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per name in :data:`SPREAD_METRICS`; columns ``seeds`` (how many), ``min``,
+        ``max``, ``mean``, ``sd`` (sample standard deviation, ``ddof=1``), ``one run``
+        (the first run's value), ``one run ci_low`` and ``one run ci_high`` (its
+        person-level 95% interval from ``metrics.json``).
+
+    Raises
+    ------
+    ValueError
+        With fewer than 2 runs (no spread), or two runs with the same seed.
+    """
+    seeds = [run.seed for run in runs]
+    if len(runs) < 2:
+        raise ValueError(
+            f"a spread over seeds needs at least 2 runs, got {len(runs)} "
+            "(python -m helpers.book --replicates K trains more)"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the runs' seeds must differ, got {seeds}")
+    import pandas as pd
+
+    table = seed_table(runs)
+    first = runs[0].metrics["test"]
+    rows = {}
+    for name in SPREAD_METRICS:
+        values = table[name].to_numpy(dtype=float)
+        rows[name] = {
+            "seeds": len(values),
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "mean": float(values.mean()),
+            "sd": float(values.std(ddof=1)),
+            "one run": float(first[name]),
+            "one run ci_low": float(first[f"{name}_ci_low"]),
+            "one run ci_high": float(first[f"{name}_ci_high"]),
+        }
+    table = pd.DataFrame(rows).T
+    table["seeds"] = table["seeds"].astype(int)
+    return table
+
+
+# ---------------------------------------------------------------------------------------
+# Verdicts that count training noise
+# ---------------------------------------------------------------------------------------
+
+
+def _same_images(runs: list[SeedRun]) -> list[str]:
+    paths = list(runs[0].predictions["path"])
+    for run in runs[1:]:
+        if list(run.predictions["path"]) != paths:
+            raise ValueError(
+                f"{run.name}'s test predictions are not on the same images in the same order "
+                f"as {runs[0].name}'s"
+            )
+    return paths
+
+
+def _kind(said: str, names: tuple[str, str]) -> str:
+    a, b = names
+    if said.startswith(f"{a} improves on {b}"):
+        return "improves"
+    if said.startswith(f"{a} is worse than {b}"):
+        return "worse"
+    return "cannot tell"
+
+
+def compare_recipes(
+    runs_a: list[SeedRun],
+    runs_b: list[SeedRun],
+    *,
+    metric: str = "auc",
+    n_resamples: int = 2000,
+    seed: int = 42,
+    confidence: float = 0.95,
+) -> dict:
+    """Does recipe A improve on recipe B? Judged on one seed each, and with training noise.
+
+    The one-seed verdict is the comparison chapter's: a paired person-level bootstrap of
+    the two chapters' own runs (the first of each list;
+    :func:`helpers.bootstrap.paired_person_bootstrap`). The replicated verdict rests on
+    :func:`helpers.bootstrap.seed_person_bootstrap` over all the runs: the interval of the
+    difference of the means over seeds, with seeds and persons resampled. When one seed
+    gives a verdict the replicates do not support, ``statement`` says so.
+
+    Parameters
+    ----------
+    runs_a, runs_b : list of SeedRun
+        Each recipe's runs, the chapter's own first (:func:`read_seed_runs`), at least 2
+        each, all on the same test images in the same order.
+    metric : {"auc", "sensitivity", "specificity"}
+        The difference judged (the rates at each run's own threshold).
+    n_resamples, seed, confidence
+        As in :func:`helpers.bootstrap.person_bootstrap` (``seed`` is the resampling's,
+        not a training seed).
+
+    Returns
+    -------
+    dict
+        ``one_seed`` and ``replicates``: each ``{"verdict": text of
+        :func:`helpers.bootstrap.verdict`, "difference": Estimate, "kind": "improves" |
+        "worse" | "cannot tell"}``; ``seeds`` (``{"a": [...], "b": [...]}``);
+        ``supported`` (True when the replicates give the one seed's verdict);
+        ``statement`` (one sentence for the page); ``method``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 runs of a recipe, an unknown metric, or runs on different images.
+    """
+    from helpers import bootstrap
+    from helpers.data import group_id
+
+    if metric not in bootstrap.PAIRED_METRICS:
+        raise ValueError(f"metric must be one of {bootstrap.PAIRED_METRICS}, got {metric!r}")
+    for runs, which in ((runs_a, "a"), (runs_b, "b")):
+        if len(runs) < 2:
+            raise ValueError(
+                f"recipe {which} has {len(runs)} run(s); judging with training noise needs at "
+                "least 2 seeds (python -m helpers.book --replicates K trains more)"
+            )
+    names = (runs_a[0].model_id, runs_b[0].model_id)
+    paths = _same_images([*runs_a, *runs_b])
+    labels = runs_a[0].predictions["label"].to_numpy()
+    persons = [group_id(path) for path in paths]
+    options = {"n_resamples": n_resamples, "seed": seed, "confidence": confidence}
+    single = bootstrap.paired_person_bootstrap(
+        labels,
+        runs_a[0].predictions["score"],
+        runs_b[0].predictions["score"],
+        persons,
+        threshold_a=runs_a[0].threshold,
+        threshold_b=runs_b[0].threshold,
+        **options,
+    )["differences"][metric]["difference"]
+    nested = bootstrap.seed_person_bootstrap(
+        labels,
+        [run.predictions["score"] for run in runs_a],
+        [run.predictions["score"] for run in runs_b],
+        persons,
+        thresholds_a=[run.threshold for run in runs_a],
+        thresholds_b=[run.threshold for run in runs_b],
+        **options,
+    )
+    replicated = nested["differences"][metric]["difference"]
+    one = bootstrap.verdict(single, names=names)
+    many = bootstrap.verdict(replicated, names=names)
+    kinds = _kind(one, names), _kind(many, names)
+    n_a, n_b = len(runs_a), len(runs_b)
+    seeds_text = f"{n_a} seeds of {names[0]} and {n_b} of {names[1]}"
+    if kinds[0] == kinds[1]:
+        statement = f"{metric}: one seed and {seeds_text} agree: {many}"
+    elif kinds[0] != "cannot tell" and kinds[1] == "cannot tell":
+        statement = (
+            f"{metric}: one seed supports '{one}'; the replicates ({seeds_text}) do not: "
+            f"with training noise counted, {many}"
+        )
+    else:
+        statement = f"{metric}: one seed says '{one}'; the replicates ({seeds_text}): {many}"
+    return {
+        "one_seed": {"verdict": one, "difference": single, "kind": kinds[0]},
+        "replicates": {"verdict": many, "difference": replicated, "kind": kinds[1]},
+        "seeds": {"a": [run.seed for run in runs_a], "b": [run.seed for run in runs_b]},
+        "supported": kinds[0] == kinds[1],
+        "statement": statement,
+        "method": nested["method"],
+    }
