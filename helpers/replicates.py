@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = [
     "seed_table",
     "seed_spread",
     "compare_recipes",
+    "choose_beyond_noise",
 ]
 
 #: The test metrics whose spread over seeds is reported (rates at each run's own threshold).
@@ -487,4 +489,134 @@ def compare_recipes(
         "supported": kinds[0] == kinds[1],
         "statement": statement,
         "method": nested["method"],
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Choices on a saturated validation set
+# ---------------------------------------------------------------------------------------
+
+
+def choose_beyond_noise(
+    scores: pd.DataFrame,
+    *,
+    recipe: str,
+    candidates: Sequence[str] | None = None,
+    higher_is_better: bool = True,
+    confidence: float = 0.95,
+) -> dict:
+    """Adopt a variant over the recipe only when it beats it by more than the noise of choosing.
+
+    The rule, fixed before any row is trained: each row is trained with the same seeds as
+    the recipe (the ablation's and the search's rows share the split and the seed), so
+    each seed gives a *margin*, the row's validation score minus the recipe's. A row beats
+    the recipe when the Student-t interval of its mean margin over the seeds lies above 0,
+    each interval at the Bonferroni level ``1 - (1 - confidence) / m`` for the ``m``
+    candidates (choosing the best of ``m`` rows is ``m`` chances to be lucky). Of the rows
+    that beat the recipe, the one with the largest mean margin is adopted; when none does,
+    the recipe is kept and the statement says that validation cannot tell the rows apart.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        One row per variant (the recipe among them), one column per seed, the validation
+        criterion (validation AUC; or log loss or Brier score where AUC is saturated, with
+        ``higher_is_better=False``).
+    recipe : str
+        The row of the recipe itself, kept unless a row beats it.
+    candidates : sequence of str, optional
+        The rows that may be adopted (default: every other row; a row that cannot be
+        adopted, such as an ensemble, is measured but left out here).
+    higher_is_better : bool
+        Whether a larger score is better.
+    confidence : float in (0, 1)
+        The family-wise confidence of the intervals.
+
+    Returns
+    -------
+    dict
+        ``choice`` (the adopted row, or ``recipe``), ``adopted`` (bool), ``margins`` (a
+        DataFrame, one row per candidate: ``seeds``, ``mean margin``, ``sd``, ``low``,
+        ``high``, ``beats recipe``; margins are signed so that positive is better),
+        ``level`` (each interval's confidence) and ``statement`` (one sentence for the
+        page).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 2 seeds (columns); the recipe or a candidate is not a row; a missing
+        (NaN) score; no candidate; ``confidence`` outside (0, 1).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({42: [0.9940, 0.9968], 43: [0.9961, 0.9950], 44: [0.9952, 0.9957]},
+    ...                      index=["recipe", "wider"])
+    >>> choose_beyond_noise(table, recipe="recipe")["choice"]
+    'recipe'
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import t as student_t
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    if scores.shape[1] < 2:
+        raise ValueError(
+            f"the noise of choosing needs every row trained with at least 2 seeds (columns); "
+            f"got {scores.shape[1]}: {list(scores.columns)}"
+        )
+    rows = list(scores.index)
+    if recipe not in rows:
+        raise ValueError(f"the recipe {recipe!r} is not a row; rows: {rows}")
+    candidates = [r for r in rows if r != recipe] if candidates is None else list(candidates)
+    unknown = [c for c in candidates if c not in rows or c == recipe]
+    if unknown:
+        raise ValueError(f"candidates {unknown} are not rows other than the recipe; rows: {rows}")
+    if not candidates:
+        raise ValueError("no candidate to weigh against the recipe")
+    values = scores.loc[[recipe, *candidates]].to_numpy(dtype=float)
+    if np.isnan(values).any():
+        raise ValueError("a score is missing (NaN): every row needs a score for every seed")
+    sign = 1.0 if higher_is_better else -1.0
+    margins = sign * (values[1:] - values[0])  # one row per candidate, one column per seed
+    k, m = margins.shape[1], len(candidates)
+    level = 1 - (1 - confidence) / m
+    quantile = float(student_t.ppf(1 - (1 - level) / 2, df=k - 1))
+    mean, sd = margins.mean(axis=1), margins.std(axis=1, ddof=1)
+    half = quantile * sd / np.sqrt(k)
+    table = pd.DataFrame(
+        {
+            "seeds": k,
+            "mean margin": mean,
+            "sd": sd,
+            "low": mean - half,
+            "high": mean + half,
+            "beats recipe": mean - half > 0,
+        },
+        index=pd.Index(candidates, name=f"minus {recipe}"),
+    )
+    winners = table[table["beats recipe"]]
+    best = str(table["mean margin"].idxmax())
+    best_text = (
+        f"the largest mean margin, {best}'s {table.loc[best, 'mean margin']:+.4f}, has the "
+        f"interval {table.loc[best, 'low']:+.4f} to {table.loc[best, 'high']:+.4f} over {k} "
+        f"seeds ({level:.1%} each, {m} candidates)"
+    )
+    if winners.empty:
+        choice = recipe
+        statement = f"validation cannot tell the rows from {recipe}: {best_text}; {recipe} is kept"
+    else:
+        choice = str(winners["mean margin"].idxmax())
+        statement = (
+            f"{choice} beats {recipe} by more than the noise of choosing: mean margin "
+            f"{table.loc[choice, 'mean margin']:+.4f}, interval {table.loc[choice, 'low']:+.4f} "
+            f"to {table.loc[choice, 'high']:+.4f} over {k} seeds ({level:.1%}, {m} candidates)"
+        )
+    return {
+        "choice": choice,
+        "adopted": choice != recipe,
+        "margins": table,
+        "level": level,
+        "statement": statement,
     }

@@ -263,3 +263,109 @@ def test_no_warning_when_every_replicate_belongs_to_the_recipe(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(replicates.read_seed_runs(tmp_path, "model_1")) == 2
+
+
+# ---------------------------------------------------------------------------------------
+# Choosing a variant against the noise of choosing
+# ---------------------------------------------------------------------------------------
+
+
+def _seeds_table(rows: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, index=[42, 43, 44]).T
+
+
+def test_on_a_saturated_validation_set_the_highest_third_decimal_does_not_win():
+    # Six rows within 0.9938-0.9968 whose order changes from seed to seed.
+    table = _seeds_table(
+        {
+            "recipe": [0.9950, 0.9962, 0.9941],
+            "lr 1e-5": [0.9968, 0.9944, 0.9950],
+            "lr 3e-5": [0.9955, 0.9958, 0.9939],
+            "top 20": [0.9938, 0.9966, 0.9952],
+            "top 40": [0.9961, 0.9949, 0.9945],
+            "top 60": [0.9944, 0.9953, 0.9960],
+        }
+    )
+    assert table[42].idxmax() == "lr 1e-5"  # one seed would adopt it
+    result = replicates.choose_beyond_noise(table, recipe="recipe")
+    assert result["choice"] == "recipe" and result["adopted"] is False
+    assert not result["margins"]["beats recipe"].any()
+    assert result["statement"].startswith("validation cannot tell the rows from recipe: ")
+    assert "over 3 seeds (99.0% each, 5 candidates); recipe is kept" in result["statement"]
+
+
+def test_a_variant_that_beats_the_recipe_on_every_seed_by_more_than_the_noise_is_adopted():
+    table = _seeds_table(
+        {
+            "recipe": [0.950, 0.955, 0.948],
+            "wider": [0.951, 0.954, 0.949],
+            "augment": [0.975, 0.979, 0.972],
+        }
+    )
+    result = replicates.choose_beyond_noise(table, recipe="recipe")
+    assert result["choice"] == "augment" and result["adopted"] is True
+    margins = result["margins"]
+    assert margins.loc["augment", "mean margin"] == pytest.approx(0.0243333, abs=1e-6)
+    assert margins.loc["augment", "low"] > 0 and not margins.loc["wider", "beats recipe"]
+    assert result["statement"].startswith("augment beats recipe by more than the noise of choosing")
+
+
+def test_more_candidates_ask_for_a_larger_margin():
+    one = _seeds_table({"recipe": [0.0, 0.0, 0.0], "variant": [0.010, 0.012, 0.014]})
+    assert replicates.choose_beyond_noise(one, recipe="recipe")["choice"] == "variant"
+    many = _seeds_table(
+        {
+            "recipe": [0.0, 0.0, 0.0],
+            "variant": [0.010, 0.012, 0.014],
+            **{f"other {i}": [0.001 * i, -0.001 * i, 0.0] for i in range(1, 6)},
+        }
+    )
+    result = replicates.choose_beyond_noise(many, recipe="recipe")
+    assert result["choice"] == "recipe"
+    assert result["level"] == pytest.approx(1 - 0.05 / 6)
+
+
+def test_log_loss_decides_with_lower_is_better_and_rows_that_cannot_be_adopted_are_skipped():
+    log_loss = _seeds_table(
+        {
+            "recipe": [0.120, 0.125, 0.118],
+            "class weights": [0.090, 0.094, 0.088],
+            "ensemble": [0.060, 0.062, 0.058],
+        }
+    )
+    result = replicates.choose_beyond_noise(
+        log_loss, recipe="recipe", candidates=["class weights"], higher_is_better=False
+    )
+    assert result["choice"] == "class weights"
+    assert list(result["margins"].index) == ["class weights"]
+    assert result["margins"].loc["class weights", "mean margin"] > 0  # positive is better
+    as_if_higher = replicates.choose_beyond_noise(log_loss, recipe="recipe")
+    assert as_if_higher["choice"] == "recipe"
+
+
+@pytest.mark.parametrize(
+    "table, options, message",
+    [
+        (pd.DataFrame({42: [0.9, 0.95]}, index=["recipe", "b"]), {}, r"at least 2 seeds"),
+        (_seeds_table({"a": [0.9] * 3, "b": [0.9] * 3}), {}, r"the recipe 'recipe' is not a row"),
+        (
+            _seeds_table({"recipe": [0.9] * 3, "b": [0.9] * 3}),
+            {"candidates": ["c"]},
+            r"candidates \['c'\] are not rows",
+        ),
+        (_seeds_table({"recipe": [0.9] * 3}), {}, r"no candidate"),
+        (
+            _seeds_table({"recipe": [0.9] * 3, "b": [0.9, np.nan, 0.9]}),
+            {},
+            r"a score is missing \(NaN\)",
+        ),
+        (
+            _seeds_table({"recipe": [0.9] * 3, "b": [0.9] * 3}),
+            {"confidence": 1.0},
+            r"confidence must lie strictly between 0 and 1",
+        ),
+    ],
+)
+def test_choose_beyond_noise_refuses_what_it_cannot_judge(table, options, message):
+    with pytest.raises(ValueError, match=message):
+        replicates.choose_beyond_noise(table, **{"recipe": "recipe", **options})
