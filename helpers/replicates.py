@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -54,6 +54,8 @@ __all__ = [
     "read_seed_runs",
     "seed_table",
     "seed_spread",
+    "seeds_by_model",
+    "best_on_validation",
     "compare_recipes",
     "choose_beyond_noise",
 ]
@@ -363,6 +365,55 @@ def seed_spread(runs: list[SeedRun]) -> pd.DataFrame:
     table = pd.DataFrame(rows).T
     table["seeds"] = table["seeds"].astype(int)
     return table
+
+
+def seeds_by_model(runs_by_model: Mapping[str, list[SeedRun]]) -> pd.DataFrame:
+    """Every seed of every recipe: its threshold and its test AUC, sensitivity, specificity.
+
+    Parameters
+    ----------
+    runs_by_model : mapping
+        Model id to its runs (:func:`read_seed_runs`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``(model, seed)``, the columns of :func:`seed_table`; models in the
+        mapping's order, each model's chapter run first.
+    """
+    import pandas as pd
+
+    if not runs_by_model:
+        raise ValueError("no recipes: give at least one model's runs")
+    return pd.concat(
+        {model_id: seed_table(runs) for model_id, runs in runs_by_model.items()},
+        names=["model", "seed"],
+    )
+
+
+def best_on_validation(runs_by_model: Mapping[str, list[SeedRun]]) -> str:
+    """The recipe with the highest mean *validation* AUC over its seeds: the one a study
+    carries forward, chosen over the replicates and never on test.
+
+    Parameters
+    ----------
+    runs_by_model : mapping
+        Model id to its runs (:func:`read_seed_runs`), each run's ``metrics["val"]["auc"]``.
+
+    Returns
+    -------
+    str
+        The model id; a tie goes to the later id in sort order, as
+        :func:`helpers.comparison.reference_model` does.
+    """
+    if not runs_by_model or any(not runs for runs in runs_by_model.values()):
+        raise ValueError("every recipe needs at least one run to be chosen on validation")
+
+    def mean_val_auc(model_id: str) -> float:
+        runs = runs_by_model[model_id]
+        return sum(float(run.metrics["val"]["auc"]) for run in runs) / len(runs)
+
+    return max(runs_by_model, key=lambda m: (mean_val_auc(m), m))
 
 
 # ---------------------------------------------------------------------------------------

@@ -146,6 +146,23 @@ def test_status_lists_the_replicates_and_says_which_are_stale(tmp_path, no_rende
     assert re.search(r"^model_1/seed_44\s+stale\s+\(never executed\)", status.stdout, re.M)
     without = run_cli(layout, tmp_path, "--status", "--results-dir", str(results))
     assert "seed_" not in without.stdout  # the default: no replicates
+    # The seeds follow the chapter's seed, here given with -p.
+    seven = run_cli(
+        layout,
+        tmp_path,
+        "--status",
+        "--results-dir",
+        str(results),
+        "-p",
+        "seed",
+        "7",
+        "--replicates",
+        "2",
+    )
+    assert re.findall(r"^model_1/seed_\d+", seven.stdout, re.M) == [
+        "model_1/seed_8",
+        "model_1/seed_9",
+    ], seven.stdout
 
 
 @pytest.mark.notebook

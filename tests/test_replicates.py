@@ -369,3 +369,23 @@ def test_log_loss_decides_with_lower_is_better_and_rows_that_cannot_be_adopted_a
 def test_choose_beyond_noise_refuses_what_it_cannot_judge(table, options, message):
     with pytest.raises(ValueError, match=message):
         replicates.choose_beyond_noise(table, **{"recipe": "recipe", **options})
+
+
+def test_seeds_by_model_lists_each_recipes_seeds_and_the_choice_is_on_validation():
+    def run(model_id, seed, val_auc, test_auc):
+        r = _run(model_id, seed, 0.3, **_metrics(test_auc, 0.95, 0.7))
+        return replicates.SeedRun(
+            model_id, seed, {**r.metrics, "val": {"auc": val_auc}}, r.predictions
+        )
+
+    runs = {
+        "model_1": [run("model_1", 42, 0.990, 0.80), run("model_1", 43, 0.970, 0.95)],
+        "model_2": [run("model_2", 42, 0.985, 0.90), run("model_2", 43, 0.984, 0.85)],
+    }
+    table = replicates.seeds_by_model(runs)
+    assert list(table.index) == [("model_1", 42), ("model_1", 43), ("model_2", 42), ("model_2", 43)]
+    assert table.loc[("model_1", 43), "auc"] == 0.95
+    # model_1's chapter run has the best validation AUC, model_2 the best mean over seeds.
+    assert replicates.best_on_validation(runs) == "model_2"
+    with pytest.raises(ValueError, match="at least one run"):
+        replicates.best_on_validation({"model_1": []})
