@@ -24,7 +24,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("metrics", "bootstrap", "calibration"),  # numbers with person-level intervals
     ("layers", "imagenet", "features", "adapt", "explain", "train", "evaluate"),  # models
     ("plots", "report"),  # what a chapter shows and glues
-    ("results", "parameters", "comparison", "case_study", "ablation", "finetune"),  # steps
+    # steps: what the chapters run
+    ("results", "parameters", "comparison", "case_study", "ablation", "finetune", "replicates"),
     ("predict", "book"),  # the entry points: python -m helpers.predict, helpers.book
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "report",  # what a chapter shows: tables, figure panels, glued numbers
     "results",  # the results contract, written atomically
     "comparison",  # the models side by side, paired tests, conclusions
+    "replicates",  # a recipe trained again with other seeds: layout, spread, verdicts
     "ablation",  # model_6's validation-only ablation
     "case_study",  # the original evaluation, reproduced on purpose
     "predict",  # python -m helpers.predict: score your own images

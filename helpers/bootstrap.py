@@ -57,6 +57,7 @@ __all__ = [
     "person_bootstrap",
     "bootstrap_p_value",
     "paired_person_bootstrap",
+    "seed_person_bootstrap",
     "holm_adjust",
     "verdict",
     "interval_table",
@@ -631,3 +632,141 @@ def interval_table(results: Mapping[str, dict]) -> pd.DataFrame:
     if len(methods) == 1:
         table.attrs["method"] = methods.pop()
     return table
+
+
+def _check_seed_runs(scores, thresholds, name: str, n: int) -> tuple[list, list]:
+    scores, thresholds = list(scores), list(thresholds)
+    if len(scores) < 2:
+        raise MetricError(
+            f"scores_{name} must hold the test scores of at least 2 seeds (training runs) of "
+            f"recipe {name}, got {len(scores)}: one run says nothing about training noise"
+        )
+    if len(thresholds) != len(scores):
+        raise MetricError(
+            f"thresholds_{name} must give one threshold per seed ({len(scores)}), "
+            f"got {len(thresholds)}"
+        )
+    return (
+        [_check_scores(s, f"scores_{name}[{i}]", n) for i, s in enumerate(scores)],
+        [_check_threshold(t, f"thresholds_{name}[{i}]") for i, t in enumerate(thresholds)],
+    )
+
+
+def seed_person_bootstrap(
+    y_true: Iterable[int],
+    scores_a: Sequence[Iterable[float]],
+    scores_b: Sequence[Iterable[float]],
+    persons: Iterable[str],
+    *,
+    thresholds_a: Sequence[float],
+    thresholds_b: Sequence[float],
+    n_resamples: int = 2000,
+    seed: int = DEFAULT_SEED,
+    confidence: float = 0.95,
+) -> dict:
+    """Difference of two *recipes*, each trained with several seeds, on the same test images:
+    an interval that counts training noise as well as the persons.
+
+    A nested (two-level) bootstrap: each resample draws, for each recipe separately, as many
+    of its seeds as it has, with replacement (the training runs one could have got), and
+    draws the test persons as :func:`paired_person_bootstrap` does, the same persons for
+    every run (the runs are scored on the same images). The resampled difference is the
+    mean over A's drawn seeds minus the mean over B's drawn seeds of each metric, each run at
+    its own threshold. The point estimate is the mean over A's seeds minus the mean over
+    B's.
+
+    With few seeds the seeds' level is coarse: 3 seeds have 10 distinct draws, and a
+    bootstrap of ``k`` values understates their variance by the factor ``(k - 1) / k``.
+    The interval is a floor on the uncertainty rather than an exact one; more seeds firm
+    it up.
+
+    Parameters
+    ----------
+    y_true, persons
+        As in :func:`person_bootstrap`.
+    scores_a, scores_b : sequence of array-like of float in [0, 1], each shape (n,)
+        Each recipe's test scores, one array per seed (at least 2 each), all for the same
+        images in the same order.
+    thresholds_a, thresholds_b : sequence of float
+        Each run's own operating point (chosen on its own validation data), one per seed.
+    n_resamples, seed, confidence
+        As in :func:`person_bootstrap`. The seeds are drawn from a stream of their own
+        (``numpy.random.default_rng([seed, 1])``), the persons as the other functions here.
+
+    Returns
+    -------
+    dict
+        ``differences``: for each name in :data:`PAIRED_METRICS` a dict with ``a`` and
+        ``b`` (the means over seeds), ``difference`` (an :class:`~helpers.metrics.Estimate`
+        of mean a - mean b with its percentile interval) and ``p_value``
+        (:func:`bootstrap_p_value`); ``per_seed``: for each name, ``a`` and ``b`` (each
+        seed's value, in the order given); ``n_seeds`` (``{"a": ..., "b": ...}``),
+        ``method``, ``n_resamples``, ``seed``, ``confidence``, ``n_images``,
+        ``n_clusters``.
+
+    Raises
+    ------
+    MetricError
+        As :func:`paired_person_bootstrap`, for any run's scores or threshold; fewer than 2
+        seeds for a recipe; a threshold count that is not the seed count.
+
+    Examples
+    --------
+    >>> y = [0, 0, 0, 1, 1, 1]
+    >>> s = [0.1, 0.4, 0.6, 0.3, 0.7, 0.9]
+    >>> same = seed_person_bootstrap(y, [s, s], [s, s], ["a", "b", "c", "d", "e", "f"],
+    ...                              thresholds_a=[0.5, 0.5], thresholds_b=[0.5, 0.5])
+    >>> same["differences"]["auc"]["difference"], same["n_seeds"]
+    (Estimate(value=0.0, ci_low=0.0, ci_high=0.0), {'a': 2, 'b': 2})
+    """
+    _check_resampling(n_resamples, seed, confidence)
+    y = _check_labels(y_true)
+    runs_a, cuts_a = _check_seed_runs(scores_a, thresholds_a, "a", y.size)
+    runs_b, cuts_b = _check_seed_runs(scores_b, thresholds_b, "b", y.size)
+    clusters = _clusters(y, persons)
+    ones = np.ones((1, y.size))
+    weights = _resample_weights(clusters, y.size, n_resamples, seed)
+    seed_draws = np.random.default_rng([seed, 1])
+    columns = np.arange(n_resamples)
+
+    def _recipe(runs, cuts):
+        point = [_all_metrics(ones, y, s, t) for s, t in zip(runs, cuts)]
+        boot = [_all_metrics(weights, y, s, t) for s, t in zip(runs, cuts)]
+        # Row j of `drawn`: which seed is the j-th draw in each resample.
+        drawn = seed_draws.integers(0, len(runs), size=(len(runs), n_resamples))
+        per_seed = {name: [float(p[name][0]) for p in point] for name in PAIRED_METRICS}
+        resampled = {
+            name: np.stack([b[name] for b in boot])[drawn, columns].mean(axis=0)
+            for name in PAIRED_METRICS
+        }
+        return per_seed, resampled
+
+    per_seed_a, boot_a = _recipe(runs_a, cuts_a)
+    per_seed_b, boot_b = _recipe(runs_b, cuts_b)
+    differences = {}
+    for name in PAIRED_METRICS:
+        a, b = float(np.mean(per_seed_a[name])), float(np.mean(per_seed_b[name]))
+        resampled = boot_a[name] - boot_b[name]
+        differences[name] = {
+            "a": a,
+            "b": b,
+            "difference": Estimate(a - b, *_percentile_interval(resampled, confidence)),
+            "p_value": bootstrap_p_value(resampled),
+        }
+    return {
+        "method": (
+            f"nested bootstrap: each recipe's seeds drawn with replacement ({len(runs_a)} and "
+            f"{len(runs_b)} seeds), then the same persons for every run "
+            f"({_method(n_resamples, seed, paired=True)})"
+        ),
+        "n_resamples": int(n_resamples),
+        "seed": int(seed),
+        "confidence": float(confidence),
+        "n_images": int(y.size),
+        "n_clusters": _cluster_counts(clusters),
+        "n_seeds": {"a": len(runs_a), "b": len(runs_b)},
+        "per_seed": {
+            name: {"a": per_seed_a[name], "b": per_seed_b[name]} for name in PAIRED_METRICS
+        },
+        "differences": differences,
+    }

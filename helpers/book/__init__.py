@@ -7,6 +7,8 @@
 3. :mod:`~helpers.book.staleness` decides which notebooks must run again (fingerprints of
    their inputs, ``_build/runner-state.json``; the ``helpers`` modules each one runs come
    from :mod:`~helpers.book.imports`, a static import graph);
+   :mod:`~helpers.book.replicates` adds, with ``--replicates K``, the replicated chapters'
+   runs with other seeds (:mod:`helpers.replicates`), decided and re-used the same way;
 4. :mod:`~helpers.book.execute` copies ``book/`` to ``_build/executed/`` and runs those
    notebooks there with papermill (the source notebooks are only read);
 5. :mod:`~helpers.book.render` renders ``_build/executed/`` with jupyter-book, execution

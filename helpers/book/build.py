@@ -18,11 +18,13 @@ import yaml
 
 from helpers import config
 from helpers import parameters as book_parameters
+from helpers.replicates import DEFAULT_REPLICATES
 
 from .errors import NotebookFailed
 from .execute import EXECUTED_SUBDIR, KERNEL_NAME, execute_notebook, prepare_executed_dir
 from .plan import PATH_OPTIONS, declared_parameters, plan_build
 from .render import render
+from .replicates import Replicate, plan_replicates
 from .runtimes import PAGE_NAME, annotate_run_time, read_record, record_run, write_run_times_page
 from .staleness import (
     CODE_DIR,
@@ -68,9 +70,13 @@ def _run_one(
     kernel_name: str,
     out: TextIO,
     width: int,
+    replicate: Replicate | None = None,
 ) -> None:
-    """Execute one notebook, recording its run in the state file before and after."""
-    state[chapter.name] = {
+    """Execute one notebook (or a replicate of it), recording its run in the state file
+    before and after."""
+    name = chapter.name if replicate is None else replicate.name
+    output = None if replicate is None else replicate.executed_path(executed_dir.parent)
+    state[name] = {
         "status": "running",
         "started": _now(),
         "inputs": decision.inputs,
@@ -80,23 +86,25 @@ def _run_one(
     save_state(state_path, state)
     start = time.perf_counter()
     try:
-        executed = execute_notebook(chapter, source_dir, executed_dir, parameters, kernel_name)
+        executed = execute_notebook(
+            chapter, source_dir, executed_dir, parameters, kernel_name, output=output, name=name
+        )
     except NotebookFailed:
-        state[chapter.name]["status"] = "failed"
+        state[name]["status"] = "failed"
         save_state(state_path, state)
-        _progress(out, width, chapter.name, "FAILED", f"{time.perf_counter() - start:7.1f} s", "")
+        _progress(out, width, name, "FAILED", f"{time.perf_counter() - start:7.1f} s", "")
         raise
     seconds = time.perf_counter() - start
     # The time travels with the executed copy, so that a re-used copy still shows it.
     record_run(executed, seconds, executed_by="python -m helpers.book", parameters=parameters)
-    state[chapter.name].update(
+    state[name].update(
         status="complete",
         finished=_now(),
         seconds=round(seconds, 1),
         outputs={str(f): sha256_file(f) for f in result_files(chapter, parameters) if f.is_file()},
     )
     save_state(state_path, state)
-    _progress(out, width, chapter.name, "executed", f"{seconds:7.1f} s", f"({decision.reason})")
+    _progress(out, width, name, "executed", f"{seconds:7.1f} s", f"({decision.reason})")
 
 
 def _show_run_times(executed_dir: Path, source_dir: Path, rendered: Sequence[Chapter]) -> None:
@@ -139,6 +147,8 @@ def build_book(
     force: bool = False,
     code_dir: Path = CODE_DIR,
     executed_from: Path | None = None,
+    replicates: int = DEFAULT_REPLICATES,
+    replicate_chapters: Sequence[str] | None = None,
 ) -> Path:
     """Execute the book's stale notebooks with papermill, then render them with jupyter-book.
 
@@ -174,6 +184,13 @@ def build_book(
         ``BOOK_SAVE_EXECUTED`` set, see ``book/conftest.py``): each chapter found there is
         rendered as it is ("adopted"), not executed again, so that ``make test`` executes
         every notebook once.
+    replicates : int >= 0
+        Run each replicated chapter this many more times, with the seeds and results
+        folders of :mod:`helpers.replicates`, right after the chapter; re-used like
+        chapters when unchanged, never rendered (:mod:`helpers.book.replicates`).
+    replicate_chapters : sequence of str, optional
+        The chapters to replicate (default
+        :data:`helpers.replicates.REPLICATED_CHAPTERS`); only selected ones are.
 
     Returns
     -------
@@ -194,11 +211,20 @@ def build_book(
     config_path, toc_path = Path(config_path).resolve(), Path(toc_path).resolve()
     chapters = find_chapters(source_dir, toc_path)
     plan = plan_build(chapters, only, params)
+    planned_replicates = plan_replicates(plan, replicates, replicate_chapters)
 
     executed_dir = output_dir / "_build" / EXECUTED_SUBDIR
     state_path = output_dir / "_build" / STATE_FILE
     state = load_state(state_path)
-    decisions = decide(plan, state, executed_dir, source_dir, force=force, code_dir=code_dir)
+    decisions = decide(
+        plan,
+        state,
+        executed_dir,
+        source_dir,
+        force=force,
+        code_dir=code_dir,
+        replicates=planned_replicates,
+    )
     adopted = _adoptable(executed_from, plan.chapters)
     for name in adopted:
         decisions[name] = Decision("adopt", f"executed by {executed_from}", decisions[name].inputs)
@@ -211,27 +237,34 @@ def build_book(
     # (stderr is also removed from the HTML by the config, for the lines it misses).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    width = max((len(c.name) for c in chapters), default=10) + 2
+    width = max((len(name) for name in [*(c.name for c in chapters), *decisions]), default=10) + 2
     for chapter in plan.chapters:
         decision = decisions.get(chapter.name)
         if decision is None:
             continue
-        if decision.action != "execute":
-            word = {"reuse": "re-used", "adopt": "adopted"}.get(decision.action, "left out")
-            _progress(out, width, chapter.name, word, "", decision.reason)
-            continue
-        _run_one(
-            chapter,
-            decision,
-            plan.parameters[chapter.name],
-            source_dir=source_dir,
-            executed_dir=executed_dir,
-            state=state,
-            state_path=state_path,
-            kernel_name=kernel_name,
-            out=out,
-            width=width,
-        )
+        runs = [(chapter.name, decision, plan.parameters.get(chapter.name), None)]
+        runs += [
+            (r.name, decisions[r.name], r.parameters, r)
+            for r in planned_replicates.get(chapter.name, ())
+        ]
+        for name, run_decision, parameters, replicate in runs:
+            if run_decision.action != "execute":
+                word = {"reuse": "re-used", "adopt": "adopted"}.get(run_decision.action, "left out")
+                _progress(out, width, name, word, "", run_decision.reason)
+                continue
+            _run_one(
+                chapter,
+                run_decision,
+                parameters,
+                source_dir=source_dir,
+                executed_dir=executed_dir,
+                state=state,
+                state_path=state_path,
+                kernel_name=kernel_name,
+                out=out,
+                width=width,
+                replicate=replicate,
+            )
 
     start = time.perf_counter()
     left_out = [
@@ -273,8 +306,11 @@ def book_status(
     params: Mapping[str, Any] | None = None,
     out: TextIO | None = None,
     code_dir: Path = CODE_DIR,
+    replicates: int = DEFAULT_REPLICATES,
+    replicate_chapters: Sequence[str] | None = None,
 ) -> dict[str, Decision]:
-    """Print, for every notebook, whether its last run is up to date or stale, and why.
+    """Print, for every notebook (and replicate), whether its last run is up to date or
+    stale, and why.
 
     Parameters
     ----------
@@ -286,11 +322,14 @@ def book_status(
         Where the lines go (standard output by default).
     code_dir : Path
         The package whose code the notebooks run.
+    replicates, replicate_chapters
+        The replicates a build would run, as for :func:`build_book`; each is listed
+        after its chapter as ``<chapter>/seed_<seed>``.
 
     Returns
     -------
     dict
-        Notebook name to :class:`~helpers.book.staleness.Decision`.
+        Notebook (and replicate) name to :class:`~helpers.book.staleness.Decision`.
     """
     out = out or sys.stdout
     source_dir, output_dir = Path(source_dir).resolve(), Path(output_dir).resolve()
@@ -298,9 +337,14 @@ def book_status(
     plan = plan_build(chapters, None, params)
     state = load_state(output_dir / "_build" / STATE_FILE)
     decisions = decide(
-        plan, state, output_dir / "_build" / EXECUTED_SUBDIR, source_dir, code_dir=code_dir
+        plan,
+        state,
+        output_dir / "_build" / EXECUTED_SUBDIR,
+        source_dir,
+        code_dir=code_dir,
+        replicates=plan_replicates(plan, replicates, replicate_chapters),
     )
-    width = max((len(c.name) for c in chapters), default=10) + 2
+    width = max((len(name) for name in [*(c.name for c in chapters), *decisions]), default=10) + 2
     for name, decision in decisions.items():
         if decision.action == "reuse":
             seconds = state.get(name, {}).get("seconds", "?")

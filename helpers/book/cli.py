@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from helpers.replicates import DEFAULT_REPLICATES, REPLICATED_CHAPTERS
+
 from .build import OUTPUT_DIR, book_status, build_book, list_chapters
 from .errors import BookError
 from .execute import KERNEL_NAME
@@ -78,6 +80,23 @@ def _parser() -> argparse.ArgumentParser:
         help="execute every selected notebook, even those whose notebook, parameters, data, "
         "the helpers modules they import and upstream results are unchanged since their last "
         "complete run (those are re-used otherwise)",
+    )
+    parser.add_argument(
+        "--replicates",
+        type=int,
+        default=DEFAULT_REPLICATES,
+        metavar="K",
+        help="train each replicated chapter's recipe K more times, with the seeds "
+        "seed+1 .. seed+K (seed: the chapter's), each a full run of its notebook into "
+        "<results_dir>/replicates/seed_<seed>/ (executed copy in _build/replicates/, not a "
+        "page); re-used when unchanged like the chapters "
+        f"(default: {DEFAULT_REPLICATES})",
+    )
+    parser.add_argument(
+        "--replicate-chapters",
+        nargs="+",
+        metavar="NAME",
+        help=f"the chapters --replicates applies to (default: {' '.join(REPLICATED_CHAPTERS)})",
     )
     parser.add_argument(
         "--status",
@@ -160,7 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             list_chapters(find_chapters(args.source_dir.resolve(), args.toc.resolve()))
             return 0
         if args.status:
-            book_status(args.source_dir, args.output_dir, args.toc, params)
+            book_status(
+                args.source_dir,
+                args.output_dir,
+                args.toc,
+                params,
+                replicates=args.replicates,
+                replicate_chapters=args.replicate_chapters,
+            )
             return 0
         build_book(
             source_dir=args.source_dir,
@@ -173,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             verbose=args.verbose,
             force=args.force,
             executed_from=args.executed_from,
+            replicates=args.replicates,
+            replicate_chapters=args.replicate_chapters,
         )
     except BookError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -162,6 +162,9 @@ def execute_notebook(
     executed_dir: Path,
     parameters: Mapping[str, Any],
     kernel_name: str = KERNEL_NAME,
+    *,
+    output: Path | None = None,
+    name: str | None = None,
 ) -> Path:
     """Execute one notebook with papermill into the executed folder.
 
@@ -175,6 +178,11 @@ def execute_notebook(
         Values for (a subset of) the notebook's declared parameters.
     kernel_name : str
         The Jupyter kernel to run it with.
+    output : Path, optional
+        Where the executed notebook goes (its folder is made); by default its place in
+        ``executed_dir`` (a replicate's goes elsewhere: :mod:`helpers.book.replicates`).
+    name : str, optional
+        What a failure report calls it (the chapter's name by default).
 
     Returns
     -------
@@ -188,7 +196,8 @@ def execute_notebook(
     """
     import papermill
 
-    output = executed_dir / chapter.path.relative_to(source_dir)
+    output = executed_dir / chapter.path.relative_to(source_dir) if output is None else output
+    output.parent.mkdir(parents=True, exist_ok=True)
     kernel_log = output.with_suffix(".kernel.log")
     try:
         papermill.execute_notebook(
@@ -204,7 +213,7 @@ def execute_notebook(
             kernel_manager_class=_quiet_kernel_manager(kernel_log),
         )
     except Exception as exc:  # every failure becomes a named report
-        message = failure_message(chapter.name, chapter.path, output, exc)
+        message = failure_message(name or chapter.name, chapter.path, output, exc)
         if kernel_log.is_file() and kernel_log.stat().st_size:
             message += f"\n  the kernel's own log: {kernel_log}"
         raise NotebookFailed(message) from exc

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -350,6 +350,7 @@ def decide(
     *,
     force: bool = False,
     code_dir: Path = CODE_DIR,
+    replicates: Mapping[str, Sequence[Any]] | None = None,
 ) -> dict[str, Decision]:
     """Decide, for every notebook of the book, whether to execute, re-use or leave it out.
 
@@ -371,11 +372,18 @@ def decide(
     code_dir : Path
         The package whose modules the notebooks import (a chapter runs again when one it
         runs changed).
+    replicates : mapping, optional
+        Chapter name to its replicates (:func:`helpers.book.replicates.plan_replicates`):
+        each is decided like a selected chapter, from the same inputs with its own
+        parameters, its record in ``state`` under its name (``model_1/seed_43``) and its
+        executed copy under ``_build/replicates/``. No chapter reads replicates' results
+        yet, so they make no other chapter run again.
 
     Returns
     -------
     dict
-        Notebook name to :class:`Decision`, in the book's order.
+        Notebook name to :class:`Decision`, in the book's order; each chapter's
+        replicates (by their names) follow it.
     """
     graph, env_hash = CodeGraph.of(code_dir), environment_fingerprint()
     selected = {c.name for c in plan.selected}
@@ -426,4 +434,42 @@ def decide(
         if action == "execute":
             runs_again.add(chapter.name)
         decisions[chapter.name] = Decision(action, reason, inputs, code_files)
+        for replicate in (replicates or {}).get(chapter.name, ()):
+            decisions[replicate.name] = _decide_replicate(
+                state.get(replicate.name, {}),
+                replicate.executed_path(executed_dir.parent),
+                chapter_inputs(
+                    chapter,
+                    replicate.parameters,
+                    code_files=code_files,
+                    env_hash=env_hash,
+                    upstream_keys=keys,
+                    data_cache=data_cache,
+                ),
+                code_files,
+                upstream_again=upstream_again,
+                force=force,
+            )
     return decisions
+
+
+def _decide_replicate(
+    record: Mapping[str, Any],
+    executed: Path,
+    inputs: dict[str, str],
+    code_files: dict[str, str],
+    *,
+    upstream_again: Sequence[str],
+    force: bool,
+) -> Decision:
+    """A replicate is executed or re-used by the rules of a selected chapter."""
+    stale = staleness(record, inputs, executed, code_files)
+    if upstream_again and (stale is None or stale.startswith(_INPUT_NAMES["upstream"])):
+        stale = f"{', '.join(upstream_again)} runs again"
+    if force:
+        action, reason = "execute", "--force"
+    elif stale is None:
+        action, reason = "reuse", f"unchanged since {record.get('finished', '?')}"
+    else:
+        action, reason = "execute", stale
+    return Decision(action, reason, inputs, code_files)

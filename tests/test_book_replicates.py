@@ -1,0 +1,228 @@
+"""Replicates in the book runner: a chapter's notebook run again with other seeds, each into
+its own results folder, re-used when unchanged, listed by --status, never rendered.
+
+The fixture chapter ``model_1`` writes ``<results_dir>/model_1/metrics.json`` holding the
+seed it ran with, and appends ``model_1 <seed>`` to runs.txt (beside it) each time it runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from fixture_book import make_fixture_book, make_notebook, run_cli
+
+from helpers import replicates as recipe_replicates
+from helpers.book import NotebookFailed, ParameterError, build, render, staleness
+from helpers.book.replicates import REPLICATES_SUBDIR
+
+# Every test but the last builds (executes) a small book: the slow kind `make quick` skips.
+TOC = "format: jb-book\nroot: intro\nchapters:\n  - file: model_1\n  - file: beta\n"
+
+
+def model_notebook(fail_unless_seed: int | None = None) -> nbformat.NotebookNode:
+    """A model chapter: parameters seed and results_dir; writes its metrics.json."""
+    check = f"assert seed == {fail_unless_seed}, 'trained with another seed'\n" * (
+        fail_unless_seed is not None
+    )
+    return make_notebook(
+        ("markdown", "# Model 1", []),
+        ("code", "n_points = 3\nseed = 42\nresults_dir = None", ["parameters"]),
+        (
+            "code",
+            check
+            + "import json, os\n"
+            + "with open('runs.txt', 'a') as f:\n"
+            + "    f.write(f'model_1 {seed}\\n')\n"
+            + "os.makedirs(os.path.join(results_dir, 'model_1'), exist_ok=True)\n"
+            + "with open(os.path.join(results_dir, 'model_1', 'metrics.json'), 'w') as f:\n"
+            + "    json.dump({'parameters': {'seed': seed, 'n_points': n_points}}, f)",
+            [],
+        ),
+    )
+
+
+def reader_notebook() -> nbformat.NotebookNode:
+    return make_notebook(("markdown", "# Beta", []), ("code", "n_points = 3", ["parameters"]))
+
+
+def _book(root: Path, model: nbformat.NotebookNode | None = None) -> dict:
+    notebooks = {"model_1": model or model_notebook(), "beta": reader_notebook()}
+    return make_fixture_book(root, notebooks, TOC)
+
+
+def _code(root: Path) -> Path:
+    """A code folder of the book's own: edits to helpers/ while the tests run must not count."""
+    code = root / "code"
+    code.mkdir(exist_ok=True)
+    (code / "module.py").write_text("VALUE = 1\n")
+    return code
+
+
+def _build(layout: dict, root: Path, **options) -> dict[str, str]:
+    out = io.StringIO()
+    # Results in the test's folder; only model_1 declares results_dir.
+    results = {} if options.get("only") == ["beta"] else {"results_dir": str(root / "results")}
+    params = {**results, **options.pop("params", {})}
+    build.build_book(
+        **layout, output_dir=root, code_dir=_code(root), out=out, params=params, **options
+    )
+    return {line.split()[0]: line for line in out.getvalue().splitlines() if line.strip()}
+
+
+def _runs(layout: dict) -> list[str]:
+    runs = layout["source_dir"] / "runs.txt"
+    return runs.read_text().splitlines() if runs.exists() else []
+
+
+def _seed_in(folder: Path) -> int:
+    return json.loads((folder / "model_1" / "metrics.json").read_text())["parameters"]["seed"]
+
+
+@pytest.fixture
+def no_render(monkeypatch) -> None:
+    """The render step only makes the HTML folder (the render is checked in
+    test_replicates_are_not_rendered_as_pages)."""
+
+    def note_render(executed_dir, output_dir, config_path, toc_path, **options):
+        html = Path(output_dir) / "_build" / render.HTML_SUBDIR
+        html.mkdir(parents=True, exist_ok=True)
+        return html
+
+    monkeypatch.setattr(build, "render", note_render)
+
+
+@pytest.mark.notebook
+def test_replicates_train_with_distinct_seeds_into_their_own_folders_and_are_reused(
+    tmp_path, no_render
+):
+    layout = _book(tmp_path)
+    results = tmp_path / "results"
+    lines = _build(layout, tmp_path, replicates=2)
+    assert _runs(layout) == ["model_1 42", "model_1 43", "model_1 44"]
+    assert _seed_in(results) == 42  # the chapter's own run, where it always was
+    for seed in (43, 44):
+        folder = recipe_replicates.replicate_results_dir(results, seed)
+        assert folder == results / "replicates" / f"seed_{seed}"
+        assert _seed_in(folder) == seed
+        executed = tmp_path / "_build" / REPLICATES_SUBDIR / "model_1" / f"seed_{seed}.ipynb"
+        assert executed.is_file()
+        assert re.match(rf"model_1/seed_{seed}\s+executed\s", lines[f"model_1/seed_{seed}"])
+    assert not list((tmp_path / "_build" / "executed").rglob("seed_*"))  # not pages
+    assert sorted(recipe_replicates.replicate_folders(results, "model_1")) == [43, 44]
+
+    # A second build with nothing changed re-uses the chapter and its replicates.
+    lines = _build(layout, tmp_path, replicates=2)
+    assert len(_runs(layout)) == 3
+    for name in ("model_1", "model_1/seed_43", "model_1/seed_44"):
+        assert re.match(rf"{name}\s+re-used\s+unchanged since", lines[name]), lines[name]
+
+    # One more replicate: only the new seed runs.
+    lines = _build(layout, tmp_path, replicates=3)
+    assert _runs(layout)[3:] == ["model_1 45"]
+    assert "re-used" in lines["model_1/seed_44"] and "executed" in lines["model_1/seed_45"]
+
+    # A changed parameter runs the chapter and every replicate again.
+    lines = _build(layout, tmp_path, replicates=3, params={"n_points": 4})
+    assert _runs(layout)[4:] == ["model_1 42", "model_1 43", "model_1 44", "model_1 45"]
+    assert "(parameters changed)" in lines["model_1/seed_43"], lines["model_1/seed_43"]
+    assert "beta" in lines and "seed" not in lines["beta"]  # beta has no replicates
+
+
+@pytest.mark.notebook
+def test_status_lists_the_replicates_and_says_which_are_stale(tmp_path, no_render):
+    layout = _book(tmp_path)
+    results = tmp_path / "results"
+    _build(layout, tmp_path, replicates=1)
+    status = run_cli(
+        layout, tmp_path, "--status", "--results-dir", str(results), "--replicates", "2"
+    )
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"^model_1/seed_43\s+up to date", status.stdout, re.M), status.stdout
+    assert re.search(r"^model_1/seed_44\s+stale\s+\(never executed\)", status.stdout, re.M)
+    without = run_cli(layout, tmp_path, "--status", "--results-dir", str(results))
+    assert "seed_" not in without.stdout  # the default: no replicates
+    # The seeds follow the chapter's seed, here given with -p.
+    seven = run_cli(
+        layout,
+        tmp_path,
+        "--status",
+        "--results-dir",
+        str(results),
+        "-p",
+        "seed",
+        "7",
+        "--replicates",
+        "2",
+    )
+    assert re.findall(r"^model_1/seed_\d+", seven.stdout, re.M) == [
+        "model_1/seed_8",
+        "model_1/seed_9",
+    ], seven.stdout
+
+
+@pytest.mark.notebook
+def test_replicates_are_not_rendered_as_pages(tmp_path):
+    layout = _book(tmp_path)
+    _build(layout, tmp_path, replicates=1)
+    html = tmp_path / "_build" / "html"
+    assert (html / "model_1.html").is_file()
+    assert not [p.name for p in html.rglob("*seed_*")]
+    assert (tmp_path / "_build" / REPLICATES_SUBDIR / "model_1" / "seed_43.ipynb").is_file()
+
+
+@pytest.mark.notebook
+def test_a_failed_replicate_is_named_and_runs_again_next_time(tmp_path, no_render):
+    layout = _book(tmp_path, model_notebook(fail_unless_seed=42))
+    with pytest.raises(NotebookFailed, match=r"notebook model_1/seed_43 .*failed"):
+        _build(layout, tmp_path, replicates=1)
+    state = staleness.load_state(tmp_path / "_build" / staleness.STATE_FILE)
+    assert state["model_1"]["status"] == "complete"
+    assert state["model_1/seed_43"]["status"] == "failed"
+    out = io.StringIO()
+    build.book_status(
+        layout["source_dir"],
+        tmp_path,
+        layout["toc_path"],
+        params={"results_dir": str(tmp_path / "results")},
+        out=out,
+        code_dir=_code(tmp_path),
+        replicates=1,
+    )
+    assert re.search(r"model_1/seed_43\s+stale\s+\(its last run failed\)", out.getvalue())
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"replicates": -1}, r"--replicates must be a whole number >= 0, got -1"),
+        (
+            {"replicates": 2, "replicate_chapters": ["gamma"]},
+            r"no notebook chapter named gamma",
+        ),
+        (
+            {"replicates": 2, "replicate_chapters": ["beta"]},
+            r"beta cannot be replicated: .* does not declare seed and results_dir",
+        ),
+        (
+            {"replicates": 2, "only": ["beta"]},
+            r"none of the chapters to replicate \(model_1, model_2, model_3, model_5\)",
+        ),
+    ],
+)
+def test_impossible_replicates_are_refused_before_anything_runs(tmp_path, options, message):
+    layout = _book(tmp_path)
+    with pytest.raises(ParameterError, match=message):
+        _build(layout, tmp_path, **options)
+    assert _runs(layout) == [] and not (tmp_path / "_build").exists()
+
+
+def test_replicates_cli_refuses_a_negative_count_with_exit_status_2(tmp_path):
+    layout = _book(tmp_path)
+    result = run_cli(layout, tmp_path, "--status", "--replicates", "-1")
+    assert result.returncode == 2
+    assert "--replicates must be a whole number >= 0" in result.stderr
