@@ -1,12 +1,13 @@
 """The book's exercises and the code its chapters include from the package.
 
 Every chapter of ``_toc.yml`` is read as the reader gets it (markdown cells of notebooks,
-``.md`` pages): each ``{exercise}`` has a label of the form ``<chapter>-ex-<short>`` (``model-1-ex-dense``), unique in
-the book, and exactly one solution that refers to it and opens on demand (``:class:
-dropdown``); the chapters in :data:`REQUIRED` have at least :data:`MIN_EXERCISES`. A solution
-is either one ``{solution}`` directive or a gated pair ``{solution-start}`` ...
-``{solution-end}`` whose code cells run with the notebook (nbval and the book build execute
-them, so the numbers a solution quotes are measured by the run that renders it).
+``.md`` pages): each ``{exercise}`` has a label of the form ``<chapter>-ex-<short>``
+(``model-1-ex-dense``), unique in the book, and exactly one solution that refers to it and
+opens on demand (``:class: dropdown``); the chapters in :data:`REQUIRED` have at least
+:data:`MIN_EXERCISES`. A solution is either one ``{solution}`` directive or a gated pair
+``{solution-start}`` ... ``{solution-end}`` whose code cells run with the notebook (nbval and
+the book build execute them, so the numbers a solution quotes are measured by the run that
+renders it).
 
 Every ``{literalinclude}`` with ``:pyobject:`` must name a file and an object that exist:
 Sphinx only warns otherwise, and the page would show nothing.
