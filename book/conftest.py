@@ -82,6 +82,7 @@ def pytest_sessionfinish(session, exitstatus):
     import nbformat
 
     from helpers.book import runtimes
+    from helpers.book.plan import declared_parameters
 
     folder = Path(_SAVE_DIR)
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,5 +107,6 @@ def pytest_sessionfinish(session, exitstatus):
                     for key, value in os.environ.items()
                     if key.startswith("BOOK_")
                 )
+                if name in declared_parameters(Path(path))  # this chapter's own
             },
         )

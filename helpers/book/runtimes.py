@@ -154,7 +154,7 @@ def run_time_note(record: Mapping[str, Any], *, link_to_page: bool = True) -> st
     return (
         "```{admonition} Run time\n:class: note\n"
         f"In the build that made this page, this chapter ran in **{_duration(record['seconds'])}**"
-        f"{with_parameters}, on {record['machine']} ({record['executed_by']}, "
+        f"{with_parameters}, on {record['machine']} (`{record['executed_by']}`, "
         f"{record['finished']}); other machines differ, even of one kind."
         + (" {ref}`run-times` lists every chapter." if link_to_page else "")
         + "\n```"
@@ -244,7 +244,7 @@ def write_run_times_page(
         rows.append(
             f"| {link} | {_duration(record['seconds'])} | "
             f"{_parameters_text(record.get('parameters') or {})} | {record['machine']} | "
-            f"{record['executed_by']} | {record['finished']} |"
+            f"`{record['executed_by']}` | {record['finished']} |"
         )
     rows.append(f"| **all chapters** | **{_duration(total)}** | | | | |")
     table = "\n".join(rows)
