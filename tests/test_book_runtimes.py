@@ -71,3 +71,22 @@ def test_page_without_its_marker_is_refused_by_name(tmp_path):
     page.write_text("# Run times\n")
     with pytest.raises(ValueError, match="run_times.md lacks the line"):
         runtimes.write_run_times_page(page, [])
+
+
+def test_one_machine_is_named_once_and_several_get_a_column(tmp_path):
+    page = tmp_path / runtimes.PAGE_NAME
+    record = {
+        "seconds": 1.0,
+        "machine": "2 CPU cores, Linux x86_64",
+        "executed_by": "e",
+        "finished": "f",
+    }
+    page.write_text(runtimes.PAGE_MARKER)
+    same = runtimes.write_run_times_page(page, [("a", record), ("b", record)])
+    assert same.startswith("Every chapter ran on 2 CPU cores, Linux x86_64.")
+    assert "| machine |" not in same
+    page.write_text(runtimes.PAGE_MARKER)
+    other = {**record, "machine": "8 CPU cores, Linux aarch64"}
+    mixed = runtimes.write_run_times_page(page, [("a", record), ("b", other)])
+    assert "| machine |" in mixed and "| 8 CPU cores, Linux aarch64 |" in mixed
+    assert not mixed.startswith("Every chapter")

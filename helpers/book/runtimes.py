@@ -228,26 +228,37 @@ def write_run_times_page(
     text = Path(page_path).read_text()
     if PAGE_MARKER not in text:
         raise ValueError(f"{page_path} lacks the line {PAGE_MARKER!r} that receives the table")
-    rows = [
-        "| chapter | run time | parameters | machine | executed by | finished |",
-        "|---|---:|---|---|---|---|",
-    ]
+    machines = {r["machine"] for _, r in chapters if r is not None}
+    one_machine = len(machines) == 1  # then said once, above the table
+    columns = ["chapter", "run time", "parameters", *([] if one_machine else ["machine"])]
+    columns += ["executed by", "finished"]
+    rows = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    rows[1] = rows[1].replace("|---|---|", "|---|---:|", 1)  # times align right
     total = 0.0
     missing = []
     for name, record in chapters:
-        link = f"{{doc}}`{name}`"
+        cells = [f"{{doc}}`{name}`"]
         if record is None:
             missing.append(name)
-            rows.append(f"| {link} | no record | | | | |")
-            continue
-        total += record["seconds"]
-        rows.append(
-            f"| {link} | {_duration(record['seconds'])} | "
-            f"{_parameters_text(record.get('parameters') or {})} | {record['machine']} | "
-            f"`{record['executed_by']}` | {record['finished']} |"
-        )
-    rows.append(f"| **all chapters** | **{_duration(total)}** | | | | |")
+            cells += ["no record"] + [""] * (len(columns) - 2)
+        else:
+            total += record["seconds"]
+            cells += [
+                _duration(record["seconds"]),
+                _parameters_text(record.get("parameters") or {}),
+                *([] if one_machine else [record["machine"]]),
+                f"`{record['executed_by']}`",
+                record["finished"],
+            ]
+        rows.append("| " + " | ".join(cells) + " |")
+    rows.append(
+        "| "
+        + " | ".join(["**all chapters**", f"**{_duration(total)}**"] + [""] * (len(columns) - 2))
+        + " |"
+    )
     table = "\n".join(rows)
+    if one_machine:
+        table = f"Every chapter ran on {machines.pop()}.\n\n" + table
     if missing:
         table += (
             f"\n\nNo run record for: {', '.join(missing)} (executed by a tool that keeps none); "
