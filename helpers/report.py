@@ -263,6 +263,29 @@ def show_operating_points(result) -> None:
         glue(
             f"{_prefix(result)}_sensitivity_{row['kind']}", float(row["sensitivity"]), display=False
         )
+    glue(
+        f"{_prefix(result)}_sensitivity_by_kind",
+        sensitivity_by_kind_sentence(m["sensitivity_by_kind"]),
+        display=False,
+    )
+
+
+def sensitivity_by_kind_sentence(rows) -> str:
+    """One sentence on the sensitivity for bacterial and for viral pneumonia, for the prose.
+
+    The kind comes from the file names (:func:`helpers.metrics.sensitivity_by_kind`); a folder
+    whose names do not carry it (a DICOM export, renamed files) gets a sentence saying so.
+    """
+    by_kind = {row["kind"]: row for row in rows if row["images"] > 0}
+    if "bacteria" not in by_kind or "virus" not in by_kind:
+        return (
+            "The file names of these test images do not say the kind of pneumonia (bacterial "
+            "or viral), so the sensitivity is not split by kind."
+        )
+    return (
+        f"At its validation threshold the model detects {by_kind['bacteria']['sensitivity']:.3f} "
+        f"of the bacterial and {by_kind['virus']['sensitivity']:.3f} of the viral pneumonias."
+    )
 
 
 def show_calibration(result) -> None:

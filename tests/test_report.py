@@ -245,6 +245,9 @@ def test_show_operating_points_and_calibration_glue_their_numbers(evaluation, sh
     report.show_operating_points(evaluation)
     for row in m["sensitivity_by_kind"]:
         assert shown["glue"][f"model_x_sensitivity_{row['kind']}"] == row["sensitivity"]
+    assert shown["glue"]["model_x_sensitivity_by_kind"] == report.sensitivity_by_kind_sentence(
+        m["sensitivity_by_kind"]
+    )
     report.show_calibration(evaluation)
     assert shown["glue"]["model_x_brier"] == m["calibration"]["test_before"]["brier"]
     assert shown["glue"]["model_x_temperature"] == m["calibration"]["temperature"]
@@ -277,3 +280,15 @@ def test_show_explanations_of_a_constant_model_says_there_is_nothing_to_show(eva
     constant = replace(evaluation, test=replace(evaluation.test, scores=np.full(40, 0.7)))
     report.show_explanations(model=None, result=constant, xrays=None)
     assert len(shown["warnings"]) == 1 and "same score" in shown["warnings"][0]
+
+
+def test_the_sensitivity_by_kind_sentence_says_when_the_file_names_carry_no_kind():
+    rows = [
+        {"kind": "bacteria", "images": 10, "sensitivity": 0.9},
+        {"kind": "virus", "images": 5, "sensitivity": 0.8},
+    ]
+    assert "detects 0.900 of the bacterial and 0.800 of the viral" in (
+        report.sensitivity_by_kind_sentence(rows)
+    )
+    unknown = [{"kind": "unknown", "images": 15, "sensitivity": 0.85}]  # random DICOM names
+    assert "do not say the kind" in report.sensitivity_by_kind_sentence(unknown)
