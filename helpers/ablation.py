@@ -7,7 +7,10 @@ choice made from this table can have looked at the test set.
 
 The validation images come from the same hospital folders as the training images, and the
 models separate them almost perfectly: differences between variants are small, and the
-95% intervals show how small.
+95% intervals show how small. So a variant replaces the recipe only when it beats it by more
+than the noise of choosing (:func:`decide`, fixed before anything runs): its paired
+difference must be significant after Holm's adjustment and larger than the recipe's own
+seed spread; otherwise the recipe is kept.
 
 Some rows measure choices that are not one network scored in one pass at the chapter's
 image size: a higher resolution, test-time augmentation, an ensemble of seeds. They are
@@ -369,15 +372,20 @@ def run_ablation(
         validation metrics of :func:`validation_row`, the paired difference of its AUC
         minus the first row's on the same images with its 95% interval (persons resampled
         together for both, :func:`helpers.bootstrap.paired_person_bootstrap`), its two-sided
-        bootstrap p-value and that p-value Holm-adjusted over the rows compared with the
-        first (both NaN for the first row), the seconds spent training the networks the row
+        bootstrap p-value and that p-value Holm-adjusted over the adoptable rows compared
+        with the first (:func:`holm_over_candidates`; NaN for the first row and for the rows
+        that can not be adopted), the seconds spent training the networks the row
         uses (a network shared by rows, such as the recipe's with its test-time augmentation
         row, is trained once and counted in each), and "adoptable":
-        ``"yes"`` or :attr:`Variant.not_adoptable`'s reason.
+        ``"yes"`` or :attr:`Variant.not_adoptable`'s reason. ``attrs[SEED_AUCS]`` holds the
+        recipe's seed spread: ``{seed: validation AUC}`` of each network of an ensemble row
+        of the recipe (``seeds`` > 1, nothing else changed), each scored alone on the same
+        images; empty without such a row.
     """
     from scipy.special import expit
+    from sklearn.metrics import roc_auc_score
 
-    from helpers.bootstrap import holm_adjust, paired_person_bootstrap
+    from helpers.bootstrap import paired_person_bootstrap
     from helpers.data import class_weights, persons_of
     from helpers.evaluate import predict_split
     from helpers.train import check_training_parameters, fit, set_seed
@@ -440,6 +448,8 @@ def run_ablation(
         for i in range(variant.seeds)
     }
     rows = []
+    recipe_key = variants[0].training_key() if variants else None
+    seed_aucs: dict[int, float] = {}
     for position, variant in enumerate(variants):
         xrays = data_for(variant)
         trained = [network(variant, xrays, seed + i) for i in range(variant.seeds)]
@@ -456,6 +466,13 @@ def run_ablation(
                 for model, _ in trained
             ]
             scores = expit(np.mean(per_network, axis=0))
+            if variant.seeds > 1 and not variant.tta and variant.training_key() == recipe_key:
+                # The ensemble's networks are the recipe trained with other seeds: each one
+                # alone measures how far the recipe's AUC moves with only the seed changed.
+                seed_aucs = {
+                    seed + i: float(roc_auc_score(labels[select], expit(logits)[select]))
+                    for i, logits in enumerate(per_network)
+                }
         else:
             scores = predict_split(trained[0][0], xrays.val, batch_size=batch_size).scores
         # Every variant scores the same validation images (the split is made by file, not
@@ -501,31 +518,313 @@ def run_ablation(
             }
         )
     table = pd.DataFrame(rows).set_index("variant")
-    # Every other row is compared with the first: Holm's adjustment over those comparisons.
-    adjusted = np.full(len(table), np.nan)
-    adjusted[1:] = holm_adjust(table["AUC - first row p"].to_numpy()[1:])
+    # Holm's adjustment over the rows the choice chooses from (:func:`decide`).
     table.insert(
-        table.columns.get_loc("AUC - first row p") + 1, "AUC - first row p (Holm)", adjusted
+        table.columns.get_loc("AUC - first row p") + 1,
+        "AUC - first row p (Holm)",
+        holm_over_candidates(table, recipe=str(table.index[0])),
     )
+    table.attrs[SEED_AUCS] = seed_aucs
     return table
 
 
-def best_variant(table: pd.DataFrame, *, decimals: int = 3) -> str:
-    """The adoptable variant with the highest validation AUC, rounded to ``decimals``.
+# --- The choice rule: adopt a row over the recipe only beyond the noise of choosing -------
+
+#: The family-wise level of the rule: a row is adopted only when its Holm-adjusted p-value
+#: against the recipe is below it.
+ALPHA = 0.05
+
+#: Where :func:`run_ablation` records the recipe's seed spread: ``table.attrs[SEED_AUCS]``
+#: is ``{seed: validation AUC}`` of each network of the ensemble row scored alone.
+SEED_AUCS = "recipe seed AUCs"
+
+
+def holm_over_candidates(
+    table: pd.DataFrame, *, recipe: str, difference: str = "AUC - first row"
+) -> pd.Series:
+    """The p-values of ``<difference> p`` Holm-adjusted over the *candidates*: the rows
+    other than ``recipe`` whose "adoptable" column is ``"yes"`` (every other row when the
+    table has no such column). The family is what the choice chooses from; rows that can
+    not be adopted are measured, not chosen, and get NaN here, as does the recipe."""
+    from helpers.bootstrap import holm_adjust
+
+    candidates = _candidates(table, recipe)
+    adjusted = pd.Series(np.nan, index=table.index, dtype=float)
+    if candidates:
+        adjusted[candidates] = holm_adjust(table.loc[candidates, f"{difference} p"].to_numpy())
+    return adjusted
+
+
+def _candidates(table: pd.DataFrame, recipe: str) -> list[str]:
+    if recipe not in table.index:
+        raise ValueError(f"the recipe {recipe!r} is not a row of the table: {list(table.index)}")
+    rows = table.drop(index=recipe)
+    if "adoptable" in rows:
+        rows = rows[rows["adoptable"] == "yes"]
+    return [str(name) for name in rows.index]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the choice rule (:func:`decide`) found, with its evidence.
+
+    Attributes
+    ----------
+    choice : str
+        The row adopted: a candidate that beat the recipe beyond the noise, or ``recipe``.
+    recipe : str
+    contender : str or None
+        The candidate with the largest AUC difference to the recipe (adopted or not);
+        None when there is no candidate.
+    margin, low, high : float
+        The contender's paired AUC difference to the recipe and its 95% interval (NaN
+        without a contender).
+    p_holm : float
+        The contender's p-value, Holm-adjusted over the ``candidates``.
+    candidates : int
+        How many rows could have been adopted (the Holm family).
+    recipe_auc : float
+        The recipe's validation AUC.
+    seed_aucs : dict
+        ``{seed: validation AUC}`` of the recipe trained with each seed, scored alone on
+        the same images; empty when not measured.
+    seed_range : float
+        Their range (max - min); NaN when not measured.
+    beyond_noise : tuple of str
+        Every candidate that met the whole rule.
+    statement : str
+        The rule's outcome in one sentence, with its numbers, for the chapter.
+    """
+
+    choice: str
+    recipe: str
+    contender: str | None
+    margin: float
+    low: float
+    high: float
+    p_holm: float
+    candidates: int
+    recipe_auc: float
+    seed_aucs: dict
+    seed_range: float
+    beyond_noise: tuple[str, ...]
+    statement: str
+
+    @property
+    def adopted(self) -> bool:
+        """Whether a row replaced the recipe."""
+        return self.choice != self.recipe
+
+    def as_dict(self) -> dict:
+        """The decision as plain JSON values (NaN as None, seeds as strings)."""
+
+        def number(value: float):
+            return None if value is None or np.isnan(value) else float(value)
+
+        return {
+            "rule": RULE,
+            "adopted": self.adopted,
+            "choice": self.choice,
+            "recipe": self.recipe,
+            "recipe_auc": number(self.recipe_auc),
+            "contender": self.contender,
+            "margin": number(self.margin),
+            "margin_low": number(self.low),
+            "margin_high": number(self.high),
+            "p_holm": number(self.p_holm),
+            "candidates": self.candidates,
+            "alpha": ALPHA,
+            "seed_aucs": {str(k): float(v) for k, v in self.seed_aucs.items()},
+            "seed_range": number(self.seed_range),
+            "beyond_noise": list(self.beyond_noise),
+            "statement": self.statement,
+        }
+
+
+#: The rule in words, as recorded in ``choice.json``.
+RULE = (
+    "a row replaces the recipe only when its paired person-level AUC difference to the recipe "
+    f"is positive with a p-value below {ALPHA} after Holm's adjustment over the adoptable rows, "
+    "and, where the recipe's seed spread is measured, larger than that spread (the range of "
+    "the recipe's validation AUC over the ensemble row's seeds); of those rows the largest "
+    "difference wins, otherwise the recipe is kept"
+)
+
+
+def _seed_text(seed_aucs: dict) -> str:
+    return ", ".join(f"seed {seed}: {auc:.4f}" for seed, auc in seed_aucs.items())
+
+
+def decide(
+    table: pd.DataFrame,
+    *,
+    recipe: str | None = None,
+    difference: str = "AUC - first row",
+    seed_aucs: dict | None = None,
+    seeds_expected: bool = True,
+    rows: str = "rows",
+) -> Decision:
+    """The choice rule, fixed before anything is trained: adopt a row over the recipe only
+    when validation can tell it apart from the recipe.
+
+    The validation images are nearly saturated (AUCs above 0.99 differ in the third
+    decimal), so the highest AUC is mostly the luckiest row. A candidate (a row other than
+    the recipe whose "adoptable" column is ``"yes"``) replaces the recipe only when
+
+    1. its paired AUC difference to the recipe (column ``difference``, persons resampled
+       together for both, :func:`helpers.bootstrap.paired_person_bootstrap`) is positive;
+    2. its p-value (column ``<difference> p``), Holm-adjusted over the candidates
+       (:func:`holm_over_candidates`), is below :data:`ALPHA`: the adjusted interval lies
+       above 0; and
+    3. that difference is larger than the recipe's *seed range*: the range of the
+       validation AUCs of the recipe trained with different seeds and nothing else changed
+       (``seed_aucs``, the ensemble row's networks scored alone). Without ``seed_aucs`` the
+       range is not measured and (1) and (2) alone decide (said in the statement when
+       ``seeds_expected``).
+
+    Of the candidates that pass, the one with the largest difference is adopted; when
+    none does, the recipe is kept and the statement says that validation cannot tell the
+    rows apart, with the contender's difference, interval, adjusted p and the seed range.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`run_ablation`'s or :func:`helpers.finetune.run_search`'s table: "val AUC",
+        ``difference`` with ``low``/``high``/``p`` columns, optionally "adoptable".
+    recipe : str, optional
+        The recipe's row (default: the first row).
+    difference : str
+        The name of the paired difference columns.
+    seed_aucs : dict, optional
+        ``{seed: AUC}``; default ``table.attrs[SEED_AUCS]`` when set.
+    seeds_expected : bool
+        Whether the statement says so when the seed range is missing.
+    rows : str
+        What the rows are called in the statement ("rows", "configurations").
+
+    Returns
+    -------
+    Decision
+    """
+    if table.empty:
+        raise ValueError("the table has no row to choose from")
+    recipe = str(table.index[0]) if recipe is None else recipe
+    if seed_aucs is None:
+        seed_aucs = dict(table.attrs.get(SEED_AUCS, {}))
+    values = list(seed_aucs.values())
+    seed_range = float(max(values) - min(values)) if len(values) >= 2 else float("nan")
+    candidates = _candidates(table, recipe)
+    holm = holm_over_candidates(table, recipe=recipe, difference=difference)
+    recipe_auc = float(table.loc[recipe, "val AUC"])
+    beyond = [
+        name
+        for name in candidates
+        if table.loc[name, difference] > 0
+        and holm[name] < ALPHA
+        and (np.isnan(seed_range) or table.loc[name, difference] > seed_range)
+    ]
+    if beyond:
+        contender = max(beyond, key=lambda name: table.loc[name, difference])
+    elif candidates:
+        contender = max(candidates, key=lambda name: table.loc[name, difference])
+    else:
+        contender = None
+    choice = contender if beyond else recipe
+    nan = float("nan")
+    margin, low, high, p_holm = (
+        (
+            float(table.loc[contender, difference]),
+            float(table.loc[contender, f"{difference} low"]),
+            float(table.loc[contender, f"{difference} high"]),
+            float(holm[contender]),
+        )
+        if contender is not None
+        else (nan, nan, nan, nan)
+    )
+    decision = Decision(
+        choice=choice,
+        recipe=recipe,
+        contender=contender,
+        margin=margin,
+        low=low,
+        high=high,
+        p_holm=p_holm,
+        candidates=len(candidates),
+        recipe_auc=recipe_auc,
+        seed_aucs=dict(seed_aucs),
+        seed_range=seed_range,
+        beyond_noise=tuple(beyond),
+        statement="",
+    )
+    return replace(decision, statement=_statement(decision, seeds_expected, rows))
+
+
+def _statement(d: Decision, seeds_expected: bool, rows: str) -> str:
+    """The sentence on a :class:`Decision`, with its numbers."""
+    row = rows[:-1] if rows.endswith("s") else rows
+    if d.contender is None:
+        return (
+            f"no other adoptable {row} was measured, so the recipe is kept (validation AUC "
+            f"{d.recipe_auc:.4f})"
+        )
+    numbers = (
+        f"{d.margin:+.4f} (paired 95% interval {d.low:+.4f} to {d.high:+.4f}, persons "
+        f"resampled; p = {d.p_holm:.3f} after Holm's adjustment over the {d.candidates} "
+        f"adoptable {rows})"
+    )
+    evidence = f"'{d.contender}', {numbers}"
+    measured = not np.isnan(d.seed_range)
+    spread = (
+        f"the {d.seed_range:.4f} by which the recipe's own validation AUC moves between seeds "
+        f"({_seed_text(d.seed_aucs)})"
+    )
+    unmeasured = (
+        "; the recipe's seed spread was not measured (no ensemble row), so the paired "
+        "interval alone decides"
+        if seeds_expected and not measured
+        else ""
+    )
+    if d.adopted:
+        return (
+            f"'{d.choice}' is adopted over the recipe: its validation AUC exceeds the recipe's "
+            f"({d.recipe_auc:.4f}) by {numbers}"
+            + (f", more than {spread}" if measured else unmeasured)
+        )
+    if d.margin <= 0:
+        return (
+            f"no adoptable {row} scored above the recipe on validation (AUC {d.recipe_auc:.4f}), "
+            f"so the recipe is kept; the closest, {evidence}"
+            + (f"; for scale, {spread}" if measured else unmeasured)
+        )
+    significant = d.p_holm < ALPHA
+    beyond_seeds = measured and d.margin > d.seed_range
+    if measured and not significant and not beyond_seeds:
+        why = f"is neither significant once adjusted nor larger than {spread}"
+    elif measured and significant:
+        why = f"is significant once adjusted but not larger than {spread}"
+    elif measured:
+        why = f"is larger than {spread}, but not significant once adjusted"
+    else:
+        why = f"is not significant once adjusted{unmeasured}"
+    return (
+        f"validation cannot tell the {rows} apart, so the recipe is kept (validation AUC "
+        f"{d.recipe_auc:.4f}): the largest difference over it, {evidence}, {why}"
+    )
+
+
+def best_variant(table: pd.DataFrame, seed_aucs: dict | None = None) -> str:
+    """The variant the rule adopts (:func:`decide`): model_6's recipe (the first row)
+    unless an adoptable variant beats it beyond the noise of choosing.
 
     Rows whose "adoptable" column is not ``"yes"`` (a higher resolution, test-time
-    augmentation, an ensemble) are measured but never chosen. Ties go to the earlier row,
-    so model_6's recipe (the first row) is kept unless a variant ranks the validation
-    images visibly better. Log loss is not the criterion:
-    class weights move the scores towards a balanced prior on purpose, which log loss on
-    74% PNEUMONIA would punish although the ranking (and the chosen threshold) is as good.
+    augmentation, an ensemble) are measured but never chosen. Log loss is not the
+    criterion: class weights move the scores towards a balanced prior on purpose, which log
+    loss on 74% PNEUMONIA would punish although the ranking (and the chosen threshold) is
+    as good.
     """
-    if "adoptable" in table:
-        table = table[table["adoptable"] == "yes"]
-    if table.empty:
+    if table.empty or ("adoptable" in table and not (table["adoptable"] == "yes").any()):
         raise ValueError("the ablation table has no adoptable row")
-    rounded = table["val AUC"].round(decimals)
-    return str(rounded.index[int(np.argmax(rounded.to_numpy()))])
+    return decide(table, seed_aucs=seed_aucs).choice
 
 
 def variant_named(name: str, variants: tuple[Variant, ...] = VARIANTS) -> Variant:
@@ -554,10 +853,12 @@ class Ablation:
     table : pandas.DataFrame
         :func:`run_ablation`'s table; empty when no ablation ran.
     choice : Variant
-        The chosen variant (:func:`best_variant`); the recipe itself when no ablation ran.
+        The chosen variant (:func:`decide`); the recipe itself when no ablation ran.
     image_size, epochs : int
         The ablation's budget (:func:`ablation_budget`); ``epochs`` 0: no ablation ran.
     seed : int
+    decision : Decision or None
+        The rule's evidence and statement (:func:`decide`); None when no ablation ran.
     """
 
     table: pd.DataFrame
@@ -565,6 +866,7 @@ class Ablation:
     image_size: int
     epochs: int
     seed: int
+    decision: Decision | None = None
 
     @property
     def ran(self) -> bool:
@@ -622,8 +924,10 @@ def choose_on_validation(
         weight_decay=weight_decay,
         target_sensitivity=params["target_sensitivity"],
     )
-    choice = variant_named(best_variant(table))
-    return Ablation(table, choice, seed=params["seed"], **budget)
+    decision = decide(table)
+    return Ablation(
+        table, variant_named(decision.choice), seed=params["seed"], decision=decision, **budget
+    )
 
 
 #: The results folder of model_6's ablation (``ablation.csv``, ``choice.json``).
@@ -631,8 +935,10 @@ ABLATION_RESULTS = "model_6_ablation"
 
 
 def write_ablation(ablation: Ablation, results_dir: str | os.PathLike) -> Path | None:
-    """Write ``<results_dir>/model_6_ablation/ablation.csv`` and ``choice.json``
-    (atomically, :class:`helpers.results.ResultsWriter`).
+    """Write ``<results_dir>/model_6_ablation/ablation.csv``, ``recipe_seeds.csv`` (the
+    recipe's validation AUC for each seed of the ensemble row, scored alone; written when
+    measured) and ``choice.json`` (the choice, the budget and the rule's evidence and
+    statement, :meth:`Decision.as_dict`), atomically (:class:`helpers.results.ResultsWriter`).
 
     Returns
     -------
@@ -645,6 +951,12 @@ def write_ablation(ablation: Ablation, results_dir: str | os.PathLike) -> Path |
         return None
     with ResultsWriter(results_dir, ABLATION_RESULTS) as writer:
         ablation.table.to_csv(writer.path("ablation.csv"))
+        decision = ablation.decision or decide(ablation.table)
+        if decision.seed_aucs:
+            pd.DataFrame(
+                {"val AUC": list(decision.seed_aucs.values())},
+                index=pd.Index(list(decision.seed_aucs), name="seed"),
+            ).to_csv(writer.path("recipe_seeds.csv"))
         writer.write_json(
             "choice.json",
             {
@@ -652,6 +964,7 @@ def write_ablation(ablation: Ablation, results_dir: str | os.PathLike) -> Path |
                 "image_size": ablation.image_size,
                 "epochs": ablation.epochs,
                 "seed": ablation.seed,
+                "decision": decision.as_dict(),
             },
         )
     return Path(results_dir) / ABLATION_RESULTS

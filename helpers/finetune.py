@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.ablation import _without_test, validation_row
+from helpers.ablation import Decision, _without_test, validation_row
 from helpers.data import ChestXrays
 
 
@@ -96,6 +96,14 @@ CONFIGURATIONS: tuple[FineTuning, ...] = (
     FineTuning("top 24 layers, 1e-5, 1.25x input size", layers=24, image_scale=1.25),
 )
 
+#: The guide's recipe: trained when no search runs (``search_epochs=0``), and kept unless a
+#: configuration beats it beyond the noise of choosing (:func:`best_configuration`).
+RECIPE = CONFIGURATIONS[1]
+
+#: The column of :func:`run_search`'s table with each row's paired AUC difference to the
+#: recipe (and its ``low``, ``high``, ``p`` and ``p (Holm)`` columns).
+DIFFERENCE = "AUC - recipe"
+
 
 def compile_logit_model(model, learning_rate: float) -> None:
     """RMSprop at ``learning_rate``, binary cross-entropy on logits, accuracy at logit 0."""
@@ -121,6 +129,7 @@ def run_search(
     seed: int,
     head_learning_rate: float = 1e-4,
     target_sensitivity: float,
+    recipe: str = RECIPE.name,
 ) -> pd.DataFrame:
     """Train each configuration from a trained head; score it on validation only.
 
@@ -137,21 +146,38 @@ def run_search(
         The same for every configuration (a configuration's ``image_scale`` multiplies the
         size). The head is trained once per size, on the frozen base, and every
         configuration at that size starts from a copy of it.
+    recipe : str
+        The configuration every row is paired with (default :data:`RECIPE`'s name); one of
+        ``configurations``.
 
     Returns
     -------
     pandas.DataFrame
         One row per configuration, indexed by name: layers, learning rate, augmentation,
-        image size, the validation metrics of :func:`helpers.ablation.validation_row`, and
-        the seconds of fine-tuning.
+        image size, the validation metrics of :func:`helpers.ablation.validation_row`, the
+        paired difference of its AUC minus the recipe's on the same validation images (at
+        every input size the split holds the same files, checked) with its 95% interval,
+        persons resampled together for both
+        (:func:`helpers.bootstrap.paired_person_bootstrap`), its two-sided p-value and that
+        p-value Holm-adjusted over the other rows (:data:`DIFFERENCE` columns; 0 and NaN for
+        the recipe's row), and the seconds of fine-tuning.
     """
+    from helpers.ablation import holm_over_candidates
+    from helpers.bootstrap import paired_person_bootstrap
     from helpers.data import persons_of
     from helpers.evaluate import predict_split
     from helpers.train import fit, set_seed
 
+    names = [c.name for c in configurations]
+    if len(set(names)) != len(names):
+        raise ValueError(f"configuration names must be unique, got {names}")
+    if recipe not in names:
+        raise ValueError(f"the recipe {recipe!r} is not one of the configurations: {names}")
+
     heads: dict[int, tuple] = {}
     datasets: dict[int, ChestXrays] = {}
     rows = []
+    scored: dict[str, tuple[list, np.ndarray, np.ndarray, np.ndarray]] = {}
     for configuration in configurations:
         size = int(round(image_size * configuration.image_scale))
         if size not in datasets:
@@ -178,6 +204,12 @@ def run_search(
             fit(model, xrays, epochs=fine_tune_epochs, batch_size=batch_size, seed=seed, verbose=0)
             seconds = time.perf_counter() - start
         scores = predict_split(model, xrays.val, batch_size=batch_size).scores
+        scored[configuration.name] = (
+            list(xrays.val.paths),
+            xrays.val.labels,
+            np.array(persons_of(xrays.val)),
+            scores,
+        )
         rows.append(
             {
                 "configuration": configuration.name,
@@ -195,16 +227,61 @@ def run_search(
                 "fine-tuning s": round(seconds, 1),
             }
         )
-    return pd.DataFrame(rows).set_index("configuration")
+    table = pd.DataFrame(rows).set_index("configuration")
+    # Each row against the recipe, image by image on the same validation images.
+    recipe_paths, labels, persons, recipe_scores = scored[recipe]
+    paired = []
+    for name, (paths, _, _, scores) in scored.items():
+        if paths != recipe_paths:
+            raise ValueError(
+                f"configuration {name!r} was scored on other validation images than the "
+                f"recipe {recipe!r}"
+            )
+        if name == recipe:  # the reference itself: no test
+            paired.append((0.0, 0.0, 0.0, np.nan))
+            continue
+        auc = paired_person_bootstrap(
+            labels, scores, recipe_scores, persons, threshold_a=0.5, threshold_b=0.5, seed=seed
+        )["differences"]["auc"]
+        difference = auc["difference"]
+        paired.append((difference.value, difference.ci_low, difference.ci_high, auc["p_value"]))
+    at = table.columns.get_loc("fine-tuning s")
+    for offset, suffix in enumerate(("", " low", " high", " p")):
+        table.insert(at + offset, f"{DIFFERENCE}{suffix}", [row[offset] for row in paired])
+    table.insert(
+        at + 4,
+        f"{DIFFERENCE} p (Holm)",
+        holm_over_candidates(table, recipe=recipe, difference=DIFFERENCE),
+    )
+    return table
 
 
-def best_configuration(table: pd.DataFrame, *, decimals: int = 3) -> str:
-    """The configuration with the highest validation AUC, rounded to ``decimals``; ties go
-    to the earlier row."""
+def best_configuration(table: pd.DataFrame, *, recipe: str = RECIPE.name) -> str:
+    """The configuration the rule adopts (:func:`search_decision`): ``recipe`` unless a
+    configuration beats it beyond the noise of choosing."""
+    return search_decision(table, recipe=recipe).choice
+
+
+def search_decision(table: pd.DataFrame, *, recipe: str = RECIPE.name) -> Decision:
+    """The choice rule of the search, fixed before anything is trained
+    (:func:`helpers.ablation.decide` on the :data:`DIFFERENCE` columns): a configuration
+    replaces ``recipe`` only when its paired AUC difference to the recipe is positive and
+    its p-value, Holm-adjusted over the other configurations, is below
+    :data:`helpers.ablation.ALPHA`; of those, the largest difference wins; otherwise the
+    recipe is kept. Each configuration is trained with one seed, so the recipe's seed
+    spread is not part of this rule. Returns a :class:`helpers.ablation.Decision`."""
+    from helpers.ablation import decide
+
     if table.empty:
         raise ValueError("the search table is empty")
-    rounded = table["val AUC"].round(decimals)
-    return str(rounded.index[int(np.argmax(rounded.to_numpy()))])
+    return decide(
+        table,
+        recipe=recipe,
+        difference=DIFFERENCE,
+        seed_aucs={},
+        seeds_expected=False,
+        rows="configurations",
+    )
 
 
 def configuration_named(
@@ -219,10 +296,6 @@ def configuration_named(
     )
 
 
-#: The configuration trained when no search runs (``search_epochs=0``): the guide's recipe.
-RECIPE = CONFIGURATIONS[1]
-
-
 @dataclass(frozen=True)
 class Search:
     """What :func:`search_on_validation` returns.
@@ -232,13 +305,15 @@ class Search:
     table : pandas.DataFrame
         :func:`run_search`'s table; empty when no search ran.
     choice : FineTuning
-        The chosen configuration (:func:`best_configuration`); :data:`RECIPE` when no
+        The chosen configuration (:func:`search_decision`); :data:`RECIPE` when no
         search ran.
     image_size : int
         The chosen configuration's input size.
     head_epochs, search_epochs : int
         The search's budget; ``search_epochs`` 0: no search ran.
     seed : int
+    decision : helpers.ablation.Decision or None
+        The rule's evidence and statement; None when no search ran.
     """
 
     table: pd.DataFrame
@@ -247,6 +322,7 @@ class Search:
     head_epochs: int
     search_epochs: int
     seed: int
+    decision: Decision | None = None
 
     @property
     def ran(self) -> bool:
@@ -309,9 +385,10 @@ def search_on_validation(
         head_learning_rate=head_learning_rate,
         target_sensitivity=p["target_sensitivity"],
     )
-    choice = configuration_named(best_configuration(table))
+    decision = search_decision(table)
+    choice = configuration_named(decision.choice)
     size = int(table.loc[choice.name, "image size"])
-    return Search(table, choice, image_size=size, **budget)
+    return Search(table, choice, image_size=size, decision=decision, **budget)
 
 
 #: The results folder of model_7's search (``search.csv``, ``choice.json``).
@@ -319,8 +396,10 @@ SEARCH_RESULTS = "model_7_search"
 
 
 def write_search(search: Search, results_dir: str | os.PathLike) -> Path | None:
-    """Write ``<results_dir>/model_7_search/search.csv`` and ``choice.json`` (atomically,
-    :class:`helpers.results.ResultsWriter`).
+    """Write ``<results_dir>/model_7_search/search.csv`` and ``choice.json`` (the choice,
+    the budget and the rule's evidence and statement,
+    :meth:`helpers.ablation.Decision.as_dict`), atomically
+    (:class:`helpers.results.ResultsWriter`).
 
     Returns
     -------
@@ -340,6 +419,7 @@ def write_search(search: Search, results_dir: str | os.PathLike) -> Path | None:
                 "head_epochs": search.head_epochs,
                 "search_epochs": search.search_epochs,
                 "seed": search.seed,
+                "decision": (search.decision or search_decision(search.table)).as_dict(),
             },
         )
     return Path(results_dir) / SEARCH_RESULTS

@@ -483,11 +483,12 @@ def show_probe(evaluation, probe) -> None:
 def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFrame:
     """A validation table for display: "val AUC", "val AUC low" and "val AUC high" as one
     text column "val AUC (95% CI)" at ``position`` (and, when the table has them, the paired
-    difference to the first row as "AUC - first row (95% CI)" after it), the other numbers
-    rounded to 4 places."""
+    difference to the first row or to the recipe as "AUC - first row (95% CI)" or "AUC -
+    recipe (95% CI)" after it), the other numbers rounded to 4 places."""
     groups = [
         ("val AUC", "val AUC (95% CI)", "{:.4f}"),
         ("AUC - first row", "AUC - first row (95% CI)", "{:+.4f}"),
+        ("AUC - recipe", "AUC - recipe (95% CI)", "{:+.4f}"),
     ]
     shown = table.copy()
     for offset, (name, title, number) in enumerate(g for g in groups if g[0] in table):
@@ -503,43 +504,6 @@ def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFr
             ],
         )
     return shown.round(4)
-
-
-def ablation_verdict(table: pd.DataFrame, choice: str) -> str:
-    """One sentence on the ablation's choice against the recipe (the first row), judged by
-    the 95% interval of their paired difference (never by whether two intervals overlap),
-    for the chapter's prose."""
-    recipe = table.index[0]
-    if choice == recipe:
-        return (
-            f"no variant ranked the validation images better than the recipe (validation AUC "
-            f"{table.loc[recipe, 'val AUC']:.4f}, to three decimals), so the recipe is kept"
-        )
-    a, b = table.loc[choice], table.loc[recipe]
-    low, high = a["AUC - first row low"], a["AUC - first row high"]
-    compared = len(table) - 1
-    holm = a["AUC - first row p (Holm)"]
-    said = (
-        f"'{choice}' ranked the validation images better than the recipe (validation AUC "
-        f"{a['val AUC']:.4f} against {b['val AUC']:.4f}; paired difference "
-        f"{a['AUC - first row']:+.4f}, 95% interval {low:+.4f} to {high:+.4f}, persons resampled; "
-        f"p = {a['AUC - first row p']:.3f}, {holm:.3f} after Holm's adjustment for the {compared} "
-        "rows compared with the recipe): "
-    )
-    if low > 0 and holm < 0.05:
-        return said + (
-            "the whole interval lies above 0, also once adjusted for the comparisons, so the lead "
-            "is larger than these validation images' sampling noise"
-        )
-    if low > 0:
-        return said + (
-            "the interval lies above 0, but not once adjusted for the comparisons, so among this "
-            "many rows the lead may be chance"
-        )
-    return said + (
-        "the interval includes 0, so these validation images cannot tell the two apart; the rule "
-        "still takes the higher AUC, and the lead may be chance"
-    )
 
 
 def not_adopted_text(table: pd.DataFrame) -> str:
@@ -572,25 +536,27 @@ def show_ablation(ablation) -> None:
 
 def glue_ablation(ablation, *, prefix: str = "model_6_ablation") -> None:
     """Glue the ablation's choice for the prose: ``<prefix>_choice``, ``_image_size``,
-    ``_epochs``, ``_variants``, ``_verdict`` (:func:`ablation_verdict`) and
-    ``_not_adopted`` (:func:`not_adopted_text`); nothing when no ablation ran."""
+    ``_epochs``, ``_variants``, ``_verdict`` (the choice rule's statement with its numbers,
+    :attr:`helpers.ablation.Ablation.decision`) and ``_not_adopted``
+    (:func:`not_adopted_text`); nothing when no ablation ran."""
     from myst_nb import glue
 
     if not ablation.ran:
         return
     table, choice = ablation.table, ablation.choice.name
+    decision = ablation.decision
     glue(f"{prefix}_choice", choice, display=False)
     glue(f"{prefix}_image_size", ablation.image_size, display=False)
     glue(f"{prefix}_epochs", ablation.epochs, display=False)
     glue(f"{prefix}_variants", len(table), display=False)
-    glue(f"{prefix}_verdict", ablation_verdict(table, choice), display=False)
+    glue(f"{prefix}_verdict", decision.statement, display=False)
     glue(f"{prefix}_not_adopted", not_adopted_text(table), display=False)
 
 
 def show_search(search) -> None:
     """Display model_7's validation search (:func:`helpers.finetune.search_on_validation`):
-    each configuration's validation AUC with its 95% interval; a warning instead when no
-    search ran."""
+    each configuration's validation AUC with its 95% interval and its paired difference to
+    the recipe; a warning instead when no search ran."""
     from IPython.display import display
 
     if not search.ran:
@@ -603,13 +569,26 @@ def show_search(search) -> None:
 
 
 def glue_search(search, *, prefix: str = "model_7") -> None:
-    """Glue ``<prefix>_head_epochs``, ``_search_epochs`` and ``_choice`` (the configuration
-    chosen, or the recipe when no search ran) for the prose."""
+    """Glue ``<prefix>_head_epochs``, ``_search_epochs``, ``_choice`` (the configuration
+    chosen, or the recipe when no search ran), ``_recipe`` (the guide's recipe) and
+    ``_verdict`` (the choice rule's statement with its numbers,
+    :attr:`helpers.finetune.Search.decision`; when no search ran, a sentence saying so) for
+    the prose."""
     from myst_nb import glue
 
+    if search.ran:
+        recipe, verdict = search.decision.recipe, search.decision.statement
+    else:  # no search: the choice is the recipe
+        recipe = search.choice.name
+        verdict = (
+            "no validation search ran (search_epochs is 0), so the guide's recipe is trained "
+            "as registered"
+        )
     glue(f"{prefix}_head_epochs", int(search.head_epochs), display=False)
     glue(f"{prefix}_search_epochs", int(search.search_epochs), display=False)
     glue(f"{prefix}_choice", search.choice.name, display=False)
+    glue(f"{prefix}_recipe", recipe, display=False)
+    glue(f"{prefix}_verdict", verdict, display=False)
 
 
 def gap_shown(gap: pd.DataFrame) -> pd.DataFrame:

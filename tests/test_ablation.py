@@ -123,14 +123,119 @@ def test_a_variant_with_an_impossible_ensemble_or_scale_is_refused_when_built():
         ablation.Variant("x", "y", image_scale=-1)
 
 
-def test_best_variant_never_picks_a_row_that_can_not_be_adopted():
+def rule_table(aucs, differences, p_values, *, adoptable=None, names=None) -> pd.DataFrame:
+    """A made-up ablation table for the choice rule: the recipe first (difference 0, no p),
+    each row's paired difference with a 95% interval of +-0.004 around it."""
+    names = names or ["model_6", *(f"v{i}" for i in range(1, len(aucs)))]
+    differences = np.asarray(differences, dtype=float)
     table = pd.DataFrame(
-        {"val AUC": [0.990, 0.995, 0.999], "adoptable": ["yes", "yes", "five forward passes"]},
-        index=["model_6", "a", "tta"],
+        {
+            "val AUC": aucs,
+            "AUC - first row": differences,
+            "AUC - first row low": differences - 0.004,
+            "AUC - first row high": differences + 0.004,
+            "AUC - first row p": p_values,
+        },
+        index=names,
     )
-    assert ablation.best_variant(table) == "a"
+    table.loc[names[0], ["AUC - first row low", "AUC - first row high"]] = 0.0
+    if adoptable is not None:
+        table["adoptable"] = adoptable
+    return table
+
+
+def test_the_rule_adopts_a_clear_winner_beyond_the_seed_spread_and_the_adjusted_interval():
+    table = rule_table([0.95, 0.99, 0.96], [0.0, 0.04, 0.01], [np.nan, 0.001, 0.002])
+    seeds = {42: 0.950, 43: 0.952, 44: 0.949}  # the recipe moves by 0.003 between seeds
+    decision = ablation.decide(table, seed_aucs=seeds)
+    assert decision.choice == "v1" and decision.adopted
+    assert decision.beyond_noise == ("v1", "v2")  # both pass; the larger difference wins
+    assert decision.seed_range == pytest.approx(0.003)
+    assert decision.p_holm == pytest.approx(0.002)  # Holm over the 2 candidates: 2 x 0.001
+    assert decision.candidates == 2
+    said = decision.statement
+    assert said.startswith("'v1' is adopted over the recipe")
+    assert (
+        "+0.0400" in said and "p = 0.002 after Holm's adjustment over the 2 adoptable rows" in said
+    )
+    assert "more than the 0.0030" in said and "seed 43: 0.9520" in said
+    assert ablation.best_variant(table, seeds) == "v1"
+    as_json = decision.as_dict()
+    assert as_json["adopted"] is True and as_json["seed_aucs"] == {
+        "42": 0.95,
+        "43": 0.952,
+        "44": 0.949,
+    }
+    assert as_json["statement"] == said and as_json["alpha"] == ablation.ALPHA
+    json.dumps(as_json, allow_nan=False)  # plain JSON values
+
+
+def test_a_lead_in_the_third_decimal_within_the_noise_keeps_the_recipe_and_says_so():
+    # The fine-tuning search's situation: AUCs 0.9938-0.9968, the highest row wins by the
+    # third decimal, but its difference is within the recipe's seed spread.
+    table = rule_table(
+        [0.9950, 0.9968, 0.9938, 0.9955], [0.0, 0.0018, -0.0012, 0.0005], [np.nan, 0.01, 0.2, 0.6]
+    )
+    seeds = {42: 0.9950, 43: 0.9931, 44: 0.9962}  # range 0.0031 > 0.0018
+    decision = ablation.decide(table, seed_aucs=seeds)
+    assert decision.choice == "model_6" and not decision.adopted and decision.beyond_noise == ()
+    assert decision.contender == "v1" and decision.margin == pytest.approx(0.0018)
+    said = decision.statement
+    assert said.startswith("validation cannot tell the rows apart, so the recipe is kept")
+    assert "'v1', +0.0018" in said and "p = 0.030 after Holm's adjustment over the 3" in said
+    assert "significant once adjusted but not larger than the 0.0031" in said
+    # Without the seed range it would have been adopted: the range decided.
+    assert ablation.decide(table, seed_aucs={}).choice == "v1"
+    # Beyond the seed range but not significant once adjusted: still the recipe.
+    table.loc["v1", "AUC - first row p"] = 0.03  # Holm: 3 x 0.03 = 0.09
+    decision = ablation.decide(table, seed_aucs={42: 0.995, 43: 0.9951})
+    assert decision.choice == "model_6"
+    assert "is larger than the 0.0001" in decision.statement
+    assert "but not significant once adjusted" in decision.statement
+    decision = ablation.decide(table, seed_aucs=seeds)
+    assert "is neither significant once adjusted nor larger than the 0.0031" in decision.statement
+
+
+def test_the_rule_never_adopts_a_row_that_can_not_be_adopted():
+    table = rule_table(
+        [0.990, 0.991, 0.999],
+        [0.0, 0.001, 0.009],
+        [np.nan, 0.4, 0.0001],
+        adoptable=["yes", "yes", "five forward passes"],
+        names=["model_6", "a", "tta"],
+    )
+    decision = ablation.decide(table, seed_aucs={1: 0.99, 2: 0.991})
+    assert decision.choice == "model_6" and decision.contender == "a"
+    assert decision.candidates == 1  # the Holm family: the adoptable rows only
+    holm = ablation.holm_over_candidates(table, recipe="model_6")
+    assert np.isnan(holm["model_6"]) and np.isnan(holm["tta"]) and holm["a"] == 0.4
     with pytest.raises(ValueError, match="no adoptable row"):
         ablation.best_variant(table.iloc[2:])
+    with pytest.raises(ValueError, match="no adoptable row"):
+        ablation.best_variant(table.iloc[:0])
+    with pytest.raises(ValueError, match="the recipe 'nope' is not a row"):
+        ablation.decide(table, recipe="nope")
+    # Only the recipe can be adopted: kept, and said so.
+    alone = ablation.decide(table.drop(index="a"))
+    assert alone.choice == "model_6" and alone.contender is None
+    assert alone.statement.startswith("no other adoptable row was measured")
+
+
+def test_without_the_ensemble_row_the_paired_interval_alone_decides_and_says_so():
+    table = rule_table([0.95, 0.99], [0.0, 0.04], [np.nan, 0.001])
+    assert ablation.SEED_AUCS not in table.attrs  # a table without the ensemble row
+    decision = ablation.decide(table)
+    assert decision.choice == "v1" and np.isnan(decision.seed_range) and decision.seed_aucs == {}
+    assert "seed spread was not measured (no ensemble row)" in decision.statement
+    assert decision.as_dict()["seed_range"] is None
+    # The seed AUCs run_ablation records in the table's attrs are read by default.
+    table.attrs[ablation.SEED_AUCS] = {5: 0.9, 6: 0.96}  # range 0.06 > 0.04
+    assert ablation.decide(table).choice == "model_6"
+    # No row above the recipe at all: kept, the closest named.
+    worse = rule_table([0.95, 0.94], [0.0, -0.01], [np.nan, 0.01])
+    said = ablation.decide(worse).statement
+    assert said.startswith("no adoptable row scored above the recipe on validation (AUC 0.9500)")
+    assert "the closest, 'v1', -0.0100" in said
 
 
 def test_shifted_moves_the_image_and_fills_the_border_with_zero():
@@ -164,15 +269,6 @@ def test_tta_logits_is_the_mean_over_the_image_and_four_shifted_copies():
     np.testing.assert_allclose(
         ablation.tta_logits(model, images, batch_size=2), expected, rtol=1e-6
     )
-
-
-def test_best_variant_takes_the_highest_rounded_auc_and_keeps_the_recipe_on_ties():
-    table = pd.DataFrame({"val AUC": [0.9981, 0.9984, 0.9902]}, index=["model_6", "a", "b"])
-    assert ablation.best_variant(table) == "model_6"  # 0.998 == 0.998: the first row wins
-    table.loc["b", "val AUC"] = 0.9991
-    assert ablation.best_variant(table) == "b"
-    with pytest.raises(ValueError, match="no adoptable row"):
-        ablation.best_variant(table.iloc[:0])
 
 
 def test_validation_row_matches_the_metrics_module_with_person_level_intervals():
@@ -282,13 +378,14 @@ def test_run_ablation_trains_every_variant_and_never_scores_the_test_split(
     )
     assert (table["AUC - first row low"] <= table["AUC - first row"]).all()
     assert (table["AUC - first row"] <= table["AUC - first row high"]).all()
-    # Holm over the rows compared with the first: never below the raw p-values, NaN for the first.
-    assert np.isnan(table["AUC - first row p (Holm)"].iloc[0])
-    np.testing.assert_allclose(
-        table["AUC - first row p (Holm)"].iloc[1:],
-        bootstrap.holm_adjust(table["AUC - first row p"].iloc[1:]),
-    )
+    # Holm over the adoptable rows compared with the first (here only RGB input): NaN for
+    # the first row and for the rows measured but never chosen.
     assert table["adoptable"].tolist()[:2] == ["yes", "yes"]
+    holm = table["AUC - first row p (Holm)"]
+    assert holm.drop(index="RGB input").isna().all()
+    assert (
+        holm["RGB input"] == bootstrap.holm_adjust([table.loc["RGB input", "AUC - first row p"]])[0]
+    )
     load = _loader(xray_folder.root)
     variants = (ablation.VARIANTS[0], ablation.variant_named("RGB input"))
     with pytest.raises(ValueError, match="unique"):
@@ -326,6 +423,13 @@ def test_run_ablation_measures_resolution_tta_and_ensembles_reusing_the_recipe(a
     assert table["val AUC"].between(0, 1).all()
     # Against the rows that can not be adopted, the recipe is kept whatever their AUC.
     assert ablation.best_variant(table.drop(index="RGB input")) == "model_6"
+    # The recipe's seed spread: each ensemble network alone, on the same selection half;
+    # seed 5's network is the recipe row's own.
+    seed_aucs = table.attrs[ablation.SEED_AUCS]
+    assert list(seed_aucs) == [5, 6, 7]
+    assert seed_aucs[5] == pytest.approx(table.loc["model_6", "val AUC"], abs=1e-6)
+    decision = ablation.decide(table)
+    assert decision.seed_range == pytest.approx(max(seed_aucs.values()) - min(seed_aucs.values()))
 
 
 @pytest.mark.slow
@@ -358,36 +462,6 @@ def test_ablation_budget_never_exceeds_the_final_model():
     assert ablation.ablation_budget(params) == {"image_size": 64, "epochs": 3}
     params.update(image_size=32, epochs=1)
     assert ablation.ablation_budget(params) == {"image_size": 32, "epochs": 1}
-
-
-def test_ablation_verdict_reads_the_interval_of_the_paired_difference_not_the_overlap():
-    # "no augmentation": the marginal intervals overlap, but the paired difference lies above 0
-    # (what the two rows share cancels); "half width": they do not overlap, yet its paired
-    # difference includes 0. Only the difference decides.
-    table = pd.DataFrame(
-        {
-            "val AUC": [0.95, 0.99, 0.96, 0.97],
-            "val AUC low": [0.94, 0.985, 0.94, 0.965],
-            "val AUC high": [0.96, 0.995, 0.98, 0.975],
-            "AUC - first row": [0.0, 0.04, 0.01, 0.02],
-            "AUC - first row low": [0.0, 0.03, 0.002, -0.001],
-            "AUC - first row high": [0.0, 0.05, 0.018, 0.041],
-            "AUC - first row p": [np.nan, 0.001, 0.02, 0.08],
-            "AUC - first row p (Holm)": [np.nan, 0.003, 0.04, 0.08],
-        },
-        index=["model_6", "RGB input", "no augmentation", "half width"],
-    )
-    assert "recipe is kept" in report.ablation_verdict(table, "model_6")
-    clear = report.ablation_verdict(table, "RGB input")
-    assert "0.9900 against 0.9500" in clear and "+0.0300 to +0.0500" in clear
-    assert "0.003 after Holm's adjustment for the 3 rows" in clear and "also once adjusted" in clear
-    assert "also once adjusted" in report.ablation_verdict(table, "no augmentation")
-    unclear = report.ablation_verdict(table, "half width")
-    assert "cannot tell" in unclear and "may be chance" in unclear
-    assert "overlap" not in clear + unclear
-    # Above 0 alone, but not after Holm: said so.
-    table.loc["no augmentation", "AUC - first row p (Holm)"] = 0.06
-    assert "but not once adjusted" in report.ablation_verdict(table, "no augmentation")
 
 
 def test_displayed_table_puts_each_interval_in_one_column():
@@ -462,6 +536,7 @@ def test_chapter_steps_compute_write_show_and_glue_one_ablation(monkeypatch, tmp
         },
         index=["model_6", "RGB input"],
     )
+    table.attrs[ablation.SEED_AUCS] = {5: 0.95, 6: 0.953, 7: 0.947}
     calls = []
 
     def fake_run_ablation(build, load, **budget):
@@ -485,13 +560,15 @@ def test_chapter_steps_compute_write_show_and_glue_one_ablation(monkeypatch, tmp
 
     folder = ablation.write_ablation(result, tmp_path)
     assert folder == tmp_path / "model_6_ablation"
-    assert json.loads((folder / "choice.json").read_text()) == {
-        "choice": "RGB input",
-        "image_size": 32,
-        "epochs": 2,
-        "seed": 5,
-    }
+    written = json.loads((folder / "choice.json").read_text())
+    decision = written.pop("decision")
+    assert written == {"choice": "RGB input", "image_size": 32, "epochs": 2, "seed": 5}
+    assert decision == result.decision.as_dict()
+    assert decision["adopted"] and decision["seed_range"] == pytest.approx(0.006)
+    assert decision["rule"] == ablation.RULE and decision["p_holm"] == 0.001
     assert pd.read_csv(folder / "ablation.csv", index_col=0).index.tolist() == list(table.index)
+    seeds = pd.read_csv(folder / "recipe_seeds.csv", index_col="seed")
+    assert seeds["val AUC"].to_dict() == {5: 0.95, 6: 0.953, 7: 0.947}
 
     displayed, glued = [], {}
     monkeypatch.setattr("IPython.display.display", displayed.append)
@@ -502,5 +579,6 @@ def test_chapter_steps_compute_write_show_and_glue_one_ablation(monkeypatch, tmp
     assert glued["model_6_ablation_choice"] == "RGB input"
     assert glued["model_6_ablation_variants"] == 2
     assert glued["model_6_ablation_image_size"] == 32 and glued["model_6_ablation_epochs"] == 2
-    assert glued["model_6_ablation_verdict"] == report.ablation_verdict(table, "RGB input")
+    assert glued["model_6_ablation_verdict"] == result.decision.statement
+    assert glued["model_6_ablation_verdict"].startswith("'RGB input' is adopted over the recipe")
     assert glued["model_6_ablation_not_adopted"] == "every row could be adopted"

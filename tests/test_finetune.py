@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,7 +13,7 @@ pytest.importorskip("keras")
 
 import keras
 
-from helpers import evaluate, finetune, report, train
+from helpers import bootstrap, evaluate, finetune, report, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -90,15 +91,87 @@ def test_search_scores_validation_only_and_picks_the_best(xray_folder):
         batch_size=16,
         seed=0,
         target_sensitivity=0.95,
+        recipe="top 3",
     )
     assert list(table.index) == ["frozen", "top 3", "top 3, larger"]
     assert seen_sizes == [16, 24]  # once per size
     assert table.loc["frozen", "fine-tuning s"] == 0
     assert table["val AUC"].between(0, 1).all()
-    choice = finetune.best_configuration(table)
-    assert table.loc[choice, "val AUC"].round(3) == table["val AUC"].round(3).max()
+    # Each row paired with the recipe on the same validation images (the larger input size
+    # too): the difference is the AUCs' difference, inside its interval; the recipe's is 0.
+    d = finetune.DIFFERENCE
+    assert tuple(table.loc["top 3", [d, f"{d} low", f"{d} high"]]) == (0, 0, 0)
+    assert table.loc["top 3", [f"{d} p", f"{d} p (Holm)"]].isna().all()
+    np.testing.assert_allclose(
+        table[d], table["val AUC"] - table.loc["top 3", "val AUC"], atol=1e-12
+    )
+    assert (table[f"{d} low"] <= table[d]).all() and (table[d] <= table[f"{d} high"]).all()
+    others = table.drop(index="top 3")
+    np.testing.assert_allclose(
+        others[f"{d} p (Holm)"], bootstrap.holm_adjust(others[f"{d} p"].to_numpy())
+    )
+    decision = finetune.search_decision(table, recipe="top 3")
+    assert finetune.best_configuration(table, recipe="top 3") == decision.choice
+    assert decision.candidates == 2 and decision.recipe == "top 3"
     with pytest.raises(ValueError, match="no configuration"):
         finetune.configuration_named("nope")
+
+
+def test_search_refuses_a_recipe_that_is_not_among_the_configurations():
+    with pytest.raises(ValueError, match="the recipe 'top 24' is not one of the configurations"):
+        finetune.run_search(
+            make_parts,
+            assemble,
+            lambda size: None,
+            (finetune.FineTuning("frozen", layers=0),),
+            image_size=16,
+            head_epochs=1,
+            fine_tune_epochs=1,
+            batch_size=16,
+            seed=0,
+            target_sensitivity=0.95,
+            recipe="top 24",
+        )
+
+
+def search_table(differences, p_values) -> pd.DataFrame:
+    """A made-up search table, the recipe (:data:`finetune.RECIPE`) second as in the chapter."""
+    names = [c.name for c in finetune.CONFIGURATIONS[: len(differences)]]
+    differences = np.asarray(differences, dtype=float)
+    d = finetune.DIFFERENCE
+    return pd.DataFrame(
+        {
+            "image size": [32] * len(names),
+            "val AUC": 0.9950 + differences,
+            "val AUC low": 0.99 + differences,
+            "val AUC high": 0.999 + differences,
+            d: differences,
+            f"{d} low": differences - 0.002,
+            f"{d} high": differences + 0.002,
+            f"{d} p": p_values,
+        },
+        index=names,
+    )
+
+
+def test_search_rule_adopts_only_a_configuration_clear_of_the_recipe_after_holm():
+    # The measured search's situation: AUCs within 0.003, the best row ahead by the third
+    # decimal but not significant once adjusted over the five other rows.
+    table = search_table(
+        [-0.0012, 0.0, -0.0008, 0.0018, 0.0002, -0.0004], [0.3, np.nan, 0.4, 0.02, 0.8, 0.6]
+    )
+    decision = finetune.search_decision(table)
+    assert decision.choice == finetune.RECIPE.name and decision.candidates == 5
+    assert decision.contender == finetune.CONFIGURATIONS[3].name
+    assert decision.p_holm == pytest.approx(0.1)  # 5 x 0.02
+    assert decision.statement.startswith("validation cannot tell the configurations apart")
+    assert "is not significant once adjusted" in decision.statement
+    assert "seed" not in decision.statement  # the search has no seed spread, and says nothing of it
+    # A clear lead is adopted; a non-positive one never.
+    table.loc[finetune.CONFIGURATIONS[3].name, f"{finetune.DIFFERENCE} p"] = 0.001
+    assert finetune.best_configuration(table) == finetune.CONFIGURATIONS[3].name
+    worse = search_table([-0.01, 0.0], [0.001, np.nan])
+    assert finetune.best_configuration(worse) == finetune.RECIPE.name
 
 
 CHAPTER_PARAMS = {
@@ -129,19 +202,28 @@ def test_chapter_steps_without_search_epochs_keep_the_recipe_and_say_so(monkeypa
         "model_7_head_epochs": 2,
         "model_7_search_epochs": 0,
         "model_7_choice": finetune.RECIPE.name,
+        "model_7_recipe": finetune.RECIPE.name,
+        "model_7_verdict": "no validation search ran (search_epochs is 0), so the guide's "
+        "recipe is trained as registered",
     }
 
 
 def test_chapter_steps_compute_write_show_and_glue_one_search(monkeypatch, tmp_path):
+    d = finetune.DIFFERENCE
     table = pd.DataFrame(
         {
-            "layers": [0, 30],
+            "layers": [24, 30],
             "image size": [32, 48],
             "val AUC": [0.90, 0.95],
             "val AUC low": [0.85, 0.92],
             "val AUC high": [0.94, 0.97],
+            d: [0.0, 0.05],
+            f"{d} low": [0.0, 0.03],
+            f"{d} high": [0.0, 0.07],
+            f"{d} p": [np.nan, 0.001],
+            f"{d} p (Holm)": [np.nan, 0.001],
         },
-        index=[finetune.CONFIGURATIONS[0].name, finetune.CONFIGURATIONS[-1].name],
+        index=[finetune.RECIPE.name, finetune.CONFIGURATIONS[-1].name],
     )
     monkeypatch.setattr(finetune, "run_search", lambda *args, **kwargs: table)
     search = finetune.search_on_validation(
@@ -151,19 +233,28 @@ def test_chapter_steps_compute_write_show_and_glue_one_search(monkeypatch, tmp_p
     assert search.image_size == 48  # the chosen configuration's own size
     folder = finetune.write_search(search, tmp_path)
     assert folder == tmp_path / "model_7_search"
-    assert json.loads((folder / "choice.json").read_text()) == {
+    written = json.loads((folder / "choice.json").read_text())
+    decision = written.pop("decision")
+    assert written == {
         "choice": finetune.CONFIGURATIONS[-1].name,
         "head_epochs": 2,
         "search_epochs": 1,
         "seed": 4,
     }
+    assert decision == search.decision.as_dict() and decision["adopted"]
+    assert decision["recipe"] == finetune.RECIPE.name and decision["seed_range"] is None
     displayed, glued = [], {}
     monkeypatch.setattr("IPython.display.display", displayed.append)
     monkeypatch.setattr("myst_nb.glue", lambda name, value, display: glued.update({name: value}))
     report.show_search(search)
-    assert "val AUC (95% CI)" in displayed[0].columns
+    assert {"val AUC (95% CI)", "AUC - recipe (95% CI)"} <= set(displayed[0].columns)
     report.glue_search(search)
     assert glued["model_7_choice"] == finetune.CONFIGURATIONS[-1].name
+    assert glued["model_7_recipe"] == finetune.RECIPE.name
+    assert glued["model_7_verdict"] == search.decision.statement
+    assert glued["model_7_verdict"].startswith(
+        f"'{finetune.CONFIGURATIONS[-1].name}' is adopted over the recipe"
+    )
 
 
 def test_search_never_sees_the_test_images(xray_folder, monkeypatch):
@@ -187,6 +278,7 @@ def test_search_never_sees_the_test_images(xray_folder, monkeypatch):
         batch_size=16,
         seed=0,
         target_sensitivity=0.95,
+        recipe="frozen",
     )
     assert scored == ["val"]
 
