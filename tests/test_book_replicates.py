@@ -149,9 +149,7 @@ def test_replicates_train_with_distinct_seeds_into_their_own_folders_and_are_reu
 
 
 @pytest.mark.notebook
-def test_a_chapter_that_reads_replicates_runs_again_when_one_runs_or_is_added(
-    tmp_path, no_render
-):
+def test_a_chapter_that_reads_replicates_runs_again_when_one_runs_or_is_added(tmp_path, no_render):
     layout = _book(tmp_path, reads_replicates=True)
     _build(layout, tmp_path, replicates=1)
     assert _runs(layout) == ["model_1 42", "model_1 43", "beta"]
