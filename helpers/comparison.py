@@ -469,6 +469,13 @@ def training_noise(seed_runs: dict[str, list[seed_replicates.SeedRun]]) -> pd.Da
     return pd.DataFrame(rows).T
 
 
+def forest_seeds(seed_runs: dict[str, list[seed_replicates.SeedRun]]) -> pd.DataFrame | None:
+    """Each seed's test AUC, sensitivity and specificity of every replicated recipe, for
+    :func:`helpers.plots.plot_forest`'s ``seeds``; None when no recipe has replicates."""
+    runs_by_model = replicated(seed_runs)
+    return seed_replicates.seeds_by_model(runs_by_model) if runs_by_model else None
+
+
 def seed_results(seed_runs: dict[str, list[seed_replicates.SeedRun]]) -> pd.DataFrame:
     """Every seed of every replicated recipe: its validation threshold, validation AUC and
     test AUC, sensitivity and specificity, rounded for the page
