@@ -428,13 +428,15 @@ def plot_heatmap_grid(
     return axes
 
 
-def plot_forest(table: pd.DataFrame, *, ax=None):
+def plot_forest(table: pd.DataFrame, *, seeds: pd.DataFrame | None = None, ax=None):
     """Forest plot: each model's AUC, sensitivity and specificity with its interval.
 
     One panel per metric, one row per model (top to bottom in the table's order), a dot
     at the point value and a bar over the interval. Reading a comparison off overlapping
     bars is not a test: compare models by the interval of their difference
-    (:func:`helpers.bootstrap.paired_person_bootstrap`).
+    (:func:`helpers.bootstrap.paired_person_bootstrap`). With ``seeds``, each value of a
+    model trained with several seeds is drawn as an open diamond just below its row: the
+    training noise beside the test-set noise of the bar.
 
     Parameters
     ----------
@@ -443,6 +445,10 @@ def plot_forest(table: pd.DataFrame, *, ax=None):
         ``_ci_low`` and ``_ci_high`` (from :func:`helpers.bootstrap.interval_table`, or
         rows of :func:`helpers.metrics.summary`). ``table.attrs["method"]``, when set,
         becomes the figure's title. A NaN value or interval is left out of the panel.
+    seeds : DataFrame, optional
+        Indexed by ``(model, seed)`` with columns ``auc``, ``sensitivity``,
+        ``specificity``: each seed's values (:func:`helpers.replicates.seeds_by_model`);
+        models not in ``table`` are refused.
     ax : sequence of three Axes, optional
         The panels to draw on; new ones side by side if None.
 
@@ -453,7 +459,8 @@ def plot_forest(table: pd.DataFrame, *, ax=None):
     Raises
     ------
     ValueError
-        If the table is empty, lacks a column, or ``ax`` is not three axes.
+        If the table is empty, lacks a column, or ``ax`` is not three axes; if ``seeds``
+        lacks a column or names a model the table does not have.
     """
     import matplotlib.pyplot as plt
 
@@ -464,6 +471,13 @@ def plot_forest(table: pd.DataFrame, *, ax=None):
         raise ValueError(f"table lacks the columns {missing}; it has {list(table.columns)}")
     if table.empty:
         raise ValueError("table has no rows: no model to plot")
+    if seeds is not None and len(seeds):
+        lacking = [n for n in names if n not in seeds.columns]
+        if lacking:
+            raise ValueError(f"seeds lacks the columns {lacking}; it has {list(seeds.columns)}")
+        unknown = sorted(set(seeds.index.get_level_values(0)) - {str(m) for m in table.index})
+        if unknown:
+            raise ValueError(f"seeds names models the table does not have: {unknown}")
     if ax is None:
         _, ax = plt.subplots(1, 3, figsize=(10, 0.5 * len(table) + 1.6), sharey=True)
     axes = np.ravel(np.asarray(ax, dtype=object))
@@ -481,10 +495,24 @@ def plot_forest(table: pd.DataFrame, *, ax=None):
             # hold its point value, and error bars cannot be negative.
             panel.plot([low, high], [y, y], "-|", color=colour, lw=1.5)
             panel.plot([value], [y], "o", color=colour)
+            if seeds is not None and str(model_id) in set(seeds.index.get_level_values(0)):
+                values_over_seeds = seeds.loc[str(model_id), name].to_numpy(dtype=float)
+                panel.plot(
+                    values_over_seeds,
+                    np.full(values_over_seeds.size, y - 0.25),
+                    "d",
+                    mfc="none",
+                    color=colour,
+                    ms=5,
+                )
         panel.set_title(title)
         panel.set_yticks(rows, [str(m) for m in table.index])
         panel.set_ylim(-0.6, len(table) - 0.4)
-        panel.set_xlabel("point and interval")
+        panel.set_xlabel(
+            "point and interval; diamonds: each seed"
+            if seeds is not None and len(seeds)
+            else "point and interval"
+        )
     if table.attrs.get("method"):
         axes[0].figure.suptitle(table.attrs["method"], fontsize=9)
     return axes

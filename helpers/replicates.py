@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # imported where used: the runner imports this module for its layout
     import pandas as pd
 
-#: The chapters whose recipes the default book would replicate (the cheap ones), once the
-#: whole-book time with them is measured (issue 24); ``--replicates K`` replicates these.
+#: The chapters whose recipes the book replicates by default (the cheap ones);
+#: ``--replicate-chapters`` names others.
 REPLICATED_CHAPTERS: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_5")
 #: Replicates per chapter when none are asked for: none yet (the whole-book time budget
 #: with replicates has not been measured).
@@ -445,6 +445,7 @@ def compare_recipes(
     runs_a: list[SeedRun],
     runs_b: list[SeedRun],
     *,
+    persons: Sequence[str],
     metric: str = "auc",
     n_resamples: int = 2000,
     seed: int = 42,
@@ -464,6 +465,9 @@ def compare_recipes(
     runs_a, runs_b : list of SeedRun
         Each recipe's runs, the chapter's own first (:func:`read_seed_runs`), at least 2
         each, all on the same test images in the same order.
+    persons : sequence of str
+        The person of each test image, in the predictions' order, as the split knew it
+        (:func:`helpers.data.test_persons`: a DICOM file's person is not in its name).
     metric : {"auc", "sensitivity", "specificity"}
         The difference judged (the rates at each run's own threshold).
     n_resamples, seed, confidence
@@ -482,10 +486,10 @@ def compare_recipes(
     Raises
     ------
     ValueError
-        Fewer than 2 runs of a recipe, an unknown metric, or runs on different images.
+        Fewer than 2 runs of a recipe, an unknown metric, runs on different images, or
+        not one person per image.
     """
     from helpers import bootstrap
-    from helpers.data import group_id
 
     if metric not in bootstrap.PAIRED_METRICS:
         raise ValueError(f"metric must be one of {bootstrap.PAIRED_METRICS}, got {metric!r}")
@@ -498,7 +502,12 @@ def compare_recipes(
     names = (runs_a[0].model_id, runs_b[0].model_id)
     paths = _same_images([*runs_a, *runs_b])
     labels = runs_a[0].predictions["label"].to_numpy()
-    persons = [group_id(path) for path in paths]
+    persons = list(persons)
+    if len(persons) != len(paths):
+        raise ValueError(
+            f"persons has {len(persons)} entries for {len(paths)} test images: give the "
+            "person of each image, in the predictions' order (helpers.data.test_persons)"
+        )
     options = {"n_resamples": n_resamples, "seed": seed, "confidence": confidence}
     single = bootstrap.paired_person_bootstrap(
         labels,

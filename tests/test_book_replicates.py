@@ -46,12 +46,27 @@ def model_notebook(fail_unless_seed: int | None = None) -> nbformat.NotebookNode
     )
 
 
-def reader_notebook() -> nbformat.NotebookNode:
-    return make_notebook(("markdown", "# Beta", []), ("code", "n_points = 3", ["parameters"]))
+def reader_notebook(*, replicates: bool = False) -> nbformat.NotebookNode:
+    """beta; with ``replicates``, it reads model_1's results and replicates (as the
+    comparison does) and appends ``beta`` to runs.txt each time it runs."""
+    if not replicates:
+        return make_notebook(("markdown", "# Beta", []), ("code", "n_points = 3", ["parameters"]))
+    nb = make_notebook(
+        ("markdown", "# Beta", []),
+        ("code", "n_points = 3", ["parameters"]),
+        ("code", "with open('runs.txt', 'a') as f:\n    f.write('beta\\n')", []),
+    )
+    nb.metadata["book"] = {"uses_results_of": ["model_1"], "uses_replicates": True}
+    return nb
 
 
-def _book(root: Path, model: nbformat.NotebookNode | None = None) -> dict:
-    notebooks = {"model_1": model or model_notebook(), "beta": reader_notebook()}
+def _book(
+    root: Path, model: nbformat.NotebookNode | None = None, *, reads_replicates: bool = False
+) -> dict:
+    notebooks = {
+        "model_1": model or model_notebook(),
+        "beta": reader_notebook(replicates=reads_replicates),
+    }
     return make_fixture_book(root, notebooks, TOC)
 
 
@@ -134,6 +149,29 @@ def test_replicates_train_with_distinct_seeds_into_their_own_folders_and_are_reu
 
 
 @pytest.mark.notebook
+def test_a_chapter_that_reads_replicates_runs_again_when_one_runs_or_is_added(tmp_path, no_render):
+    layout = _book(tmp_path, reads_replicates=True)
+    _build(layout, tmp_path, replicates=1)
+    assert _runs(layout) == ["model_1 42", "model_1 43", "beta"]
+    lines = _build(layout, tmp_path, replicates=1)  # nothing changed
+    assert len(_runs(layout)) == 3 and "re-used" in lines["beta"], lines["beta"]
+    lines = _build(layout, tmp_path, replicates=2)  # one more seed: beta reads it
+    assert _runs(layout)[3:] == ["model_1 44", "beta"]
+    assert re.search(r"beta\s+executed.*\(model_1/seed_44 runs again\)", lines["beta"])
+    lines = _build(layout, tmp_path, replicates=1)  # one fewer: beta's inputs changed
+    assert _runs(layout)[5:] == ["beta"], _runs(layout)
+    assert "executed" in lines["beta"] and "model_1/seed_43" in lines
+
+
+@pytest.mark.notebook
+def test_a_chapter_that_does_not_read_replicates_ignores_them(tmp_path, no_render):
+    layout = _book(tmp_path)
+    _build(layout, tmp_path, replicates=1)
+    lines = _build(layout, tmp_path, replicates=2)
+    assert "re-used" in lines["beta"] and "executed" in lines["model_1/seed_44"]
+
+
+@pytest.mark.notebook
 def test_status_lists_the_replicates_and_says_which_are_stale(tmp_path, no_render):
     layout = _book(tmp_path)
     results = tmp_path / "results"
@@ -144,8 +182,15 @@ def test_status_lists_the_replicates_and_says_which_are_stale(tmp_path, no_rende
     assert status.returncode == 0, status.stderr
     assert re.search(r"^model_1/seed_43\s+up to date", status.stdout, re.M), status.stdout
     assert re.search(r"^model_1/seed_44\s+stale\s+\(never executed\)", status.stdout, re.M)
-    without = run_cli(layout, tmp_path, "--status", "--results-dir", str(results))
-    assert "seed_" not in without.stdout  # the default: no replicates
+    without = run_cli(
+        layout, tmp_path, "--status", "--results-dir", str(results), "--replicates", "0"
+    )
+    assert "seed_" not in without.stdout
+    default = run_cli(layout, tmp_path, "--status", "--results-dir", str(results))
+    assert re.findall(r"^model_1/seed_\d+", default.stdout, re.M) == [
+        f"model_1/seed_{seed}"
+        for seed in recipe_replicates.replicate_seeds(42, recipe_replicates.DEFAULT_REPLICATES)
+    ], default.stdout
     # The seeds follow the chapter's seed, here given with -p.
     seven = run_cli(
         layout,

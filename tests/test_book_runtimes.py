@@ -66,6 +66,17 @@ def test_page_lists_every_chapter_and_the_total_and_says_which_have_no_record(tm
     assert "No run record for: model_2" in table
 
 
+def test_a_replicate_follows_its_chapter_and_counts_in_the_total(tmp_path):
+    page = tmp_path / runtimes.PAGE_NAME
+    page.write_text(f"{runtimes.PAGE_MARKER}\n")
+    record = {"seconds": 60.0, "machine": "m", "executed_by": "e", "finished": "f"}
+    table = runtimes.write_run_times_page(
+        page, [("model_1", record), ("model_1/seed_43", {**record, "seconds": 70.0})]
+    )
+    assert "| {doc}`model_1`, seed 43 (replicate) | 1.2 min (70.0 s) |" in table
+    assert "| **all chapters** | **2.2 min (130.0 s)** |" in table
+
+
 def test_page_without_its_marker_is_refused_by_name(tmp_path):
     page = tmp_path / "run_times.md"
     page.write_text("# Run times\n")

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import bootstrap, comparison, evaluate, metrics, results
+from helpers import bootstrap, comparison, evaluate, metrics, replicates, results
+from helpers.data import group_id
 from helpers.report import interval_text
 
 N_PER_CLASS = 20
@@ -28,6 +29,8 @@ def _paths(split: str) -> list[str]:
 
 
 LABELS = np.array([0] * N_PER_CLASS + [1] * N_PER_CLASS)
+#: The person of each test image (here each file name is its own person).
+PERSONS = [group_id(path) for path in _paths("test")]
 
 
 def _scores(kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -122,7 +125,7 @@ def test_reference_model_is_chosen_on_validation_not_test(all_metrics):
 def test_paired_tests_against_the_reference_with_holm_adjusted_p_values(
     all_metrics, all_predictions
 ):
-    table = comparison.paired_tests(all_metrics, all_predictions)
+    table = comparison.paired_tests(all_metrics, all_predictions, persons=PERSONS)
     assert table.index.name == "minus model_2"
     assert list(table.index) == ["model_1", "model_3", "model_4", "model_5", "model_6"]
     ref = all_predictions["model_2"]
@@ -153,7 +156,7 @@ def test_paired_tests_refuse_predictions_on_other_images(all_metrics, all_predic
     with pytest.raises(
         ValueError, match="model_3's and model_2's test predictions are not on the same images"
     ):
-        comparison.paired_tests(all_metrics, shuffled)
+        comparison.paired_tests(all_metrics, shuffled, persons=PERSONS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,7 +191,7 @@ def test_forest_table_holds_each_interval(all_metrics):
 
 
 def test_conclusions_judge_each_claim_by_the_interval_of_a_difference(all_metrics, all_predictions):
-    table = comparison.conclusions(all_metrics, all_predictions)
+    table = comparison.conclusions(all_metrics, all_predictions, persons=PERSONS)
     assert len(table) == 5
     chance = table.iloc[0]
     # model_2 ranks the test images at chance: its AUC's lower bound is below 0.5.
@@ -203,3 +206,128 @@ def test_conclusions_judge_each_claim_by_the_interval_of_a_difference(all_metric
     transfer = table.iloc[4]
     assert transfer["evidence here"].startswith("AUC model_4 ")
     assert "model_4 minus model_2" in transfer["evidence here"]
+
+
+def test_paired_tests_need_one_person_per_test_image(all_metrics, all_predictions):
+    with pytest.raises(ValueError, match=r"persons has 39 entries but model_1's test predictions"):
+        comparison.paired_tests(all_metrics, all_predictions, persons=PERSONS[:-1])
+
+
+# ---------------------------------------------------------------------------------------
+# Training noise: replicates of a recipe
+# ---------------------------------------------------------------------------------------
+
+
+def _seed_run(model_id: str, seed: int, val_kind: str, test_kind: str) -> replicates.SeedRun:
+    rng = np.random.default_rng(seed * 101 + int(model_id[-1]))
+    val = evaluate.Predictions("val", _paths("val"), LABELS.copy(), _scores(val_kind, rng))
+    test = evaluate.Predictions("test", _paths("test"), LABELS.copy(), _scores(test_kind, rng))
+    summary = evaluate.summarise(
+        model_id, val, test, evaluate.threshold_on_validation(val, target_sensitivity=0.95)
+    )
+    return replicates.SeedRun(model_id, seed, summary.metrics, test.to_frame())
+
+
+@pytest.fixture(scope="module")
+def seed_runs(all_metrics, all_predictions):
+    """model_1 and model_2 with two replicates each; the other models with their one run.
+
+    model_2's chapter run is best on validation, but its replicates rank validation at
+    chance, so over its seeds model_1 (good on validation every time) is better.
+    """
+    own = {m: replicates.SeedRun(m, 42, all_metrics[m], all_predictions[m]) for m in all_metrics}
+    runs = {m: [run] for m, run in own.items()}
+    runs["model_1"] += [_seed_run("model_1", s, "good", "perfect") for s in (43, 44)]
+    runs["model_2"] += [_seed_run("model_2", s, "chance", "chance") for s in (43, 44)]
+    return runs
+
+
+def test_the_reference_is_chosen_on_mean_validation_auc_over_seeds(all_metrics, seed_runs):
+    assert comparison.reference_model(all_metrics) == "model_2"  # its one lucky run
+    means = {
+        m: comparison.validation_auc(all_metrics, m, seed_runs) for m in ("model_1", "model_2")
+    }
+    assert means["model_2"] == pytest.approx(
+        np.mean([r.metrics["val"]["auc"] for r in seed_runs["model_2"]])
+    )
+    assert means["model_2"] < means["model_1"]
+    # The best on mean validation AUC among all models (model_6's one run may be higher).
+    expected = max(
+        all_metrics, key=lambda m: (comparison.validation_auc(all_metrics, m, seed_runs), m)
+    )
+    assert comparison.reference_model(all_metrics, seed_runs) == expected != "model_2"
+    # A model without replicates keeps its chapter's validation AUC.
+    assert comparison.validation_auc(all_metrics, "model_3", seed_runs) == pytest.approx(
+        all_metrics["model_3"]["val"]["auc"]
+    )
+
+
+def test_training_noise_gives_the_spread_over_seeds_beside_one_runs_interval(seed_runs):
+    table = comparison.training_noise(seed_runs)
+    assert list(table.index) == ["model_1", "model_2"]  # only the replicated recipes
+    assert table.loc["model_1", "seeds"] == "42, 43, 44"
+    aucs = [r.metrics["test"]["auc"] for r in seed_runs["model_2"]]
+    low, high = min(aucs), max(aucs)
+    assert table.loc["model_2", "AUC over seeds"].startswith(f"{low:.3f}-{high:.3f} (sd ")
+    assert table.loc["model_2", "specificity, one run"] == interval_text(
+        seed_runs["model_2"][0].metrics["test"], "specificity"
+    )
+    one_seed = {"model_3": seed_runs["model_3"]}
+    for table in (comparison.training_noise(one_seed), comparison.seed_results(one_seed)):
+        assert table.loc["no replicates", "note"] == comparison.NO_REPLICATES
+
+
+def test_training_noise_sentence_names_the_recipes_and_the_widest_spreads(seed_runs):
+    said = comparison.training_noise_sentence(seed_runs)
+    assert said.startswith("This build trained model_1 and model_2 with 3 seeds each: ")
+    aucs = {m: [r.metrics["test"]["auc"] for r in seed_runs[m]] for m in ("model_1", "model_2")}
+    widest = max(aucs, key=lambda m: max(aucs[m]) - min(aucs[m]))
+    low, high = min(aucs[widest]), max(aucs[widest])
+    assert f"test AUC moved most for {widest}, from {low:.3f} to {high:.3f}" in said
+    assert comparison.training_noise_sentence({"model_3": seed_runs["model_3"]}).startswith(
+        "This build trained every recipe with one seed"
+    )
+
+
+def test_seed_results_list_every_seed_with_its_validation_and_test_numbers(seed_runs):
+    table = comparison.seed_results(seed_runs)
+    assert list(table.index) == [(m, s) for m in ("model_1", "model_2") for s in (42, 43, 44)]
+    run = seed_runs["model_2"][1]
+    assert table.loc[("model_2", 43), "val AUC"] == round(run.metrics["val"]["auc"], 3)
+    assert table.loc[("model_2", 43), "specificity"] == round(run.metrics["test"]["specificity"], 3)
+    assert table.loc[("model_2", 43), "threshold"] == round(run.threshold, 3)
+
+
+def test_conclusions_with_training_noise_judge_replicated_claims_and_name_the_missing(
+    all_metrics, seed_runs
+):
+    table = comparison.conclusions_with_training_noise(all_metrics, seed_runs, persons=PERSONS)
+    claims = [claim for claim, _, _ in comparison.case_study_claims(all_metrics, seed_runs)]
+    assert list(table.index) == claims
+    dropout = table.loc[claims[0]]  # model_2 against model_1: both replicated
+    judged = replicates.compare_recipes(seed_runs["model_2"], seed_runs["model_1"], persons=PERSONS)
+    assert dropout["replicates support one run"] == ("yes" if judged["supported"] else "no")
+    assert "mean over 3 seeds of model_2 and 3 of model_1" in dropout["with training noise"]
+    assert dropout["one run"].startswith(("holds: ", "does not hold: ", "these data cannot tell"))
+    adam = table.loc[claims[1]]  # model_3 has one run
+    assert adam["with training noise"].startswith("not judged: model_3 trained with one seed")
+    assert "--replicate-chapters model_3" in adam["with training noise"]
+    assert adam["replicates support one run"] == ""
+    said = comparison.verdicts_sentence(table)
+    assert said.startswith("1 of the case study's 4 conclusions about recipes could be judged")
+    if judged["supported"]:
+        assert said.endswith("the replicates give each the verdict one seed gave.")
+    else:
+        assert said.endswith(f'gave: "{claims[0]}"')
+
+
+def test_verdicts_sentence_names_a_verdict_the_replicates_do_not_support():
+    table = pd.DataFrame(
+        {"replicates support one run": ["no", "yes", ""]}, index=["claim a", "claim b", "claim c"]
+    )
+    assert comparison.verdicts_sentence(table) == (
+        "2 of the case study's 3 conclusions about recipes could be judged with training "
+        'noise; the replicates do not give 1 of them the verdict one seed gave: "claim a"'
+    )
+    none = table.assign(**{"replicates support one run": ""})
+    assert comparison.verdicts_sentence(none).startswith("No conclusion could be judged")

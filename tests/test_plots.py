@@ -120,3 +120,23 @@ def test_forest_plot_draws_each_model_s_point_and_interval_per_panel():
         plots.plot_forest(table.drop(columns="specificity_ci_high"))
     with pytest.raises(ValueError, match="three Axes"):
         plots.plot_forest(table, ax=plt.subplots(1, 2)[1])
+
+    # Each seed of a replicated model: open diamonds just below its row.
+    seeds = pd.DataFrame(
+        {"auc": [0.90, 0.88, 0.93], "sensitivity": [0.97] * 3, "specificity": [0.6, 0.7, 0.65]},
+        index=pd.MultiIndex.from_tuples(
+            [("model_1", 42), ("model_1", 43), ("model_1", 44)], names=["model", "seed"]
+        ),
+    )
+    axes = plots.plot_forest(table, seeds=seeds)
+    diamonds = [line for line in axes[0].lines if line.get_marker() == "d"]
+    assert len(diamonds) == 1  # model_1 only
+    assert list(diamonds[0].get_xdata()) == [0.90, 0.88, 0.93]
+    assert list(diamonds[0].get_ydata()) == [0.75] * 3
+    assert "each seed" in axes[0].get_xlabel()
+    with pytest.raises(
+        ValueError, match=r"seeds names models the table does not have: \['model_9'\]"
+    ):
+        plots.plot_forest(table, seeds=seeds.rename(index={"model_1": "model_9"}))
+    with pytest.raises(ValueError, match="seeds lacks the columns"):
+        plots.plot_forest(table, seeds=seeds.drop(columns="auc"))

@@ -196,7 +196,7 @@ def test_a_one_seed_difference_the_seeds_overlap_on_is_not_supported_by_the_repl
     # The chapters' own runs: A strong, B weak. Over seeds the two recipes are alike.
     runs_a = _recipe("model_2", [0.35, 0.15, 0.25])
     runs_b = _recipe("model_1", [0.15, 0.35, 0.25])
-    result = replicates.compare_recipes(runs_a, runs_b)
+    result = replicates.compare_recipes(runs_a, runs_b, persons=PERSONS)
     assert result["one_seed"]["kind"] == "improves", result["one_seed"]
     assert result["replicates"]["kind"] == "cannot tell", result["replicates"]
     assert result["supported"] is False
@@ -214,7 +214,7 @@ def test_a_one_seed_difference_the_seeds_overlap_on_is_not_supported_by_the_repl
 def test_a_large_real_difference_survives_training_noise():
     runs_a = _recipe("model_4", [0.50, 0.45, 0.55])
     runs_b = _recipe("model_1", [0.05, 0.10, 0.08])
-    result = replicates.compare_recipes(runs_a, runs_b)
+    result = replicates.compare_recipes(runs_a, runs_b, persons=PERSONS)
     assert result["one_seed"]["kind"] == result["replicates"]["kind"] == "improves"
     assert result["supported"] is True
     assert result["statement"].startswith(
@@ -233,7 +233,7 @@ def test_the_rates_are_judged_at_each_runs_own_threshold():
         )
         for r in runs_b
     ]
-    result = replicates.compare_recipes(runs_a, runs_b, metric="specificity")
+    result = replicates.compare_recipes(runs_a, runs_b, metric="specificity", persons=PERSONS)
     assert result["replicates"]["kind"] == "improves"
     assert result["statement"].startswith("specificity: ")
 
@@ -241,13 +241,28 @@ def test_the_rates_are_judged_at_each_runs_own_threshold():
 def test_compare_recipes_refuses_one_run_another_metric_and_other_images():
     runs = _recipe("model_1", [0.3, 0.3])
     with pytest.raises(ValueError, match=r"recipe a has 1 run\(s\)"):
-        replicates.compare_recipes(runs[:1], runs)
+        replicates.compare_recipes(runs[:1], runs, persons=PERSONS)
     with pytest.raises(ValueError, match=r"metric must be one of"):
-        replicates.compare_recipes(runs, runs, metric="ppv")
+        replicates.compare_recipes(runs, runs, metric="ppv", persons=PERSONS)
     shuffled = runs[1].predictions.iloc[::-1].reset_index(drop=True)
     other = [runs[0], replicates.SeedRun("model_1", 43, runs[1].metrics, shuffled)]
     with pytest.raises(ValueError, match=r"model_1 \(seed 43\)'s test predictions are not on"):
-        replicates.compare_recipes(runs, other)
+        replicates.compare_recipes(runs, other, persons=PERSONS)
+    with pytest.raises(ValueError, match=r"persons has 3 entries for \d+ test images"):
+        replicates.compare_recipes(runs, runs, persons=PERSONS[:3])
+
+
+def test_the_persons_given_are_the_unit_not_the_file_names():
+    # DICOM files' names hide the person: the same runs judged with every image its own
+    # person (file names) and with the true persons give other intervals.
+    runs_a = _recipe("model_2", [0.35, 0.15, 0.25])
+    runs_b = _recipe("model_1", [0.15, 0.35, 0.25])
+    six_images_each = [f"patient-{i // 6}" for i in range(len(PATHS))]
+    true = replicates.compare_recipes(runs_a, runs_b, persons=six_images_each)
+    per_image = replicates.compare_recipes(runs_a, runs_b, persons=PERSONS)
+    assert len(set(PERSONS)) == len(PATHS)  # the file names: every image its own person
+    a, b = true["replicates"]["difference"], per_image["replicates"]["difference"]
+    assert (a.ci_low, a.ci_high) != (b.ci_low, b.ci_high)
 
 
 def test_the_default_resampling_seed_is_the_bootstraps():

@@ -107,9 +107,15 @@ def _run_one(
     _progress(out, width, name, "executed", f"{seconds:7.1f} s", f"({decision.reason})")
 
 
-def _show_run_times(executed_dir: Path, source_dir: Path, rendered: Sequence[Chapter]) -> None:
+def _show_run_times(
+    executed_dir: Path,
+    source_dir: Path,
+    rendered: Sequence[Chapter],
+    replicates: Mapping[str, Sequence[Replicate]],
+) -> None:
     """Each rendered chapter's run-time note, and the appendix page's table when the book
-    has that page (:mod:`helpers.book.runtimes`)."""
+    has that page (:mod:`helpers.book.runtimes`), each chapter's replicates of this build
+    listed after it."""
     page = executed_dir / PAGE_NAME
     notebooks = [
         (c.name, executed_dir / c.path.relative_to(source_dir)) for c in rendered if c.is_notebook
@@ -117,7 +123,13 @@ def _show_run_times(executed_dir: Path, source_dir: Path, rendered: Sequence[Cha
     for _, path in notebooks:
         annotate_run_time(path, link_to_page=page.is_file())
     if page.is_file():
-        write_run_times_page(page, [(name, read_record(path)) for name, path in notebooks])
+        rows = []
+        for name, path in notebooks:
+            rows.append((name, read_record(path)))
+            for replicate in replicates.get(name, ()):
+                executed = replicate.executed_path(executed_dir.parent)
+                rows.append((replicate.name, read_record(executed) if executed.is_file() else None))
+        write_run_times_page(page, rows)
 
 
 def _adoptable(executed_from: Path | None, chapters: Sequence[Chapter]) -> dict[str, Path]:
@@ -270,7 +282,12 @@ def build_book(
     left_out = [
         c for c in chapters if c.name in decisions and decisions[c.name].action == "leave out"
     ]
-    _show_run_times(executed_dir, source_dir, [c for c in chapters if c not in left_out])
+    _show_run_times(
+        executed_dir,
+        source_dir,
+        [c for c in chapters if c not in left_out],
+        planned_replicates,
+    )
     render_toc = toc_path
     labels: set[str] = set()
     if left_out:

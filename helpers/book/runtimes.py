@@ -213,7 +213,9 @@ def write_run_times_page(
         :data:`PAGE_MARKER` is replaced by the table.
     chapters : sequence of (name, record or None)
         Every rendered notebook chapter in book order, with its run record (None when it
-        has none).
+        has none); a replicate (``model_1/seed_43``, not a page) follows its chapter and is
+        listed as ``model_1, seed 43``: its time counts in the total, since the build
+        spent it.
 
     Returns
     -------
@@ -237,7 +239,8 @@ def write_run_times_page(
     total = 0.0
     missing = []
     for name, record in chapters:
-        cells = [f"{{doc}}`{name}`"]
+        chapter, _, seed = name.partition("/seed_")
+        cells = [f"{{doc}}`{chapter}`" + (f", seed {seed} (replicate)" if seed else "")]
         if record is None:
             missing.append(name)
             cells += ["no record"] + [""] * (len(columns) - 2)

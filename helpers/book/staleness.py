@@ -6,9 +6,10 @@ notebook, the parameters it is passed, the data folder it reads, the modules of 
 it runs (those its code cells import, directly or through other ``helpers`` modules: see
 :mod:`~helpers.book.imports`; the runner's own modules run no chapter), the environment
 variables that change results, and the chapters whose results it reads
-(``book.uses_results_of``). The record of each run is ``_build/runner-state.json``; it keeps
-the SHA-256 of each module the chapter ran, so that a stale chapter is reported with the
-file that changed (``helpers/ablation.py changed``).
+(``book.uses_results_of``) with, for a notebook that reads them (``book.uses_replicates``:
+the comparison), those chapters' replicates. The record of each run is
+``_build/runner-state.json``; it keeps the SHA-256 of each module the chapter ran, so
+that a stale chapter is reported with the file that changed (``helpers/ablation.py changed``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from helpers import parameters as book_parameters
 
 from .imports import CodeGraph, changed_modules, modules_run_by
 from .plan import Plan, declared_default, declared_parameters
-from .toc import Chapter, uses_results_of
+from .toc import Chapter, uses_replicates, uses_results_of
 
 #: Records, per notebook, the inputs and outcome of its last run (beside executed/, which
 #: is recreated by every build), so that unchanged chapters are re-used.
@@ -228,6 +229,7 @@ def chapter_inputs(
     env_hash: str,
     upstream_keys: Mapping[str, str],
     data_cache: dict[str, str],
+    replicate_names: Sequence[str] = (),
 ) -> dict[str, str]:
     """Fingerprints of what a notebook's executed copy depends on (like jupyter-cache's key).
 
@@ -246,6 +248,10 @@ def chapter_inputs(
         Keys (:func:`input_key`) of the chapters decided so far.
     data_cache : dict
         Data folder to fingerprint, filled as folders are met (each is listed once).
+    replicate_names : sequence of str
+        The replicates whose results the notebook reads besides its chapters'
+        (``model_1/seed_43``): their keys join the upstream fingerprint, so one more, one
+        fewer or one run again makes the notebook stale.
 
     Returns
     -------
@@ -262,7 +268,10 @@ def chapter_inputs(
         "environment": env_hash,
         "upstream": _sha256_text(
             json.dumps(
-                {name: upstream_keys.get(name, "missing") for name in uses_results_of(chapter)},
+                {
+                    name: upstream_keys.get(name, "missing")
+                    for name in [*uses_results_of(chapter), *replicate_names]
+                },
                 sort_keys=True,
             )
         ),
@@ -376,8 +385,9 @@ def decide(
         Chapter name to its replicates (:func:`helpers.book.replicates.plan_replicates`):
         each is decided like a selected chapter, from the same inputs with its own
         parameters, its record in ``state`` under its name (``model_1/seed_43``) and its
-        executed copy under ``_build/replicates/``. No chapter reads replicates' results
-        yet, so they make no other chapter run again.
+        executed copy under ``_build/replicates/``. A notebook that reads replicates
+        (``book.uses_replicates``) depends on those of the chapters it reads, as on the
+        chapters.
 
     Returns
     -------
@@ -402,6 +412,11 @@ def decide(
             else state.get(chapter.name, {}).get("parameters", {})
         )
         code_files = graph.fingerprints(modules_run_by(chapter.path, graph))
+        read_replicates = (
+            [r.name for name in uses_results_of(chapter) for r in (replicates or {}).get(name, ())]
+            if uses_replicates(chapter)
+            else []
+        )
         inputs = chapter_inputs(
             chapter,
             params,
@@ -409,12 +424,15 @@ def decide(
             env_hash=env_hash,
             upstream_keys=keys,
             data_cache=data_cache,
+            replicate_names=read_replicates,
         )
         keys[chapter.name] = input_key(inputs)
         record = state.get(chapter.name, {})
         executed = executed_dir / chapter.path.relative_to(source_dir)
         stale = staleness(record, inputs, executed, code_files)
-        upstream_again = [n for n in uses_results_of(chapter) if n in runs_again]
+        upstream_again = [
+            n for n in [*uses_results_of(chapter), *read_replicates] if n in runs_again
+        ]
         if upstream_again and (stale is None or stale.startswith(_INPUT_NAMES["upstream"])):
             stale = f"{', '.join(upstream_again)} runs again"
         if chapter.name in selected:
@@ -435,21 +453,25 @@ def decide(
             runs_again.add(chapter.name)
         decisions[chapter.name] = Decision(action, reason, inputs, code_files)
         for replicate in (replicates or {}).get(chapter.name, ()):
+            replicate_inputs = chapter_inputs(
+                chapter,
+                replicate.parameters,
+                code_files=code_files,
+                env_hash=env_hash,
+                upstream_keys=keys,
+                data_cache=data_cache,
+            )
+            keys[replicate.name] = input_key(replicate_inputs)
             decisions[replicate.name] = _decide_replicate(
                 state.get(replicate.name, {}),
                 replicate.executed_path(executed_dir.parent),
-                chapter_inputs(
-                    chapter,
-                    replicate.parameters,
-                    code_files=code_files,
-                    env_hash=env_hash,
-                    upstream_keys=keys,
-                    data_cache=data_cache,
-                ),
+                replicate_inputs,
                 code_files,
                 upstream_again=upstream_again,
                 force=force,
             )
+            if decisions[replicate.name].action == "execute":
+                runs_again.add(replicate.name)
     return decisions
 
 

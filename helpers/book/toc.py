@@ -150,6 +150,26 @@ def uses_results_of(chapter: Chapter) -> list[str]:
     return list(metadata.get("book", {}).get("uses_results_of", []))
 
 
+def uses_replicates(chapter: Chapter) -> bool:
+    """Whether a notebook also reads the replicates of the chapters it reads (its metadata
+    ``book.uses_replicates``): the comparison does, so a replicate that runs again (or one
+    more or fewer) makes it run again.
+
+    Parameters
+    ----------
+    chapter : Chapter
+        Any chapter; a page (``.md``) reads none.
+
+    Returns
+    -------
+    bool
+    """
+    if not chapter.is_notebook:
+        return False
+    metadata = _notebook_json(chapter).get("metadata", {})
+    return bool(metadata.get("book", {}).get("uses_replicates", False))
+
+
 def markdown_text(chapter: Chapter) -> str:
     """The chapter's prose: a page's text, or a notebook's markdown cells joined.
 
