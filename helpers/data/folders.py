@@ -439,7 +439,7 @@ def data_fingerprint(data_dir: str | os.PathLike | None = None, *, make_salt: bo
 
     Cheap (no image is read) and changes when a file is added, removed, renamed or
     rewritten. A folder holding a DICOM file also depends on the person salt, since its
-    persons, and so its split, do (:func:`helpers.data.dicom.person_salt`): then the salt's
+    persons, and so its split, do (``helpers.data.dicom.person_salt``): then the salt's
     SHA-256 is part of the fingerprint, never the salt itself.
 
     Parameters
