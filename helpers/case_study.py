@@ -16,10 +16,41 @@ import pandas as pd
 from helpers import config, metrics
 from helpers.report import interval_text, show_warning
 
+#: The extensions ``keras.utils.image_dataset_from_directory`` reads (in any case; Keras 3's
+#: ``ALLOWLIST_FORMATS``). It skips every other file without a word, DICOM files included.
+KERAS_LOADER_EXTENSIONS = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".png"})
+
+
+def keras_loader_reads_test_folder(data_dir: str | os.PathLike | None) -> bool:
+    """True when Keras' directory loader reads every test image of the folder.
+
+    False when the test split holds a file the book reads and Keras' loader does not (a
+    DICOM or TIFF file): :func:`case_study_test_pass` then builds its dataset from the
+    book's decoded images instead.
+
+    Parameters
+    ----------
+    data_dir : path-like or None
+        The data folder (None: the embedded copy).
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    DataError
+        If the data folder's layout is wrong (see :func:`helpers.data.check_data_dir`).
+    """
+    from helpers.data import list_split
+
+    paths = list_split(data_dir, "test")["path"]
+    return all(Path(path).suffix.lower() in KERAS_LOADER_EXTENSIONS for path in paths)
+
 
 def case_study_test_pass(
     model,
-    data_dir: str | os.PathLike,
+    data_dir: str | os.PathLike | None,
     *,
     image_size: int,
     batch_size: int,
@@ -34,33 +65,131 @@ def case_study_test_pass(
     ``shuffle=True`` the i-th label and the i-th prediction belong to different images.
     With ``shuffle=False`` the two passes agree.
 
+    Keras' loader reads only BMP, GIF, JPEG and PNG files and skips the others silently.
+    When the test folder holds any other image the book reads (DICOM, TIFF; see
+    :func:`keras_loader_reads_test_folder`), the dataset is built by
+    :func:`book_decoded_test_dataset` instead: the same images in the same orders, pass
+    after pass, but decoded by the book's rule (:func:`helpers.data.decode_image`, Pillow's
+    bilinear resize of the DICOM rule's picture) rather than by Keras' resize, so its
+    outputs are those of :func:`helpers.evaluate.predict_split`, reordered.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Takes RGB images with values 0-255.
+    data_dir : path-like or None
+        The data folder (None: the embedded copy).
+    image_size, batch_size : int
+        As the loader is given them.
+    shuffle : bool
+        The loader's ``shuffle``.
+    seed : int, optional
+        The loader's ``seed`` (None: a random one, as Keras draws it).
+
     Returns
     -------
     labels, outputs : numpy.ndarray
         As the case study had them: possibly misaligned, outputs raw (logits for 4-5).
+
+    Raises
+    ------
+    DataError
+        If the data folder's layout is wrong or a test image cannot be decoded, naming it.
     """
     import keras
 
     from helpers.data import class_folders
 
-    # Keras matches class_names to folder names exactly: pass them as named on disk
-    # (normal/ or NORMAL/), in label order.
-    folders = class_folders(data_dir, "test")
-    test_dir = folders["NORMAL"].parent
-    ds = keras.utils.image_dataset_from_directory(
-        test_dir,
-        labels="inferred",
-        label_mode="int",
-        class_names=[folder.name for folder in folders.values()],
-        image_size=(image_size, image_size),
-        batch_size=batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        verbose=False,
-    )
+    if keras_loader_reads_test_folder(data_dir):
+        # Keras matches class_names to folder names exactly: pass them as named on disk
+        # (normal/ or NORMAL/), in label order.
+        folders = class_folders(data_dir, "test")
+        ds = keras.utils.image_dataset_from_directory(
+            folders["NORMAL"].parent,
+            labels="inferred",
+            label_mode="int",
+            class_names=[folder.name for folder in folders.values()],
+            image_size=(image_size, image_size),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            verbose=False,
+        )
+    else:
+        ds = book_decoded_test_dataset(
+            data_dir, image_size=image_size, batch_size=batch_size, shuffle=shuffle, seed=seed
+        )
     outputs = np.asarray(model.predict(ds, verbose=0)).reshape(-1)
     labels = np.concatenate([y.numpy() for _, y in ds]).astype(np.int64)
     return labels, outputs
+
+
+def book_decoded_test_dataset(
+    data_dir: str | os.PathLike | None,
+    *,
+    image_size: int,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int | None = None,
+):
+    """The test folder as ``keras.utils.image_dataset_from_directory`` gives it, decoded
+    by the book.
+
+    Mirrors Keras 3's loader (``keras/src/utils/image_dataset_utils.py``): files listed class
+    folder by class folder in label order, each folder sorted by file name; with
+    ``shuffle``, that list shuffled once by ``numpy.random.RandomState(seed)``, then
+    ``Dataset.shuffle(buffer_size=batch_size * 8, seed=seed)``, which reshuffles on every
+    pass; then batched. Elements are ``(images, labels)``: RGB float32 0-255 and int32
+    labels (0 NORMAL, 1 PNEUMONIA), as Keras' ``label_mode="int"``. What differs is the
+    decoding: each image is :func:`helpers.data.decode_image`'s (for DICOM, the book's rule;
+    resized with Pillow's bilinear filter), not Keras' resize without antialiasing.
+
+    Parameters
+    ----------
+    data_dir : path-like or None
+        The data folder (None: the embedded copy).
+    image_size, batch_size : int
+        Image side in pixels; images per batch.
+    shuffle : bool
+        Shuffle as Keras' loader does (else one fixed order, the listing's).
+    seed : int, optional
+        The shuffles' seed (None: a random one, as Keras draws it).
+
+    Returns
+    -------
+    tf.data.Dataset
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is not a positive integer.
+    DataError
+        If the data folder's layout is wrong or a test image cannot be decoded, naming it.
+    """
+    import tensorflow as tf
+
+    from helpers.data import check_data_dir, list_split, load_images
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    root = check_data_dir(data_dir)
+    table = list_split(root, "test")
+    # Decoded in the file table's order, the one every chapter uses: the cached arrays serve.
+    images = load_images(
+        [root / path for path in table["path"]], image_size=image_size, color_mode="rgb"
+    )
+    labels = table["label"].to_numpy(dtype=np.int32)
+    # Keras' listing: class by class in label order, then by file name (the paths of one
+    # class differ only in it); the same order for class folders named in any case.
+    order = np.array(sorted(range(len(table)), key=lambda i: (labels[i], table["path"][i])))
+    if shuffle:
+        seed = np.random.randint(1e6) if seed is None else seed
+        np.random.RandomState(seed).shuffle(order)  # Keras' one shuffle of the file list
+    ds = tf.data.Dataset.from_tensor_slices((images[order], labels[order]))
+    if shuffle:
+        ds = ds.shuffle(buffer_size=batch_size * 8, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda image, label: (tf.cast(image, tf.float32), label))
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def batch_averaged_specificity(y_true, y_pred, *, batch_size: int) -> float:

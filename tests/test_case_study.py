@@ -68,6 +68,111 @@ def test_the_case_study_pass_reads_class_folders_named_in_any_case(xray_folder, 
     assert metrics.roc_auc_with_ci(labels, outputs).value == 1.0
 
 
+@pytest.fixture
+def dicom_copy(xray_folder, tmp_path, monkeypatch):
+    """A DICOM copy of the small folder (random names, person in PatientID), own salt."""
+    from dicom_folder import convert_folder
+
+    from helpers.data import dicom
+
+    monkeypatch.setenv(dicom.PERSON_SALT_FILE_VARIABLE, str(tmp_path / "salt"))
+
+    def copy(keep_original=frozenset()):
+        root = tmp_path / f"dicom-{len(keep_original)}"
+        convert_folder(xray_folder.root, root, keep_original=frozenset(keep_original))
+        return root
+
+    return copy
+
+
+def _truth_of(outputs, labels, shuffled_outputs):
+    """The true label of each shuffled output, from an aligned pass (outputs are distinct)."""
+    true_label = {round(float(o), 6): int(y) for o, y in zip(outputs, labels)}
+    assert len(true_label) == len(labels)
+    return np.array([true_label[round(float(o), 6)] for o in shuffled_outputs])
+
+
+def test_on_a_dicom_folder_the_case_study_pass_reads_every_file_and_repeats_its_mistake(
+    dicom_copy,
+):
+    from helpers import data
+
+    root = dicom_copy()
+    assert not case_study.keras_loader_reads_test_folder(root)
+    model = brightness_model(32)
+    labels, outputs = case_study.case_study_test_pass(
+        model, root, image_size=32, batch_size=4, shuffle=False
+    )
+    assert labels.tolist() == [0] * 8 + [1] * 8  # every .dcm file, class folders in order
+    # Aligned: each output is the model's on the book's decoding of the image of that label.
+    table = data.list_split(root, "test").sort_values(["label", "path"], kind="stable")
+    images = data.load_images([root / p for p in table.path], image_size=32)
+    expected = model.predict(images.astype("float32"), verbose=0).reshape(-1)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5)
+    assert metrics.roc_auc_with_ci(labels, outputs).value == 1.0
+    shuffled_labels, shuffled_outputs = case_study.case_study_test_pass(
+        model, root, image_size=32, batch_size=4, shuffle=True, seed=3
+    )
+    truth = _truth_of(outputs, labels, shuffled_outputs)
+    assert sorted(shuffled_labels.tolist()) == sorted(labels.tolist())
+    assert sorted(shuffled_outputs.tolist()) == pytest.approx(sorted(outputs.tolist()))
+    assert (shuffled_labels != truth).sum() > 0  # the second pass's labels belong to other images
+
+
+def test_a_test_folder_of_jpegs_and_dicom_files_loses_no_dicom_file(dicom_copy, xray_folder):
+    kept = xray_folder.images_of("test")[::2]  # half the test images stay JPEGs
+    root = dicom_copy(keep_original=kept)
+    names = [p.suffix for p in (root / "test").rglob("*") if p.is_file()]
+    assert names.count(".dcm") == 8 and names.count(".jpeg") == 8
+    assert not case_study.keras_loader_reads_test_folder(root)
+    labels, outputs = case_study.case_study_test_pass(
+        brightness_model(32), root, image_size=32, batch_size=4, shuffle=False
+    )
+    assert labels.tolist() == [0] * 8 + [1] * 8
+    assert metrics.roc_auc_with_ci(labels, outputs).value == 1.0
+
+
+def test_the_book_decoded_dataset_shuffles_exactly_as_keras_loader_does(xray_folder):
+    """On JPEGs, both readers: the same images in the same order on each of two passes."""
+    assert case_study.keras_loader_reads_test_folder(xray_folder.root)
+    folders = [xray_folder.root / "test" / name for name in ("NORMAL", "PNEUMONIA")]
+    options = dict(image_size=32, batch_size=4, shuffle=True, seed=11)
+    keras_ds = keras.utils.image_dataset_from_directory(
+        folders[0].parent, class_names=["NORMAL", "PNEUMONIA"], verbose=False, **options
+    )
+    book_ds = case_study.book_decoded_test_dataset(xray_folder.root, **options)
+    passes = []
+    for ds in (keras_ds, book_ds):
+        passes.append(
+            [np.concatenate([x.numpy().reshape(len(x), -1) for x, _ in ds]) for _ in range(2)]
+        )
+    (keras_1, keras_2), (book_1, book_2) = passes
+    assert not np.allclose(keras_1, keras_2, atol=20)  # reshuffled on the second pass
+    for book, keras_pass in ((book_1, keras_1), (book_2, keras_2)):
+        # Each image's nearest in the other reader's pass, pixel by pixel (the two resize
+        # rules differ by a few grey levels, two images by their noise): at the same place.
+        distances = ((book[:, None, :] - keras_pass[None, :, :]) ** 2).sum(axis=2)
+        assert distances.argmin(axis=1).tolist() == list(range(16))
+    ordered = case_study.book_decoded_test_dataset(
+        xray_folder.root, image_size=32, batch_size=4, shuffle=False
+    )
+    assert [int(y) for _, ys in ordered for y in ys] == [0] * 8 + [1] * 8
+    images, _ = next(iter(ordered))
+    assert images.dtype == "float32" and images.shape == (4, 32, 32, 3)
+    assert float(images.numpy().max()) > 1.0  # 0-255, as Keras' loader gives
+
+
+def test_keras_loader_extensions_are_keras_own():
+    from keras.src.utils.image_dataset_utils import ALLOWLIST_FORMATS
+
+    assert case_study.KERAS_LOADER_EXTENSIONS == frozenset(ALLOWLIST_FORMATS)
+
+
+def test_the_book_decoded_dataset_refuses_a_batch_size_that_is_not_positive(xray_folder):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        case_study.book_decoded_test_dataset(xray_folder.root, image_size=32, batch_size=0)
+
+
 def test_batch_averaged_specificity_by_hand():
     y = [0, 0, 1, 0]
     p = [0.2, 0.8, 0.9, 0.1]

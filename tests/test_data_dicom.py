@@ -425,3 +425,93 @@ def test_the_data_chapter_on_a_dicom_folder_says_where_persons_came_from_and_lea
     assert expected in text
     keys = {dicom.person_key(h["PatientID"]) for h in headers.values()}
     assert _files_holding(tmp_path / "run", _header_values(headers) | keys) == []
+
+
+# ---------------------------------------------------------------------------------------
+# The person of each test prediction, and the salt in the runner's data fingerprint
+# ---------------------------------------------------------------------------------------
+
+
+def _tiny_dicom_folder(root: Path) -> dict[str, str | None]:
+    """train/ and test/, one class each way, random DICOM names; returns test path -> ID.
+
+    In test/: two files of HOSP1 (one per class), one of HOSP2, one without PatientID and
+    one JPEG named by the Kaggle convention."""
+    rng = np.random.default_rng(5)
+    small = {label: source_pixels(label)[::8, ::8] for label in SOURCES}
+    files = {
+        "train/NORMAL": ["HOSP8", "HOSP9"],
+        "train/PNEUMONIA": ["HOSP7"],
+        "test/NORMAL": ["HOSP1", "HOSP2", None],
+        "test/PNEUMONIA": ["HOSP1"],
+    }
+    ids: dict[str, str | None] = {}
+    for folder, patients in files.items():
+        for patient in patients:
+            label = folder.split("/")[1]
+            header = {} if patient is None else {"PatientID": patient}
+            path = f"{folder}/{rng.bytes(8).hex()}.dcm"
+            write(dicom.xray_to_dicom(small[label], patient=header), root / path)
+            ids[path] = patient
+    jpeg = "test/PNEUMONIA/person31_virus_70.jpeg"
+    Image.fromarray(small["PNEUMONIA"]).save(root / jpeg)
+    ids[jpeg] = None
+    return {path: patient for path, patient in ids.items() if path.startswith("test/")}
+
+
+def test_test_persons_of_a_dicom_folder_come_from_patient_id_not_the_file_name(tmp_path):
+    root = tmp_path / "tiny"
+    ids = _tiny_dicom_folder(root)
+    paths = sorted(ids, reverse=True)  # an order of our own
+    persons = dict(zip(paths, data.test_persons(root, paths)))
+    hosp1 = [path for path in paths if ids[path] == "HOSP1"]
+    assert len(hosp1) == 2 and persons[hosp1[0]] == persons[hosp1[1]]
+    assert persons[hosp1[0]] == data.person_key("HOSP1", salt=dicom.person_salt())
+    assert len(set(persons.values())) == len(paths) - 1  # only HOSP1's two files share one
+    for path, patient in ids.items():
+        if patient is None:  # no PatientID, or not DICOM: the file name's group
+            assert persons[path] == data.group_id(path)
+    assert persons["test/PNEUMONIA/person31_virus_70.jpeg"] == "person31"
+    assert not any(
+        patient in person for person in persons.values() for patient in ("HOSP1", "HOSP2")
+    )
+
+
+def test_the_salt_is_part_of_a_dicom_folders_fingerprint_and_is_not_created(tmp_path):
+    root = tmp_path / "tiny"
+    _tiny_dicom_folder(root)
+    salt = Path(dicom.person_salt_file())  # the test's own, from the autouse fixture
+    assert salt.parent == tmp_path and not salt.exists()
+    absent = data.data_fingerprint(root)
+    assert not salt.exists()  # fingerprinting writes nothing
+    assert data.data_fingerprint(root) == absent
+    made = dicom.person_salt()  # as the first chapter to list the folder makes it
+    with_salt = data.data_fingerprint(root)
+    assert with_salt != absent
+    salt.write_bytes(bytes(reversed(made)))  # another salt: other persons, another split
+    changed = data.data_fingerprint(root)
+    assert changed not in (absent, with_salt)
+    salt.write_bytes(made)
+    assert data.data_fingerprint(root) == with_salt
+
+
+def test_the_runner_makes_the_salt_before_recording_a_dicom_folders_fingerprint(tmp_path):
+    from helpers.book.staleness import chapter_inputs
+    from helpers.book.toc import Chapter
+
+    root = tmp_path / "tiny"
+    _tiny_dicom_folder(root)
+    salt = Path(dicom.person_salt_file())
+    chapter = Chapter("data", config.REPO_ROOT / "book" / "data.ipynb")
+    inputs = chapter_inputs(
+        chapter,
+        {"data_dir": str(root)},
+        code_files={},
+        env_hash="",
+        upstream_keys={},
+        data_cache={},
+    )
+    # Recorded with the salt the chapter will use, so the next build finds nothing changed.
+    assert salt.exists() and inputs["data"] == data.data_fingerprint(root)
+    salt.unlink()
+    assert data.data_fingerprint(root, make_salt=True) != inputs["data"]  # a new salt

@@ -327,3 +327,44 @@ def test_any_other_class_folder_is_refused_naming_it_and_what_is_expected(make_x
     assert "['Covid-19']" in message  # normal/ is a class folder, not an unexpected one
     assert "expected only ['NORMAL', 'PNEUMONIA'] (in any case)" in message
     assert str(folder.root / "test") in message
+
+
+# ---------------------------------------------------------------------------------------
+# The person of each test prediction
+# ---------------------------------------------------------------------------------------
+
+
+def test_test_persons_of_the_embedded_data_are_the_file_names_groups_in_the_order_given():
+    paths = data.list_split(None, "test")["path"].tolist()
+    given = paths[::-7] + paths[:3]  # another order, PNEUMONIA first, a path twice
+    persons = data.test_persons(None, given)
+    assert persons == [data.group_id(path) for path in given]
+    assert persons[0].startswith("person") and len(set(persons)) < len(persons)
+
+
+def test_test_persons_refuses_paths_outside_the_test_split_naming_them_and_the_folder(
+    xray_folder,
+):
+    test_paths = xray_folder.images_of("test")
+    outside = [xray_folder.images_of("train")[0], "test/NORMAL/missing.jpeg"]
+    with pytest.raises(ValueError) as error:
+        data.test_persons(xray_folder.root, [test_paths[0], *outside])
+    message = str(error.value)
+    assert str(xray_folder.root.resolve()) in message and "2 of 3 paths" in message
+    assert all(repr(path) in message for path in outside)
+    assert repr(test_paths[0]) not in message
+    many = [f"test/NORMAL/missing-{i}.jpeg" for i in range(8)]
+    with pytest.raises(ValueError, match=r"missing-4\.jpeg' and 3 more"):
+        data.test_persons(xray_folder.root, many)
+    with pytest.raises(ValueError, match="one path"):
+        data.test_persons(xray_folder.root, test_paths[0])
+
+
+def test_the_fingerprint_of_a_folder_without_dicom_ignores_the_person_salt(
+    xray_folder, tmp_path, monkeypatch
+):
+    salt = tmp_path / "salt"
+    monkeypatch.setenv(data.dicom.PERSON_SALT_FILE_VARIABLE, str(salt))
+    before = data.data_fingerprint(xray_folder.root)
+    salt.write_bytes(b"s" * 32)
+    assert data.data_fingerprint(xray_folder.root) == before

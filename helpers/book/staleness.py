@@ -257,7 +257,8 @@ def chapter_inputs(
     -------
     dict
         ``notebook``, ``parameters``, ``code``, ``environment``, ``upstream`` and, for a
-        notebook that declares ``data_dir``, ``data`` (file names, sizes and times).
+        notebook that declares ``data_dir``, ``data`` (file names, sizes and times; for a
+        folder holding DICOM files, the person salt's hash too, the salt made if missing).
     """
     from helpers.data import data_fingerprint
 
@@ -280,7 +281,8 @@ def chapter_inputs(
         value = effective_value(chapter, "data_dir", parameters)
         folder = str(_folder(value, config.DEFAULT_DATA_DIR))
         if folder not in data_cache:
-            data_cache[folder] = data_fingerprint(folder)
+            # make_salt: the record must hold the salt the chapters are about to use.
+            data_cache[folder] = data_fingerprint(folder, make_salt=True)
         inputs["data"] = data_cache[folder]
     return inputs
 

@@ -47,6 +47,7 @@ from helpers.data.folders import (
     group_id,
     list_split,
     pneumonia_kind,
+    test_persons,
 )
 from helpers.data.load import (
     BadImagePolicy,
@@ -122,6 +123,7 @@ __all__ = [
     "size_summary",
     "split_summary",
     "split_table",
+    "test_persons",
     "training_dataset",
     "write_split_csv",
 ]

@@ -318,19 +318,23 @@ def dicom_header_summary(path: str | os.PathLike) -> tuple[int, int, str, str]:
     return int(ds.get("Columns", 0)), int(ds.get("Rows", 0)), f"{photometric} {bits}-bit", kind
 
 
+def person_salt_file() -> Path:
+    """The salt's file: ``$CHEST_XRAY_PERSON_SALT_FILE``, else ``_build/person-salt``."""
+    return Path(os.environ.get(PERSON_SALT_FILE_VARIABLE) or DEFAULT_PERSON_SALT_FILE)
+
+
 def person_salt() -> bytes:
     """The secret salt of :func:`person_key`, made once per machine (32 random bytes).
 
-    Kept in ``$CHEST_XRAY_PERSON_SALT_FILE`` if set, else :data:`DEFAULT_PERSON_SALT_FILE`
-    (``_build/person-salt``), never in ``results/``. It is created on first use, atomically
-    (two processes starting at once agree on one salt). Deleting it gives new person keys
-    and so, for DICOM folders, another validation split.
+    Kept in :func:`person_salt_file`, never in ``results/``; created on first use, atomically
+    (two processes starting at once agree on one salt). Deleting it gives new person keys and
+    so, for DICOM folders, another validation split.
 
     Returns
     -------
     bytes
     """
-    path = Path(os.environ.get(PERSON_SALT_FILE_VARIABLE) or DEFAULT_PERSON_SALT_FILE)
+    path = person_salt_file()
     try:
         salt = path.read_bytes()
         if len(salt) >= 16:
@@ -386,7 +390,6 @@ def read_patient_id(path: str | os.PathLike) -> str | None:
     """The ``PatientID`` of a DICOM file's header, or None if it has none (empty, missing) or
     the file cannot be read as DICOM (it will fail, by name, when decoded)."""
     pydicom = _pydicom()
-
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
         return str(ds.get("PatientID", "") or "").strip() or None

@@ -24,7 +24,13 @@ import pandas as pd
 
 from helpers import config
 from helpers.data.cache import files_fingerprint
-from helpers.data.dicom import dicom_header_summary, is_dicom_name, with_person_identity
+from helpers.data.dicom import (
+    dicom_header_summary,
+    is_dicom_name,
+    person_salt,
+    person_salt_file,
+    with_person_identity,
+)
 from helpers.data.errors import DataError
 
 #: Files that operating systems and archives leave beside images; never images, never errors.
@@ -263,6 +269,57 @@ def list_split(data_dir: str | os.PathLike | None, split: str) -> pd.DataFrame:
     return table.sort_values("path", ignore_index=True)
 
 
+def test_persons(data_dir: str | os.PathLike | None, paths) -> list[str]:
+    """The person of each test image, as the person-aware statistics group them.
+
+    A test prediction file (``predictions_test.csv``) names its images by path; the person
+    of an image is not always in that path: a DICOM file's person is its ``PatientID``
+    (as a salted key, see :func:`list_split`), whatever the file is called. This reads the
+    ``group`` column of the test split's file table.
+
+    Parameters
+    ----------
+    data_dir : path-like or None
+        The data folder the predictions were made on (None: the embedded copy).
+    paths : sequence of str
+        Test image paths as :func:`list_split` gives them (``test/<class folder>/<file>``),
+        as ``predictions_test.csv`` holds them.
+
+    Returns
+    -------
+    list of str
+        The person (group) of each path, in the order given. For a file whose person comes
+        from its name, :func:`group_id` of the name.
+
+    Raises
+    ------
+    ValueError
+        If a path is not an image of the folder's test split, naming the first few such
+        paths and the folder.
+    DataError
+        If the data folder's layout is wrong (see :func:`check_data_dir`).
+    """
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise ValueError(f"paths must be a sequence of test image paths, got one path {paths!r}")
+    paths = [str(path) for path in paths]
+    table = list_split(data_dir, "test")
+    person_of = dict(zip(table["path"], table["group"]))
+    missing = [path for path in paths if path not in person_of]
+    if missing:
+        root = check_data_dir(data_dir)
+        shown = ", ".join(repr(path) for path in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValueError(
+            f"{len(missing)} of {len(paths)} paths are not test images of {root} "
+            f"(expected paths such as 'test/NORMAL/<file>' from its test/ folder): {shown}{more}"
+        )
+    return [person_of[path] for path in paths]
+
+
+# Its name starts with "test": a test module that imports it must not have pytest collect it.
+test_persons.__test__ = False
+
+
 def download_kaggle() -> Path:
     """Download the original Kaggle data set and return its ``chest_xray`` folder.
 
@@ -377,16 +434,30 @@ def describe_files(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     )
 
 
-def data_fingerprint(data_dir: str | os.PathLike | None = None) -> str:
+def data_fingerprint(data_dir: str | os.PathLike | None = None, *, make_salt: bool = False) -> str:
     """SHA-256 of a data folder's image files: relative paths, sizes and modification times.
 
-    Cheap (no file is read) and changes when a file is added, removed, renamed or
-    rewritten. A folder that is not a valid data folder gives ``"invalid: <reason>"``.
+    Cheap (no image is read) and changes when a file is added, removed, renamed or
+    rewritten. A folder holding a DICOM file also depends on the person salt, since its
+    persons, and so its split, do (``helpers.data.dicom.person_salt``): then the salt's
+    SHA-256 is part of the fingerprint, never the salt itself.
+
+    Parameters
+    ----------
+    data_dir : path-like or None
+        The data folder (None: the embedded copy).
+    make_salt : bool, default False
+        For a folder holding a DICOM file, make the salt if it does not exist yet (as the
+        first chapter to list the folder will). The runner does, so that a build's record
+        holds the salt its chapters used: with the salt's absence fingerprinted instead,
+        the next build would find the folder changed and run every chapter again. False
+        creates nothing and fingerprints the absence.
 
     Returns
     -------
     str
-        64 hexadecimal digits, or ``"invalid: <reason>"``.
+        64 hexadecimal digits, or ``"invalid: <reason>"`` for a folder that is not a valid
+        data folder.
     """
     try:
         root = check_data_dir(data_dir)
@@ -401,7 +472,23 @@ def data_fingerprint(data_dir: str | os.PathLike | None = None) -> str:
                     entries.append(
                         (f"{split}/{folder.name}/{entry.name}", stat.st_size, stat.st_mtime_ns)
                     )
-    return files_fingerprint(sorted(entries))
+    entries.sort()
+    if any(is_dicom_name(name) for name, _, _ in entries):
+        if make_salt:
+            person_salt()
+        # A pair, where every file gives a triple: no file can be mistaken for the salt.
+        entries.append(("person salt", _person_salt_fingerprint()))
+    return files_fingerprint(entries)
+
+
+def _person_salt_fingerprint() -> str:
+    """The salt's SHA-256 (never the salt), or ``"no salt yet"``; creates no salt file."""
+    import hashlib
+
+    try:
+        return f"salt sha256 {hashlib.sha256(person_salt_file().read_bytes()).hexdigest()}"
+    except FileNotFoundError:
+        return "no salt yet"
 
 
 def duplicate_groups(data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
