@@ -528,10 +528,13 @@ def conclusions_with_training_noise(
         runs_a, runs_b = seed_runs.get(a, []), seed_runs.get(b, [])
         missing = [m for m, runs in ((a, runs_a), (b, runs_b)) if len(runs) < 2]
         if missing:
+            frames = {m: seed_runs[m][0].predictions for m in (a, b)}
+            metrics_of = {m: seed_runs[m][0].metrics for m in (a, b)}
+            one = _paired(metrics_of, frames, a, b, persons)["differences"]["auc"]["difference"]
             rows.append(
                 {
                     "case study's conclusion": claim,
-                    "one run": "",
+                    "one run": _claim_outcome(bootstrap.verdict(one, names=(a, b)), a),
                     "with training noise": (
                         f"not judged: {' and '.join(missing)} trained with one seed "
                         f"(python -m helpers.book --replicates K --replicate-chapters "
@@ -548,9 +551,8 @@ def conclusions_with_training_noise(
                 "case study's conclusion": claim,
                 "one run": _claim_outcome(judged["one_seed"]["verdict"], a),
                 "with training noise": (
-                    f"{_claim_outcome(many['verdict'], a)}; mean over "
-                    f"{len(runs_a)} seeds of {a} and {len(runs_b)} of {b}: "
-                    f"{_difference_text(many['difference'])}"
+                    f"{_claim_outcome(many['verdict'], a)}; {a} minus {b}, mean over "
+                    f"{len(runs_a)} and {len(runs_b)} seeds: {many['difference'].value:+.3f}"
                 ),
                 "replicates support one run": "yes" if judged["supported"] else "no",
             }

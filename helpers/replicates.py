@@ -51,6 +51,7 @@ __all__ = [
     "replicate_results_dir",
     "replicate_folders",
     "SeedRun",
+    "ReplicateLeftOut",
     "read_seed_runs",
     "seed_table",
     "seed_spread",
@@ -62,9 +63,15 @@ __all__ = [
 
 #: The test metrics whose spread over seeds is reported (rates at each run's own threshold).
 SPREAD_METRICS: tuple[str, ...] = ("auc", "sensitivity", "specificity")
-#: Parameters that may differ between a chapter's run and its replicates; any other
-#: difference means the folder holds another recipe.
-_PER_RUN_PARAMETERS = ("seed", "results_dir")
+#: Parameters that may differ between a chapter's run and its replicates (the seed also
+#: draws the split, recorded as ``split_seed``); any other difference means the folder
+#: holds another recipe.
+_PER_RUN_PARAMETERS = ("seed", "split_seed", "results_dir")
+
+
+class ReplicateLeftOut(UserWarning):
+    """A replicate folder that does not belong to the recipe: it is not read. A chapter
+    (``helpers.report.start_chapter``) shows this warning on its page."""
 
 
 def _check_whole(value, name: str, minimum: int) -> int:
@@ -271,7 +278,9 @@ def read_seed_runs(results_dir: str | os.PathLike, model_id: str) -> list[SeedRu
             runs.append(run)
     if left_out:
         warnings.warn(
-            f"replicates of {model_id} left out: {'; '.join(left_out)}", UserWarning, stacklevel=2
+            f"replicates of {model_id} left out: {'; '.join(left_out)}",
+            ReplicateLeftOut,
+            stacklevel=2,
         )
     return runs
 

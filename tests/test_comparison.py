@@ -299,7 +299,7 @@ def test_seed_results_list_every_seed_with_its_validation_and_test_numbers(seed_
 
 
 def test_conclusions_with_training_noise_judge_replicated_claims_and_name_the_missing(
-    all_metrics, seed_runs
+    all_metrics, all_predictions, seed_runs
 ):
     table = comparison.conclusions_with_training_noise(all_metrics, seed_runs, persons=PERSONS)
     claims = [claim for claim, _, _ in comparison.case_study_claims(all_metrics, seed_runs)]
@@ -307,12 +307,14 @@ def test_conclusions_with_training_noise_judge_replicated_claims_and_name_the_mi
     dropout = table.loc[claims[0]]  # model_2 against model_1: both replicated
     judged = replicates.compare_recipes(seed_runs["model_2"], seed_runs["model_1"], persons=PERSONS)
     assert dropout["replicates support one run"] == ("yes" if judged["supported"] else "no")
-    assert "mean over 3 seeds of model_2 and 3 of model_1" in dropout["with training noise"]
+    assert "model_2 minus model_1, mean over 3 and 3 seeds: " in dropout["with training noise"]
     assert dropout["one run"].startswith(("holds: ", "does not hold: ", "these data cannot tell"))
     adam = table.loc[claims[1]]  # model_3 has one run
     assert adam["with training noise"].startswith("not judged: model_3 trained with one seed")
     assert "--replicate-chapters model_3" in adam["with training noise"]
     assert adam["replicates support one run"] == ""
+    one = comparison.conclusions(all_metrics, all_predictions, persons=PERSONS)
+    assert adam["one run"] == one.loc[claims[1], "verdict"]  # one run is judged all the same
     said = comparison.verdicts_sentence(table)
     assert said.startswith("1 of the case study's 4 conclusions about recipes could be judged")
     if judged["supported"]:

@@ -42,7 +42,8 @@ def _run(model_id: str, seed: int, separation: float, **metrics) -> replicates.S
         }
     )
     payload = {
-        "parameters": {"seed": seed, "epochs": 10},
+        # As helpers.results writes them: the seed also draws the split.
+        "parameters": {"seed": seed, "split_seed": seed, "epochs": 10},
         "threshold": {"threshold": 0.5},
         "test": metrics,
     }
@@ -100,9 +101,14 @@ def test_a_replicate_of_another_recipe_is_left_out_with_a_warning(tmp_path):
     _write_run(tmp_path / "model_1", 42, 0.3)
     _write_run(replicates.replicate_results_dir(tmp_path, 43) / "model_1", 43, 0.3)
     _write_run(replicates.replicate_results_dir(tmp_path, 44) / "model_1", 44, 0.3, epochs=1)
-    with pytest.warns(UserWarning, match=r"seed_44/model_1 \(trained with other parameters"):
+    with pytest.warns(
+        UserWarning, match=r"seed_44/model_1 \(trained with other parameters"
+    ) as seen:
         runs = replicates.read_seed_runs(tmp_path, "model_1")
     assert [r.seed for r in runs] == [42, 43]
+    # A helpers warning: a chapter shows it on its page (helpers.report.start_chapter).
+    assert seen[0].category is replicates.ReplicateLeftOut
+    assert seen[0].category.__module__ == "helpers.replicates"
 
 
 def test_a_replicate_folder_whose_seed_disagrees_with_its_name_is_refused(tmp_path):
