@@ -271,3 +271,32 @@ def test_replicates_cli_refuses_a_negative_count_with_exit_status_2(tmp_path):
     result = run_cli(layout, tmp_path, "--status", "--replicates", "-1")
     assert result.returncode == 2
     assert "--replicates must be a whole number >= 0" in result.stderr
+
+
+def test_the_default_book_replicates_models_1_2_3_and_5_and_only_what_a_build_selects():
+    from helpers.book import SOURCE_DIR, TOC_PATH, find_chapters
+    from helpers.book.plan import plan_build
+    from helpers.book.replicates import plan_replicates
+
+    chapters = find_chapters(SOURCE_DIR, TOC_PATH)
+    default = plan_replicates(
+        plan_build(chapters), recipe_replicates.DEFAULT_REPLICATES, required=False
+    )
+    assert recipe_replicates.DEFAULT_REPLICATES >= 2  # at least three seeds per recipe
+    assert list(default) == ["model_1", "model_2", "model_3", "model_5"]
+    for replicates in default.values():
+        assert [r.seed for r in replicates] == recipe_replicates.replicate_seeds(
+            42, recipe_replicates.DEFAULT_REPLICATES
+        )
+    # --only data: the default asks nothing of a build that selects no replicated chapter;
+    # an explicit --replicates does.
+    only_data = plan_build(chapters, only=["data"])
+    assert plan_replicates(only_data, 2, required=False) == {}
+    with pytest.raises(ParameterError, match="none of the chapters to replicate"):
+        plan_replicates(only_data, 2)
+
+
+def test_a_build_of_chapters_executed_elsewhere_trains_no_replicates_by_default():
+    assert build._replicate_count(None, Path("executed-by-nbval")) == 0
+    assert build._replicate_count(None, None) == recipe_replicates.DEFAULT_REPLICATES
+    assert build._replicate_count(1, Path("executed-by-nbval")) == 1

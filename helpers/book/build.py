@@ -159,7 +159,7 @@ def build_book(
     force: bool = False,
     code_dir: Path = CODE_DIR,
     executed_from: Path | None = None,
-    replicates: int = DEFAULT_REPLICATES,
+    replicates: int | None = None,
     replicate_chapters: Sequence[str] | None = None,
 ) -> Path:
     """Execute the book's stale notebooks with papermill, then render them with jupyter-book.
@@ -196,10 +196,13 @@ def build_book(
         ``BOOK_SAVE_EXECUTED`` set, see ``book/conftest.py``): each chapter found there is
         rendered as it is ("adopted"), not executed again, so that ``make test`` executes
         every notebook once.
-    replicates : int >= 0
+    replicates : int >= 0, optional
         Run each replicated chapter this many more times, with the seeds and results
         folders of :mod:`helpers.replicates`, right after the chapter; re-used like
-        chapters when unchanged, never rendered (:mod:`helpers.book.replicates`).
+        chapters when unchanged, never rendered (:mod:`helpers.book.replicates`). None:
+        :data:`helpers.replicates.DEFAULT_REPLICATES` of each replicated chapter this
+        build selects that can be replicated (none when ``executed_from`` is given, and no
+        error when none is selected).
     replicate_chapters : sequence of str, optional
         The chapters to replicate (default
         :data:`helpers.replicates.REPLICATED_CHAPTERS`); only selected ones are.
@@ -223,7 +226,12 @@ def build_book(
     config_path, toc_path = Path(config_path).resolve(), Path(toc_path).resolve()
     chapters = find_chapters(source_dir, toc_path)
     plan = plan_build(chapters, only, params)
-    planned_replicates = plan_replicates(plan, replicates, replicate_chapters)
+    planned_replicates = plan_replicates(
+        plan,
+        _replicate_count(replicates, executed_from),
+        replicate_chapters,
+        required=replicates is not None,
+    )
 
     executed_dir = output_dir / "_build" / EXECUTED_SUBDIR
     state_path = output_dir / "_build" / STATE_FILE
@@ -316,6 +324,15 @@ def build_book(
     return html_dir / "index.html"
 
 
+def _replicate_count(replicates: int | None, executed_from: Path | None) -> int:
+    """The replicates a build runs: those asked for; else, by default,
+    :data:`helpers.replicates.DEFAULT_REPLICATES`, except when the chapters come executed
+    from elsewhere (``make test`` renders nbval's runs and trains nothing)."""
+    if replicates is not None:
+        return replicates
+    return 0 if executed_from is not None else DEFAULT_REPLICATES
+
+
 def book_status(
     source_dir: Path = SOURCE_DIR,
     output_dir: Path = OUTPUT_DIR,
@@ -323,7 +340,7 @@ def book_status(
     params: Mapping[str, Any] | None = None,
     out: TextIO | None = None,
     code_dir: Path = CODE_DIR,
-    replicates: int = DEFAULT_REPLICATES,
+    replicates: int | None = None,
     replicate_chapters: Sequence[str] | None = None,
 ) -> dict[str, Decision]:
     """Print, for every notebook (and replicate), whether its last run is up to date or
@@ -359,7 +376,12 @@ def book_status(
         output_dir / "_build" / EXECUTED_SUBDIR,
         source_dir,
         code_dir=code_dir,
-        replicates=plan_replicates(plan, replicates, replicate_chapters),
+        replicates=plan_replicates(
+            plan,
+            _replicate_count(replicates, None),
+            replicate_chapters,
+            required=replicates is not None,
+        ),
     )
     width = max((len(name) for name in [*(c.name for c in chapters), *decisions]), default=10) + 2
     for name, decision in decisions.items():

@@ -84,13 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--replicates",
         type=int,
-        default=DEFAULT_REPLICATES,
+        default=None,
         metavar="K",
         help="train each replicated chapter's recipe K more times, with the seeds "
         "seed+1 .. seed+K (seed: the chapter's), each a full run of its notebook into "
         "<results_dir>/replicates/seed_<seed>/ (executed copy in _build/replicates/, not a "
         "page); re-used when unchanged like the chapters "
-        f"(default: {DEFAULT_REPLICATES})",
+        f"(default: {DEFAULT_REPLICATES} for the replicated chapters a build selects; 0 with "
+        "--executed-from)",
     )
     parser.add_argument(
         "--replicate-chapters",

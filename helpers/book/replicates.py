@@ -82,7 +82,7 @@ def _chapters_to_replicate(plan: Plan, names: Sequence[str] | None) -> list[Chap
 
 
 def plan_replicates(
-    plan: Plan, count: int, chapters: Sequence[str] | None = None
+    plan: Plan, count: int, chapters: Sequence[str] | None = None, *, required: bool = True
 ) -> dict[str, list[Replicate]]:
     """The replicates a build runs, checked before any notebook runs.
 
@@ -96,6 +96,11 @@ def plan_replicates(
         The chapters to replicate; by default those of
         :data:`helpers.replicates.REPLICATED_CHAPTERS` the book has. Only the ones this
         build selects (``--only``) get replicates.
+    required : bool
+        Whether replicates were asked for (``--replicates K``). False for the default
+        count: then a build that selects no replicated chapter (``--only data``), or
+        chapters that do not declare ``seed`` and ``results_dir``, runs none, without an
+        error.
 
     Returns
     -------
@@ -115,6 +120,14 @@ def plan_replicates(
     if count == 0:
         return {}
     replicated = _chapters_to_replicate(plan, chapters)
+    if not required:  # the default: the selected chapters that can be replicated, if any
+        replicated = [
+            c
+            for c in replicated
+            if all(name in declared_parameters(c.path) for name in REQUIRED_PARAMETERS)
+        ]
+        if not replicated:
+            return {}
     if not replicated:
         asked = ", ".join(chapters or recipe_replicates.REPLICATED_CHAPTERS)
         raise ParameterError(
