@@ -131,6 +131,13 @@ def _notebook_json(chapter: Chapter) -> dict[str, Any]:
     return json.loads(chapter.path.read_text(encoding="utf-8"))
 
 
+def _book_metadata(chapter: Chapter) -> dict[str, Any]:
+    """A notebook's metadata ``book`` (what the runner reads); empty for a page."""
+    if not chapter.is_notebook:
+        return {}
+    return _notebook_json(chapter).get("metadata", {}).get("book", {})
+
+
 def uses_results_of(chapter: Chapter) -> list[str]:
     """The chapters whose results a notebook reads (its metadata ``book.uses_results_of``).
 
@@ -144,10 +151,7 @@ def uses_results_of(chapter: Chapter) -> list[str]:
     list of str
         Chapter names, as the notebook lists them.
     """
-    if not chapter.is_notebook:
-        return []
-    metadata = _notebook_json(chapter).get("metadata", {})
-    return list(metadata.get("book", {}).get("uses_results_of", []))
+    return list(_book_metadata(chapter).get("uses_results_of", []))
 
 
 def uses_replicates(chapter: Chapter) -> bool:
@@ -164,10 +168,7 @@ def uses_replicates(chapter: Chapter) -> bool:
     -------
     bool
     """
-    if not chapter.is_notebook:
-        return False
-    metadata = _notebook_json(chapter).get("metadata", {})
-    return bool(metadata.get("book", {}).get("uses_replicates", False))
+    return bool(_book_metadata(chapter).get("uses_replicates", False))
 
 
 def markdown_text(chapter: Chapter) -> str:
