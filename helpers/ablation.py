@@ -57,7 +57,7 @@ class Variant:
     width : int
         Filters of the first residual block (the architecture's size).
     image_scale : float
-        Image size relative to the ablation's (1.5: 72 px when the ablation runs at 48).
+        Image size relative to the ablation's (1.5: 60 px when the ablation runs at 40).
     tta : bool
         Test-time augmentation: the score of an image is the mean logit over the image and
         four copies shifted by :data:`TTA_SHIFT` of its side (:func:`tta_logits`).
