@@ -72,9 +72,9 @@ def test_replicate_seeds_refuse_what_is_not_a_whole_number(seed, count):
         replicates.replicate_seeds(seed, count)
 
 
-def test_the_default_book_replicates_the_cheap_models_and_nothing_until_measured():
+def test_the_default_book_trains_three_seeds_of_each_cheap_recipe():
     assert replicates.REPLICATED_CHAPTERS == ("model_1", "model_2", "model_3", "model_5")
-    assert replicates.DEFAULT_REPLICATES == 0
+    assert replicates.DEFAULT_REPLICATES == 2  # the chapter's own seed and two more
 
 
 def _write_run(folder, seed: int, separation: float, epochs: int = 10) -> None:
