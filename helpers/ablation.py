@@ -13,7 +13,7 @@ difference must be significant after Holm's adjustment and larger than the recip
 seed spread; otherwise the recipe is kept.
 
 Some rows measure choices that are not one network scored in one pass at the chapter's
-image size: a higher resolution, test-time augmentation, an ensemble of seeds. They are
+image size: test-time augmentation, an ensemble of seeds. They are
 trained and scored like the others, so the table says what each is worth on validation,
 but they can not be adopted (:attr:`Variant.not_adoptable`): the final model is one
 network, saved, explained with Grad-CAM and served by ``helpers.predict`` as it is.
@@ -143,9 +143,6 @@ VARIANTS: tuple[Variant, ...] = (
         "standardisation, AdamW with cosine decay, class weights",
     ),
     Variant("RGB input", "three identical channels instead of one", color_mode="rgb"),
-    Variant(
-        "geometric augmentation only", "no random contrast and brightness", augment="geometric"
-    ),
     Variant("no augmentation", "no augmentation at all", augment="none"),
     Variant("pixels / 255", "no per-image standardisation", standardize=False),
     Variant(
@@ -159,16 +156,10 @@ VARIANTS: tuple[Variant, ...] = (
         optimizer="rmsprop-constant",
     ),
     Variant(
-        "constant learning rate",
-        "AdamW at its initial rate throughout, no cosine decay",
-        optimizer="adamw-constant",
-    ),
-    Variant(
         "half width",
         "residual blocks of 16-128 filters instead of 32-256 (about a quarter of the parameters)",
         width=16,
     ),
-    Variant("1.5x resolution", "images 1.5 times larger on each side", image_scale=1.5),
     Variant(
         "test-time augmentation",
         "the recipe's network, each score the mean logit over the image and four shifted copies",
@@ -816,7 +807,7 @@ def best_variant(table: pd.DataFrame, seed_aucs: dict | None = None) -> str:
     """The variant the rule adopts (:func:`decide`): model_6's recipe (the first row)
     unless an adoptable variant beats it beyond the noise of choosing.
 
-    Rows whose "adoptable" column is not ``"yes"`` (a higher resolution, test-time
+    Rows whose "adoptable" column is not ``"yes"`` (another image size, test-time
     augmentation, an ensemble) are measured but never chosen. Log loss is not the
     criterion: class weights move the scores towards a balanced prior on purpose, which log
     loss on 74% PNEUMONIA would punish although the ranking (and the chosen threshold) is

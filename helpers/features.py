@@ -40,8 +40,8 @@ from helpers.files import DiskCache, cache_bytes_from_environment
 FEATURE_BATCH_SIZE = 128
 
 #: Default cap on the feature cache, in bytes (4 GiB). A whole default build writes about
-#: 1.2 GB: the 5,856 images' MobileNetV2 outputs at 128 px (4 x 4 x 1280 float32 each,
-#: 480 MB) and at 160 px (5 x 5 x 1280, 750 MB).
+#: 0.5 GB: the 5,856 images' MobileNetV2 outputs at 128 px (4 x 4 x 1280 float32 each,
+#: 480 MB); a search row at another input size adds its own (160 px: 5 x 5 x 1280, 750 MB).
 DEFAULT_FEATURE_CACHE_BYTES = 4 * 1024**3
 
 #: Environment variable that overrides :data:`DEFAULT_FEATURE_CACHE_BYTES` (same syntax as

@@ -9,7 +9,8 @@ book's ImageNet weights have batch normalisation folded into the convolutions
 (in a probe, trainable BN layers collapsed fine-tuning within two epochs).
 
 :func:`run_search` trains a few fine-tuning configurations (how many layers, the learning
-rate, augmentation, the input size), each from the same trained head, and scores them on the
+rate; :class:`FineTuning` can also change augmentation and the input size), each from the
+same trained head, and scores them on the
 **validation** images only; the test split is removed before anything is built.
 """
 
@@ -92,8 +93,6 @@ CONFIGURATIONS: tuple[FineTuning, ...] = (
     FineTuning("top 24 layers, 1e-5", layers=24),
     FineTuning("top 54 layers, 1e-5", layers=54),
     FineTuning("top 24 layers, 3e-5", layers=24, learning_rate=3e-5),
-    FineTuning("top 24 layers, 1e-5, augmentation", layers=24, augment=True),
-    FineTuning("top 24 layers, 1e-5, 1.25x input size", layers=24, image_scale=1.25),
 )
 
 #: The guide's recipe: trained when no search runs (``search_epochs=0``), and kept unless a

@@ -136,7 +136,9 @@ def test_search_refuses_a_recipe_that_is_not_among_the_configurations():
 
 def search_table(differences, p_values) -> pd.DataFrame:
     """A made-up search table, the recipe (:data:`finetune.RECIPE`) second as in the chapter."""
-    names = [c.name for c in finetune.CONFIGURATIONS[: len(differences)]]
+    names = [c.name for c in finetune.CONFIGURATIONS]
+    names = [*names, *(f"made-up row {i}" for i in range(len(differences) - len(names)))]
+    names = names[: len(differences)]
     differences = np.asarray(differences, dtype=float)
     d = finetune.DIFFERENCE
     return pd.DataFrame(
