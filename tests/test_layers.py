@@ -17,7 +17,8 @@ from helpers.layers import PerImageStandardization
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 #: Every augmentation model_6's builder is asked for (its recipe and the ablation's rows).
-AUGMENTATIONS = tuple(sorted({variant.augment for variant in ablation.VARIANTS}))
+#: What model_6's builder accepts (its ablation runs two of them).
+AUGMENTATIONS = ("geometric", "geometric+intensity", "none")
 
 
 def test_per_image_standardization_gives_mean_0_and_std_1_per_image():
@@ -34,8 +35,9 @@ def test_per_image_standardization_gives_mean_0_and_std_1_per_image():
     assert again == pytest.approx(out[:1], abs=1e-4)
 
 
-def test_the_ablation_asks_for_three_augmentations():
-    assert AUGMENTATIONS == ("geometric", "geometric+intensity", "none")
+def test_the_ablation_asks_only_for_augmentations_the_builder_has():
+    asked = {variant.augment for variant in ablation.VARIANTS}
+    assert asked == {"geometric+intensity", "none"} and asked <= set(AUGMENTATIONS)
 
 
 @pytest.mark.parametrize("augment", AUGMENTATIONS)
