@@ -580,20 +580,13 @@ def training_noise_sentence(seed_runs: dict[str, list[seed_replicates.SeedRun]])
     seeds_text = (
         f"{counts.pop()} seeds each" if len(counts) == 1 else "several seeds (see the table)"
     )
-    widest = {
-        name: max(
-            runs_by_model,
-            key=lambda m: (
-                float(seed_replicates.seed_spread(runs_by_model[m]).loc[name, "max"])
-                - float(seed_replicates.seed_spread(runs_by_model[m]).loc[name, "min"])
-            ),
-        )
-        for name in ("auc", "specificity")
-    }
+    spreads = {m: seed_replicates.seed_spread(runs) for m, runs in runs_by_model.items()}
     parts = []
     for name, label in (("auc", "test AUC"), ("specificity", "specificity")):
-        model_id = widest[name]
-        spread = seed_replicates.seed_spread(runs_by_model[model_id]).loc[name]
+        model_id = max(
+            spreads, key=lambda m: spreads[m].loc[name, "max"] - spreads[m].loc[name, "min"]
+        )
+        spread = spreads[model_id].loc[name]
         parts.append(
             f"{label} moved most for {model_id}, from {spread['min']:.3f} to "
             f"{spread['max']:.3f} over its seeds"

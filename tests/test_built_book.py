@@ -121,11 +121,17 @@ def test_glued_numbers_are_rendered(html_dir):
     assert 0.0 <= float(match.group(1)) <= 1.0
 
 
-def test_pages_load_in_chromium(html_dir, tmp_path):
+def _chromium_or_skip(tmp_path):
+    """``(test_browser, a headless Chromium)``, or a skip where Chromium is not installed
+    and not required."""
     browser_module = pytest.importorskip("test_browser")
     if browser_module.CHROMIUM is None and not browser_module.REQUIRED:
         pytest.skip("chromium is not installed; set BOOK_REQUIRE_BROWSER=1 to make this a failure")
-    chromium = browser_module.Chromium(tmp_path / "profile")
+    return browser_module, browser_module.Chromium(tmp_path / "profile")
+
+
+def test_pages_load_in_chromium(html_dir, tmp_path):
+    browser_module, chromium = _chromium_or_skip(tmp_path)
     try:
         for name in toc_chapters():
             result = chromium.open_page((html_dir / f"{name}.html").as_uri())
@@ -141,10 +147,7 @@ def test_pages_load_in_chromium(html_dir, tmp_path):
 def test_code_fits_a_1366_px_window_on_every_page(html_dir, tmp_path):
     # No code line is cut or needs a sideways scroll (book/_static/code.css; a line of up to
     # 100 characters, ruff's limit, stays on one line).
-    browser_module = pytest.importorskip("test_browser")
-    if browser_module.CHROMIUM is None and not browser_module.REQUIRED:
-        pytest.skip("chromium is not installed; set BOOK_REQUIRE_BROWSER=1 to make this a failure")
-    chromium = browser_module.Chromium(tmp_path / "profile")
+    browser_module, chromium = _chromium_or_skip(tmp_path)
     try:
         for name in toc_chapters():
             url = (html_dir / f"{name}.html").as_uri()
