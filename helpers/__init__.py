@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("plots", "report"),  # what a chapter shows and glues
     # steps: what the chapters run
     ("results", "parameters", "comparison", "case_study", "ablation", "finetune", "replicates"),
+    ("ensemble",),  # model_8: chapters' models combined (reads ablation's choice rule)
     ("predict", "book"),  # the entry points: python -m helpers.predict, helpers.book
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "comparison",  # the models side by side, paired tests, conclusions
     "replicates",  # a recipe trained again with other seeds: layout, spread, verdicts
     "ablation",  # model_6's validation-only ablation
+    "ensemble",  # model_8: chapters' models and a frozen member combined into one model
     "case_study",  # the original evaluation, reproduced on purpose
     "predict",  # python -m helpers.predict: score your own images
     "book",  # the runner: python -m helpers.book

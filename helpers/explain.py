@@ -37,7 +37,9 @@ from helpers.files import atomic_write
 
 #: The public API (the rest is private by name).
 __all__ = [
+    "MEMBER_FEATURES_PREFIX",
     "feature_layer_name",
+    "feature_layer_names",
     "grad_cam",
     "overlay",
     "save_overlay",
@@ -57,6 +59,9 @@ _OTHER_AUGMENTATIONS = ("RandAugment", "AugMix", "CutMix", "MixUp")
 # A sigmoid output must match the sigmoid of the logit rebuilt from its last layer; a larger
 # gap means the layer computes something else (a quantized or custom layer) and is refused.
 _LOGIT_CHECK_ATOL = 1e-3
+#: An ensemble (:mod:`helpers.ensemble`) passes each member's feature maps through an identity
+#: layer named with this prefix; its Grad-CAM is the sum of the members' maps.
+MEMBER_FEATURES_PREFIX = "member_features_"
 
 
 def _graph_nodes(model) -> set:
@@ -181,6 +186,24 @@ def feature_layer_name(model) -> str:
     return candidate.name
 
 
+def feature_layer_names(model) -> list[str]:
+    """The layers Grad-CAM reads: an ensemble's member feature layers (named
+    :data:`MEMBER_FEATURES_PREFIX` + member), else the one :func:`feature_layer_name`.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    list of str
+    """
+    members = [
+        layer.name for layer in model.layers if layer.name.startswith(MEMBER_FEATURES_PREFIX)
+    ]
+    return members or [feature_layer_name(model)]
+
+
 def _logit_source(model):
     """The tensor the logit is computed from, and the function that computes it.
 
@@ -236,6 +259,9 @@ def grad_cam(
 
     The score differentiated is the model's logit: for a sigmoid model, the last Dense
     layer's pre-activation, so that images whose probability rounds to 1.0 still get a map.
+    For an ensemble (:func:`feature_layer_names`) each member's map is computed from the
+    ensemble's logit and its own feature layer, and the maps are summed before scaling: the
+    ensemble's logit is a sum of the members' parts.
 
     Parameters
     ----------
@@ -245,7 +271,7 @@ def grad_cam(
     images : numpy.ndarray, shape (n, height, width, channels)
         As the model takes them (uint8 is fine: the models rescale themselves).
     layer_name : str, optional
-        The feature layer; :func:`feature_layer_name` when None.
+        The feature layer; :func:`feature_layer_names` when None.
     batch_size : int
         Images per gradient computation; at least 1.
 
@@ -275,23 +301,25 @@ def grad_cam(
         or batch_size < 1
     ):
         raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}")
-    name = layer_name or feature_layer_name(model)
-    feature_node = _node_of(model.get_layer(name), _graph_nodes(model), model)
+    names = [layer_name] if layer_name else feature_layer_names(model)
+    nodes = _graph_nodes(model)
+    feature_tensors = [_node_of(model.get_layer(n), nodes, model).output_tensors[0] for n in names]
     source, to_logit, is_probability = _logit_source(model)
-    probe = keras.Model(model.inputs, [feature_node.output_tensors[0], source, model.outputs[0]])
+    probe = keras.Model(model.inputs, [*feature_tensors, source, model.outputs[0]])
     maps = []
     for start in range(0, len(images), batch_size):
         batch = tf.convert_to_tensor(images[start : start + batch_size].astype("float32"))
         with tf.GradientTape() as tape:
-            features, before_logit, output = probe(batch, training=False)
+            *features, before_logit, output = probe(batch, training=False)
             logit = to_logit(before_logit)
             target = tf.reduce_sum(logit[:, 0])
         if is_probability:
             _check_logit(model, logit, output)
-        grads = tape.gradient(target, features)
-        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
-        cam = tf.image.resize(cam[..., None], images.shape[1:3], method="bilinear")[..., 0]
+        cam = 0.0
+        for feature, grads in zip(features, tape.gradient(target, features)):
+            weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+            part = tf.nn.relu(tf.reduce_sum(weights * feature, axis=-1))
+            cam += tf.image.resize(part[..., None], images.shape[1:3], method="bilinear")[..., 0]
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
         maps.append(tf.math.divide_no_nan(cam, peak).numpy())
     if not maps:
