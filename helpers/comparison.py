@@ -241,7 +241,7 @@ def book_questions(
     """The book's own questions as paired comparisons on the same test images.
 
     model_7 (fine-tuned) against model_5 (the same base, frozen) and against model_6 (from
-    scratch); each model with a ``predictions_test_adapted.csv`` against itself adapted to
+    scratch); model_8 (their ensemble) against model_6 and model_7; each model with a ``predictions_test_adapted.csv`` against itself adapted to
     each folder's images. Differences in AUC, sensitivity and specificity with paired
     person-level bootstrap 95% intervals, each model at its own validation threshold, and
     the verdict on the AUC; p-values (bootstrap, AUC) Holm-adjusted over the table.
@@ -251,7 +251,12 @@ def book_questions(
     frames, thresholds = dict(all_predictions), dict(all_metrics)
     pairs = [
         (a, b)
-        for a, b in (("model_7", "model_5"), ("model_7", "model_6"))
+        for a, b in (
+            ("model_7", "model_5"),
+            ("model_7", "model_6"),
+            ("model_8", "model_6"),
+            ("model_8", "model_7"),
+        )
         if a in frames and b in frames
     ]
     for model_id, m in all_metrics.items():

@@ -40,9 +40,9 @@ COLOR_MODE = "rgb"
 VAL_FRACTION = 0.2
 
 #: The case study's five models, and all models of the book (with its own model_6, trained
-#: from scratch, and model_7, the fine-tuned MobileNetV2).
+#: from scratch, model_7, the fine-tuned MobileNetV2, and model_8, their ensemble).
 CASE_STUDY_MODEL_IDS: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4", "model_5")
-MODEL_IDS: tuple[str, ...] = (*CASE_STUDY_MODEL_IDS, "model_6", "model_7")
+MODEL_IDS: tuple[str, ...] = (*CASE_STUDY_MODEL_IDS, "model_6", "model_7", "model_8")
 
 #: ``tf.distribute`` strategies by name (see :func:`helpers.train.distribution_strategy`).
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")

@@ -61,7 +61,9 @@ __all__ = [
     "choice_table",
     "choose_members",
     "build_ensemble",
+    "fit_frozen_member",
     "validation_errors",
+    "prevalence_shift",
     "write_choice",
 ]
 
@@ -172,15 +174,13 @@ def check_shared_split(folder: str | os.PathLike, xrays) -> None:
         )
 
 
-def load_member(folder: str | os.PathLike, xrays) -> Member:
-    """A chapter's trained model as a member, after :func:`check_shared_split`.
+def load_member(folder: str | os.PathLike) -> Member:
+    """A chapter's trained model as a member (check its split with :func:`check_shared_split`).
 
     Parameters
     ----------
     folder : path-like
         ``results/<model-id>/`` with ``model.keras`` and ``metrics.json``.
-    xrays : helpers.data.ChestXrays
-        The chapter's data.
 
     Returns
     -------
@@ -190,17 +190,22 @@ def load_member(folder: str | os.PathLike, xrays) -> Member:
     Raises
     ------
     EnsembleError
-        As :func:`check_shared_split`; or if the model cannot be loaded in safe mode or
-        does not output a logit.
+        If a file is missing, the model cannot be loaded in safe mode, does not output a
+        logit, or does not take the images its ``metrics.json`` describes.
     """
     import keras
 
     import helpers.layers  # noqa: F401 - registers the book's own layers for safe loading
     from helpers.evaluate import output_kind
 
-    check_shared_split(folder, xrays)
     folder = Path(folder)
     model_file = folder / "model.keras"
+    for needed in (model_file, folder / "metrics.json"):
+        if not needed.is_file():
+            raise EnsembleError(
+                f"{needed} does not exist: a member must be a results folder written by a model "
+                "chapter (run that chapter first)"
+            )
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     try:
         model = keras.saving.load_model(model_file, safe_mode=True)
@@ -320,7 +325,7 @@ def fit_frozen_member(member: Member, images: np.ndarray, labels, persons) -> di
     member : Member
         From :func:`frozen_member`; its head is set in place.
     images : numpy.ndarray
-        The training images, raw RGB at the member's size.
+        The training images, raw RGB (resized to the member's size as in the ensemble).
     labels : array-like of int
     persons : sequence of str
         The person of each image (for the folds).
@@ -334,6 +339,11 @@ def fit_frozen_member(member: Member, images: np.ndarray, labels, persons) -> di
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold, cross_val_score
 
+    if images.shape[1] != member.image_size:  # as the ensemble's branch resizes them
+        import tensorflow as tf
+
+        size = (member.image_size, member.image_size)
+        images = tf.image.resize(images, size, antialias=True).numpy()
     features = frozen_features(frozen_extractor(member), images).astype(np.float64)
     mean, variance = features.mean(axis=0), features.var(axis=0)
     standardised = (features - mean) / np.sqrt(variance + FEATURE_EPSILON)
@@ -649,9 +659,12 @@ def build_ensemble(
 
 
 def validation_errors(
-    val_logits: pd.DataFrame, stats: dict, labels, thresholds: dict
+    val_logits: pd.DataFrame, stats: dict, labels, members, *, target_sensitivity: float
 ) -> pd.DataFrame:
-    """Which validation images each member gets wrong at its own validation threshold.
+    """Which validation images each member, and their ensemble, gets wrong.
+
+    Each score is thresholded where it reaches ``target_sensitivity`` on these images
+    (the chapters' rule); the errors are then compared image by image.
 
     Parameters
     ----------
@@ -660,29 +673,105 @@ def validation_errors(
     stats : dict
         :func:`standardise` of them.
     labels : array-like of int
-    thresholds : dict
-        Each member's threshold on its standardised logit.
+    members : sequence of str
+        The ensemble's members (its row averages their standardised logits).
+    target_sensitivity : float
 
     Returns
     -------
     pandas.DataFrame
-        One row per member: its errors, the errors it shares with every other member
-        (``"shared by all"``), and those only it makes (``"only this member"``).
+        One row per member and one for the ensemble: its errors, those every member makes
+        (``"made by every member"``), and those no other member makes (``"made by no other
+        member"``; for the ensemble, the errors no member makes).
     """
+    from helpers.metrics import threshold_for_sensitivity
+
     labels = np.asarray(labels)
-    wrong = {}
-    for name in val_logits:
-        z = (val_logits[name].to_numpy(dtype=np.float64) - stats[name][0]) / stats[name][1]
-        wrong[name] = (z >= thresholds[name]).astype(int) != labels
+
+    def errors(score):
+        threshold = threshold_for_sensitivity(labels, score, target=target_sensitivity)
+        return (score >= threshold).astype(int) != labels
+
+    wrong = {n: errors(ensemble_logit(val_logits, stats, [n])) for n in val_logits}
     everyone = np.logical_and.reduce(list(wrong.values()))
     rows = {}
-    for name, errors in wrong.items():
+    for name, made in wrong.items():
         others = [w for n, w in wrong.items() if n != name]
-        alone = errors & ~np.logical_or.reduce(others) if others else errors
+        alone = made & ~np.logical_or.reduce(others) if others else made
         rows[name] = {
-            "errors": int(errors.sum()),
-            "shared by all": int(everyone.sum()),
-            "only this member": int(alone.sum()),
+            "errors": int(made.sum()),
+            "made by every member": int((made & everyone).sum()),
+            "made by no other member": int(alone.sum()),
+        }
+    combined = errors(ensemble_logit(val_logits, stats, members))
+    rows[f"ensemble ({' + '.join(members)})"] = {
+        "errors": int(combined.sum()),
+        "made by every member": int((combined & everyone).sum()),
+        "made by no other member": int(
+            (combined & ~np.logical_or.reduce(list(wrong.values()))).sum()
+        ),
+    }
+    return pd.DataFrame(rows).T
+
+
+def prevalence_shift(
+    model, images: np.ndarray, labels, *, share: float, thresholds: tuple[float, float], seed: int
+) -> pd.DataFrame:
+    """What label-free adaptation does to a folder with another share of PNEUMONIA.
+
+    A subset of ``images`` (validation images: their labels only pick the subset and
+    score it) with ``share`` PNEUMONIA is scored by ``model`` as it is and by ``model``
+    adapted to the subset itself (:func:`helpers.adapt.adapt_batchnorm`). Adaptation
+    standardises features by the folder's own mean: when the share of sick children
+    differs, the mean moves for that reason too, and the adapted model shifts scores that
+    should not move.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The ensemble.
+    images, labels
+        Validation images and their labels.
+    share : float
+        The subset's PNEUMONIA share (all NORMAL images are kept).
+    thresholds : (float, float)
+        The thresholds chosen on validation: unadapted, and adapted to validation.
+    seed : int
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows "as trained" and "adapted to this folder": sensitivity and specificity on the
+        subset at the matching threshold, and the mean score.
+    """
+    from helpers.adapt import MIN_ADAPT_IMAGES, adapt_batchnorm
+    from helpers.evaluate import model_outputs
+
+    labels = np.asarray(labels)
+    normal, sick = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    n_sick = min(len(sick), max(1, round(len(normal) * share / (1 - share))))
+    chosen = np.sort(
+        np.concatenate([normal, np.random.default_rng(seed).choice(sick, n_sick, replace=False)])
+    )
+    subset, y = images[chosen], labels[chosen]
+    minimum = min(MIN_ADAPT_IMAGES, len(subset))
+    rows = {}
+    for name, scorer, threshold in (
+        ("as trained", model, thresholds[0]),
+        (
+            "adapted to this folder",
+            adapt_batchnorm(model, subset, min_images=minimum),
+            thresholds[1],
+        ),
+    ):
+        score = model_outputs(scorer, subset)
+        called = score >= threshold
+        rows[name] = {
+            "images": len(y),
+            "PNEUMONIA share": float(y.mean()),
+            "sensitivity": float(called[y == 1].mean()),
+            "specificity": float((~called[y == 0]).mean()),
+            "mean score": float(score.mean()),
         }
     return pd.DataFrame(rows).T
 

@@ -336,6 +336,12 @@ PARAMETERS: dict[str, ParameterSpec] = {
             "model_7: fine-tuning epochs per row of the validation search (0: no search)",
         ),
         ParameterSpec(
+            "frozen_image_size",
+            "int",
+            _positive_int,
+            "model_8: input size of the frozen multi-block MobileNetV2 member",
+        ),
+        ParameterSpec(
             "on_leak",
             "str",
             _one_of(*config.ON_LEAK),

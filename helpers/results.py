@@ -202,7 +202,8 @@ class ResultsWriter:
 
 def _optimizer_settings(model) -> dict:
     """Optimiser name, learning rate and weight decay as compiled (for ``metrics.json``)."""
-    optimizer = model.get_compile_config().get("optimizer") or {}
+    # An uncompiled model (model_8's ensemble, assembled, not trained by fit) has none.
+    optimizer = (model.get_compile_config() or {}).get("optimizer") or {}
     settings = optimizer.get("config", {}) if isinstance(optimizer, dict) else {}
     rate = settings.get("learning_rate")
     return {

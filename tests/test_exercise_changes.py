@@ -28,7 +28,7 @@ from helpers import data, train
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside fit/predict; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-MODEL_CHAPTERS = [f"model_{i}" for i in range(1, 8)]
+MODEL_CHAPTERS = [f"model_{i}" for i in range(1, 9)]
 EXERCISE = re.compile(r"^`{3,}\{exercise\}\s+(?P<title>.+)\n:label:\s+(?P<label>\S+)")
 SOLUTION = re.compile(r"^`{3,}\{solution\}\s+(?P<label>\S+)\n:class:\s+dropdown\b")
 
@@ -161,6 +161,37 @@ def _hidden_head(new, old, namespace):
     assert [type(layer).__name__ for layer in head.layers].count("Dense") == 2
 
 
+def _model_2_joins(new, old, _):
+    assert [m.name for m in new] == ["model_2", "model_6", "model_7", "frozen_mobilenetv2"]
+    assert [m.name for m in old] == ["model_6", "model_7", "frozen_mobilenetv2"]
+
+
+def saved_members(results_dir, chapters, *, image_size=32):
+    """Tiny saved logit models in ``results_dir/<chapter>/``, as model chapters leave them."""
+    import keras
+
+    for chapter in chapters:
+        folder = results_dir / chapter
+        folder.mkdir(parents=True)
+        inputs = keras.Input((image_size, image_size, 3))
+        x = keras.layers.Conv2D(2, 3)(inputs)
+        outputs = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(x))
+        keras.Model(inputs, outputs, name=chapter).save(folder / "model.keras")
+        params = {"image_size": image_size, "color_mode": "rgb"}
+        (folder / "metrics.json").write_text(
+            json.dumps({"model_id": chapter, "parameters": params})
+        )
+
+
+def members_of(change, results_dir):
+    """model_8's candidate members from its (changed) model cell."""
+    from helpers import ensemble
+
+    namespace = {**_namespace(), "ensemble": ensemble}
+    exec(compile(changed("model_8", "model", change), "model_8[model]", "exec"), namespace)
+    return namespace["candidate_members"](results_dir, 32, "random")
+
+
 EXPECTED = {
     "model-1-ex-dense": _dense_16,
     "model-2-ex-rate": _rate(1e-4, "RMSprop"),
@@ -170,6 +201,7 @@ EXPECTED = {
     "model-5-ex-maxpool": _max_pooling,
     "model-6-ex-plain": _no_shortcut,
     "model-7-ex-head": _hidden_head,
+    "model-8-ex-members": _model_2_joins,
 }
 CHANGES = {label: change for _, label, change, _ in changes()}
 
@@ -215,10 +247,14 @@ def test_every_code_change_has_its_check_and_is_shown_in_its_exercise():
 
 @pytest.mark.parametrize("chapter,label", [(c, label) for c, label, *_ in changes()])
 def test_exercise_change_builds_trains_and_does_what_it_says(
-    chapter, label, xrays32, xray_folder, monkeypatch
+    chapter, label, xrays32, xray_folder, monkeypatch, tmp_path
 ):
-    fake_pretrained_base(monkeypatch)
     train.set_seed(0)
+    if chapter == "model_8":  # its change is the members, read from their results folders
+        saved_members(tmp_path, ("model_2", "model_6", "model_7"))
+        EXPECTED[label](members_of(CHANGES[label], tmp_path), members_of(None, tmp_path), None)
+        return
+    fake_pretrained_base(monkeypatch)
     new, namespace = build(chapter, CHANGES[label])
     old, _ = build(chapter, None)
     xrays = xrays32
