@@ -241,10 +241,11 @@ def book_questions(
     """The book's own questions as paired comparisons on the same test images.
 
     model_7 (fine-tuned) against model_5 (the same base, frozen) and against model_6 (from
-    scratch); model_8 (their ensemble) against model_6 and model_7; each model with a ``predictions_test_adapted.csv`` against itself adapted to
-    each folder's images. Differences in AUC, sensitivity and specificity with paired
-    person-level bootstrap 95% intervals, each model at its own validation threshold, and
-    the verdict on the AUC; p-values (bootstrap, AUC) Holm-adjusted over the table.
+    scratch); model_8 (their ensemble) against model_6 and model_7; each model with a
+    ``predictions_test_adapted.csv`` against itself adapted to each folder's images.
+    Differences in AUC, sensitivity and specificity with paired person-level bootstrap 95%
+    intervals, each model at its own validation threshold, and the verdict on the AUC;
+    p-values (bootstrap, AUC) Holm-adjusted over the table.
     """
     from helpers.results import read_predictions
 
