@@ -234,3 +234,20 @@ def test_images_must_be_at_the_largest_members_size(images):
 def test_a_constant_member_is_refused():
     with pytest.raises(EnsembleError, match="same logit"):
         ensemble.standardise(pd.DataFrame({"flat": np.zeros(10)}))
+
+
+def test_validation_errors_count_shared_and_own_errors():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    logits = pd.DataFrame(
+        {
+            "a": [-2.0, -1.0, 1.5, -1.5, 2.0, 1.0, 1.2, 2.5],  # one false alarm (image 2)
+            "b": [-2.0, 1.4, -1.0, -1.5, 2.0, 1.0, 1.2, 2.5],  # another one (image 1)
+        }
+    )
+    stats = {"a": (0.0, 1.0), "b": (0.0, 1.0)}
+    table = ensemble.validation_errors(logits, stats, y, ["a", "b"], target_sensitivity=1.0)
+    assert table.loc["a", "errors"] == 1 and table.loc["b", "errors"] == 1
+    assert table.loc["a", "made by every member"] == 0
+    assert table.loc["a", "made by no other member"] == 1
+    # Averaged, each false alarm is outvoted: the ensemble makes neither.
+    assert table.loc["ensemble (a + b)", "errors"] == 0
