@@ -28,7 +28,7 @@ from helpers.book import toc
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
 #: Chapters that must end with exercises (model chapters are added as they get theirs).
-REQUIRED = ["data", "evaluation", *(f"model_{i}" for i in range(1, 8)), "comparison"]
+REQUIRED = ["data", "evaluation", *(f"model_{i}" for i in range(1, 9)), "comparison"]
 MIN_EXERCISES = 3
 
 # An opening fence of a MyST directive: 3+ backticks or colons, {name}, argument.

@@ -285,7 +285,7 @@ CHOOSING_A_THRESHOLD = [
 def test_the_chapters_that_choose_a_threshold_are_the_evaluation_and_model_chapters():
     assert sorted(nb.stem for nb in CHOOSING_A_THRESHOLD) == [
         "evaluation",
-        *(f"model_{i}" for i in range(1, 8)),
+        *(f"model_{i}" for i in range(1, 9)),
     ]
 
 
