@@ -77,7 +77,7 @@ def test_what_each_variant_gives_the_chapters_builder_optimiser_and_schedule():
     assert constant.callbacks(2e-3, 4) == []
     assert ablation.variant_named("no class weights").class_weights is False
     assert ablation.variant_named("pixels / 255").network_options()["standardize"] is False
-    assert ablation.variant_named("half width").network_options()["width"] == 16
+    assert ablation.Variant("half", "16-128 filters", width=16).network_options()["width"] == 16
     assert ablation.variant_named("no augmentation").network_options()["augment"] == "none"
     with pytest.raises(ValueError, match="optimizer must be"):
         ablation.Variant("x", "y", optimizer="sgd").make_optimizer(2e-3, 1e-4)
