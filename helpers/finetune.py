@@ -87,11 +87,12 @@ class FineTuning:
 
 
 #: The recipe first (the guide's: top layers, RMSprop at a tenth of the head's rate, here
-#: 1e-5), then one change at a time.
+#: 1e-5), then one change at a time. A "top 54 layers, 1e-5" row was cut for the build's time
+#: budget: measured builds put it within +0.0007 of the recipe on validation (intervals about
+#: +-0.003), a difference the rule cannot act on, and fine-tuning 54 layers is the slowest row.
 CONFIGURATIONS: tuple[FineTuning, ...] = (
     FineTuning("frozen base (head only)", layers=0),
     FineTuning("top 24 layers, 1e-5", layers=24),
-    FineTuning("top 54 layers, 1e-5", layers=54),
     FineTuning("top 24 layers, 3e-5", layers=24, learning_rate=3e-5),
 )
 

@@ -164,14 +164,14 @@ def test_search_rule_adopts_only_a_configuration_clear_of_the_recipe_after_holm(
     )
     decision = finetune.search_decision(table)
     assert decision.choice == finetune.RECIPE.name and decision.candidates == 5
-    assert decision.contender == finetune.CONFIGURATIONS[3].name
+    assert decision.contender == table.index[3]
     assert decision.p_holm == pytest.approx(0.1)  # 5 x 0.02
     assert decision.statement.startswith("validation cannot tell the configurations apart")
     assert "is not significant once adjusted" in decision.statement
     assert "seed" not in decision.statement  # the search has no seed spread, and says nothing of it
     # A clear lead is adopted; a non-positive one never.
-    table.loc[finetune.CONFIGURATIONS[3].name, f"{finetune.DIFFERENCE} p"] = 0.001
-    assert finetune.best_configuration(table) == finetune.CONFIGURATIONS[3].name
+    table.loc[table.index[3], f"{finetune.DIFFERENCE} p"] = 0.001
+    assert finetune.best_configuration(table) == table.index[3]
     worse = search_table([-0.01, 0.0], [0.001, np.nan])
     assert finetune.best_configuration(worse) == finetune.RECIPE.name
 
