@@ -251,3 +251,17 @@ def test_validation_errors_count_shared_and_own_errors():
     assert table.loc["a", "made by no other member"] == 1
     # Averaged, each false alarm is outvoted: the ensemble makes neither.
     assert table.loc["ensemble (a + b)", "errors"] == 0
+
+
+def test_prevalence_shift_scores_a_subset_with_the_share_asked_for(images):
+    x, y = images
+    keras.utils.set_random_seed(5)
+    member = gray_member(size=32)
+    inputs = keras.Input((32, 32, 3))
+    probe = keras.Model(inputs, ensemble._branch(member, inputs, 32))
+    model = keras.models.clone_model(probe)  # each layer called once, as build_ensemble's
+    model.set_weights(probe.get_weights())
+    table = ensemble.prevalence_shift(model, x, y, share=0.25, thresholds=(0.0, 0.0), seed=0)
+    assert list(table.index) == ["as trained", "adapted to this folder"]
+    assert table["PNEUMONIA share"].iloc[0] == pytest.approx(0.25, abs=0.02)
+    assert (table["images"] == (y == 0).sum() + round((y == 0).sum() / 3)).all()
