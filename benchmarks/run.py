@@ -399,10 +399,10 @@ def whole_book() -> dict:
 
 def _model_results(results: Path) -> dict:
     """Each model's test results at its validation threshold, from the build's own files."""
-    from helpers.config import MODEL_IDS
+    from helpers.chapters import model_ids
 
     out = {}
-    for model_id in MODEL_IDS:
+    for model_id in model_ids():
         m = json.loads((results / model_id / "metrics.json").read_text())
         row = {
             "training_seconds": m["training_seconds"],
@@ -447,9 +447,9 @@ def models_table(models: dict) -> str:
 
 
 def book_row(bk: dict) -> tuple[str, str, str, str]:
-    from helpers.config import CASE_STUDY_MODEL_IDS
+    from helpers.chapters import case_study_model_ids
 
-    five = sum(v for k, v in bk["chapters"].items() if k in CASE_STUDY_MODEL_IDS)
+    five = sum(v for k, v in bk["chapters"].items() if k in case_study_model_ids())
     return (
         "Whole book, defaults, embedded data: wall time / peak memory",
         f"{bk['seconds'] / 60:.1f} min",

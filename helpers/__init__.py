@@ -19,7 +19,7 @@ import os as _os
 #: (``tests/test_package_imports.py`` checks both over every module, imports inside
 #: functions included). A new module gets a place here.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("files", "config"),  # atomic writes and size-capped disk caches; constants
+    ("files", "config", "chapters"),  # atomic writes, disk caches; constants; the chapters
     ("data", "leaks"),  # folders -> images, the person-aware split; shared images
     ("metrics", "bootstrap", "calibration"),  # numbers with person-level intervals
     ("layers", "imagenet", "features", "adapt", "explain", "train", "evaluate"),  # models
@@ -34,6 +34,7 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 __all__ = [
     "files",  # atomic writes and size-capped disk caches: the bottom layer
     "config",  # project constants: paths, class names, splits, image formats
+    "chapters",  # the book's chapters from _toc.yml and their metadata: which are models
     "parameters",  # the chapters' parameters: names, types, rules, help (defaults: each notebook)
     "data",  # folders, person-aware split, decoding and its cache, datasets, data tables
     "leaks",  # images shared between the train, val and test folders

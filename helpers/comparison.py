@@ -22,27 +22,28 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import bootstrap, config, metrics
+from helpers import bootstrap, chapters, metrics
 from helpers import replicates as seed_replicates
 from helpers.report import interval_text
 
-#: The models the comparison reads, in the table's order.
-MODEL_IDS: tuple[str, ...] = config.MODEL_IDS
 
-
-def read_all_metrics(results_dir: str | os.PathLike, model_ids=config.MODEL_IDS) -> dict[str, dict]:
-    """``metrics.json`` of every model, failing clearly if a chapter has not run."""
+def read_all_metrics(results_dir: str | os.PathLike, model_ids=None) -> dict[str, dict]:
+    """``metrics.json`` of every model (by default the book's model chapters,
+    :func:`helpers.chapters.model_ids`, in the table's order), failing clearly if a chapter
+    has not run."""
     from helpers.results import read_metrics
 
+    model_ids = chapters.model_ids() if model_ids is None else model_ids
     return {model_id: read_metrics(results_dir, model_id) for model_id in model_ids}
 
 
 def read_all_predictions(
-    results_dir: str | os.PathLike, model_ids=config.MODEL_IDS, *, split: str = "test"
+    results_dir: str | os.PathLike, model_ids=None, *, split: str = "test"
 ) -> dict[str, pd.DataFrame]:
-    """``predictions_<split>.csv`` of every model."""
+    """``predictions_<split>.csv`` of every model (by default the book's model chapters)."""
     from helpers.results import read_predictions
 
+    model_ids = chapters.model_ids() if model_ids is None else model_ids
     return {
         m: read_predictions(Path(results_dir) / m / f"predictions_{split}.csv") for m in model_ids
     }
@@ -58,10 +59,12 @@ def p_value_text(p: float) -> str:
 
 
 def read_all_seed_runs(
-    results_dir: str | os.PathLike, model_ids=config.MODEL_IDS
+    results_dir: str | os.PathLike, model_ids=None
 ) -> dict[str, list[seed_replicates.SeedRun]]:
-    """Every model's training runs: the chapter's own, then each replicate found
-    (:func:`helpers.replicates.read_seed_runs`); a model without replicates has one."""
+    """Every model's training runs (by default the book's model chapters): the chapter's
+    own, then each replicate found (:func:`helpers.replicates.read_seed_runs`); a model
+    without replicates has one."""
+    model_ids = chapters.model_ids() if model_ids is None else model_ids
     return {m: seed_replicates.read_seed_runs(results_dir, m) for m in model_ids}
 
 
@@ -334,7 +337,7 @@ def case_study_claims(
     Where the case study compared groups (the small CNNs, the MobileNetV2s), each group is
     represented by its model with the highest validation AUC (:func:`_best_by_validation`).
     """
-    m = {k: v for k, v in all_metrics.items() if k in config.CASE_STUDY_MODEL_IDS}
+    m = {k: v for k, v in all_metrics.items() if k in chapters.case_study_model_ids()}
     cnn = _best_by_validation(m, ("model_1", "model_2", "model_3"), seed_runs)
     mobile = _best_by_validation(m, ("model_4", "model_5"), seed_runs)
     return [
@@ -376,7 +379,7 @@ def conclusions(
     This is one training run per recipe; :func:`conclusions_with_training_noise` judges
     the same claims over the replicates.
     """
-    m = {k: v for k, v in all_metrics.items() if k in config.CASE_STUDY_MODEL_IDS}
+    m = {k: v for k, v in all_metrics.items() if k in chapters.case_study_model_ids()}
     rows = []
     worst = min(m, key=lambda k: m[k]["test"]["auc_ci_low"])
     worst_lo = m[worst]["test"]["auc_ci_low"]

@@ -168,7 +168,7 @@ def show_test_results(result, xrays: ChestXrays | None = None, *, per_class: int
         s,
         thresholds={"0.5": 0.5, "validation": chosen},
         label=result.model_id,
-        color=plots.MODEL_COLOURS.get(result.model_id),
+        color=plots.model_colours([result.model_id])[result.model_id],
         ax=axes[2],
     )
     fig.tight_layout()

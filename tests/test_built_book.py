@@ -15,7 +15,8 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from helpers.config import MODEL_IDS, REPO_ROOT
+from helpers.chapters import model_ids
+from helpers.config import REPO_ROOT
 
 HTML_DIR = os.environ.get("BOOK_HTML_DIR")
 pytestmark = [
@@ -26,6 +27,7 @@ pytestmark = [
 ]
 
 #: Chapters that must show at least one figure computed by the run.
+MODEL_IDS = model_ids()
 CHAPTERS_WITH_FIGURES = {"data", "evaluation", "comparison", *MODEL_IDS}
 #: Lines TensorFlow writes to stderr; none may reach the HTML.
 TF_LOG_PATTERNS = [

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import calibration, plots
+from helpers import calibration, chapters, plots
 
 Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
 S = np.array([0.1, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9, 0.2])
@@ -68,10 +68,10 @@ def test_confusion_matrix_counts_and_roc_overlay_checks_alignment():
 
 
 def test_roc_overlay_gives_each_of_the_book_s_models_its_own_colour():
-    # The comparison overlays every model chapter's ROC: seven models, and any other id
-    # (a variant a student adds) must not fall back on a colour already in the figure.
+    # The comparison overlays every model chapter's ROC (as many as _toc.yml lists), and any
+    # other id (a variant a student adds) must not fall back on a colour already in it.
     frame = pd.DataFrame({"path": list("abcdefgh"), "label": Y, "score": S})
-    ids = [f"model_{i}" for i in range(1, 8)] + ["model_8", "my_variant"]
+    ids = [*chapters.model_ids(), "model_variant", "my_variant"]
     ax = plots.plot_roc_overlay({model_id: frame for model_id in ids})
     curves = [line for line in ax.lines if line.get_label().split(" (AUC")[0] in ids]
     colours = [matplotlib.colors.to_hex(line.get_color()) for line in curves]
@@ -80,9 +80,19 @@ def test_roc_overlay_gives_each_of_the_book_s_models_its_own_colour():
     assert "#808080" not in colours  # the chance diagonal's grey
 
 
-def test_model_colours_refuses_more_unknown_models_than_spare_colours():
-    with pytest.raises(ValueError, match="no colour left for 'extra_6'"):
-        plots.model_colours([f"extra_{i}" for i in range(12)])
+def test_model_colours_follow_the_toc_and_refuse_more_models_than_colours():
+    book = ["model_1", "model_2", "model_3"]
+    # A model chapter's colour is its place in the toc, whichever figure it is drawn in.
+    assert plots.model_colours(["model_3"], book) == {"model_3": plots.MODEL_PALETTE[2]}
+    assert plots.model_colours(["mine", "model_1"], book) == {
+        "mine": plots.MODEL_PALETTE[3],
+        "model_1": plots.MODEL_PALETTE[0],
+    }
+    # The book's own chapters: model_1 keeps the blue it always had.
+    assert plots.model_colours(["model_1"]) == {"model_1": "#1f77b4"}
+    spare = len(plots.MODEL_PALETTE) - len(book)
+    with pytest.raises(ValueError, match=f"no colour left for 'extra_{spare}'"):
+        plots.model_colours([f"extra_{i}" for i in range(spare + 1)], book)
 
 
 def test_forest_plot_draws_each_model_s_point_and_interval_per_panel():

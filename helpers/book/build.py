@@ -7,10 +7,11 @@ temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,6 +19,7 @@ import yaml
 
 from helpers import config
 from helpers import parameters as book_parameters
+from helpers.chapters import SOURCE_ENV, TOC_ENV
 from helpers.replicates import DEFAULT_REPLICATES
 
 from .errors import NotebookFailed
@@ -146,6 +148,25 @@ def _adoptable(executed_from: Path | None, chapters: Sequence[Chapter]) -> dict[
     }
 
 
+@contextlib.contextmanager
+def _book_environment(source_dir: Path, toc_path: Path) -> Iterator[None]:
+    """Name the book's source folder and toc in the environment the kernels inherit
+    (:data:`helpers.chapters.SOURCE_ENV`, :data:`helpers.chapters.TOC_ENV`), so that a
+    notebook that lists the model chapters (the comparison) reads this book's, then restore
+    the environment."""
+    names = {SOURCE_ENV: str(source_dir), TOC_ENV: str(toc_path)}
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def build_book(
     source_dir: Path = SOURCE_DIR,
     output_dir: Path = OUTPUT_DIR,
@@ -258,33 +279,36 @@ def build_book(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     width = max((len(name) for name in [*(c.name for c in chapters), *decisions]), default=10) + 2
-    for chapter in plan.chapters:
-        decision = decisions.get(chapter.name)
-        if decision is None:
-            continue
-        runs = [(chapter.name, decision, plan.parameters.get(chapter.name), None)]
-        runs += [
-            (r.name, decisions[r.name], r.parameters, r)
-            for r in planned_replicates.get(chapter.name, ())
-        ]
-        for name, run_decision, parameters, replicate in runs:
-            if run_decision.action != "execute":
-                word = {"reuse": "re-used", "adopt": "adopted"}.get(run_decision.action, "left out")
-                _progress(out, width, name, word, "", run_decision.reason)
+    with _book_environment(source_dir, toc_path):  # the kernels read this book's chapters
+        for chapter in plan.chapters:
+            decision = decisions.get(chapter.name)
+            if decision is None:
                 continue
-            _run_one(
-                chapter,
-                run_decision,
-                parameters,
-                source_dir=source_dir,
-                executed_dir=executed_dir,
-                state=state,
-                state_path=state_path,
-                kernel_name=kernel_name,
-                out=out,
-                width=width,
-                replicate=replicate,
-            )
+            runs = [(chapter.name, decision, plan.parameters.get(chapter.name), None)]
+            runs += [
+                (r.name, decisions[r.name], r.parameters, r)
+                for r in planned_replicates.get(chapter.name, ())
+            ]
+            for name, run_decision, parameters, replicate in runs:
+                if run_decision.action != "execute":
+                    word = {"reuse": "re-used", "adopt": "adopted"}.get(
+                        run_decision.action, "left out"
+                    )
+                    _progress(out, width, name, word, "", run_decision.reason)
+                    continue
+                _run_one(
+                    chapter,
+                    run_decision,
+                    parameters,
+                    source_dir=source_dir,
+                    executed_dir=executed_dir,
+                    state=state,
+                    state_path=state_path,
+                    kernel_name=kernel_name,
+                    out=out,
+                    width=width,
+                    replicate=replicate,
+                )
 
     start = time.perf_counter()
     left_out = [
