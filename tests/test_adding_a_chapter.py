@@ -27,9 +27,10 @@ def add_model_chapter(source_dir: Path, toc_path: Path, template: str, name: str
     """Add the model chapter ``name`` to a book as a copy of its chapter ``template``.
 
     The README's steps: copy the notebook; set ``model_id`` (the one place the code names
-    the chapter); give its MyST labels and glued keys the new name (both are written in
-    markdown, which MyST does not compute); list it in ``_toc.yml`` after the last model
-    chapter. A copy of a case-study model is no longer one (``book.case_study`` dropped).
+    the chapter); give its MyST labels the new name (Sphinx labels are global to the book
+    and written in markdown, which MyST does not compute); list it in ``_toc.yml`` after the
+    last model chapter. A copy of a case-study model is no longer one (``book.case_study``
+    dropped). Its glued keys stay as they are: they belong to its page.
 
     Returns
     -------
@@ -45,7 +46,6 @@ def add_model_chapter(source_dir: Path, toc_path: Path, template: str, name: str
             text = text.replace(f'model_id = "{template}"', f'model_id = "{name}"')
         else:
             text = re.sub(rf"\b{old_label}-", f"{new_label}-", text)
-            text = re.sub(rf"(\{{glue:text\}}`){template}_", rf"\g<1>{name}_", text)
         cell["source"] = text.splitlines(keepends=True)
     path = source_dir / f"{name}.ipynb"
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -73,6 +73,8 @@ def test_a_copy_of_model_1_is_a_model_chapter_of_the_book(tmp_path):
     targets = toc.chapter_targets(by_name["model_9"])
     assert targets and all(t.startswith("model-9-") for t in targets), targets
     assert not targets & toc.chapter_targets(by_name["model_1"])
+    # Its glued numbers are quoted by keys of its own page, which the copy left alone.
+    assert "{glue:text}`model_" not in toc.markdown_text(by_name["model_9"])
     # The runner plans it with the parameters its parameters cell declares.
     planned = plan.plan_build(book, None, {"epochs": 1, "image_size": 32})
     assert "model_9" in [c.name for c in planned.selected]
@@ -95,7 +97,7 @@ def fixture_model_chapter(name: str) -> nbformat.NotebookNode:
         (
             "markdown",
             f"# Model {name}\n\n({name.replace('_', '-')}-numbers)=\n## What the numbers "
-            f"say\n\nIts AUC is {{glue:text}}`{name}_auc:.3f`.",
+            "say\n\nIts AUC is {glue:text}`auc:.3f`.",
             [],
         ),
         ("code", 'results_dir = "results"\nepochs = 3', ["parameters"]),
@@ -106,11 +108,11 @@ def fixture_model_chapter(name: str) -> nbformat.NotebookNode:
             from pathlib import Path
             from myst_nb import glue
             model_id = "{name}"  # this chapter's name in _toc.yml
-            auc = 0.5 + len(model_id) / 100 + epochs / 1000
+            auc = 0.5 + ord(model_id[-1]) / 1000 + epochs / 10000
             folder = Path(results_dir) / model_id
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "metrics.json").write_text(json.dumps({{"auc": auc}}))
-            glue(f"{{model_id}}_auc", auc, display=False)
+            glue("auc", auc, display=False)  # the page's own key (report.start_chapter)
             """,
             [],
         ),
@@ -189,10 +191,11 @@ def test_the_runner_executes_renders_and_compares_a_chapter_added_by_one_toc_lin
     assert re.match(r"model_b\s+executed", lines["model_b"]), out.getvalue()
     assert re.match(r"model_a\s+re-used", lines["model_a"]), out.getvalue()
     assert re.match(r"comparison\s+executed", lines["comparison"]), out.getvalue()
-    assert json.loads((results / "model_b" / "metrics.json").read_text())["auc"] == pytest.approx(
-        0.5 + len("model_b") / 100 + 1 / 1000
-    )
+    auc = json.loads((results / "model_b" / "metrics.json").read_text())["auc"]
+    assert auc == pytest.approx(0.5 + ord("b") / 1000 + 1 / 10000)  # run at the size asked
+    # Its page: its label, and its own number under the key model_a's page also glues.
     page = (html / "model_b.html").read_text()
-    assert 'id="model-b-numbers"' in page and "0.571" in page  # its label, its glued number
+    assert 'id="model-b-numbers"' in page and f"{auc:.3f}" in page and "0.597" not in page
+    assert "0.597" in (html / "model_a.html").read_text()
     comparison = (html / "comparison.html").read_text()
     assert "model_a" in comparison and "model_b" in comparison

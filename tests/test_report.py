@@ -177,6 +177,21 @@ def _same(a, b) -> bool:
     return (math.isnan(a) and b is None) or a == b
 
 
+def test_a_model_chapter_glues_its_numbers_without_its_name(evaluation, shown, monkeypatch):
+    # myst-nb looks {glue:text}`auc` up in the page's own notebook: a model chapter's keys
+    # need not carry its name, so a copy of the chapter quotes its own numbers unchanged.
+    monkeypatch.setattr(report, "_chapter_model", None)  # start_chapter's, put back after
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        report.start_chapter("model_x")
+    report.glue_metrics("model_x", evaluation.metrics)
+    report.glue_metrics("model_x_adapted", evaluation.metrics)
+    report.glue_metrics("other_model", evaluation.metrics)  # not the chapter's: kept whole
+    glued = shown["glue"]
+    assert glued["auc"] == evaluation.metrics["test"]["auc"]
+    assert "adapted_auc" in glued and "other_model_auc" in glued
+    assert not [key for key in glued if key.startswith("model_x")]
+
+
 def test_glue_metrics_glues_every_number_the_prose_quotes(evaluation, shown):
     m = evaluation.metrics
     report.glue_metrics("model_x", m)
