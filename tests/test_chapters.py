@@ -144,6 +144,9 @@ def test_the_book_s_model_chapters_are_declared_and_read_in_one_place():
         and any("model" in cell["metadata"].get("tags", []) for cell in _code_cells(c.name))
     ]
     assert with_model_cell == models
+    # The case study had five models; a copy of one of them is not one (README, "Adding a
+    # chapter": its metadata drops book.case_study).
+    assert len(chapters.case_study_model_ids()) == 5, chapters.case_study_model_ids()
     by_name = {c.name: c for c in book}
     assert by_name["comparison"].uses_results_of == tuple(models)
     assert by_name["comparison"].uses_replicates
