@@ -249,13 +249,16 @@ def test_adapt_to_refuses_a_folder_of_too_few_readable_images(adapt_setup, tmp_p
     code, out, err = run_main("--model", bn_folder, "--adapt-to", small, paths[0])
     assert code == 2 and out == ""
     assert (
-        f"--adapt-to {small} holds 5 readable image(s) (of 6 image file(s) found); at least "
+        f"--adapt-to: {small} holds 5 readable image(s) (of 6 image file(s) found); at least "
         f"{MIN_ADAPT_IMAGES} are needed, because batch-norm statistics measured on a few images "
         "are noise"
     ) in err
     for not_a_folder in (tmp_path / "nowhere", paths[0]):
         code, _, err = run_main("--model", bn_folder, "--adapt-to", not_a_folder, paths[0])
-        assert code == 2 and f"--adapt-to {not_a_folder} is not a folder" in err
+        assert code == 2 and f"--adapt-to: folder {not_a_folder} does not exist or is not" in err
+        # The Python function's own error names the folder, not the command line's flag.
+        with pytest.raises(predict.AdaptFolderError, match="^folder .* is not a folder"):
+            predict.adapt_to_folder(predict.load_model_folder(bn_folder), not_a_folder)
 
 
 def test_adapt_to_with_a_model_without_batchnorm_exits_2(adapt_setup):
