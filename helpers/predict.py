@@ -715,12 +715,11 @@ def main(
             for row in batch.rows:
                 if row.error is not None:
                     errors[row.path] = row.error
-                    continue
-                if table:
+                elif table:
                     print(f"{row.path:<{width}}  {row.probability:12.4f}  {row.decision}", file=out)
-                if args.json:
+                elif args.json:
                     predictions.append(Prediction(row.path, row.probability, row.decision))
-                yield row
+                yield row  # every file has its row in the CSV, the unreadable ones too
 
     try:
         if args.csv is not None:
