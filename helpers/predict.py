@@ -62,8 +62,7 @@ import numpy as np
 
 from helpers import config
 from helpers.adapt import MIN_ADAPT_IMAGES, AdaptationError, adapt_batchnorm, adaptation_report
-from helpers.data import DataError, decode_image, image_files_below
-from helpers.data.decode import decoded_batches
+from helpers.data import DataError, decode_image, decoded_batches, image_files_below
 from helpers.files import atomic_write
 from helpers.model_card import CARD_NAME, limits_sentence
 

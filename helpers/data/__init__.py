@@ -25,7 +25,7 @@ from helpers.data.cache import (
     files_fingerprint,
     load_images,
 )
-from helpers.data.decode import ColorMode, decode_count, decode_image
+from helpers.data.decode import ColorMode, DecodedBatch, decode_count, decode_image, decoded_batches
 from helpers.data.dicom import (
     dicom_rule_steps,
     dicom_to_8bit,
@@ -100,6 +100,8 @@ __all__ = [
     "data_fingerprint",
     "companion_cache_dir",
     "decode_count",
+    "DecodedBatch",
+    "decoded_batches",
     "decode_image",
     "decoded_cache_bytes",
     "decoded_cache_dir",
