@@ -54,6 +54,9 @@ _BOOK_DATA = (
     "expert physicians"
 )
 
+#: Parameters that are paths: shown relative to the repository when inside it.
+_PATH_PARAMETERS = ("data_dir", "results_dir")
+
 #: Rows of the metrics table: (key in a metrics block, what the card calls it).
 _METRIC_ROWS = (
     ("auc", "AUC"),
@@ -130,6 +133,15 @@ def _number(value, digits: int = 3) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
 
 
+def _shown_path(value) -> str:
+    """A path inside the repository relative to it (``results/model_1``), else as given."""
+    path = Path(str(value))
+    try:
+        return path.resolve().relative_to(config.REPO_ROOT).as_posix()
+    except ValueError:
+        return str(value)
+
+
 def _short(value) -> str:
     """A setting as read: floats to 3 significant digits (1e-4 stored as 9.99999e-05)."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
@@ -199,7 +211,8 @@ def _data_lines(metrics: Mapping) -> list[str]:
         source = f"the book's embedded copy of {_BOOK_DATA} (`data/README.md`)."
     else:
         source = (
-            f"the folder `{data_dir}`. The book's data are {_BOOK_DATA}; if this folder holds "
+            f"the folder `{_shown_path(data_dir)}`. The book's data are {_BOOK_DATA}; if this "
+            "folder holds "
             "other images, this card cannot say where they come from."
         )
     persons = metrics["test"].get("persons")
@@ -403,7 +416,11 @@ def card_text(metrics: Mapping, *, spread=None, replicates_note: str | None = No
             "- Parameters:",
             "",
             "```json",
-            json.dumps(dict(params), indent=1, sort_keys=True),
+            json.dumps(
+                {k: _shown_path(v) if k in _PATH_PARAMETERS else v for k, v in params.items()},
+                indent=1,
+                sort_keys=True,
+            ),
             "```",
         ],
     ]

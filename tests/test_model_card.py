@@ -128,3 +128,38 @@ def test_write_model_card_needs_a_metrics_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.json does not exist"):
         model_card.write_model_card(tmp_path)
     assert not (tmp_path / model_card.CARD_NAME).exists()
+
+
+def test_the_comparison_writes_the_cards_again_with_the_spread_over_seeds(saved, tmp_path):
+    import shutil
+
+    from helpers import comparison, replicates
+
+    folder, metrics = saved
+    results = tmp_path / "results"
+    shutil.copytree(folder, results / "model_1")
+    replicate = results / "replicates" / "seed_1" / "model_1"
+    shutil.copytree(folder, replicate)
+    other = json.loads((replicate / "metrics.json").read_text())
+    other["parameters"]["seed"] = 1
+    other["test"]["auc"] = metrics["test"]["auc"] - 0.1
+    (replicate / "metrics.json").write_text(json.dumps(other))
+    (results / "model_2").mkdir()
+    (results / "model_2" / "metrics.json").write_text(
+        json.dumps({**metrics, "model_id": "model_2"})
+    )
+    all_metrics = comparison.read_all_metrics(results, ["model_1", "model_2"])
+    seed_runs = comparison.read_all_seed_runs(results, ["model_1"])
+    cards = comparison.write_model_cards(results, all_metrics, seed_runs)
+    assert cards == {m: results / m / model_card.CARD_NAME for m in ("model_1", "model_2")}
+    spread = replicates.seed_spread(seed_runs["model_1"])
+    seeds = section(cards["model_1"].read_text(), "Spread over seeds")
+    assert "2 seeds" in seeds
+    assert table_row(seeds, "auc") == [
+        f"{spread.loc['auc', name]:.3f}" for name in ("min", "max", "mean", "sd")
+    ]
+    assert f"{metrics['test']['auc'] - 0.1:.3f}" == table_row(seeds, "auc")[0]
+    alone = section(cards["model_2"].read_text(), "Spread over seeds")
+    assert (
+        "no replicate of this recipe was found" in alone and "--replicate-chapters model_2" in alone
+    )
