@@ -10,7 +10,8 @@ file                        content
                             calibration (Brier, ECE, temperature fitted on validation),
                             sensitivity by kind of pneumonia, epochs, training seconds,
                             base weights used, images skipped, official validation
-                            images used (``official_val_images``, ``official_val``)
+                            images used (``official_val_images``, ``official_val``),
+                            the weight count (``n_weights``) and the code's commit
 ``history.csv``             per-epoch loss and accuracy, training and validation
 ``predictions_*_adapted``   models with batch normalisation: the same, adapted to each
                             folder's images without labels (``metrics.json["adapted"]``)
