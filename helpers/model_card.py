@@ -25,6 +25,7 @@ from pathlib import Path
 
 from helpers import config
 from helpers.files import atomic_write_text
+from helpers.report import interval_text
 
 #: The public API (the rest is private by name).
 __all__ = [
@@ -101,7 +102,10 @@ _COMMON_BLOCKS = frozenset(
 
 
 def code_version(folder: str | os.PathLike = config.REPO_ROOT) -> str:
-    """The git commit the code in ``folder`` was run from, for ``metrics.json``.
+    """The git commit checked out in ``folder`` now, for ``metrics.json``.
+
+    :func:`helpers.results.save_results` records it when it writes a model's results: the
+    code a build ran, unless the checkout changed while the model trained.
 
     Returns
     -------
@@ -147,14 +151,6 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _interval(block: Mapping, name: str) -> str:
-    """``0.912 (0.880 to 0.940)`` from a metrics block's value and its interval."""
-    value, low, high = block.get(name), block.get(f"{name}_ci_low"), block.get(f"{name}_ci_high")
-    if low is None or high is None:
-        return _number(value)
-    return f"{_number(value)} ({_number(low)} to {_number(high)})"
-
-
 def limits_sentence(metrics: Mapping) -> str:
     """One line saying where the model must not be trusted (printed by ``helpers.predict``).
 
@@ -182,7 +178,7 @@ def _metrics_table(blocks: list[tuple[str, Mapping]]) -> list[str]:
     header = "| metric | " + " | ".join(name for name, _ in blocks) + " |"
     lines = [header, "|---|" + "---|" * len(blocks)]
     for key, label in _METRIC_ROWS:
-        lines.append(f"| {label} | " + " | ".join(_interval(b, key) for _, b in blocks) + " |")
+        lines.append(f"| {label} | " + " | ".join(interval_text(b, key) for _, b in blocks) + " |")
     return lines
 
 
@@ -291,7 +287,7 @@ def _kind_lines(metrics: Mapping) -> list[str]:
     for row in rows:
         lines.append(
             f"| {row['kind']} | {row['images']} | {row['detected']} | "
-            f"{_number(row['sensitivity'])} ({_number(row['ci_low'])} to "
+            f"{_number(row['sensitivity'])} ({_number(row['ci_low'])}-"
             f"{_number(row['ci_high'])}) |"
         )
     return lines
@@ -332,8 +328,9 @@ def _site_lines(metrics: Mapping) -> list[str]:
             "re-estimates its statistics on a folder of unlabeled images of the new site "
             "(AdaBN) and decides at the threshold chosen on adapted validation scores "
             f"({float(adapted['threshold']['threshold']):.3f}). The chapter's adapted "
-            f"evaluation on this test set: AUC {_interval(test, 'auc')}, sensitivity "
-            f"{_interval(test, 'sensitivity')}, specificity {_interval(test, 'specificity')}."
+            f"evaluation on this test set: AUC {interval_text(test, 'auc')}, sensitivity "
+            f"{interval_text(test, 'sensitivity')}, specificity "
+            f"{interval_text(test, 'specificity')}."
         )
     else:
         lines.append(

@@ -46,7 +46,7 @@ def table_row(text: str, label: str) -> list[str]:
 
 
 def shown(block: dict, name: str) -> str:
-    return f"{block[name]:.3f} ({block[name + '_ci_low']:.3f} to {block[name + '_ci_high']:.3f})"
+    return f"{block[name]:.3f} ({block[name + '_ci_low']:.3f}-{block[name + '_ci_high']:.3f})"
 
 
 def test_every_saved_model_has_a_card_whose_numbers_agree_with_its_metrics(saved):
@@ -70,7 +70,7 @@ def test_every_saved_model_has_a_card_whose_numbers_agree_with_its_metrics(saved
         assert table_row(section(card, "Sensitivity by kind of pneumonia"), row["kind"]) == [
             str(row["images"]),
             str(row["detected"]),
-            f"{row['sensitivity']:.3f} ({row['ci_low']:.3f} to {row['ci_high']:.3f})",
+            f"{row['sensitivity']:.3f} ({row['ci_low']:.3f}-{row['ci_high']:.3f})",
         ]
     calibration = metrics["calibration"]
     assert f"Brier score {calibration['test_before']['brier']:.3f}" in section(card, "Calibration")
