@@ -516,7 +516,7 @@ def write_scores_csv(rows: Iterable[Score], path: str | os.PathLike) -> int:
     def write(tmp: Path) -> None:
         nonlocal written
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            out = csv.writer(handle)
+            out = csv.writer(handle, lineterminator="\n")
             out.writerow(SCORE_COLUMNS)
             for row in rows:
                 probability = "" if row.probability is None else f"{row.probability:.6f}"
