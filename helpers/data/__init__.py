@@ -3,9 +3,11 @@
 One module per job; every public name is importable from here
 (``from helpers.data import load_chest_xrays``):
 
-- :mod:`~helpers.data.folders`: the folder layout, file tables, what file names say;
+- :mod:`~helpers.data.folders`: the folder layout, file tables, what file names say, the
+  image files below any folder;
 - :mod:`~helpers.data.split`: the person-aware split into training, validation and test;
-- :mod:`~helpers.data.decode`: one image file -> one array, by one fixed rule;
+- :mod:`~helpers.data.decode`: one image file -> one array, by one fixed rule (and many, in
+  streamed batches on threads);
 - :mod:`~helpers.data.dicom`: DICOM files: the rule for their pixels, the person in PatientID;
 - :mod:`~helpers.data.cache`: each image decoded once per process and once per disk;
 - :mod:`~helpers.data.load`: the three splits in memory, and batches for training;
