@@ -408,8 +408,10 @@ def card_text(metrics: Mapping, *, spread=None, replicates_note: str | None = No
             f"- Seed {params.get('seed')} (split seed {params.get('split_seed')}); commit "
             f"{metrics.get('commit', 'not recorded')}; {versions}.",
             "- The same commit, data, parameters and package versions on the same kind of "
-            "machine give the same model; another machine or TensorFlow build can differ in "
-            "the last digits, and so can the numbers above.",
+            "machine give the same model. Another CPU family, core count, TensorFlow build or a "
+            "GPU rounds differently, and over many epochs the model and the numbers above can "
+            'move, by less than the spread over seeds (the README\'s paragraph "Determinism" '
+            "measures how far).",
             "- Parameters:",
             "",
             "```json",
