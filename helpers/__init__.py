@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data", "leaks"),  # folders -> images, the person-aware split; shared images
     ("metrics", "bootstrap", "calibration"),  # numbers with person-level intervals
     ("layers", "imagenet", "features", "adapt", "explain", "train", "evaluate"),  # models
-    ("plots", "report"),  # what a chapter shows and glues
+    ("plots", "report", "model_card"),  # what a chapter shows and glues; the model card
     # steps: what the chapters run
     ("results", "parameters", "comparison", "case_study", "ablation", "finetune", "replicates"),
     ("predict", "book"),  # the entry points: python -m helpers.predict, helpers.book
@@ -49,6 +49,7 @@ __all__ = [
     "layers",  # the book's own Keras layers
     "plots",  # one function per figure kind
     "report",  # what a chapter shows: tables, figure panels, glued numbers
+    "model_card",  # MODEL_CARD.md beside every saved model, written from its metrics.json
     "results",  # the results contract, written atomically
     "comparison",  # the models side by side, paired tests, conclusions
     "replicates",  # a recipe trained again with other seeds: layout, spread, verdicts

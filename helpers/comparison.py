@@ -24,6 +24,7 @@ import pandas as pd
 
 from helpers import bootstrap, chapters, metrics
 from helpers import replicates as seed_replicates
+from helpers.model_card import write_model_card
 from helpers.report import interval_text
 
 
@@ -73,6 +74,51 @@ def replicated(
 ) -> dict[str, list[seed_replicates.SeedRun]]:
     """The models trained with at least two seeds, in the given order."""
     return {m: runs for m, runs in (seed_runs or {}).items() if len(runs) >= 2}
+
+
+def write_model_cards(
+    results_dir: str | os.PathLike,
+    all_metrics: dict[str, dict],
+    seed_runs: dict[str, list[seed_replicates.SeedRun]],
+) -> dict[str, Path]:
+    """Write every model's card again (``MODEL_CARD.md``) with its spread over seeds.
+
+    A chapter writes its model's card before any replicate of its recipe is trained (they
+    are trained after it); the comparison, which reads them, writes each card again from
+    the same ``metrics.json``, with the spread of the recipe over its seeds
+    (:func:`helpers.replicates.seed_spread`) or, for a model without replicates, a line
+    saying so and how to train them.
+
+    Parameters
+    ----------
+    results_dir : path-like
+        The chapters' results folder.
+    all_metrics : dict
+        Model id to its ``metrics.json`` (:func:`read_all_metrics`).
+    seed_runs : dict
+        Model id to its runs (:func:`read_all_seed_runs`).
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        Model id to its card's path.
+    """
+    cards = {}
+    for model_id, model_metrics in all_metrics.items():
+        runs = seed_runs.get(model_id) or []
+        folder = Path(results_dir) / model_id
+        if len(runs) >= 2:
+            spread = seed_replicates.seed_spread(runs)
+            cards[model_id] = write_model_card(folder, model_metrics, spread=spread)
+        else:
+            note = (
+                f"None: no replicate of this recipe was found under "
+                f"`results/replicates/seed_*/{model_id}/` when the comparison chapter wrote this "
+                f"card, so its training noise is not measured; `python -m helpers.book "
+                f"--replicates K --replicate-chapters {model_id}` trains them."
+            )
+            cards[model_id] = write_model_card(folder, model_metrics, replicates_note=note)
+    return cards
 
 
 def validation_auc(

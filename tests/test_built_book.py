@@ -239,6 +239,9 @@ def test_comparison_shows_the_forest_plot_paired_intervals_and_adapted_rows(html
     assert len(soup.find_all("img")) >= 2, (
         "comparison: the forest plot or the ROC overlay is missing"
     )
+    # The carried-forward model's card, rendered as Markdown (its tables as HTML tables).
+    assert "Model card: model_" in text and "not a medical device" in text, "comparison: no card"
+    assert "Spread over seeds" in text and "Sensitivity by kind of pneumonia" in text
 
 
 def test_evaluation_chapter_shows_the_package_code_and_exercises_with_hidden_solutions(html_dir):
