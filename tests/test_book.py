@@ -21,6 +21,7 @@ import nbformat
 import pytest
 import yaml
 from fixture_book import (
+    EXECUTION_LOG,
     REPO,
     STDERR_MARKER,
     TOC,
@@ -31,6 +32,8 @@ from fixture_book import (
     file_hashes,
     make_fixture_book,
     make_notebook,
+    producer_notebook,
+    reader_notebook,
     run_cli,
 )
 
@@ -255,9 +258,23 @@ def test_repository_toc_and_config_are_consistent():
 
 
 @pytest.mark.notebook
-def test_jupyter_book_build_book_works_with_the_plain_config(tmp_path):
-    """The card's own command, run from the root: jupyter-book executes the notebooks."""
-    make_fixture_book(tmp_path)
+def test_jupyter_book_build_book_executes_the_chapters_in_toc_order(tmp_path):
+    """The card's own command, run from the root: jupyter-book executes the notebooks itself,
+    in _toc.yml's order (helpers.book.toc_order, loaded by the plain _config.yml).
+
+    The toc puts a reader chapter (``comparison``) after the model chapter whose results it
+    reads (``model_a``), the reverse of the alphabetical order in which Sphinx would read
+    them: without the extension the reader stops at require_chapters and raise_on_error
+    fails the build. One real build with execution (seconds) also checks the pages.
+    """
+    toc = TOC + "  - file: model_a\n  - file: comparison\n"
+    notebooks = {
+        "alpha": alpha_notebook(),
+        "beta": beta_notebook(),
+        "model_a": producer_notebook("model_a"),
+        "comparison": reader_notebook("model_a"),
+    }
+    make_fixture_book(tmp_path, notebooks, toc)
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
@@ -269,11 +286,16 @@ def test_jupyter_book_build_book_works_with_the_plain_config(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / EXECUTION_LOG).read_text().split() == ["model_a", "reader"]
     html = tmp_path / "_build" / "html"
+    assert "model_a auc=0.75" in (html / "comparison.html").read_text()
     alpha = (html / "alpha.html").read_text()
     assert "n_points=5 label=alpha" in alpha  # the notebook's own defaults
     assert "<img" in alpha and STDERR_MARKER not in alpha
     assert "<table" in (html / "beta.html").read_text()
+    # jupyter-book's own cache, beside the HTML (not the runner's _build/executed/).
+    assert (tmp_path / "_build" / ".jupyter_cache").is_dir()
+    assert not (tmp_path / "_build" / "executed").exists()
 
 
 # ---------------------------------------------------------------------------------------
