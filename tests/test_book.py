@@ -257,6 +257,52 @@ def test_repository_toc_and_config_are_consistent():
     assert config["launch_buttons"]["thebe"] is False
 
 
+READER_TOC = TOC + "  - file: model_a\n  - file: comparison\n"
+
+
+def test_in_toc_order_follows_the_toc_and_puts_other_documents_last(tmp_path):
+    toc_path = tmp_path / "_toc.yml"
+    toc_path.write_text(READER_TOC)
+    alphabetical = ["alpha", "beta", "comparison", "intro", "model_a", "scratch"]
+    assert toc.in_toc_order(alphabetical, toc_path) == [
+        "intro",
+        "alpha",
+        "beta",
+        "model_a",
+        "comparison",
+        "scratch",
+    ]
+    # nbval's items: one per cell, each notebook's cells kept in order.
+    cells = [("comparison", 1), ("model_a", 1), ("comparison", 2), ("model_a", 2)]
+    assert toc.in_toc_order(cells, toc_path, lambda cell: cell[0]) == [
+        ("model_a", 1),
+        ("model_a", 2),
+        ("comparison", 1),
+        ("comparison", 2),
+    ]
+
+
+def test_the_config_loads_the_extension_that_sorts_what_sphinx_reads(tmp_path):
+    from types import SimpleNamespace
+
+    from helpers.book import toc_order
+
+    extensions = yaml.safe_load((REPO / "_config.yml").read_text())["sphinx"]["config"][
+        "extensions"
+    ]
+    assert "helpers.book.toc_order" in extensions
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_toc.yml").write_text(READER_TOC)
+    for toc_setting in (str(tmp_path / "_toc.yml"), "../_toc.yml"):  # absolute: jupyter-book's
+        app = SimpleNamespace(
+            srcdir=str(tmp_path / "book"),
+            config=SimpleNamespace(external_toc_path=toc_setting),
+        )
+        docnames = ["alpha", "beta", "comparison", "intro", "model_a"]
+        toc_order.sort_into_toc_order(app, None, docnames)  # in place, as Sphinx reads it
+        assert docnames == ["intro", "alpha", "beta", "model_a", "comparison"]
+
+
 @pytest.mark.notebook
 def test_jupyter_book_build_book_executes_the_chapters_in_toc_order(tmp_path):
     """The card's own command, run from the root: jupyter-book executes the notebooks itself,
@@ -267,14 +313,13 @@ def test_jupyter_book_build_book_executes_the_chapters_in_toc_order(tmp_path):
     them: without the extension the reader stops at require_chapters and raise_on_error
     fails the build. One real build with execution (seconds) also checks the pages.
     """
-    toc = TOC + "  - file: model_a\n  - file: comparison\n"
     notebooks = {
         "alpha": alpha_notebook(),
         "beta": beta_notebook(),
         "model_a": producer_notebook("model_a"),
         "comparison": reader_notebook("model_a"),
     }
-    make_fixture_book(tmp_path, notebooks, toc)
+    make_fixture_book(tmp_path, notebooks, READER_TOC)
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
