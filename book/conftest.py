@@ -8,34 +8,27 @@ import os
 import time
 from pathlib import Path
 
-import yaml
+from helpers.book.toc import in_toc_order
 
-_TOC = Path(__file__).resolve().parent.parent / "_toc.yml"
+_SOURCE = Path(__file__).resolve().parent
+_TOC = _SOURCE.parent / "_toc.yml"
 
 
-def _toc_order() -> list[str]:
-    names: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    names.append(Path(str(node[key])).with_suffix("").name)
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    walk(value)
-        elif isinstance(node, list):
-            for entry in node:
-                walk(entry)
-
-    walk(yaml.safe_load(_TOC.read_text()))
-    return names
+def _docname(item) -> str:
+    """The toc's name of the notebook an nbval item (one cell) belongs to; a file outside
+    book/ (collected beside it) keeps its path, which no toc entry has: it runs last."""
+    path = Path(str(item.fspath)).resolve()
+    return (
+        path.relative_to(_SOURCE).with_suffix("").as_posix()
+        if path.is_relative_to(_SOURCE)
+        else str(path)
+    )
 
 
 def pytest_collection_modifyitems(session, config, items):
-    order = {name: i for i, name in enumerate(_toc_order())}
-    # sort is stable: the cells of one notebook keep their order.
-    items.sort(key=lambda item: order.get(Path(str(item.fspath)).stem, len(order)))
+    # The one toc reader (helpers.book.toc), which jupyter-book's reading order follows too;
+    # the sort is stable: the cells of one notebook keep their order.
+    items[:] = in_toc_order(items, _TOC, _docname)
 
 
 # ---------------------------------------------------------------------------------------

@@ -134,6 +134,56 @@ def failing_notebook() -> nbformat.NotebookNode:
     )
 
 
+#: Where the producer and the reader below write the order in which they ran (a line each),
+#: relative to the book's root; they run in book/ (jupyter-book's and nbval's folder).
+EXECUTION_LOG = "executed-order.txt"
+
+
+def producer_notebook(name: str = "model_a") -> nbformat.NotebookNode:
+    """A model chapter: writes ``results/<name>/metrics.json`` beside ``book/``, as the
+    book's model chapters write theirs, and logs that it ran."""
+    return make_notebook(
+        ("markdown", f"# Producer {name}", []),
+        ("code", 'results_dir = "../results"', ["parameters"]),
+        (
+            "code",
+            f"""
+            import json
+            from pathlib import Path
+            with open("../{EXECUTION_LOG}", "a") as log:
+                log.write("{name}\\n")
+            folder = Path(results_dir) / "{name}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "metrics.json").write_text(json.dumps({{"auc": 0.75}}))
+            """,
+            [],
+        ),
+    )
+
+
+def reader_notebook(reads: str = "model_a") -> nbformat.NotebookNode:
+    """A comparison chapter: stops at its first code cell, as the book's do
+    (:func:`helpers.results.require_chapters`), unless ``reads`` has written its results."""
+    return make_notebook(
+        ("markdown", "# Reader", []),
+        ("code", 'results_dir = "../results"', ["parameters"]),
+        (
+            "code",
+            f"""
+            import json
+            from pathlib import Path
+            from helpers import results
+            with open("../{EXECUTION_LOG}", "a") as log:
+                log.write("reader\\n")
+            results.require_chapters(results_dir, ["{reads}"])
+            auc = json.loads((Path(results_dir) / "{reads}" / "metrics.json").read_text())["auc"]
+            print(f"{reads} auc={{auc}}")
+            """,
+            [],
+        ),
+    )
+
+
 def make_fixture_book(root: Path, notebooks: dict | None = None, toc: str = TOC) -> dict:
     """Lay out a small book like the repository's under ``root``.
 

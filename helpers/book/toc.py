@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from helpers import chapters, config
 from helpers.chapters import Chapter
@@ -29,6 +30,8 @@ TOC_PATH = config.REPO_ROOT / "_toc.yml"
 _TARGET_LINE = re.compile(r"^\s*\((?P<label>[^()\s]+)\)=\s*$", re.MULTILINE)
 _TARGET_OPTION = re.compile(r"^\s*:(?:name|label):\s*(?P<label>\S+)\s*$", re.MULTILINE)
 
+_Item = TypeVar("_Item")
+
 
 def read_toc(toc_path: Path) -> list[str]:
     """Return the docnames of a table of contents, in reading order
@@ -37,6 +40,36 @@ def read_toc(toc_path: Path) -> list[str]:
         return chapters.read_toc(toc_path)
     except chapters.ChapterError as exc:
         raise BookError(str(exc)) from exc
+
+
+def in_toc_order(
+    items: Iterable[_Item], toc_path: Path, docname: Callable[[_Item], str] = str
+) -> list[_Item]:
+    """Sort documents (or anything that names one) into the table of contents' reading order.
+
+    Chapters read the results of the chapters before them (the comparison reads every
+    model's), so whatever executes notebooks must follow this order, not the alphabetical
+    one: Sphinx's reading (:mod:`helpers.book.toc_order`, hence ``jupyter-book build``) and
+    ``pytest --nbval-lax book/`` (``book/conftest.py``).
+
+    Parameters
+    ----------
+    items : iterable
+        Docnames, or objects from which ``docname`` gives one.
+    toc_path : Path
+        The table of contents (read with :func:`read_toc`).
+    docname : callable
+        The docname of an item, relative to the source folder and without suffix; the item
+        itself by default.
+
+    Returns
+    -------
+    list
+        The items in toc order; the sort is stable (items of one document keep their order)
+        and items whose document is not in the toc come last, in the order given.
+    """
+    position = {name: i for i, name in enumerate(read_toc(toc_path))}
+    return sorted(items, key=lambda item: position.get(docname(item), len(position)))
 
 
 def find_chapters(source_dir: Path, toc_path: Path) -> list[Chapter]:
