@@ -87,17 +87,26 @@ def _check_figure_labels() -> None:
 
 #: An estimate and its interval as the tables write them: ``0.929 (0.908-0.948)``,
 #: ``+0.012 (-0.010 to +0.030)``, ``0.91-0.95 (sd 0.01)``, ``0.500 (no interval)``.
-ESTIMATE_WITH_INTERVAL = re.compile(r"(?<![\w.])[+-]?\d+\.\d+%?(?:-\d+\.\d+)? \([^()<>]*\)")
+ESTIMATE_WITH_INTERVAL = re.compile(
+    r"(?<![\w.])(?P<value>[+-]?\d+\.\d+%?(?:-\d+\.\d+)?) (?P<interval>\([^()<>]*\))"
+)
 _CELL = re.compile(r"(<t[dh][^>]*>)(.*?)(</t[dh]>)", re.S)
+
+
+def _unit(match: re.Match, *, own_line: bool) -> str:
+    value = f'<span class="value">{match["value"]}</span>'
+    interval = f'<span class="interval">{match["interval"]}</span>'
+    return f'<span class="estimate">{value}{"<br>" if own_line else " "}{interval}</span>'
 
 
 def table_html(table: pd.DataFrame) -> str:
     """A table's HTML as the book shows it: each estimate with its interval one unit.
 
-    Each ``estimate (interval)`` in a cell (:data:`ESTIMATE_WITH_INTERVAL`) is wrapped in
-    ``<span class="estimate">``, which the book's CSS (``book/_static/code.css``) never
-    breaks across lines: a column too narrow wraps a cell between such units and words,
-    never inside one, so an estimate is never read apart from its interval.
+    A cell that holds only an estimate and its interval (:data:`ESTIMATE_WITH_INTERVAL`)
+    shows the interval on its own line, under the estimate: a table of several such
+    columns then fits the page. Elsewhere in a cell the pair stays on one line. Either
+    way the book's CSS (``book/_static/code.css``) never breaks an estimate or an
+    interval across lines, so an estimate is never read apart from its interval.
 
     Parameters
     ----------
@@ -107,19 +116,20 @@ def table_html(table: pd.DataFrame) -> str:
     Returns
     -------
     str
-        ``<table class="dataframe">`` HTML.
+        ``<table class="dataframe">`` HTML; each pair is a ``<span class="estimate">`` of
+        a ``value`` and an ``interval``.
 
     Examples
     --------
     >>> t = pd.DataFrame({"AUC": ["0.929 (0.908-0.948)"]}, index=["model_1"])
-    >>> '<td><span class="estimate">0.929 (0.908-0.948)</span></td>' in table_html(t)
+    >>> '<span class="value">0.929</span><br><span class="interval">' in table_html(t)
     True
     """
 
     def mark(cell: re.Match) -> str:
-        text = ESTIMATE_WITH_INTERVAL.sub(
-            lambda m: f'<span class="estimate">{m.group(0)}</span>', cell.group(2)
-        )
+        text = cell.group(2)
+        alone = ESTIMATE_WITH_INTERVAL.fullmatch(text.strip()) is not None
+        text = ESTIMATE_WITH_INTERVAL.sub(lambda m: _unit(m, own_line=alone), text)
         return cell.group(1) + text + cell.group(3)
 
     return _CELL.sub(mark, table.to_html())

@@ -169,18 +169,24 @@ PAGE_LAYOUT_JS = r"""(() => {
         const rects = Array.from(range.getClientRects()).filter(r => r.width > 0);
         return new Set(rects.map(r => Math.round(r.top))).size;
     };
-    const estimate = /(?<![\w.])[+-]?\d+\.\d+%?(?:-\d+\.\d+)? \([^()<>]*\)/;
+    // helpers.report.ESTIMATE_WITH_INTERVAL; its space is a line break when marked.
+    const estimate = /(?<![\w.])[+-]?\d+\.\d+%?(?:-\d+\.\d+)? ?\([^()<>]*\)/;
     const tables = Array.from(article.querySelectorAll('table')).map(t => {
         const cells = Array.from(t.querySelectorAll('td, th'))
             .filter(c => estimate.test(c.textContent));
+        // A marked estimate: its value and its interval each on one line (the interval
+        // may have a line of its own); an unmarked one: its whole cell on one line.
         const units = cells.flatMap(c => {
             const marked = Array.from(c.querySelectorAll('.estimate'));
             return marked.length ? marked : [c];
         });
+        const broken = units.filter(u => u.classList.contains('estimate')
+            ? Array.from(u.querySelectorAll('.value, .interval')).some(p => lineCount(p) > 1)
+            : lineCount(u) > 1);
         return {head: t.textContent.trim().replace(/\s+/g, ' ').slice(0, 80),
                 overflow: Math.round(t.getBoundingClientRect().right - right),
                 estimates: units.length,
-                split: units.filter(u => lineCount(u) > 1).map(u => u.textContent)};
+                split: broken.map(u => u.textContent)};
     });
     return JSON.stringify({theme_font: themeFont, code: code, tables: tables,
                            text: article.textContent});

@@ -105,7 +105,7 @@ def test_a_chapter_shows_tables_with_marked_intervals_and_warns_about_overlappin
         report.start_chapter()  # a chapter run twice checks its figures once
     table = pd.DataFrame({"AUC": ["0.929 (0.908-0.948)"], "n": [3]}, index=["model_1"])
     html = shell.display_formatter.formatters["text/html"](table)
-    assert '<td><span class="estimate">0.929 (0.908-0.948)</span></td>' in html
+    assert '<td><span class="estimate"><span class="value">0.929</span><br>' in html
     assert 'class="dataframe"' in html
 
     assert shell.events.callbacks["post_execute"] == [report._check_figure_labels]
@@ -127,12 +127,16 @@ def test_table_html_marks_every_estimate_with_its_interval():
             "spread": ["0.91-0.95 (sd 0.010)", "0.500 (no interval)"],
         }
     )
+    table.loc[2] = ["AUC 0.9 (0.8-1.0) at most", ""]
     cells = re.findall(r"<td>(.*?)</td>", report.table_html(table))
+    unit = '<span class="estimate"><span class="value">{}</span>{}<span class="interval">{}</span>'
     assert cells == [
-        '<span class="estimate">+0.012 (-0.010 to +0.030)</span>',
-        '<span class="estimate">0.91-0.95 (sd 0.010)</span>',
+        unit.format("+0.012", "<br>", "(-0.010 to +0.030)") + "</span>",  # alone: two lines
+        unit.format("0.91-0.95", "<br>", "(sd 0.010)") + "</span>",
         "model_2 (p 0.03)",  # no estimate: a name and a p-value
-        '<span class="estimate">0.500 (no interval)</span>',
+        unit.format("0.500", "<br>", "(no interval)") + "</span>",
+        "AUC " + unit.format("0.9", " ", "(0.8-1.0)") + "</span> at most",  # in words: one line
+        "",
     ]
 
 
