@@ -155,7 +155,8 @@ PAGE_LAYOUT_JS = r"""(() => {
             const unwrapped = p.scrollHeight;
             p.style.whiteSpace = style;
             const kind = p.closest('div.cell_output') ? 'output'
-                : p.closest('div.literal-block-wrapper') ? 'package code' : 'code';
+                : p.closest('div.literal-block-wrapper, div.doctest') ? 'package code'
+                : 'code';
             return {kind: kind,
                     font: getComputedStyle(p).fontSize,
                     longest: Math.max(...lines.map(l => l.length)), wraps: height > unwrapped,
@@ -200,7 +201,7 @@ def page_layout_at_1366_px(browser: _chromium.Chromium, url: str) -> dict:
     -------
     dict
         ``theme_font``: the theme's size of a code block; ``code``: per code block its kind
-        (``code``, ``output``, or ``package code`` included by literalinclude), font
+        (``code``, ``output``, or ``package code``: a literalinclude, a docstring's example), font
         size, longest line, whether it wraps, its scroll and visible widths; ``tables``:
         per table its first words, how far it reaches past the article's right edge (px),
         how many estimates with an interval it holds and the ones that a line breaks
