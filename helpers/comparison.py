@@ -297,7 +297,7 @@ def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
         rows[model_id] = row
         if "adapted" in m:  # beside the headline, never instead of it
             block = m["adapted"]["test"]
-            rows[f"{model_id}, adapted (no labels)"] = {
+            rows[f"{model_id} adapted (no labels)"] = {
                 "threshold": f"{block['threshold']:.3f}",
                 **{
                     label: interval_text(block, name)

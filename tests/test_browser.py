@@ -155,7 +155,7 @@ PAGE_LAYOUT_JS = r"""(() => {
             const unwrapped = p.scrollHeight;
             p.style.whiteSpace = style;
             const kind = p.closest('div.cell_output') ? 'output'
-                : p.closest('div.literal-block-wrapper, div.doctest') ? 'package code'
+                : p.closest('div.literal-block-wrapper, div.doctest, dl.py') ? 'package code'
                 : 'code';
             return {kind: kind,
                     font: getComputedStyle(p).fontSize,
@@ -170,8 +170,9 @@ PAGE_LAYOUT_JS = r"""(() => {
         const rects = Array.from(range.getClientRects()).filter(r => r.width > 0);
         return new Set(rects.map(r => Math.round(r.top))).size;
     };
-    // helpers.report.ESTIMATE_WITH_INTERVAL; its space is a line break when marked.
-    const estimate = /(?<![\w.])[+-]?\d+\.\d+%?(?:-\d+\.\d+)? ?\([^()<>]*\)/;
+    // helpers.report.ESTIMATE_WITH_INTERVAL; its space is a line break when marked, a
+    // no-break space in a table written in Markdown.
+    const estimate = /(?<![\w.])[+-]?\d+\.\d+%?(?:-\d+\.\d+)?\s?\([^()<>]*\)/;
     const tables = Array.from(article.querySelectorAll('table')).map(t => {
         const cells = Array.from(t.querySelectorAll('td, th'))
             .filter(c => estimate.test(c.textContent));
