@@ -164,11 +164,18 @@ PAGE_LAYOUT_JS = r"""(() => {
         });
     const right = article.getBoundingClientRect().right
         - parseFloat(getComputedStyle(article).paddingRight);
+    // The lines a node's text takes: the tops of its text's boxes, apart by more
+    // than half a line (a cell's paragraph box, a code span's box are not lines).
     const lineCount = node => {
-        const range = document.createRange();
-        range.selectNodeContents(node);
-        const rects = Array.from(range.getClientRects()).filter(r => r.width > 0);
-        return new Set(rects.map(r => Math.round(r.top))).size;
+        const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+        const tops = [];
+        for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+            const range = document.createRange();
+            range.selectNodeContents(text);
+            for (const r of range.getClientRects()) if (r.width > 0) tops.push(r.top);
+        }
+        tops.sort((a, b) => a - b);
+        return tops.filter((top, i) => i === 0 || top - tops[i - 1] > 8).length;
     };
     // helpers.report.ESTIMATE_WITH_INTERVAL; its space is a line break when marked, a
     // no-break space in a table written in Markdown.
