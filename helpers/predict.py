@@ -5,7 +5,7 @@
     python -m helpers.predict --model results/model_1 IMAGE [IMAGE ...]
     python -m helpers.predict --model results/model_1 --json scans/*.jpeg
     python -m helpers.predict --model results/model_1 --gradcam heatmaps/ IMAGE
-    python -m helpers.predict --model results/model_6 --adapt-to hospital_b/ IMAGE [IMAGE ...]
+    python -m helpers.predict --model results/model_6 --adapt-to hospital_b/ IMAGE
 
 For each image it prints the path, the probability of PNEUMONIA and the decision at the
 threshold stored in the model's ``metrics.json`` (chosen on validation data when the model
