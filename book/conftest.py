@@ -1,7 +1,7 @@
 """pytest --nbval-lax over book/: run the notebooks in the order of _toc.yml.
 
-Chapters read the results of earlier chapters (the comparison reads every model's), so the
-alphabetical order pytest would use is wrong.
+Chapters read the results of earlier chapters (the comparison reads every
+model's), so the alphabetical order pytest would use is wrong.
 """
 
 import os
@@ -31,17 +31,20 @@ def pytest_collection_modifyitems(session, config, items):
     items[:] = in_toc_order(items, _TOC, _docname)
 
 
-# ---------------------------------------------------------------------------------------
-# One execution per notebook in `make test`: with BOOK_SAVE_EXECUTED=DIR, each notebook
-# whose cells all passed is written to DIR/<name>.ipynb with the outputs nbval collected,
-# and the CI-sized book build renders those (python -m helpers.book --executed-from DIR)
-# instead of executing every notebook a second time.
-# ---------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------
+# One execution per notebook in `make test`: with BOOK_SAVE_EXECUTED=DIR, each
+# notebook whose cells all passed is written to DIR/<name>.ipynb with the outputs
+# nbval collected, and the CI-sized book build renders those (python -m
+# helpers.book --executed-from DIR) instead of executing every notebook a second
+# time.
+# ------------------------------------------------------------------------------
 
 _SAVE_DIR = os.environ.get("BOOK_SAVE_EXECUTED")
-_notebooks: dict[str, object] = {}  # path -> nbval's IPyNbFile (holds the notebook)
+# path -> nbval's IPyNbFile (holds the notebook)
+_notebooks: dict[str, object] = {}
 _failed: set[str] = set()
-_started: dict[str, float] = {}  # path -> when its first cell started (the kernel starts then)
+# path -> when its first cell started (the kernel starts then)
+_started: dict[str, float] = {}
 _finished: dict[str, float] = {}  # path -> when its last cell ended
 
 
@@ -88,7 +91,8 @@ def pytest_sessionfinish(session, exitstatus):
         nbformat.write(parent.nb, str(partial))
         os.replace(partial, target)
         # The chapter's run time, kept with it as the runner keeps its own (see
-        # helpers.book.runtimes); the CI-sized parameters come from BOOK_* variables.
+        # helpers.book.runtimes); the CI-sized parameters come from BOOK_*
+        # variables.
         runtimes.record_run(
             target,
             _finished[path] - _started[path],

@@ -328,8 +328,9 @@ def book_questions(
 
 def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
     """One row per model: test metrics at its validation-chosen threshold, with
-    person-level 95% intervals; few, short columns so that the table fits the page
-    (each model chapter has the full table)."""
+    person-level 95% intervals; few, short columns so that the table fits the page at a
+    1366 px window, each interval under its estimate (each model chapter has the full
+    table; training times are in the run-times appendix)."""
     rows = {}
     for model_id, m in all_metrics.items():
         block = m["test"]
@@ -342,11 +343,10 @@ def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
             ("npv", "NPV"),
         ):
             row[label] = interval_text(block, name)
-        row["training s"] = f"{m['training_seconds']:.0f}"
         rows[model_id] = row
         if "adapted" in m:  # beside the headline, never instead of it
             block = m["adapted"]["test"]
-            rows[f"{model_id}, adapted (no labels)"] = {
+            rows[f"{model_id} adapted (no labels)"] = {
                 "threshold": f"{block['threshold']:.3f}",
                 **{
                     label: interval_text(block, name)
@@ -358,7 +358,6 @@ def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
                         ("npv", "NPV"),
                     )
                 },
-                "training s": "",
             }
     return pd.DataFrame(rows).T
 
@@ -498,10 +497,11 @@ def training_noise(seed_runs: dict[str, list[seed_replicates.SeedRun]]) -> pd.Da
     Returns
     -------
     pandas.DataFrame
-        One row per replicated recipe: ``seeds`` and, for AUC, sensitivity and
-        specificity, ``<name> over seeds`` (min-max and standard deviation) and
-        ``<name>, one run`` (the chapter's run with its person-level interval). When no
-        recipe has replicates, one row saying so (:data:`NO_REPLICATES`).
+        One row per replicated recipe: for AUC, sensitivity and specificity, ``<name>
+        over seeds`` (min-max and standard deviation) and ``<name>, one run`` (the
+        chapter's run with its person-level interval); six columns, which fit the page
+        (:func:`seed_results` lists the seeds). When no recipe has replicates, one row
+        saying so (:data:`NO_REPLICATES`).
     """
     runs_by_model = replicated(seed_runs)
     if not runs_by_model:
@@ -510,7 +510,7 @@ def training_noise(seed_runs: dict[str, list[seed_replicates.SeedRun]]) -> pd.Da
     rows = {}
     for model_id, runs in runs_by_model.items():
         spread = seed_replicates.seed_spread(runs)
-        row = {"seeds": ", ".join(str(run.seed) for run in runs)}
+        row = {}
         for name, label in labels.items():
             row[f"{label} over seeds"] = _spread_text(spread.loc[name])
             row[f"{label}, one run"] = interval_text(runs[0].metrics["test"], name)

@@ -527,11 +527,59 @@ def plot_forest(table: pd.DataFrame, *, seeds: pd.DataFrame | None = None, ax=No
         panel.set_title(title)
         panel.set_yticks(rows, [str(m) for m in table.index])
         panel.set_ylim(-0.6, len(table) - 0.4)
-        panel.set_xlabel(
-            "point and interval; diamonds: each seed"
-            if seeds is not None and len(seeds)
-            else "point and interval"
-        )
+    # One label under the middle panel: three of them, each as wide as a panel, ran into
+    # each other (figure_label_overlaps).
+    axes[1].set_xlabel(
+        "point and interval; diamonds: each seed"
+        if seeds is not None and len(seeds)
+        else "point and interval"
+    )
     if table.attrs.get("method"):
         axes[0].figure.suptitle(table.attrs["method"], fontsize=9)
     return axes
+
+
+def figure_label_overlaps(figure) -> list[tuple[str, str]]:
+    """The pairs of a figure's labels that run into each other, as the figure is laid out.
+
+    Every visible tick label (of the ticks inside the view), axis label and title of every
+    axes, and the figure's title and axis labels, are drawn and their bounding boxes
+    compared: a figure of this module must give none.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        A figure, laid out as it will be saved.
+
+    Returns
+    -------
+    list of tuple of str
+        The texts of each pair whose boxes intersect; empty when no labels overlap.
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> _ = ax.set_xlabel("time"), ax.set_ylabel("loss")
+    >>> figure_label_overlaps(fig)
+    []
+    >>> plt.close(fig)
+    """
+    renderer = figure.canvas.get_renderer()
+    figure.draw_without_rendering()
+    texts = [t for t in (figure._suptitle, figure._supxlabel, figure._supylabel) if t is not None]
+    for ax in figure.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            low, high = min(low, high), max(low, high)
+            for tick in axis.get_major_ticks():
+                if low <= tick.get_loc() <= high:
+                    texts += [tick.label1, tick.label2]
+    texts = [t for t in texts if t.get_visible() and t.get_text().strip()]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    return [
+        (texts[i].get_text(), texts[j].get_text())
+        for i in range(len(texts))
+        for j in range(i + 1, len(texts))
+        if boxes[i].overlaps(boxes[j])
+    ]

@@ -6,7 +6,7 @@
     python -m helpers.predict --model results/model_1 IMAGE [IMAGE ...]
     python -m helpers.predict --model results/model_1 --json scans/*.jpeg
     python -m helpers.predict --model results/model_1 --gradcam heatmaps/ IMAGE
-    python -m helpers.predict --model results/model_6 --adapt-to hospital_b/ IMAGE [IMAGE ...]
+    python -m helpers.predict --model results/model_6 --adapt-to hospital_b/ IMAGE
 
 Each argument is an image file or a folder; a folder is searched at any depth by the
 loader's rules (:func:`helpers.data.image_files_below`: image extensions in any case, DICOM

@@ -11,6 +11,7 @@ function per figure kind.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -54,9 +55,9 @@ _chapter_model: str | None = None
 
 
 def start_chapter(model_id: str | None = None) -> None:
-    """Set the book's figure style, and show the package's warnings (a skipped image, a
-    leak between folders) in the page: Python sends warnings to stderr, which the rendered
-    book leaves out.
+    """Set the book's figure style, show tables as :func:`table_html` writes them, and show
+    the package's warnings (a skipped image, a leak between folders) in the page: Python
+    sends warnings to stderr, which the rendered book leaves out.
 
     Parameters
     ----------
@@ -71,6 +72,84 @@ def start_chapter(model_id: str | None = None) -> None:
     _chapter_model = model_id
     plots.use_book_style()
     warnings.showwarning = _show_warning_in_page
+    try:
+        from IPython import get_ipython
+    except ImportError:  # not in IPython: nothing displays HTML
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
+        # Before the inline backend shows (and closes) the cell's figures.
+        checks = shell.events.callbacks["post_execute"]
+        if _check_figure_labels not in checks:
+            checks.insert(0, _check_figure_labels)
+
+
+#: The words of the page's warning about a figure whose labels overlap (the built book's
+#: test looks for them on every page).
+FIGURE_LABELS_OVERLAP = "labels of this figure run into each other"
+
+
+def _check_figure_labels() -> None:
+    """Warn in the page about each open figure whose labels overlap
+    (:func:`helpers.plots.figure_label_overlaps`)."""
+    from matplotlib._pylab_helpers import Gcf
+
+    for manager in Gcf.get_all_fig_managers():
+        overlaps = plots.figure_label_overlaps(manager.canvas.figure)
+        if overlaps:
+            pairs = "; ".join(f"{a!r} and {b!r}" for a, b in overlaps[:5])
+            show_warning(f"The {FIGURE_LABELS_OVERLAP}: {pairs}.")
+
+
+#: An estimate and its interval as the tables write them: ``0.929 (0.908-0.948)``,
+#: ``+0.012 (-0.010 to +0.030)``, ``0.91-0.95 (sd 0.01)``, ``0.500 (no interval)``.
+ESTIMATE_WITH_INTERVAL = re.compile(
+    r"(?<![\w.])(?P<value>[+-]?\d+\.\d+%?(?:-\d+\.\d+)?) (?P<interval>\([^()<>]*\))"
+)
+_CELL = re.compile(r"(<t[dh][^>]*>)(.*?)(</t[dh]>)", re.S)
+
+
+def _unit(match: re.Match, *, own_line: bool) -> str:
+    value = f'<span class="value">{match["value"]}</span>'
+    interval = f'<span class="interval">{match["interval"]}</span>'
+    return f'<span class="estimate">{value}{"<br>" if own_line else " "}{interval}</span>'
+
+
+def table_html(table: pd.DataFrame) -> str:
+    """A table's HTML as the book shows it: each estimate with its interval one unit.
+
+    A cell that holds only an estimate and its interval (:data:`ESTIMATE_WITH_INTERVAL`)
+    shows the interval on its own line, under the estimate: a table of several such
+    columns then fits the page. Elsewhere in a cell the pair stays on one line. Either
+    way the book's CSS (``book/_static/code.css``) never breaks an estimate or an
+    interval across lines, so an estimate is never read apart from its interval.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Any table; cells are escaped as :meth:`pandas.DataFrame.to_html` escapes them.
+
+    Returns
+    -------
+    str
+        ``<table class="dataframe">`` HTML; each pair is a ``<span class="estimate">`` of
+        a ``value`` and an ``interval``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"AUC": ["0.929 (0.908-0.948)"]}, index=["model_1"])
+    >>> '<span class="value">0.929</span><br><span class="interval">' in table_html(t)
+    True
+    """
+
+    def mark(cell: re.Match) -> str:
+        text = cell.group(2)
+        alone = ESTIMATE_WITH_INTERVAL.fullmatch(text.strip()) is not None
+        text = ESTIMATE_WITH_INTERVAL.sub(lambda m: _unit(m, own_line=alone), text)
+        return cell.group(1) + text + cell.group(3)
+
+    return _CELL.sub(mark, table.to_html())
 
 
 def _glue(key: str, value) -> None:

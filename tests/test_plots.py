@@ -143,10 +143,78 @@ def test_forest_plot_draws_each_model_s_point_and_interval_per_panel():
     assert len(diamonds) == 1  # model_1 only
     assert list(diamonds[0].get_xdata()) == [0.90, 0.88, 0.93]
     assert list(diamonds[0].get_ydata()) == [0.75] * 3
-    assert "each seed" in axes[0].get_xlabel()
+    assert "each seed" in axes[1].get_xlabel()  # one label, under the middle panel
     with pytest.raises(
         ValueError, match=r"seeds names models the table does not have: \['model_9'\]"
     ):
         plots.plot_forest(table, seeds=seeds.rename(index={"model_1": "model_9"}))
     with pytest.raises(ValueError, match="seeds lacks the columns"):
         plots.plot_forest(table, seeds=seeds.drop(columns="auc"))
+
+
+def _forest_table(model_ids) -> pd.DataFrame:
+    """A forest table of the comparison's shape: one row per model, every interval."""
+    values = {"auc": 0.93, "sensitivity": 0.95, "specificity": 0.62}
+    table = pd.DataFrame(
+        {
+            f"{name}{end}": [value + shift for _ in model_ids]
+            for name, value in values.items()
+            for end, shift in (("", 0.0), ("_ci_low", -0.03), ("_ci_high", 0.03))
+        },
+        index=list(model_ids),
+    )
+    table.attrs["method"] = (
+        "person-level cluster bootstrap, 2000 resamples, percentile, stratified by class, seed 42"
+    )
+    return table
+
+
+BOOK_MODELS = [f"model_{i}" for i in range(1, 8)]
+FRAME = pd.DataFrame({"path": list("abcdefgh"), "label": Y, "score": S})
+#: Every figure kind as the chapters draw it (the comparison's with all seven models).
+FIGURES = {
+    "forest": lambda: plots.plot_forest(_forest_table(BOOK_MODELS)),
+    "forest with seeds": lambda: plots.plot_forest(
+        _forest_table(BOOK_MODELS),
+        seeds=pd.DataFrame(
+            {"auc": [0.9, 0.92], "sensitivity": [0.95, 0.96], "specificity": [0.6, 0.7]},
+            index=pd.MultiIndex.from_tuples([("model_1", 42), ("model_1", 43)]),
+        ),
+    ),
+    "training curves": lambda: plots.plot_training_curves(
+        {
+            "loss": [0.7, 0.5],
+            "val_loss": [0.6, 0.55],
+            "accuracy": [0.6, 0.8],
+            "val_accuracy": [0.7, 0.75],
+        }
+    ),
+    "roc": lambda: plots.plot_roc(Y, S, thresholds={"validation": 0.5}),
+    "confusion matrix": lambda: plots.plot_confusion_matrix(Y, S, threshold=0.5),
+    "score histogram": lambda: plots.plot_score_histogram(Y, S, threshold=0.5),
+    "roc overlay": lambda: plots.plot_roc_overlay({m: FRAME for m in BOOK_MODELS}),
+    "precision-recall": lambda: plots.plot_precision_recall(Y, S, thresholds={"t": 0.5}),
+    "reliability": lambda: plots.plot_reliability(
+        {"as trained": calibration.reliability_table(Y, S, n_bins=5)}
+    ),
+    "class counts": lambda: plots.plot_class_counts(
+        pd.DataFrame({"split": ["train", "val", "test"] * 2, "label": [0, 0, 0, 1, 1, 1]})
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", FIGURES)
+def test_no_figure_kind_has_labels_that_run_into_each_other(kind):
+    plots.use_book_style()
+    drawn = np.ravel(np.asarray(FIGURES[kind](), dtype=object))
+    assert plots.figure_label_overlaps(drawn[0].figure) == []
+
+
+def test_label_overlaps_are_found():
+    # Three panels of a 6-inch figure, each with a label wider than itself: the forest
+    # plot's old x-axis labels, which ran into each other at the book's width.
+    fig, axes = plt.subplots(1, 3, figsize=(6, 2))
+    for ax in axes:
+        ax.set_xlabel("point and interval; diamonds: each seed")
+    overlaps = plots.figure_label_overlaps(fig)
+    assert overlaps.count(("point and interval; diamonds: each seed",) * 2) == 2  # 1-2, 2-3

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,7 +25,7 @@ from helpers.replicates import DEFAULT_REPLICATES
 
 from .errors import NotebookFailed
 from .execute import EXECUTED_SUBDIR, KERNEL_NAME, execute_notebook, prepare_executed_dir
-from .plan import PATH_OPTIONS, declared_parameters, plan_build
+from .plan import PATH_OPTIONS, declared_parameters, differences_from_the_book, plan_build
 from .render import render
 from .replicates import Replicate, plan_replicates
 from .runtimes import PAGE_NAME, annotate_run_time, read_record, record_run, write_run_times_page
@@ -48,8 +49,89 @@ from .toc import (
     toc_without,
 )
 
-#: The folder that receives ``_build/`` (like ``jupyter-book build --path-output``).
+#: The folder that receives the book's ``_build/`` (like ``jupyter-book build --path-output``).
 OUTPUT_DIR = config.REPO_ROOT
+#: The results folder of an experiment that names none of its own (the book's stay apart).
+EXPERIMENT_RESULTS_DIR = config.DEFAULT_RESULTS_DIR / "experiment"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A build whose parameters differ from the book's, and the folders it is given.
+
+    Attributes
+    ----------
+    differences : dict
+        The parameters that differ from the notebooks' defaults, as passed.
+    params : dict
+        The build's parameters, with ``results_dir`` added when it named none
+        (:data:`EXPERIMENT_RESULTS_DIR`, for notebooks that declare it).
+    output_dir : Path
+        Its results folder, which receives its ``_build/`` (executed notebooks, pages,
+        record of runs), apart from the book's.
+    """
+
+    differences: dict[str, Any]
+    params: dict[str, Any]
+    output_dir: Path
+
+    def describe(self) -> str:
+        """The lines that say what the experiment is and where it writes."""
+        changed = ", ".join(f"{name}={value}" for name, value in self.differences.items())
+        html = self.output_dir / "_build" / "html"
+        return (
+            f"experiment ({changed} differ from the book's parameters): its results, "
+            f"executed notebooks and pages go to {self.output_dir}/ "
+            f"(open {html / 'index.html'});\n"
+            f"the book's _build/ is left as it is (--output-dir chooses another folder)."
+        )
+
+
+def find_experiment(
+    source_dir: Path,
+    toc_path: Path,
+    only: Sequence[str] | None,
+    params: Mapping[str, Any],
+) -> Experiment | None:
+    """Whether a build is the book's or an experiment, and an experiment's folders.
+
+    A build is the book's when every notebook it runs is passed its own defaults
+    (:func:`~helpers.book.plan.differences_from_the_book`). Any other build writes its
+    results, executed notebooks, pages and record of runs under its results folder, so
+    that the book's ``_build/html`` and ``_build/runner-state.json`` stay as they were.
+
+    Parameters
+    ----------
+    source_dir, toc_path : Path
+        As for :func:`build_book`.
+    only : sequence of str, optional
+        The notebooks the build runs.
+    params : mapping
+        The parameters it is given.
+
+    Returns
+    -------
+    Experiment or None
+        None for the book's own build.
+
+    Raises
+    ------
+    ParameterError
+        For unknown names or impossible values, as :func:`build_book` would.
+    """
+    chapters = find_chapters(Path(source_dir).resolve(), Path(toc_path).resolve())
+    plan = plan_build(chapters, only, params)
+    differences = differences_from_the_book(plan)
+    if not differences:
+        return None
+    params = dict(params)
+    if "results_dir" in differences:
+        results_dir = book_parameters.resolve_path(differences["results_dir"])
+    else:
+        results_dir = EXPERIMENT_RESULTS_DIR
+        if any("results_dir" in declared_parameters(c.path) for c in plan.selected):
+            params["results_dir"] = str(results_dir)
+    return Experiment(differences, params, results_dir)
 
 
 def _now() -> str:
