@@ -15,8 +15,9 @@ _TOC = _SOURCE.parent / "_toc.yml"
 
 
 def _docname(item) -> str:
-    """The toc's name of the notebook an nbval item (one cell) belongs to; a file outside
-    book/ (collected beside it) keeps its path, which no toc entry has: it runs last."""
+    """The toc's name of the notebook an nbval item (one cell) belongs to; a
+    file outside book/ (collected beside it) keeps its path, which no toc entry
+    has: it runs last."""
     path = Path(str(item.fspath)).resolve()
     return (
         path.relative_to(_SOURCE).with_suffix("").as_posix()
@@ -26,8 +27,9 @@ def _docname(item) -> str:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    # The one toc reader (helpers.book.toc), which jupyter-book's reading order follows too;
-    # the sort is stable: the cells of one notebook keep their order.
+    # The one toc reader (helpers.book.toc), which jupyter-book's reading order
+    # follows too; the sort is stable: the cells of one notebook keep their
+    # order.
     items[:] = in_toc_order(items, _TOC, _docname)
 
 
@@ -65,7 +67,11 @@ def pytest_runtest_teardown(item, nextitem):
     _finished[str(item.fspath)] = time.perf_counter()
     cell.outputs = list(outputs)
     count = next(
-        (o.get("execution_count") for o in outputs if o.get("output_type") == "execute_result"),
+        (
+            o.get("execution_count")
+            for o in outputs
+            if o.get("output_type") == "execute_result"
+        ),
         None,
     )
     cell.execution_count = count
