@@ -605,6 +605,27 @@ def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFr
     return shown.round(4)
 
 
+#: The columns of a validation table (:func:`with_interval_column`) that the choice rule
+#: reads (:func:`helpers.ablation.decide`), shown first; the others follow in a second table.
+CHOICE_COLUMNS = (
+    "val AUC (95% CI)",
+    "AUC - first row (95% CI)",
+    "AUC - recipe (95% CI)",
+    "AUC - first row p (Holm)",
+    "AUC - recipe p (Holm)",
+    "adoptable",
+)
+
+
+def choice_and_details(shown: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a validation table for display into what the choice rule reads
+    (:data:`CHOICE_COLUMNS`) and the rest, both indexed by row name: one table of about
+    ten columns of estimates with intervals does not fit the page at the theme's size."""
+    choice = [c for c in CHOICE_COLUMNS if c in shown.columns]
+    details = [c for c in shown.columns if c not in choice]
+    return shown[choice], shown[details]
+
+
 def not_adopted_text(table: pd.DataFrame) -> str:
     """The rows measured but not adoptable (``adoptable`` other than "yes"), each with its
     validation AUC against the recipe's (the first row), for the chapter's prose."""
@@ -630,7 +651,8 @@ def show_ablation(ablation) -> None:
             "as registered, not as chosen on validation."
         )
         return
-    display(with_interval_column(ablation.table, position=1))
+    for part in choice_and_details(with_interval_column(ablation.table, position=1)):
+        display(part)
 
 
 def glue_ablation(ablation, *, prefix: str = "model_6_ablation") -> None:
@@ -663,7 +685,8 @@ def show_search(search) -> None:
             f"guide's recipe ({search.choice.name}), not a configuration chosen on validation."
         )
         return
-    display(with_interval_column(search.table))
+    for part in choice_and_details(with_interval_column(search.table)):
+        display(part)
 
 
 def glue_search(search, *, prefix: str = "model_7") -> None:
