@@ -31,7 +31,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 # The whole suite: lint; unit tests; every notebook once, cell by cell, under nbval (CI-sized),
 # each saved with its outputs; the book rendered from those executed notebooks (nothing runs
-# a second time) and its HTML checked page by page and in headless Chromium.
+# a second time) and its HTML checked page by page and in headless Chromium; then the book
+# built by `jupyter-book build book` from the same executed notebooks (only the two chapters
+# that read other chapters' results run again, under jupyter-book).
 # The unit tests and the notebooks run side by side: each keeps about one core busy (most
 # of their time is Python: building, tracing and compiling small models, starting kernels),
 # and they share no files (the unit tests' caches are temporary folders). Each one's output
@@ -58,9 +60,14 @@ notebook-test: setup
 	$(CI_PARAMS) BOOK_RESULTS_DIR=$(CI_BUILD)/results BOOK_SAVE_EXECUTED=$(CI_BUILD)/executed-by-nbval \
 		$(PY) -m pytest --nbval-lax book/
 
+# The runner renders nbval's executed notebooks and test_built_book.py checks that book;
+# test_jupyter_book_build.py builds the book the other way, `jupyter-book build book` in a
+# copy of the repository without results/, its cache primed with nbval's executed model
+# chapters, so that only the chapters reading their results execute again (see its docstring).
 book-test: setup
 	$(PY) -m helpers.book --executed-from $(CI_BUILD)/executed-by-nbval --results-dir $(CI_BUILD)/results --output-dir $(CI_BUILD)
-	BOOK_HTML_DIR=$(CI_BUILD)/_build/html $(PY) -m pytest tests/test_built_book.py
+	$(CI_PARAMS) BOOK_HTML_DIR=$(CI_BUILD)/_build/html BOOK_SAVE_EXECUTED=$(CI_BUILD)/executed-by-nbval \
+		BOOK_RESULTS_DIR=$(CI_BUILD)/results $(PY) -m pytest tests/test_built_book.py tests/test_jupyter_book_build.py
 
 book: setup
 	$(PY) -m helpers.book

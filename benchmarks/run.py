@@ -5,6 +5,7 @@ Usage (from the repository root, after ``make setup``)::
     .venv/bin/python benchmarks/run.py            # everything (about 45 min on 2 cores)
     .venv/bin/python benchmarks/run.py --quick    # fewer epochs, no whole-book build
     .venv/bin/python benchmarks/run.py --book-only   # only the whole book's time and memory
+    .venv/bin/python benchmarks/run.py --scoring-only   # only scoring a folder (predict)
 
 Every measurement runs in a fresh Python process, so that no cache, thread pool or
 compiled function of one measurement helps another, and every comparison is made in the
@@ -27,6 +28,10 @@ Measured:
 - **oneDNN**: model_1's epoch with TensorFlow's oneDNN convolutions on and off.
 - **Achieved GFLOP/s** of model_1's training against a large float32 matrix product.
 - **The whole book** with the defaults on the embedded data: wall time and peak memory.
+- **Scoring a folder** (``--scoring-only``): ``helpers.predict.score_folder`` with a trained
+  model on generated folders of 5,000 and 20,000 files (copies of the test images, nested,
+  JPEG, PNG and DICOM mixed, a few corrupt): images per second and peak memory, which must
+  not grow with the folder's size.
 """
 
 from __future__ import annotations
@@ -240,6 +245,33 @@ def _gflops(image_size: int) -> dict:
     }
 
 
+def _score_folder(model: str, folder: str, batch_size: int, workers: int) -> dict:
+    """``helpers.predict.score_folder`` on one folder: time, rows, memory before and at peak."""
+    import resource
+
+    from helpers import predict
+
+    def rss() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    loaded = predict.load_model_folder(model)
+    first = next(p for p in Path(folder).rglob("*.jpeg"))
+    predict.score_files(loaded, [first], batch_size=batch_size)  # the model traced once
+    before = rss()
+    start = time.perf_counter()
+    frame = predict.score_folder(loaded, folder, batch_size=batch_size, workers=workers)
+    seconds = time.perf_counter() - start
+    return {
+        "files": len(frame),
+        "unreadable": int(frame["error"].notna().sum()),
+        "seconds": seconds,
+        "images_per_second": len(frame) / seconds,
+        "rss_before_bytes": before,
+        # ru_maxrss is in KiB on Linux: the process's peak, model and TensorFlow included.
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
 CHILDREN = {
     "case_study": _case_study_pipeline,
     "helpers": _helpers_pipeline,
@@ -247,6 +279,7 @@ CHILDREN = {
     "model_5": _model_5_both_ways,
     "epoch": _epoch_seconds,
     "gflops": _gflops,
+    "score_folder": _score_folder,
 }
 
 
@@ -399,10 +432,10 @@ def whole_book() -> dict:
 
 def _model_results(results: Path) -> dict:
     """Each model's test results at its validation threshold, from the build's own files."""
-    from helpers.config import MODEL_IDS
+    from helpers.chapters import model_ids
 
     out = {}
-    for model_id in MODEL_IDS:
+    for model_id in model_ids():
         m = json.loads((results / model_id / "metrics.json").read_text())
         row = {
             "training_seconds": m["training_seconds"],
@@ -447,9 +480,9 @@ def models_table(models: dict) -> str:
 
 
 def book_row(bk: dict) -> tuple[str, str, str, str]:
-    from helpers.config import CASE_STUDY_MODEL_IDS
+    from helpers.chapters import case_study_model_ids
 
-    five = sum(v for k, v in bk["chapters"].items() if k in CASE_STUDY_MODEL_IDS)
+    five = sum(v for k, v in bk["chapters"].items() if k in case_study_model_ids())
     return (
         "Whole book, defaults, embedded data: wall time / peak memory",
         f"{bk['seconds'] / 60:.1f} min",
@@ -471,23 +504,174 @@ def book_only(output: Path) -> int:
     raw["book"] = {**bk, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
     raw_path.write_text(json.dumps(raw, indent=1))
     text = output.read_text() if output.exists() else "# Benchmark results\n"
-    text = text.split(BOOK_HEADING)[0].rstrip() + "\n\n"
     a, b, c, d = book_row(bk)
-    text += (
-        f"{BOOK_HEADING}\n\nMeasured {raw['book']['date']} on {raw['book']['machine']} by "
+    body = (
+        f"Measured {raw['book']['date']} on {raw['book']['machine']} by "
         f"`benchmarks/run.py --book-only` (`python -m helpers.book --force`, fresh results, "
         f"decoded-image and feature caches empty at the start).\n\n"
         f"| measurement | A | B | result |\n|---|---:|---:|---|\n"
         f"| {a} | {b} | {c} | {d} |\n"
     )
     if bk.get("models"):
-        text += (
+        body += (
             "\nTest results of that build, each model at its threshold chosen on validation "
             "(sensitivity 0.95), 95% intervals:\n\n" + models_table(bk["models"])
         )
-    output.write_text(text)
-    print(text)
+    output.write_text(replace_section(text, BOOK_HEADING, body))
+    print(body)
     return 0
+
+
+SCORING_HEADING = "## Scoring a folder"
+SCORING_DIR = HERE / "_data" / "site_folder"
+#: The two folder sizes compared: memory must be the same at both.
+SCORING_SIZES = (5_000, 20_000)
+#: Changed whenever make_site_folder makes other files, so an old folder is made again.
+_SITE_FOLDER_VERSION = "v2"
+
+
+def make_site_folder(target: Path = SCORING_DIR, sizes=SCORING_SIZES) -> dict[int, Path]:
+    """Folders of copies of the embedded test images as a site exports them, made once.
+
+    ``target/part_1`` holds ``sizes[0]`` files and ``target`` all ``sizes[-1]``: nested three
+    levels (by batch and day), 60% JPEG, 20% PNG (8-bit grayscale), 20% DICOM (12-bit,
+    MONOCHROME2, made-up header), and about one file in a thousand truncated (corrupt).
+
+    Returns
+    -------
+    dict of int to Path
+        Folder size to the folder holding that many files.
+    """
+    import io
+
+    import numpy as np
+    from dicom_folder import person_header
+    from PIL import Image
+
+    from helpers.data.dicom import xray_to_dicom
+
+    done = target / ".complete"
+    parts = {sizes[0]: target / "part_1", sizes[-1]: target}
+    if done.is_file() and done.read_text() == f"{sizes!r} {_SITE_FOLDER_VERSION}":
+        return parts
+    import shutil
+
+    shutil.rmtree(target, ignore_errors=True)
+    sources = sorted((REPO / "data" / "chest_xray" / "test").rglob("*.jpeg"))
+    encoded: dict[tuple[int, str], bytes] = {}
+
+    def content(k: int, kind: str) -> bytes:
+        if (k, kind) not in encoded:
+            source = sources[k]
+            if kind == "jpeg":
+                encoded[k, kind] = source.read_bytes()
+            else:
+                pixels = np.asarray(Image.open(source).convert("L"))
+                buffer = io.BytesIO()
+                if kind == "png":
+                    Image.fromarray(pixels, "L").save(buffer, format="PNG")
+                else:
+                    ds = xray_to_dicom(pixels, bits_stored=12, patient=person_header("p", k))
+                    ds.save_as(buffer, enforce_file_format=True)
+                encoded[k, kind] = buffer.getvalue()
+        return encoded[k, kind]
+
+    for i in range(sizes[-1]):
+        k = i % len(sources)
+        kind = ("jpeg", "jpeg", "png", "jpeg", "dcm")[i % 5]
+        part = "part_1" if i < sizes[0] else "part_2"
+        path = target / part / f"batch_{i // 1000:02d}" / f"day_{i // 100 % 10}"
+        path = path / f"scan_{i:06d}.{kind}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = content(k, kind)
+        # About one file in a thousand truncated, of every kind in turn.
+        path.write_bytes(data[: len(data) // 3] if i % 1001 == 1000 else data)
+    done.write_text(f"{sizes!r} {_SITE_FOLDER_VERSION}")
+    return parts
+
+
+def scoring_only(output: Path, model: Path, batch_size: int) -> int:
+    """Score the generated folders at both sizes and put the rows under their heading."""
+    if not (model / "metrics.json").is_file():
+        print(
+            f"{model} holds no trained model: run its chapter first, e.g. "
+            "python -m helpers.book --only model_7 --replicates 0",
+            file=sys.stderr,
+        )
+        return 2
+    print("site folders ...", flush=True)
+    folders = make_site_folder()
+    workers = os.cpu_count() or 1
+    runs = {}
+    for size, folder in sorted(folders.items()):
+        print(f"scoring {size:,} files ...", flush=True)
+        runs[size] = child(
+            "score_folder",
+            {
+                "model": str(model),
+                "folder": str(folder),
+                "batch_size": batch_size,
+                "workers": workers,
+            },
+        )
+    gib = 1024**3
+    small, large = (runs[size] for size in sorted(runs))
+    rows = [
+        (
+            f"{size:,} files ({run['unreadable']} corrupt): images per second / peak memory",
+            f"{run['images_per_second']:.0f} /s",
+            f"{run['peak_rss_bytes'] / gib:.2f} GiB",
+            f"{run['seconds']:.0f} s; {run['rss_before_bytes'] / gib:.2f} GiB before scoring "
+            f"(model loaded), peak "
+            f"{(run['peak_rss_bytes'] - run['rss_before_bytes']) / 2**20:.0f} MiB above it",
+        )
+        for size, run in sorted(runs.items())
+    ]
+    rows.append(
+        (
+            f"Peak memory, {large['files']:,} files / {small['files']:,} files",
+            f"{large['peak_rss_bytes'] / gib:.2f} GiB",
+            f"{small['peak_rss_bytes'] / gib:.2f} GiB",
+            f"{large['peak_rss_bytes'] / small['peak_rss_bytes']:.2f}x for "
+            f"{large['files'] / small['files']:.0f}x the files (target: 1.0x, memory bounded)",
+        )
+    )
+    raw_path = output.with_name("results.json")
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    date = time.strftime("%Y-%m-%d %H:%M")
+    raw["scoring"] = {"runs": runs, "model": str(model), "date": date, "machine": machine()}
+    raw_path.write_text(json.dumps(raw, indent=1))
+    metrics = json.loads((model / "metrics.json").read_text())
+    shown = model.relative_to(REPO) if model.is_relative_to(REPO) else model
+    what = (
+        f"{metrics.get('title', metrics.get('model_id'))}, {metrics['parameters']['image_size']} px"
+    )
+    body = (
+        f"Measured {date} on {machine()} by `benchmarks/run.py --scoring-only` "
+        f"(`helpers.predict.score_folder`, batch size {batch_size}, {workers} decoding threads, "
+        f"each size in a fresh process) with `{shown}` ({what}). "
+        "The folders are copies of the embedded test images, nested three levels, 60% JPEG, "
+        "20% PNG, 20% DICOM, about one file in a thousand truncated. Images per second count every "
+        "file, from walking the folder to the last row; peak memory is the process's maximum "
+        "resident set, TensorFlow and the model included.\n\n"
+        "| measurement | A | B | result |\n|---|---:|---:|---|\n"
+        + "".join(f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows)
+    )
+    text = output.read_text() if output.exists() else "# Benchmark results\n"
+    output.write_text(replace_section(text, SCORING_HEADING, body))
+    print(body)
+    return 0
+
+
+def replace_section(text: str, heading: str, body: str) -> str:
+    """``text`` with the section under ``heading`` (up to the next ``## `` heading) replaced
+    by ``body``, or with the section added at the end."""
+    before, found, after = text.partition(heading + "\n")
+    rest = ""
+    if found:
+        _, next_heading, tail = after.partition("\n## ")
+        rest = "\n## " + tail if next_heading else ""
+    return before.rstrip() + f"\n\n{heading}\n\n{body.rstrip()}\n" + rest
 
 
 def machine() -> str:
@@ -530,6 +714,18 @@ def main(argv=None) -> int:
         action="store_true",
         help="only build the whole book, and add its row to the latest results",
     )
+    parser.add_argument(
+        "--scoring-only",
+        action="store_true",
+        help="only score generated folders of 5,000 and 20,000 files with --model",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=REPO / "results" / "model_7",
+        help="the trained model --scoring-only scores with (default results/model_7)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="for --scoring-only")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -540,6 +736,8 @@ def main(argv=None) -> int:
 
     if args.book_only:
         return book_only(args.output)
+    if args.scoring_only:
+        return scoring_only(args.output, args.model.resolve(), args.batch_size)
     epochs = args.epochs or (2 if args.quick else 10)
     size, seed = 128, 42
     embedded = str(REPO / "data" / "chest_xray")
@@ -730,6 +928,12 @@ def main(argv=None) -> int:
         text += "\n" + BOOK_HEADING + args.output.read_text().split(BOOK_HEADING, 1)[1]
         if raw_path.exists() and "book" in json.loads(raw_path.read_text()):
             raw["book"] = json.loads(raw_path.read_text())["book"]
+    if args.output.exists() and SCORING_HEADING in args.output.read_text():
+        # A full run does not score folders: it keeps the latest --scoring-only section.
+        kept = args.output.read_text().split(SCORING_HEADING + "\n", 1)[1].split("\n## ")[0]
+        text = replace_section(text, SCORING_HEADING, kept)
+        if raw_path.exists() and "scoring" in json.loads(raw_path.read_text()):
+            raw["scoring"] = json.loads(raw_path.read_text())["scoring"]
     print("\n" + text)
     args.output.write_text(text)
     raw_path.write_text(json.dumps(raw, indent=1))

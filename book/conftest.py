@@ -1,54 +1,52 @@
 """pytest --nbval-lax over book/: run the notebooks in the order of _toc.yml.
 
-Chapters read the results of earlier chapters (the comparison reads every model's), so the
-alphabetical order pytest would use is wrong.
+Chapters read the results of earlier chapters (the comparison reads every
+model's), so the alphabetical order pytest would use is wrong.
 """
 
 import os
 import time
 from pathlib import Path
 
-import yaml
+from helpers.book.toc import in_toc_order
 
-_TOC = Path(__file__).resolve().parent.parent / "_toc.yml"
+_SOURCE = Path(__file__).resolve().parent
+_TOC = _SOURCE.parent / "_toc.yml"
 
 
-def _toc_order() -> list[str]:
-    names: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    names.append(Path(str(node[key])).with_suffix("").name)
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    walk(value)
-        elif isinstance(node, list):
-            for entry in node:
-                walk(entry)
-
-    walk(yaml.safe_load(_TOC.read_text()))
-    return names
+def _docname(item) -> str:
+    """The toc's name of the notebook an nbval item (one cell) belongs to; a
+    file outside book/ (collected beside it) keeps its path, which no toc entry
+    has: it runs last."""
+    path = Path(str(item.fspath)).resolve()
+    return (
+        path.relative_to(_SOURCE).with_suffix("").as_posix()
+        if path.is_relative_to(_SOURCE)
+        else str(path)
+    )
 
 
 def pytest_collection_modifyitems(session, config, items):
-    order = {name: i for i, name in enumerate(_toc_order())}
-    # sort is stable: the cells of one notebook keep their order.
-    items.sort(key=lambda item: order.get(Path(str(item.fspath)).stem, len(order)))
+    # The one toc reader (helpers.book.toc), which jupyter-book's reading order
+    # follows too; the sort is stable: the cells of one notebook keep their
+    # order.
+    items[:] = in_toc_order(items, _TOC, _docname)
 
 
-# ---------------------------------------------------------------------------------------
-# One execution per notebook in `make test`: with BOOK_SAVE_EXECUTED=DIR, each notebook
-# whose cells all passed is written to DIR/<name>.ipynb with the outputs nbval collected,
-# and the CI-sized book build renders those (python -m helpers.book --executed-from DIR)
-# instead of executing every notebook a second time.
-# ---------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------
+# One execution per notebook in `make test`: with BOOK_SAVE_EXECUTED=DIR, each
+# notebook whose cells all passed is written to DIR/<name>.ipynb with the outputs
+# nbval collected, and the CI-sized book build renders those (python -m
+# helpers.book --executed-from DIR) instead of executing every notebook a second
+# time.
+# ------------------------------------------------------------------------------
 
 _SAVE_DIR = os.environ.get("BOOK_SAVE_EXECUTED")
-_notebooks: dict[str, object] = {}  # path -> nbval's IPyNbFile (holds the notebook)
+# path -> nbval's IPyNbFile (holds the notebook)
+_notebooks: dict[str, object] = {}
 _failed: set[str] = set()
-_started: dict[str, float] = {}  # path -> when its first cell started (the kernel starts then)
+# path -> when its first cell started (the kernel starts then)
+_started: dict[str, float] = {}
 _finished: dict[str, float] = {}  # path -> when its last cell ended
 
 
@@ -69,7 +67,11 @@ def pytest_runtest_teardown(item, nextitem):
     _finished[str(item.fspath)] = time.perf_counter()
     cell.outputs = list(outputs)
     count = next(
-        (o.get("execution_count") for o in outputs if o.get("output_type") == "execute_result"),
+        (
+            o.get("execution_count")
+            for o in outputs
+            if o.get("output_type") == "execute_result"
+        ),
         None,
     )
     cell.execution_count = count
@@ -95,7 +97,8 @@ def pytest_sessionfinish(session, exitstatus):
         nbformat.write(parent.nb, str(partial))
         os.replace(partial, target)
         # The chapter's run time, kept with it as the runner keeps its own (see
-        # helpers.book.runtimes); the CI-sized parameters come from BOOK_* variables.
+        # helpers.book.runtimes); the CI-sized parameters come from BOOK_*
+        # variables.
         runtimes.record_run(
             target,
             _finished[path] - _started[path],

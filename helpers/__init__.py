@@ -19,11 +19,11 @@ import os as _os
 #: (``tests/test_package_imports.py`` checks both over every module, imports inside
 #: functions included). A new module gets a place here.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("files", "config"),  # atomic writes and size-capped disk caches; constants
+    ("files", "config", "chapters"),  # atomic writes, disk caches; constants; the chapters
     ("data", "leaks"),  # folders -> images, the person-aware split; shared images
     ("metrics", "bootstrap", "calibration"),  # numbers with person-level intervals
     ("layers", "imagenet", "features", "adapt", "explain", "train", "evaluate"),  # models
-    ("plots", "report"),  # what a chapter shows and glues
+    ("plots", "report", "model_card"),  # what a chapter shows and glues; the model card
     # steps: what the chapters run
     ("results", "parameters", "comparison", "case_study", "ablation", "finetune", "replicates"),
     ("ensemble",),  # model_8: chapters' models combined (reads ablation's choice rule)
@@ -35,6 +35,7 @@ _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 __all__ = [
     "files",  # atomic writes and size-capped disk caches: the bottom layer
     "config",  # project constants: paths, class names, splits, image formats
+    "chapters",  # the book's chapters from _toc.yml and their metadata: which are models
     "parameters",  # the chapters' parameters: names, types, rules, help (defaults: each notebook)
     "data",  # folders, person-aware split, decoding and its cache, datasets, data tables
     "leaks",  # images shared between the train, val and test folders
@@ -49,6 +50,7 @@ __all__ = [
     "layers",  # the book's own Keras layers
     "plots",  # one function per figure kind
     "report",  # what a chapter shows: tables, figure panels, glued numbers
+    "model_card",  # MODEL_CARD.md beside every saved model, written from its metrics.json
     "results",  # the results contract, written atomically
     "comparison",  # the models side by side, paired tests, conclusions
     "replicates",  # a recipe trained again with other seeds: layout, spread, verdicts

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, metrics
+from helpers import chapters, config, metrics
 from helpers.report import interval_text, show_warning
 
 #: The extensions ``keras.utils.image_dataset_from_directory`` reads (in any case; Keras 3's
@@ -231,8 +231,9 @@ def reported_vs_corrected(all_metrics: dict[str, dict]) -> pd.DataFrame:
     """The case study's reported test accuracy beside this book's numbers, per model."""
     low, high = config.CASE_STUDY_REPORTED_ACCURACY
     rows = {}
+    case_study_models = chapters.case_study_model_ids()
     for model_id, m in all_metrics.items():
-        if model_id not in config.CASE_STUDY_MODEL_IDS:
+        if model_id not in case_study_models:
             continue
         rows[model_id] = {
             "reported accuracy (case study)": f"{low:.2f}-{high:.2f} (range over all five)",

@@ -22,27 +22,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import bootstrap, config, metrics
+from helpers import bootstrap, chapters, metrics
 from helpers import replicates as seed_replicates
+from helpers.model_card import write_model_card
 from helpers.report import interval_text
 
-#: The models the comparison reads, in the table's order.
-MODEL_IDS: tuple[str, ...] = config.MODEL_IDS
 
-
-def read_all_metrics(results_dir: str | os.PathLike, model_ids=config.MODEL_IDS) -> dict[str, dict]:
-    """``metrics.json`` of every model, failing clearly if a chapter has not run."""
+def read_all_metrics(results_dir: str | os.PathLike, model_ids=None) -> dict[str, dict]:
+    """``metrics.json`` of every model (by default the book's model chapters,
+    :func:`helpers.chapters.model_ids`, in the table's order), failing clearly if a chapter
+    has not run."""
     from helpers.results import read_metrics
 
+    model_ids = chapters.model_ids() if model_ids is None else model_ids
     return {model_id: read_metrics(results_dir, model_id) for model_id in model_ids}
 
 
 def read_all_predictions(
-    results_dir: str | os.PathLike, model_ids=config.MODEL_IDS, *, split: str = "test"
+    results_dir: str | os.PathLike, model_ids=None, *, split: str = "test"
 ) -> dict[str, pd.DataFrame]:
-    """``predictions_<split>.csv`` of every model."""
+    """``predictions_<split>.csv`` of every model (by default the book's model chapters)."""
     from helpers.results import read_predictions
 
+    model_ids = chapters.model_ids() if model_ids is None else model_ids
     return {
         m: read_predictions(Path(results_dir) / m / f"predictions_{split}.csv") for m in model_ids
     }
@@ -58,10 +60,12 @@ def p_value_text(p: float) -> str:
 
 
 def read_all_seed_runs(
-    results_dir: str | os.PathLike, model_ids=config.MODEL_IDS
+    results_dir: str | os.PathLike, model_ids=None
 ) -> dict[str, list[seed_replicates.SeedRun]]:
-    """Every model's training runs: the chapter's own, then each replicate found
-    (:func:`helpers.replicates.read_seed_runs`); a model without replicates has one."""
+    """Every model's training runs (by default the book's model chapters): the chapter's
+    own, then each replicate found (:func:`helpers.replicates.read_seed_runs`); a model
+    without replicates has one."""
+    model_ids = chapters.model_ids() if model_ids is None else model_ids
     return {m: seed_replicates.read_seed_runs(results_dir, m) for m in model_ids}
 
 
@@ -70,6 +74,51 @@ def replicated(
 ) -> dict[str, list[seed_replicates.SeedRun]]:
     """The models trained with at least two seeds, in the given order."""
     return {m: runs for m, runs in (seed_runs or {}).items() if len(runs) >= 2}
+
+
+def write_model_cards(
+    results_dir: str | os.PathLike,
+    all_metrics: dict[str, dict],
+    seed_runs: dict[str, list[seed_replicates.SeedRun]],
+) -> dict[str, Path]:
+    """Write every model's card again (``MODEL_CARD.md``) with its spread over seeds.
+
+    A chapter writes its model's card before any replicate of its recipe is trained (they
+    are trained after it); the comparison, which reads them, writes each card again from
+    the same ``metrics.json``, with the spread of the recipe over its seeds
+    (:func:`helpers.replicates.seed_spread`) or, for a model without replicates, a line
+    saying so and how to train them.
+
+    Parameters
+    ----------
+    results_dir : path-like
+        The chapters' results folder.
+    all_metrics : dict
+        Model id to its ``metrics.json`` (:func:`read_all_metrics`).
+    seed_runs : dict
+        Model id to its runs (:func:`read_all_seed_runs`).
+
+    Returns
+    -------
+    dict of str to pathlib.Path
+        Model id to its card's path.
+    """
+    cards = {}
+    for model_id, model_metrics in all_metrics.items():
+        runs = seed_runs.get(model_id) or []
+        folder = Path(results_dir) / model_id
+        if len(runs) >= 2:
+            spread = seed_replicates.seed_spread(runs)
+            cards[model_id] = write_model_card(folder, model_metrics, spread=spread)
+        else:
+            note = (
+                f"None: no replicate of this recipe was found under "
+                f"`results/replicates/seed_*/{model_id}/` when the comparison chapter wrote this "
+                f"card, so its training noise is not measured; `python -m helpers.book "
+                f"--replicates K --replicate-chapters {model_id}` trains them."
+            )
+            cards[model_id] = write_model_card(folder, model_metrics, replicates_note=note)
+    return cards
 
 
 def validation_auc(
@@ -285,8 +334,9 @@ def book_questions(
 
 def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
     """One row per model: test metrics at its validation-chosen threshold, with
-    person-level 95% intervals; few, short columns so that the table fits the page
-    (each model chapter has the full table)."""
+    person-level 95% intervals; few, short columns so that the table fits the page at a
+    1366 px window, each interval under its estimate (each model chapter has the full
+    table; training times are in the run-times appendix)."""
     rows = {}
     for model_id, m in all_metrics.items():
         block = m["test"]
@@ -299,11 +349,10 @@ def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
             ("npv", "NPV"),
         ):
             row[label] = interval_text(block, name)
-        row["training s"] = f"{m['training_seconds']:.0f}"
         rows[model_id] = row
         if "adapted" in m:  # beside the headline, never instead of it
             block = m["adapted"]["test"]
-            rows[f"{model_id}, adapted (no labels)"] = {
+            rows[f"{model_id} adapted (no labels)"] = {
                 "threshold": f"{block['threshold']:.3f}",
                 **{
                     label: interval_text(block, name)
@@ -315,7 +364,6 @@ def comparison_table(all_metrics: dict[str, dict]) -> pd.DataFrame:
                         ("npv", "NPV"),
                     )
                 },
-                "training s": "",
             }
     return pd.DataFrame(rows).T
 
@@ -340,7 +388,7 @@ def case_study_claims(
     Where the case study compared groups (the small CNNs, the MobileNetV2s), each group is
     represented by its model with the highest validation AUC (:func:`_best_by_validation`).
     """
-    m = {k: v for k, v in all_metrics.items() if k in config.CASE_STUDY_MODEL_IDS}
+    m = {k: v for k, v in all_metrics.items() if k in chapters.case_study_model_ids()}
     cnn = _best_by_validation(m, ("model_1", "model_2", "model_3"), seed_runs)
     mobile = _best_by_validation(m, ("model_4", "model_5"), seed_runs)
     return [
@@ -382,7 +430,7 @@ def conclusions(
     This is one training run per recipe; :func:`conclusions_with_training_noise` judges
     the same claims over the replicates.
     """
-    m = {k: v for k, v in all_metrics.items() if k in config.CASE_STUDY_MODEL_IDS}
+    m = {k: v for k, v in all_metrics.items() if k in chapters.case_study_model_ids()}
     rows = []
     worst = min(m, key=lambda k: m[k]["test"]["auc_ci_low"])
     worst_lo = m[worst]["test"]["auc_ci_low"]
@@ -455,10 +503,11 @@ def training_noise(seed_runs: dict[str, list[seed_replicates.SeedRun]]) -> pd.Da
     Returns
     -------
     pandas.DataFrame
-        One row per replicated recipe: ``seeds`` and, for AUC, sensitivity and
-        specificity, ``<name> over seeds`` (min-max and standard deviation) and
-        ``<name>, one run`` (the chapter's run with its person-level interval). When no
-        recipe has replicates, one row saying so (:data:`NO_REPLICATES`).
+        One row per replicated recipe: for AUC, sensitivity and specificity, ``<name>
+        over seeds`` (min-max and standard deviation) and ``<name>, one run`` (the
+        chapter's run with its person-level interval); six columns, which fit the page
+        (:func:`seed_results` lists the seeds). When no recipe has replicates, one row
+        saying so (:data:`NO_REPLICATES`).
     """
     runs_by_model = replicated(seed_runs)
     if not runs_by_model:
@@ -467,7 +516,7 @@ def training_noise(seed_runs: dict[str, list[seed_replicates.SeedRun]]) -> pd.Da
     rows = {}
     for model_id, runs in runs_by_model.items():
         spread = seed_replicates.seed_spread(runs)
-        row = {"seeds": ", ".join(str(run.seed) for run in runs)}
+        row = {}
         for name, label in labels.items():
             row[f"{label} over seeds"] = _spread_text(spread.loc[name])
             row[f"{label}, one run"] = interval_text(runs[0].metrics["test"], name)

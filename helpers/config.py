@@ -1,8 +1,10 @@
-"""Project constants, in one place: paths, class names, splits, image formats, model names.
+"""Project constants, in one place: paths, class names, splits, image formats.
 
 A chapter's settings (image size, epochs, batch size, seed, target sensitivity, ...) are
 not here: each chapter's cell tagged ``parameters`` holds its own defaults (papermill's
-convention), and :mod:`helpers.parameters` their types, rules and help.
+convention), and :mod:`helpers.parameters` their types, rules and help. Nor are the models:
+the book's model chapters are listed by ``_toc.yml`` and their own metadata
+(:func:`helpers.chapters.model_ids`).
 """
 
 from __future__ import annotations
@@ -38,11 +40,6 @@ IMAGE_EXTENSIONS = frozenset(
 COLOR_MODE = "rgb"
 #: Fraction of the official train folder (by person) held out for validation.
 VAL_FRACTION = 0.2
-
-#: The case study's five models, and all models of the book (with its own model_6, trained
-#: from scratch, model_7, the fine-tuned MobileNetV2, and model_8, their ensemble).
-CASE_STUDY_MODEL_IDS: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4", "model_5")
-MODEL_IDS: tuple[str, ...] = (*CASE_STUDY_MODEL_IDS, "model_6", "model_7", "model_8")
 
 #: ``tf.distribute`` strategies by name (see :func:`helpers.train.distribution_strategy`).
 STRATEGIES: tuple[str, ...] = ("default", "mirrored", "multi_worker")

@@ -11,50 +11,69 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from helpers import chapters
 from helpers.config import CLASS_NAMES
 
-#: One colour per class and per model, used by every chapter (matplotlib's tab10, in order).
+#: One colour per class, used by every chapter.
 CLASS_COLOURS = {"NORMAL": "#1b9e77", "PNEUMONIA": "#d95f02"}
-MODEL_COLOURS = {
-    "model_1": "#1f77b4",
-    "model_2": "#ff7f0e",
-    "model_3": "#2ca02c",
-    "model_4": "#d62728",
-    "model_5": "#9467bd",
-    "model_6": "#8c564b",
-    "model_7": "#e377c2",
-}
-#: For models without a colour of their own: tab10's last two (not its grey, the chance
-#: line's), black, then tab20's light blue, orange and green.
-_SPARE_COLOURS = ("#bcbd22", "#17becf", "#000000", "#aec7e8", "#ffbb78", "#98df8a")
+#: The models' colours, in the order they are given out: matplotlib's tab10 without its grey
+#: (the chance line's), black, then tab20's light blue, orange and green.
+MODEL_PALETTE: tuple[str, ...] = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#000000",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+)
 
 
-def model_colours(model_ids: Sequence[str]) -> dict[str, str]:
-    """A distinct colour for each of ``model_ids``: its own from :data:`MODEL_COLOURS`, else
-    the next spare one.
+def model_colours(
+    model_ids: Sequence[str], book_models: Sequence[str] | None = None
+) -> dict[str, str]:
+    """A distinct colour for each of ``model_ids``, the same in every chapter.
 
-    A model without an entry used to get matplotlib's next cycle colour, which restarts at
-    model_1's blue on every new axes: two curves in one colour.
+    The book's model chapters take :data:`MODEL_PALETTE`'s colours in the order
+    ``_toc.yml`` lists them (model_1 blue, model_2 orange, ...), so a model has one colour
+    in its chapter and in the comparison; any other model id (a variant a student adds)
+    takes the next colour left. A model without a colour used to get matplotlib's next
+    cycle colour, which restarts at blue on every new axes: two curves in one colour.
+
+    Parameters
+    ----------
+    model_ids : sequence of str
+        The models of one figure.
+    book_models : sequence of str, optional
+        The book's model chapters (:func:`helpers.chapters.model_ids` if not given).
+
+    Returns
+    -------
+    dict
+        Model id to colour (hex).
 
     Raises
     ------
     ValueError
-        If there are more unknown models than spare colours.
+        If the book's models and the others need more colours than the palette has.
     """
-    spare = iter(c for c in _SPARE_COLOURS if c not in MODEL_COLOURS.values())
-    colours = {}
-    for model_id in model_ids:
-        if model_id in MODEL_COLOURS:
-            colours[model_id] = MODEL_COLOURS[model_id]
-            continue
-        try:
-            colours[model_id] = next(spare)
-        except StopIteration:
-            raise ValueError(
-                f"no colour left for {model_id!r}: {len(_SPARE_COLOURS)} spare colours for "
-                "models outside helpers.plots.MODEL_COLOURS; add it there"
-            ) from None
-    return colours
+    book_models = list(chapters.model_ids() if book_models is None else book_models)
+    order = [*book_models, *(m for m in model_ids if m not in book_models)]
+    if len(order) > len(MODEL_PALETTE):
+        extra = order[len(MODEL_PALETTE)]
+        raise ValueError(
+            f"no colour left for {extra!r}: helpers.plots.MODEL_PALETTE has "
+            f"{len(MODEL_PALETTE)} colours for {len(book_models)} model chapters and "
+            f"{len(order) - len(book_models)} other models; add colours there"
+        )
+    given = dict(zip(order, MODEL_PALETTE))
+    return {m: given[m] for m in model_ids}
 
 
 def use_book_style() -> None:
@@ -508,11 +527,59 @@ def plot_forest(table: pd.DataFrame, *, seeds: pd.DataFrame | None = None, ax=No
         panel.set_title(title)
         panel.set_yticks(rows, [str(m) for m in table.index])
         panel.set_ylim(-0.6, len(table) - 0.4)
-        panel.set_xlabel(
-            "point and interval; diamonds: each seed"
-            if seeds is not None and len(seeds)
-            else "point and interval"
-        )
+    # One label under the middle panel: three of them, each as wide as a panel, ran into
+    # each other (figure_label_overlaps).
+    axes[1].set_xlabel(
+        "point and interval; diamonds: each seed"
+        if seeds is not None and len(seeds)
+        else "point and interval"
+    )
     if table.attrs.get("method"):
         axes[0].figure.suptitle(table.attrs["method"], fontsize=9)
     return axes
+
+
+def figure_label_overlaps(figure) -> list[tuple[str, str]]:
+    """The pairs of a figure's labels that run into each other, as the figure is laid out.
+
+    Every visible tick label (of the ticks inside the view), axis label and title of every
+    axes, and the figure's title and axis labels, are drawn and their bounding boxes
+    compared: a figure of this module must give none.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        A figure, laid out as it will be saved.
+
+    Returns
+    -------
+    list of tuple of str
+        The texts of each pair whose boxes intersect; empty when no labels overlap.
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> _ = ax.set_xlabel("time"), ax.set_ylabel("loss")
+    >>> figure_label_overlaps(fig)
+    []
+    >>> plt.close(fig)
+    """
+    renderer = figure.canvas.get_renderer()
+    figure.draw_without_rendering()
+    texts = [t for t in (figure._suptitle, figure._supxlabel, figure._supylabel) if t is not None]
+    for ax in figure.axes:
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label]
+        for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            low, high = min(low, high), max(low, high)
+            for tick in axis.get_major_ticks():
+                if low <= tick.get_loc() <= high:
+                    texts += [tick.label1, tick.label2]
+    texts = [t for t in texts if t.get_visible() and t.get_text().strip()]
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    return [
+        (texts[i].get_text(), texts[j].get_text())
+        for i in range(len(texts))
+        for j in range(i + 1, len(texts))
+        if boxes[i].overlaps(boxes[j])
+    ]

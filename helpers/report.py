@@ -3,13 +3,15 @@
 Each function displays one part of a model chapter (the test results, the operating points,
 calibration, Grad-CAM, the misclassified images) from a :class:`helpers.evaluate.Evaluation`,
 or one of the choices made on validation (model_6's ablation, model_7's search), and glues
-the numbers the chapter's prose quotes (``{glue:text}`model_1_auc:.3f```), so that no
+the numbers the chapter's prose quotes (``{glue:text}`auc:.3f``` in a model chapter, see
+:func:`start_chapter`), so that no
 number in the text is typed by hand. Figures are drawn by :mod:`helpers.plots`, one
 function per figure kind.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -48,12 +50,116 @@ def _show_warning_in_page(message, category, filename, lineno, file=None, line=N
 _default_showwarning = warnings.showwarning
 
 
-def start_chapter() -> None:
-    """Set the book's figure style, and show the package's warnings (a skipped image, a
-    leak between folders) in the page: Python sends warnings to stderr, which the rendered
-    book leaves out."""
+#: The model of the chapter being run (:func:`start_chapter`); None outside a model chapter.
+_chapter_model: str | None = None
+
+
+def start_chapter(model_id: str | None = None) -> None:
+    """Set the book's figure style, show tables as :func:`table_html` writes them, and show
+    the package's warnings (a skipped image, a leak between folders) in the page: Python
+    sends warnings to stderr, which the rendered book leaves out.
+
+    Parameters
+    ----------
+    model_id : str, optional
+        A model chapter's model (its name in ``_toc.yml``). The numbers this chapter glues
+        for it are then named without it: ``auc``, ``adapted_auc``, not ``model_1_auc``.
+        myst-nb looks a ``{glue:text}`` key up in the page's own notebook, so the keys of
+        two chapters never meet, and a copy of a chapter quotes its own numbers with the
+        same markdown.
+    """
+    global _chapter_model
+    _chapter_model = model_id
     plots.use_book_style()
     warnings.showwarning = _show_warning_in_page
+    try:
+        from IPython import get_ipython
+    except ImportError:  # not in IPython: nothing displays HTML
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
+        # Before the inline backend shows (and closes) the cell's figures.
+        checks = shell.events.callbacks["post_execute"]
+        if _check_figure_labels not in checks:
+            checks.insert(0, _check_figure_labels)
+
+
+#: The words of the page's warning about a figure whose labels overlap (the built book's
+#: test looks for them on every page).
+FIGURE_LABELS_OVERLAP = "labels of this figure run into each other"
+
+
+def _check_figure_labels() -> None:
+    """Warn in the page about each open figure whose labels overlap
+    (:func:`helpers.plots.figure_label_overlaps`)."""
+    from matplotlib._pylab_helpers import Gcf
+
+    for manager in Gcf.get_all_fig_managers():
+        overlaps = plots.figure_label_overlaps(manager.canvas.figure)
+        if overlaps:
+            pairs = "; ".join(f"{a!r} and {b!r}" for a, b in overlaps[:5])
+            show_warning(f"The {FIGURE_LABELS_OVERLAP}: {pairs}.")
+
+
+#: An estimate and its interval as the tables write them: ``0.929 (0.908-0.948)``,
+#: ``+0.012 (-0.010 to +0.030)``, ``0.91-0.95 (sd 0.01)``, ``0.500 (no interval)``.
+ESTIMATE_WITH_INTERVAL = re.compile(
+    r"(?<![\w.])(?P<value>[+-]?\d+\.\d+%?(?:-\d+\.\d+)?) (?P<interval>\([^()<>]*\))"
+)
+_CELL = re.compile(r"(<t[dh][^>]*>)(.*?)(</t[dh]>)", re.S)
+
+
+def _unit(match: re.Match, *, own_line: bool) -> str:
+    value = f'<span class="value">{match["value"]}</span>'
+    interval = f'<span class="interval">{match["interval"]}</span>'
+    return f'<span class="estimate">{value}{"<br>" if own_line else " "}{interval}</span>'
+
+
+def table_html(table: pd.DataFrame) -> str:
+    """A table's HTML as the book shows it: each estimate with its interval one unit.
+
+    A cell that holds only an estimate and its interval (:data:`ESTIMATE_WITH_INTERVAL`)
+    shows the interval on its own line, under the estimate: a table of several such
+    columns then fits the page. Elsewhere in a cell the pair stays on one line. Either
+    way the book's CSS (``book/_static/code.css``) never breaks an estimate or an
+    interval across lines, so an estimate is never read apart from its interval.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Any table; cells are escaped as :meth:`pandas.DataFrame.to_html` escapes them.
+
+    Returns
+    -------
+    str
+        ``<table class="dataframe">`` HTML; each pair is a ``<span class="estimate">`` of
+        a ``value`` and an ``interval``.
+
+    Examples
+    --------
+    >>> t = pd.DataFrame({"AUC": ["0.929 (0.908-0.948)"]}, index=["model_1"])
+    >>> '<span class="value">0.929</span><br><span class="interval">' in table_html(t)
+    True
+    """
+
+    def mark(cell: re.Match) -> str:
+        text = cell.group(2)
+        alone = ESTIMATE_WITH_INTERVAL.fullmatch(text.strip()) is not None
+        text = ESTIMATE_WITH_INTERVAL.sub(lambda m: _unit(m, own_line=alone), text)
+        return cell.group(1) + text + cell.group(3)
+
+    return _CELL.sub(mark, table.to_html())
+
+
+def _glue(key: str, value) -> None:
+    """``myst_nb.glue(key, value, display=False)``, the chapter's model id taken off the
+    front of ``key`` in a model chapter (:func:`start_chapter`)."""
+    from myst_nb import glue
+
+    if _chapter_model and key.startswith(f"{_chapter_model}_"):
+        key = key[len(_chapter_model) + 1 :]
+    glue(key, value, display=False)
 
 
 def metrics_table(
@@ -101,30 +207,28 @@ def glue_metrics(prefix: str, metrics_json: dict) -> None:
     ``_05`` after the prefix (``model_1_05_specificity``); ``_val_auc``,
     ``_val_sensitivity``, ``_val_specificity`` on validation.
     """
-    from myst_nb import glue
 
-    glue(f"{prefix}_threshold", metrics_json["threshold"]["threshold"], display=False)
+    _glue(f"{prefix}_threshold", metrics_json["threshold"]["threshold"])
     target = metrics_json["threshold"]["target_sensitivity"]
-    glue(f"{prefix}_target_sensitivity", float(target), display=False)
+    _glue(f"{prefix}_target_sensitivity", float(target))
     for name in ("auc", "sensitivity", "specificity"):  # the same threshold on validation
-        glue(f"{prefix}_val_{name}", _float(metrics_json["val"][name]), display=False)
+        _glue(f"{prefix}_val_{name}", _float(metrics_json["val"][name]))
     for key, tag in (("test", ""), ("test_at_0.5", "_05")):
         block = metrics_json[key]
         for name in ("auc",) + metrics.RATE_NAMES:
-            glue(f"{prefix}{tag}_{name}", _float(block[name]), display=False)
-            glue(f"{prefix}{tag}_{name}_lo", _float(block[f"{name}_ci_low"]), display=False)
-            glue(f"{prefix}{tag}_{name}_hi", _float(block[f"{name}_ci_high"]), display=False)
+            _glue(f"{prefix}{tag}_{name}", _float(block[name]))
+            _glue(f"{prefix}{tag}_{name}_lo", _float(block[f"{name}_ci_low"]))
+            _glue(f"{prefix}{tag}_{name}_hi", _float(block[f"{name}_ci_high"]))
         for name in ("tp", "fp", "tn", "fn"):
-            glue(f"{prefix}{tag}_{name}", int(block[name]), display=False)
+            _glue(f"{prefix}{tag}_{name}", int(block[name]))
 
 
 def glue_training(model_id: str, run, *, base_weights: str = "none") -> None:
     """Glue ``<model_id>_epochs``, ``_training_seconds`` and ``_base_weights`` for the prose."""
-    from myst_nb import glue
 
-    glue(f"{model_id}_epochs", int(run.epochs), display=False)
-    glue(f"{model_id}_training_seconds", float(run.training_seconds), display=False)
-    glue(f"{model_id}_base_weights", str(base_weights), display=False)
+    _glue(f"{model_id}_epochs", int(run.epochs))
+    _glue(f"{model_id}_training_seconds", float(run.training_seconds))
+    _glue(f"{model_id}_base_weights", str(base_weights))
 
 
 def _float(value) -> float:
@@ -168,7 +272,7 @@ def show_test_results(result, xrays: ChestXrays | None = None, *, per_class: int
         s,
         thresholds={"0.5": 0.5, "validation": chosen},
         label=result.model_id,
-        color=plots.MODEL_COLOURS.get(result.model_id),
+        color=plots.model_colours([result.model_id])[result.model_id],
         ax=axes[2],
     )
     fig.tight_layout()
@@ -257,16 +361,12 @@ def show_operating_points(result) -> None:
             }
         )[["images", "detected", "sensitivity (95% CI)"]]
     )
-    from myst_nb import glue
 
     for row in m["sensitivity_by_kind"]:
-        glue(
-            f"{_prefix(result)}_sensitivity_{row['kind']}", float(row["sensitivity"]), display=False
-        )
-    glue(
+        _glue(f"{_prefix(result)}_sensitivity_{row['kind']}", float(row["sensitivity"]))
+    _glue(
         f"{_prefix(result)}_sensitivity_by_kind",
         sensitivity_by_kind_sentence(m["sensitivity_by_kind"]),
-        display=False,
     )
 
 
@@ -294,7 +394,6 @@ def show_calibration(result) -> None:
     reliability diagram of all three; and what the book adopts."""
     import matplotlib.pyplot as plt
     from IPython.display import display
-    from myst_nb import glue
 
     from helpers import calibration
 
@@ -341,15 +440,15 @@ def show_calibration(result) -> None:
     )
     plt.show()
     prefix = _prefix(result)
-    glue(f"{prefix}_brier", block["test_before"]["brier"], display=False)
-    glue(f"{prefix}_ece", block["test_before"]["ece"], display=False)
-    glue(f"{prefix}_ece_scaled", block["test_after"]["ece"], display=False)
-    glue(f"{prefix}_ece_platt", block["test_platt"]["ece"], display=False)
-    glue(f"{prefix}_mean_score", block["test_before"]["mean_score"], display=False)
-    glue(f"{prefix}_test_share", block["test_prevalence"], display=False)
-    glue(f"{prefix}_val_mean_score", val_mean, display=False)
-    glue(f"{prefix}_val_share", val_share, display=False)
-    glue(f"{prefix}_temperature", t, display=False)
+    _glue(f"{prefix}_brier", block["test_before"]["brier"])
+    _glue(f"{prefix}_ece", block["test_before"]["ece"])
+    _glue(f"{prefix}_ece_scaled", block["test_after"]["ece"])
+    _glue(f"{prefix}_ece_platt", block["test_platt"]["ece"])
+    _glue(f"{prefix}_mean_score", block["test_before"]["mean_score"])
+    _glue(f"{prefix}_test_share", block["test_prevalence"])
+    _glue(f"{prefix}_val_mean_score", val_mean)
+    _glue(f"{prefix}_val_share", val_share)
+    _glue(f"{prefix}_temperature", t)
 
 
 def outcome_groups(result) -> dict[str, np.ndarray]:
@@ -506,6 +605,27 @@ def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFr
     return shown.round(4)
 
 
+#: The columns of a validation table (:func:`with_interval_column`) that the choice rule
+#: reads (:func:`helpers.ablation.decide`), shown first; the others follow in a second table.
+CHOICE_COLUMNS = (
+    "val AUC (95% CI)",
+    "AUC - first row (95% CI)",
+    "AUC - recipe (95% CI)",
+    "AUC - first row p (Holm)",
+    "AUC - recipe p (Holm)",
+    "adoptable",
+)
+
+
+def choice_and_details(shown: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a validation table for display into what the choice rule reads
+    (:data:`CHOICE_COLUMNS`) and the rest, both indexed by row name: one table of about
+    ten columns of estimates with intervals does not fit the page at the theme's size."""
+    choice = [c for c in CHOICE_COLUMNS if c in shown.columns]
+    details = [c for c in shown.columns if c not in choice]
+    return shown[choice], shown[details]
+
+
 def not_adopted_text(table: pd.DataFrame) -> str:
     """The rows measured but not adoptable (``adoptable`` other than "yes"), each with its
     validation AUC against the recipe's (the first row), for the chapter's prose."""
@@ -531,7 +651,8 @@ def show_ablation(ablation) -> None:
             "as registered, not as chosen on validation."
         )
         return
-    display(with_interval_column(ablation.table, position=1))
+    for part in choice_and_details(with_interval_column(ablation.table, position=1)):
+        display(part)
 
 
 def glue_ablation(ablation, *, prefix: str = "model_6_ablation") -> None:
@@ -539,18 +660,17 @@ def glue_ablation(ablation, *, prefix: str = "model_6_ablation") -> None:
     ``_epochs``, ``_variants``, ``_verdict`` (the choice rule's statement with its numbers,
     :attr:`helpers.ablation.Ablation.decision`) and ``_not_adopted``
     (:func:`not_adopted_text`); nothing when no ablation ran."""
-    from myst_nb import glue
 
     if not ablation.ran:
         return
     table, choice = ablation.table, ablation.choice.name
     decision = ablation.decision
-    glue(f"{prefix}_choice", choice, display=False)
-    glue(f"{prefix}_image_size", ablation.image_size, display=False)
-    glue(f"{prefix}_epochs", ablation.epochs, display=False)
-    glue(f"{prefix}_variants", len(table), display=False)
-    glue(f"{prefix}_verdict", decision.statement, display=False)
-    glue(f"{prefix}_not_adopted", not_adopted_text(table), display=False)
+    _glue(f"{prefix}_choice", choice)
+    _glue(f"{prefix}_image_size", ablation.image_size)
+    _glue(f"{prefix}_epochs", ablation.epochs)
+    _glue(f"{prefix}_variants", len(table))
+    _glue(f"{prefix}_verdict", decision.statement)
+    _glue(f"{prefix}_not_adopted", not_adopted_text(table))
 
 
 def show_search(search) -> None:
@@ -565,7 +685,8 @@ def show_search(search) -> None:
             f"guide's recipe ({search.choice.name}), not a configuration chosen on validation."
         )
         return
-    display(with_interval_column(search.table))
+    for part in choice_and_details(with_interval_column(search.table)):
+        display(part)
 
 
 def glue_search(search, *, prefix: str = "model_7") -> None:
@@ -574,7 +695,6 @@ def glue_search(search, *, prefix: str = "model_7") -> None:
     ``_verdict`` (the choice rule's statement with its numbers,
     :attr:`helpers.finetune.Search.decision`; when no search ran, a sentence saying so) for
     the prose."""
-    from myst_nb import glue
 
     if search.ran:
         recipe, verdict = search.decision.recipe, search.decision.statement
@@ -584,11 +704,11 @@ def glue_search(search, *, prefix: str = "model_7") -> None:
             "no validation search ran (search_epochs is 0), so the guide's recipe is trained "
             "as registered"
         )
-    glue(f"{prefix}_head_epochs", int(search.head_epochs), display=False)
-    glue(f"{prefix}_search_epochs", int(search.search_epochs), display=False)
-    glue(f"{prefix}_choice", search.choice.name, display=False)
-    glue(f"{prefix}_recipe", recipe, display=False)
-    glue(f"{prefix}_verdict", verdict, display=False)
+    _glue(f"{prefix}_head_epochs", int(search.head_epochs))
+    _glue(f"{prefix}_search_epochs", int(search.search_epochs))
+    _glue(f"{prefix}_choice", search.choice.name)
+    _glue(f"{prefix}_recipe", recipe)
+    _glue(f"{prefix}_verdict", verdict)
 
 
 def gap_shown(gap: pd.DataFrame) -> pd.DataFrame:
@@ -616,10 +736,9 @@ def show_gap(gap: pd.DataFrame) -> None:
 def glue_gap(gap: pd.DataFrame, model_id: str) -> None:
     """Glue ``<model_id>_optimism`` (selection half minus check half), ``_shift`` (check
     half minus test) and ``_check_auc`` from :func:`helpers.ablation.gap_table`."""
-    from myst_nb import glue
 
     auc = gap["AUC"].astype(float)
     optimism, shift = auc.iloc[0] - auc.iloc[1], auc.iloc[1] - auc.iloc[2]
-    glue(f"{model_id}_optimism", float(optimism), display=False)
-    glue(f"{model_id}_shift", float(shift), display=False)
-    glue(f"{model_id}_check_auc", float(auc.iloc[1]), display=False)
+    _glue(f"{model_id}_optimism", float(optimism))
+    _glue(f"{model_id}_shift", float(shift))
+    _glue(f"{model_id}_check_auc", float(auc.iloc[1]))

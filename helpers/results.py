@@ -10,11 +10,14 @@ file                        content
                             calibration (Brier, ECE, temperature fitted on validation),
                             sensitivity by kind of pneumonia, epochs, training seconds,
                             base weights used, images skipped, official validation
-                            images used (``official_val_images``, ``official_val``)
+                            images used (``official_val_images``, ``official_val``),
+                            the weight count (``n_weights``) and the code's commit
 ``history.csv``             per-epoch loss and accuracy, training and validation
 ``predictions_*_adapted``   models with batch normalisation: the same, adapted to each
                             folder's images without labels (``metrics.json["adapted"]``)
 ``model.keras``             the trained model (Keras 3 format)
+``MODEL_CARD.md``           what a person reads before using the model, written from
+                            ``metrics.json`` (:mod:`helpers.model_card`)
 ==========================  =======================================================
 
 ``results/split.csv`` (``path,split,label``) records the split. Labels: 0 = NORMAL,
@@ -40,6 +43,7 @@ import pandas as pd
 
 from helpers.evaluate import output_kind
 from helpers.files import atomic_write_text, replace_folder
+from helpers.model_card import code_version, write_model_card
 from helpers.train import is_chief
 
 #: The public API (the rest is private by name).
@@ -285,6 +289,9 @@ def save_results(
         },
         "output": output_kind(model),
         "base_weights": base_weights,
+        "n_weights": int(model.count_params()),
+        # The code that trained it, for the model card (git's commit, or "unknown").
+        "commit": code_version(),
         **evaluation.metrics,
         "epochs": run.epochs,
         "training_seconds": run.training_seconds,
@@ -307,6 +314,7 @@ def save_results(
         if save_model:
             model.save(writer.path("model.keras"))
         writer.write_json("metrics.json", payload)
+        write_model_card(writer.staging)  # from the metrics.json just written
     return results_dir / model_id
 
 

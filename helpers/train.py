@@ -215,8 +215,8 @@ def epoch_log(epochs: int):
 
     ``epoch 3/12, 41.2 s: loss 0.2150 (val 0.5514), accuracy 0.9209 (val 0.7396),
     learning_rate 0.002``: each number beside its validation counterpart, in at most 100
-    characters for up to 99 epochs of under 1,000 s (a book page shows code and output at
-    100 characters without scrolling). Keras' own ``verbose=2`` prints two lines per epoch
+    characters for up to 99 epochs of under 1,000 s (a book page wraps an output line
+    longer than its block, never scrolls it). Keras' own ``verbose=2`` prints two lines per epoch
     (``Epoch 3/12``, then the numbers). The logs are read last, after every other callback
     (the validation pass on cached features adds its ``val_*`` there).
     """

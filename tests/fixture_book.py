@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -54,13 +55,16 @@ def make_notebook(*cells: tuple[str, str, list[str]]) -> nbformat.NotebookNode:
     return nb
 
 
-#: A code line of 100 characters (ruff's limit), which prints a line of 100 characters.
-LONG_LINE = 'line = "' + "x" * 91 + '"'
+#: The width ruff formats the book's notebook code at (book/ruff.toml).
+NOTEBOOK_LINE_LENGTH = tomllib.loads((REPO / "book" / "ruff.toml").read_text())["line-length"]
+#: A code line of that width, which prints a line of that width.
+LONG_LINE = 'line = "' + "x" * (NOTEBOOK_LINE_LENGTH - 9) + '"'
 
 
 def alpha_notebook() -> nbformat.NotebookNode:
-    """A chapter with parameters, a matplotlib figure, stderr output, a code cell whose line
-    and output line are 100 characters long, and a log printed line by line."""
+    """A chapter with parameters, a matplotlib figure, stderr output, a folded code cell
+    whose line and output line are as long as the book's code lines may be, and a log
+    printed line by line."""
     return make_notebook(
         ("markdown", "# Alpha chapter\n\nA figure.", []),
         ("code", 'n_points = 5\nlabel = "alpha"\ndata_dir = "."', ["parameters"]),
@@ -84,7 +88,7 @@ def alpha_notebook() -> nbformat.NotebookNode:
             """,
             [],
         ),
-        ("code", LONG_LINE + '\nprint(line + "123456789")', []),
+        ("code", LONG_LINE + '\nprint(line + "123456789")', ["hide-input"]),
         (
             "code",
             """
@@ -99,7 +103,8 @@ def alpha_notebook() -> nbformat.NotebookNode:
 
 
 def beta_notebook() -> nbformat.NotebookNode:
-    """A chapter showing a comparison table (a pandas DataFrame) and a figure."""
+    """A chapter showing a comparison table (a pandas DataFrame, shown as the book's
+    chapters show tables: helpers.report.start_chapter) with intervals, and a figure."""
     return make_notebook(
         ("markdown", "# Beta chapter\n\nThe comparison table.", []),
         ("code", "n_rows = 3", ["parameters"]),
@@ -107,8 +112,12 @@ def beta_notebook() -> nbformat.NotebookNode:
             "code",
             """
             import pandas as pd
+            from helpers import report
+            report.start_chapter()
             table = pd.DataFrame({"model": [f"model_{i}" for i in range(n_rows)],
                                   "auc": [0.9 - 0.01 * i for i in range(n_rows)]})
+            ci = [f"{a:.3f} ({a - 0.05:.3f}-{a + 0.05:.3f})" for a in table.auc]
+            table["auc (95% CI)"] = ci
             table
             """,
             [],
@@ -131,6 +140,56 @@ def failing_notebook() -> nbformat.NotebookNode:
         ("code", "threshold = 1", ["parameters"]),
         ("code", 'x = threshold + 1\nraise ValueError("gamma broke on purpose")', []),
         ("code", "print('never reached')", []),
+    )
+
+
+#: Where the producer and the reader below write the order in which they ran (a line each),
+#: relative to the book's root; they run in book/ (jupyter-book's and nbval's folder).
+EXECUTION_LOG = "executed-order.txt"
+
+
+def producer_notebook(name: str = "model_a") -> nbformat.NotebookNode:
+    """A model chapter: writes ``results/<name>/metrics.json`` beside ``book/``, as the
+    book's model chapters write theirs, and logs that it ran."""
+    return make_notebook(
+        ("markdown", f"# Producer {name}", []),
+        ("code", 'results_dir = "../results"', ["parameters"]),
+        (
+            "code",
+            f"""
+            import json
+            from pathlib import Path
+            with open("../{EXECUTION_LOG}", "a") as log:
+                log.write("{name}\\n")
+            folder = Path(results_dir) / "{name}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "metrics.json").write_text(json.dumps({{"auc": 0.75}}))
+            """,
+            [],
+        ),
+    )
+
+
+def reader_notebook(reads: str = "model_a") -> nbformat.NotebookNode:
+    """A comparison chapter: stops at its first code cell, as the book's do
+    (:func:`helpers.results.require_chapters`), unless ``reads`` has written its results."""
+    return make_notebook(
+        ("markdown", "# Reader", []),
+        ("code", 'results_dir = "../results"', ["parameters"]),
+        (
+            "code",
+            f"""
+            import json
+            from pathlib import Path
+            from helpers import results
+            with open("../{EXECUTION_LOG}", "a") as log:
+                log.write("reader\\n")
+            results.require_chapters(results_dir, ["{reads}"])
+            auc = json.loads((Path(results_dir) / "{reads}" / "metrics.json").read_text())["auc"]
+            print(f"{reads} auc={{auc}}")
+            """,
+            [],
+        ),
     )
 
 

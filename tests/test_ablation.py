@@ -488,6 +488,33 @@ def test_displayed_table_puts_each_interval_in_one_column():
     assert shown.loc["model_6", "val AUC (95% CI)"] == "0.9500 (0.9400 to 0.9600)"
 
 
+def test_displayed_table_splits_what_the_rule_reads_from_the_rest():
+    shown = pd.DataFrame(
+        {
+            "change": ["x", "y"],
+            "val AUC (95% CI)": ["0.9500 (0.9400 to 0.9600)", "0.9900 (0.9850 to 0.9950)"],
+            "val Brier": [0.05, 0.04],
+            "AUC - first row (95% CI)": [
+                "+0.0000 (+0.0000 to +0.0000)",
+                "+0.0400 (+0.03 to +0.05)",
+            ],
+            "AUC - first row p (Holm)": [float("nan"), 0.01],
+            "training s": [3.0, 4.0],
+            "adoptable": ["yes", "yes"],
+        },
+        index=["model_6", "RGB input"],
+    )
+    choice, details = report.choice_and_details(shown)
+    assert list(choice.columns) == [
+        "val AUC (95% CI)",
+        "AUC - first row (95% CI)",
+        "AUC - first row p (Holm)",
+        "adoptable",
+    ]
+    assert list(details.columns) == ["change", "val Brier", "training s"]
+    assert list(choice.index) == list(details.index) == ["model_6", "RGB input"]
+
+
 def test_not_adopted_text_gives_each_measured_only_row_against_the_recipe():
     table = pd.DataFrame(
         {"val AUC": [0.95, 0.96, 0.9725], "adoptable": ["yes", "yes", "five forward passes"]},
@@ -579,7 +606,10 @@ def test_chapter_steps_compute_write_show_and_glue_one_ablation(monkeypatch, tmp
     monkeypatch.setattr("IPython.display.display", displayed.append)
     monkeypatch.setattr("myst_nb.glue", lambda name, value, display: glued.update({name: value}))
     report.show_ablation(result)
-    assert list(displayed[0].columns[:2]) == ["change", "val AUC (95% CI)"]
+    # What the rule reads, then the rest: two tables that fit the page.
+    assert len(displayed) == 2
+    assert list(displayed[0].columns[:2]) == ["val AUC (95% CI)", "AUC - first row (95% CI)"]
+    assert displayed[1].columns[0] == "change"
     report.glue_ablation(result)
     assert glued["model_6_ablation_choice"] == "RGB input"
     assert glued["model_6_ablation_variants"] == 2

@@ -21,6 +21,7 @@ import nbformat
 import pytest
 import yaml
 from fixture_book import (
+    EXECUTION_LOG,
     REPO,
     STDERR_MARKER,
     TOC,
@@ -31,6 +32,8 @@ from fixture_book import (
     file_hashes,
     make_fixture_book,
     make_notebook,
+    producer_notebook,
+    reader_notebook,
     run_cli,
 )
 
@@ -254,10 +257,69 @@ def test_repository_toc_and_config_are_consistent():
     assert config["launch_buttons"]["thebe"] is False
 
 
+READER_TOC = TOC + "  - file: model_a\n  - file: comparison\n"
+
+
+def test_in_toc_order_follows_the_toc_and_puts_other_documents_last(tmp_path):
+    toc_path = tmp_path / "_toc.yml"
+    toc_path.write_text(READER_TOC)
+    alphabetical = ["alpha", "beta", "comparison", "intro", "model_a", "scratch"]
+    assert toc.in_toc_order(alphabetical, toc_path) == [
+        "intro",
+        "alpha",
+        "beta",
+        "model_a",
+        "comparison",
+        "scratch",
+    ]
+    # nbval's items: one per cell, each notebook's cells kept in order.
+    cells = [("comparison", 1), ("model_a", 1), ("comparison", 2), ("model_a", 2)]
+    assert toc.in_toc_order(cells, toc_path, lambda cell: cell[0]) == [
+        ("model_a", 1),
+        ("model_a", 2),
+        ("comparison", 1),
+        ("comparison", 2),
+    ]
+
+
+def test_the_config_loads_the_extension_that_sorts_what_sphinx_reads(tmp_path):
+    from types import SimpleNamespace
+
+    from helpers.book import toc_order
+
+    extensions = yaml.safe_load((REPO / "_config.yml").read_text())["sphinx"]["config"][
+        "extensions"
+    ]
+    assert "helpers.book.toc_order" in extensions
+    (tmp_path / "book").mkdir()
+    (tmp_path / "_toc.yml").write_text(READER_TOC)
+    for toc_setting in (str(tmp_path / "_toc.yml"), "../_toc.yml"):  # absolute: jupyter-book's
+        app = SimpleNamespace(
+            srcdir=str(tmp_path / "book"),
+            config=SimpleNamespace(external_toc_path=toc_setting),
+        )
+        docnames = ["alpha", "beta", "comparison", "intro", "model_a"]
+        toc_order.sort_into_toc_order(app, None, docnames)  # in place, as Sphinx reads it
+        assert docnames == ["intro", "alpha", "beta", "model_a", "comparison"]
+
+
 @pytest.mark.notebook
-def test_jupyter_book_build_book_works_with_the_plain_config(tmp_path):
-    """The card's own command, run from the root: jupyter-book executes the notebooks."""
-    make_fixture_book(tmp_path)
+def test_jupyter_book_build_book_executes_the_chapters_in_toc_order(tmp_path):
+    """The card's own command, run from the root: jupyter-book executes the notebooks itself,
+    in _toc.yml's order (helpers.book.toc_order, loaded by the plain _config.yml).
+
+    The toc puts a reader chapter (``comparison``) after the model chapter whose results it
+    reads (``model_a``), the reverse of the alphabetical order in which Sphinx would read
+    them: without the extension the reader stops at require_chapters and raise_on_error
+    fails the build. One real build with execution (seconds) also checks the pages.
+    """
+    notebooks = {
+        "alpha": alpha_notebook(),
+        "beta": beta_notebook(),
+        "model_a": producer_notebook("model_a"),
+        "comparison": reader_notebook("model_a"),
+    }
+    make_fixture_book(tmp_path, notebooks, READER_TOC)
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
@@ -269,11 +331,16 @@ def test_jupyter_book_build_book_works_with_the_plain_config(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / EXECUTION_LOG).read_text().split() == ["model_a", "reader"]
     html = tmp_path / "_build" / "html"
+    assert "model_a auc=0.75" in (html / "comparison.html").read_text()
     alpha = (html / "alpha.html").read_text()
     assert "n_points=5 label=alpha" in alpha  # the notebook's own defaults
     assert "<img" in alpha and STDERR_MARKER not in alpha
     assert "<table" in (html / "beta.html").read_text()
+    # jupyter-book's own cache, beside the HTML (not the runner's _build/executed/).
+    assert (tmp_path / "_build" / ".jupyter_cache").is_dir()
+    assert not (tmp_path / "_build" / "executed").exists()
 
 
 # ---------------------------------------------------------------------------------------

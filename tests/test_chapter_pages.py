@@ -9,7 +9,9 @@ import json
 import pytest
 from chapter_models import BOOK, _source
 
-MODEL_CHAPTERS = [f"model_{i}" for i in range(1, 9)]
+from helpers import chapters
+
+MODEL_CHAPTERS = list(chapters.model_ids())
 NOTEBOOKS = sorted(p.stem for p in BOOK.glob("*.ipynb"))
 #: A paragraph this long that reads like one of another model chapter (difflib's ratio above
 #: 0.85) is a copy: it belongs in the evaluation chapter, with a link from each chapter.

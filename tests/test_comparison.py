@@ -171,7 +171,7 @@ def test_comparison_table_shows_each_models_test_metrics_with_intervals(all_metr
         assert table.loc[model_id, "AUC"] == interval_text(m["test"], "auc")
         assert table.loc[model_id, "NPV"] == interval_text(m["test"], "npv")
         assert table.loc[model_id, "threshold"] == f"{m['test']['threshold']:.3f}"
-        assert table.loc[model_id, "training s"] == "12"
+    assert "training s" not in table  # in the run-times appendix: the table fits the page
 
 
 def test_calibration_table_reads_each_models_calibration_block(all_metrics):
@@ -265,7 +265,7 @@ def test_the_reference_is_chosen_on_mean_validation_auc_over_seeds(all_metrics, 
 def test_training_noise_gives_the_spread_over_seeds_beside_one_runs_interval(seed_runs):
     table = comparison.training_noise(seed_runs)
     assert list(table.index) == ["model_1", "model_2"]  # only the replicated recipes
-    assert table.loc["model_1", "seeds"] == "42, 43, 44"
+    assert len(table.columns) == 6  # the seeds are listed by seed_results
     aucs = [r.metrics["test"]["auc"] for r in seed_runs["model_2"]]
     low, high = min(aucs), max(aucs)
     assert table.loc["model_2", "AUC over seeds"].startswith(f"{low:.3f}-{high:.3f} (sd ")

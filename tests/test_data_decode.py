@@ -137,3 +137,32 @@ def test_decode_count_is_exact_under_many_threads(xray_folder, monkeypatch):
     data.load_images(paths, image_size=5, workers=8)
     assert data.decode_count() - before == len(set(paths))
     data.clear_decoded_cache()
+
+
+def test_decoded_batches_stream_in_order_and_name_bad_files(mixed_folder, tmp_path, monkeypatch):
+    from helpers.data import decode
+
+    good = [mixed_folder.root / p for p in mixed_folder.images]
+    bad = tmp_path / "cut.png"
+    bad.write_bytes(b"\x89PNG\r\n")
+    paths = [*good[:3], bad, *good[3:], tmp_path / "ghost.jpeg"]
+    calls, real = [], decode.decode_image
+    monkeypatch.setattr(decode, "decode_image", lambda p, **kw: calls.append(p) or real(p, **kw))
+    batches = []
+    for batch in data.decoded_batches(paths, image_size=8, batch_size=4, workers=2):
+        # One batch ahead at most, never the whole list: memory does not grow with it.
+        assert len(calls) <= 4 * (len(batches) + 2)
+        batches.append(batch)
+    assert [p for b in batches for p in b.paths] == paths
+    assert [len(b.paths) for b in batches] == [4, 4, 4, 4, 2][: len(batches)]
+    assert batches[0].errors.keys() == {3} and "cut.png" in batches[0].errors[3]
+    assert "does not exist" in batches[-1].errors[len(batches[-1].paths) - 1]
+    images = np.concatenate([b.images for b in batches])
+    assert np.array_equal(images, data.load_images(good, image_size=8))
+    assert batches[0].decoded == [0, 1, 2]
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_decoded_batches_refuse_a_batch_size_that_is_not_a_positive_integer(batch_size):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        next(data.decoded_batches([], image_size=8, batch_size=batch_size))

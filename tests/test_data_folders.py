@@ -368,3 +368,25 @@ def test_the_fingerprint_of_a_folder_without_dicom_ignores_the_person_salt(
     before = data.data_fingerprint(xray_folder.root)
     salt.write_bytes(b"s" * 32)
     assert data.data_fingerprint(xray_folder.root) == before
+
+
+def test_image_files_below_finds_images_at_any_depth_by_the_loaders_rules(mixed_folder, tmp_path):
+    root = tmp_path / "export"
+    shutil.copytree(mixed_folder.root, root / "2024" / "ward")
+    (root / "__MACOSX" / "2024").mkdir(parents=True)
+    (root / "__MACOSX" / "2024" / "._scan.jpeg").write_bytes(b"resource fork")
+    (root / ".cache").mkdir()
+    (root / ".cache" / "scan.png").write_bytes(b"hidden folder")
+    (root / "top.DCM").write_bytes(b"named like DICOM; found, decoded later")
+    found = data.image_files_below(root)
+    relative = [p.relative_to(root).as_posix() for p in found]
+    assert relative == sorted(["top.DCM", *(f"2024/ward/{p}" for p in mixed_folder.images)])
+    assert all(p.parent.is_relative_to(root) for p in found)  # folder / relative path
+    assert data.image_files_below(root / "__MACOSX") == []  # the folder given is searched
+
+
+def test_image_files_below_refuses_a_missing_folder_or_a_file(tmp_path):
+    (tmp_path / "scan.jpeg").write_bytes(b"")
+    for given in (tmp_path / "nowhere", tmp_path / "scan.jpeg"):
+        with pytest.raises(DataError, match=f"folder {given} does not exist or is not a folder"):
+            data.image_files_below(given)

@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 from chapter_models import BOOK, _namespace, _source, fake_pretrained_base
 
-from helpers import data, train
+from helpers import chapters, data, train
 
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside fit/predict; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-MODEL_CHAPTERS = [f"model_{i}" for i in range(1, 9)]
+MODEL_CHAPTERS = list(chapters.model_ids())
 EXERCISE = re.compile(r"^`{3,}\{exercise\}\s+(?P<title>.+)\n:label:\s+(?P<label>\S+)")
 SOLUTION = re.compile(r"^`{3,}\{solution\}\s+(?P<label>\S+)\n:class:\s+dropdown\b")
 

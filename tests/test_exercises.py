@@ -23,12 +23,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from helpers import chapters as book_chapters
 from helpers.book import toc
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
-#: Chapters that must end with exercises (model chapters are added as they get theirs).
-REQUIRED = ["data", "evaluation", *(f"model_{i}" for i in range(1, 9)), "comparison"]
+#: Chapters that must end with exercises: every model chapter, and these.
+REQUIRED = ["data", "evaluation", *book_chapters.model_ids(), "comparison"]
 MIN_EXERCISES = 3
 
 # An opening fence of a MyST directive: 3+ backticks or colons, {name}, argument.

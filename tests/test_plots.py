@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import calibration, plots
+from helpers import calibration, chapters, plots
 
 Y = np.array([0, 0, 0, 1, 1, 1, 1, 0])
 S = np.array([0.1, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9, 0.2])
@@ -68,10 +68,10 @@ def test_confusion_matrix_counts_and_roc_overlay_checks_alignment():
 
 
 def test_roc_overlay_gives_each_of_the_book_s_models_its_own_colour():
-    # The comparison overlays every model chapter's ROC: seven models, and any other id
-    # (a variant a student adds) must not fall back on a colour already in the figure.
+    # The comparison overlays every model chapter's ROC (as many as _toc.yml lists), and any
+    # other id (a variant a student adds) must not fall back on a colour already in it.
     frame = pd.DataFrame({"path": list("abcdefgh"), "label": Y, "score": S})
-    ids = [f"model_{i}" for i in range(1, 8)] + ["model_8", "my_variant"]
+    ids = [*chapters.model_ids(), "model_variant", "my_variant"]
     ax = plots.plot_roc_overlay({model_id: frame for model_id in ids})
     curves = [line for line in ax.lines if line.get_label().split(" (AUC")[0] in ids]
     colours = [matplotlib.colors.to_hex(line.get_color()) for line in curves]
@@ -80,9 +80,19 @@ def test_roc_overlay_gives_each_of_the_book_s_models_its_own_colour():
     assert "#808080" not in colours  # the chance diagonal's grey
 
 
-def test_model_colours_refuses_more_unknown_models_than_spare_colours():
-    with pytest.raises(ValueError, match="no colour left for 'extra_6'"):
-        plots.model_colours([f"extra_{i}" for i in range(12)])
+def test_model_colours_follow_the_toc_and_refuse_more_models_than_colours():
+    book = ["model_1", "model_2", "model_3"]
+    # A model chapter's colour is its place in the toc, whichever figure it is drawn in.
+    assert plots.model_colours(["model_3"], book) == {"model_3": plots.MODEL_PALETTE[2]}
+    assert plots.model_colours(["mine", "model_1"], book) == {
+        "mine": plots.MODEL_PALETTE[3],
+        "model_1": plots.MODEL_PALETTE[0],
+    }
+    # The book's own chapters: model_1 keeps the blue it always had.
+    assert plots.model_colours(["model_1"]) == {"model_1": "#1f77b4"}
+    spare = len(plots.MODEL_PALETTE) - len(book)
+    with pytest.raises(ValueError, match=f"no colour left for 'extra_{spare}'"):
+        plots.model_colours([f"extra_{i}" for i in range(spare + 1)], book)
 
 
 def test_forest_plot_draws_each_model_s_point_and_interval_per_panel():
@@ -133,10 +143,78 @@ def test_forest_plot_draws_each_model_s_point_and_interval_per_panel():
     assert len(diamonds) == 1  # model_1 only
     assert list(diamonds[0].get_xdata()) == [0.90, 0.88, 0.93]
     assert list(diamonds[0].get_ydata()) == [0.75] * 3
-    assert "each seed" in axes[0].get_xlabel()
+    assert "each seed" in axes[1].get_xlabel()  # one label, under the middle panel
     with pytest.raises(
         ValueError, match=r"seeds names models the table does not have: \['model_9'\]"
     ):
         plots.plot_forest(table, seeds=seeds.rename(index={"model_1": "model_9"}))
     with pytest.raises(ValueError, match="seeds lacks the columns"):
         plots.plot_forest(table, seeds=seeds.drop(columns="auc"))
+
+
+def _forest_table(model_ids) -> pd.DataFrame:
+    """A forest table of the comparison's shape: one row per model, every interval."""
+    values = {"auc": 0.93, "sensitivity": 0.95, "specificity": 0.62}
+    table = pd.DataFrame(
+        {
+            f"{name}{end}": [value + shift for _ in model_ids]
+            for name, value in values.items()
+            for end, shift in (("", 0.0), ("_ci_low", -0.03), ("_ci_high", 0.03))
+        },
+        index=list(model_ids),
+    )
+    table.attrs["method"] = (
+        "person-level cluster bootstrap, 2000 resamples, percentile, stratified by class, seed 42"
+    )
+    return table
+
+
+BOOK_MODELS = [f"model_{i}" for i in range(1, 8)]
+FRAME = pd.DataFrame({"path": list("abcdefgh"), "label": Y, "score": S})
+#: Every figure kind as the chapters draw it (the comparison's with all seven models).
+FIGURES = {
+    "forest": lambda: plots.plot_forest(_forest_table(BOOK_MODELS)),
+    "forest with seeds": lambda: plots.plot_forest(
+        _forest_table(BOOK_MODELS),
+        seeds=pd.DataFrame(
+            {"auc": [0.9, 0.92], "sensitivity": [0.95, 0.96], "specificity": [0.6, 0.7]},
+            index=pd.MultiIndex.from_tuples([("model_1", 42), ("model_1", 43)]),
+        ),
+    ),
+    "training curves": lambda: plots.plot_training_curves(
+        {
+            "loss": [0.7, 0.5],
+            "val_loss": [0.6, 0.55],
+            "accuracy": [0.6, 0.8],
+            "val_accuracy": [0.7, 0.75],
+        }
+    ),
+    "roc": lambda: plots.plot_roc(Y, S, thresholds={"validation": 0.5}),
+    "confusion matrix": lambda: plots.plot_confusion_matrix(Y, S, threshold=0.5),
+    "score histogram": lambda: plots.plot_score_histogram(Y, S, threshold=0.5),
+    "roc overlay": lambda: plots.plot_roc_overlay({m: FRAME for m in BOOK_MODELS}),
+    "precision-recall": lambda: plots.plot_precision_recall(Y, S, thresholds={"t": 0.5}),
+    "reliability": lambda: plots.plot_reliability(
+        {"as trained": calibration.reliability_table(Y, S, n_bins=5)}
+    ),
+    "class counts": lambda: plots.plot_class_counts(
+        pd.DataFrame({"split": ["train", "val", "test"] * 2, "label": [0, 0, 0, 1, 1, 1]})
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", FIGURES)
+def test_no_figure_kind_has_labels_that_run_into_each_other(kind):
+    plots.use_book_style()
+    drawn = np.ravel(np.asarray(FIGURES[kind](), dtype=object))
+    assert plots.figure_label_overlaps(drawn[0].figure) == []
+
+
+def test_label_overlaps_are_found():
+    # Three panels of a 6-inch figure, each with a label wider than itself: the forest
+    # plot's old x-axis labels, which ran into each other at the book's width.
+    fig, axes = plt.subplots(1, 3, figsize=(6, 2))
+    for ax in axes:
+        ax.set_xlabel("point and interval; diamonds: each seed")
+    overlaps = plots.figure_label_overlaps(fig)
+    assert overlaps.count(("point and interval; diamonds: each seed",) * 2) == 2  # 1-2, 2-3

@@ -7,8 +7,10 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("keras")
@@ -249,13 +251,16 @@ def test_adapt_to_refuses_a_folder_of_too_few_readable_images(adapt_setup, tmp_p
     code, out, err = run_main("--model", bn_folder, "--adapt-to", small, paths[0])
     assert code == 2 and out == ""
     assert (
-        f"--adapt-to {small} holds 5 readable image(s) (of 6 image file(s) found); at least "
+        f"--adapt-to: {small} holds 5 readable image(s) (of 6 image file(s) found); at least "
         f"{MIN_ADAPT_IMAGES} are needed, because batch-norm statistics measured on a few images "
         "are noise"
     ) in err
     for not_a_folder in (tmp_path / "nowhere", paths[0]):
         code, _, err = run_main("--model", bn_folder, "--adapt-to", not_a_folder, paths[0])
-        assert code == 2 and f"--adapt-to {not_a_folder} is not a folder" in err
+        assert code == 2 and f"--adapt-to: folder {not_a_folder} does not exist or is not" in err
+        # The Python function's own error names the folder, not the command line's flag.
+        with pytest.raises(predict.AdaptFolderError, match="^folder .* is not a folder"):
+            predict.adapt_to_folder(predict.load_model_folder(bn_folder), not_a_folder)
 
 
 def test_adapt_to_with_a_model_without_batchnorm_exits_2(adapt_setup):
@@ -281,3 +286,221 @@ def test_adapt_to_decides_at_the_chapters_adapted_threshold(adapt_setup, tmp_pat
     assert json.loads(out)["threshold"] == 0.25
     code, out, err = run_main("--model", folder, "--json", *paths[:2])
     assert code == 0 and json.loads(out)["threshold"] == 0.5
+
+
+# ---------------------------------------------------------------------------------------
+# Folders in, a CSV out: scored in batches, one row per file, bad files named
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site_folder(xray_folder, tmp_path_factory):
+    """A folder as a site exports it: nested, JPEG, PNG and DICOM mixed, extensions in
+    any case, a corrupt file, files and folders that are no images; and what it holds."""
+    from dicom_folder import convert_folder
+
+    root = tmp_path_factory.mktemp("site") / "exports"
+    test = [p for p in xray_folder.images if p.startswith("test/")]
+    headers = convert_folder(
+        xray_folder.root / "test", root / "2024" / "dicom", keep_original=frozenset()
+    )
+    for i, relative in enumerate(test[:6]):
+        source = xray_folder.root / relative
+        target = root / "2023" / f"day{i % 2}" / Path(relative).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if i % 2:
+            Image.open(source).save(target.with_suffix(".PNG"))
+        else:
+            shutil.copy(source, target.with_suffix(".JPG"))
+    (root / "2023" / "day0" / "cut.jpeg").write_bytes(
+        (xray_folder.root / test[0]).read_bytes()[:200]
+    )
+    (root / "2023" / "notes.txt").write_text("not an image")
+    (root / "2023" / ".hidden.png").write_bytes(b"hidden")
+    for skipped in ("__MACOSX", ".thumbnails"):
+        shutil.copytree(root / "2023" / "day1", root / skipped / "day1")
+    return root, headers
+
+
+def expected_names(root):
+    """The image files a site folder holds, relative, by the loader's rules (written out)."""
+    names = []
+    for path in root.rglob("*"):
+        relative = path.relative_to(root)
+        skipped = any(part.startswith(".") or part == "__MACOSX" for part in relative.parts)
+        if (
+            path.is_file()
+            and not skipped
+            and path.suffix.lower() in (".jpg", ".jpeg", ".png", ".dcm")
+        ):
+            names.append(relative.as_posix())
+    return sorted(names)
+
+
+def test_score_folder_gives_one_row_per_image_file_found_at_any_depth(trained, site_folder):
+    folder, _ = trained
+    root, headers = site_folder
+    frame = predict.score_folder(folder, root, batch_size=4, workers=2)
+    assert list(frame.columns) == list(predict.SCORE_COLUMNS)
+    assert frame["path"].tolist() == expected_names(root)
+    assert len(headers) > 8 and all(f"2024/dicom/{name}" in set(frame.path) for name in headers)
+    bad = frame[frame["error"].notna()]
+    assert bad["path"].tolist() == ["2023/day0/cut.jpeg"]
+    assert "corrupt or truncated" in bad["error"].iloc[0]
+    assert bad[["probability", "decision"]].isna().all(axis=None)
+    good = frame[frame["error"].isna()]
+    threshold = json.loads((folder / "metrics.json").read_text())["threshold"]["threshold"]
+    assert (
+        good["decision"] == np.where(good["probability"] >= threshold, "PNEUMONIA", "NORMAL")
+    ).all()
+    # The same scores as the whole folder scored in one batch, image by image.
+    loaded = predict.load_model_folder(folder)
+    predictions, errors = predict.predict_images(
+        loaded, [root / p for p in good["path"]], batch_size=1000
+    )
+    assert not errors
+    assert [p.probability for p in predictions] == pytest.approx(
+        good["probability"].tolist(), abs=1e-6
+    )
+
+
+def test_the_model_never_sees_more_than_one_batch(trained, site_folder, monkeypatch):
+    from helpers import evaluate
+
+    folder, _ = trained
+    root, _ = site_folder
+    seen, real = [], evaluate.model_outputs
+    monkeypatch.setattr(
+        evaluate,
+        "model_outputs",
+        lambda model, images, **kw: seen.append(len(images)) or real(model, images, **kw),
+    )
+    frame = predict.score_folder(folder, root, batch_size=3)
+    assert max(seen) <= 3 and sum(seen) == frame["error"].isna().sum()
+
+
+def test_the_command_writes_the_csv_names_bad_files_and_the_model_card(
+    trained, site_folder, tmp_path
+):
+    folder, _ = trained
+    root, _ = site_folder
+    scores = tmp_path / "out" / "scores.csv"
+    code, out, err = run_main("--model", folder, root, "--csv", scores, "--batch-size", "5")
+    assert code == 1 and out == ""
+    written = pd.read_csv(scores)
+    expected = predict.score_folder(folder, root)
+    assert written["path"].tolist() == expected["path"].tolist() == expected_names(root)
+    assert written["probability"].to_numpy() == pytest.approx(
+        expected["probability"], abs=1e-6, nan_ok=True
+    )
+    assert written["error"].notna().sum() == 1
+    assert f"error: 2023/day0/cut.jpeg: {root}/2023/day0/cut.jpeg is a corrupt" in err
+    assert f"1 of {len(written)} image(s) could not be scored" in err
+    assert f"model card: {folder / 'MODEL_CARD.md'}" in err
+    assert "limits: not a medical device" in err
+    assert f"wrote {scores}: {len(written)} row(s), {len(written) - 1} scored" in err
+    # With a file beside the folder, each row names its file with the folder as given.
+    image = next(root.rglob("*.JPG"))
+    code, out, _ = run_main("--model", folder, "--json", root / "2023", image)
+    report = json.loads(out)
+    assert report["predictions"][0]["path"].startswith(f"{root / '2023'}/day0/")
+    assert report["predictions"][-1]["path"] == str(image)
+
+
+def test_a_folder_that_is_missing_or_holds_no_image_exits_2_and_writes_nothing(trained, tmp_path):
+    folder, _ = trained
+    empty = tmp_path / "empty"
+    (empty / "sub" / "__MACOSX").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("no image here")
+    (empty / "sub" / "__MACOSX" / "scan.jpeg").write_bytes(b"resource fork")
+    scores = tmp_path / "scores.csv"
+    for given, said in ((tmp_path / "nowhere", "does not exist"), (empty, "holds no image files")):
+        code, out, err = run_main("--model", folder, given, "--csv", scores)
+        assert code == 2 and out == "" and f"{given}" in err and said in err, err
+        assert "nothing was scored" in err and not scores.exists()
+        with pytest.raises(data.DataError, match=said):
+            predict.score_folder(folder, given)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no temporary files
+
+
+def test_a_folder_of_corrupt_files_gives_a_row_each_with_its_reason(trained, tmp_path):
+    folder, xrays = trained
+    bad = tmp_path / "bad"
+    (bad / "a").mkdir(parents=True)
+    (bad / "a" / "cut.jpeg").write_bytes(
+        (xrays.test.data_dir / xrays.test.paths[0]).read_bytes()[:100]
+    )
+    (bad / "text.png").write_text("not an image")
+    (bad / "a" / "report.dcm").write_text("Findings: none.")
+    scores = tmp_path / "scores.csv"
+    code, _, err = run_main("--model", folder, bad, "--csv", scores)
+    written = pd.read_csv(scores)
+    assert code == 1 and "3 of 3 image(s) could not be scored" in err
+    assert written["path"].tolist() == ["a/cut.jpeg", "a/report.dcm", "text.png"]
+    assert written["probability"].isna().all() and written["decision"].isna().all()
+    reasons = written["error"].tolist()
+    assert "corrupt or truncated" in reasons[0] and "not a DICOM file" in reasons[1]
+    assert "not an image file Pillow can read" in reasons[2]
+
+
+def test_an_unwritable_csv_stops_before_scoring_and_leaves_nothing(trained, site_folder, tmp_path):
+    folder, _ = trained
+    root, _ = site_folder
+    (tmp_path / "a_file").write_text("a file where a folder should be")
+    for target in (tmp_path / "a_file" / "scores.csv", tmp_path):
+        code, out, err = run_main("--model", folder, root, "--csv", target)
+        assert code == 2 and out == "" and f"cannot write the CSV {target}" in err
+        assert "nothing was scored" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+def test_an_interrupted_run_leaves_no_csv_or_the_previous_one(
+    trained, site_folder, tmp_path, monkeypatch
+):
+    folder, _ = trained
+    root, _ = site_folder
+    real = predict.decoded_batches
+
+    def interrupted(*args, **kwargs):
+        batches = real(*args, **kwargs)
+        yield next(batches)
+        raise KeyboardInterrupt  # Ctrl-C while the second batch decodes
+
+    monkeypatch.setattr(predict, "decoded_batches", interrupted)
+    scores = tmp_path / "scores.csv"
+    code, _, err = run_main("--model", folder, root, "--csv", scores, "--batch-size", "2")
+    assert code == 130 and "interrupted: no CSV was written" in err
+    assert list(tmp_path.iterdir()) == []
+    scores.write_text("path,probability,decision,error\nfrom,an,earlier,run\n")
+    code, _, _ = run_main("--model", folder, root, "--csv", scores, "--batch-size", "2")
+    assert code == 130 and scores.read_text().endswith("from,an,earlier,run\n")
+    assert list(tmp_path.iterdir()) == [scores]
+
+
+def test_dicom_header_values_reach_neither_the_csv_nor_the_output(trained, site_folder, tmp_path):
+    from dicom_folder import HEADER_FIELDS, person_header
+
+    from helpers.data.dicom import xray_to_dicom
+
+    folder, _ = trained
+    root, headers = site_folder
+    site = tmp_path / "site"
+    shutil.copytree(root, site)
+    # A DICOM file whose pixels are cut off: its header is read, and must not be echoed.
+    pixels = np.asarray(Image.open(next(root.rglob("*.JPG"))).convert("L"))
+    patient = person_header("person999", 999)
+    whole = tmp_path / "whole.dcm"
+    xray_to_dicom(pixels, patient=patient).save_as(whole, enforce_file_format=True)
+    (site / "2024" / "cut.dcm").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    whole.unlink()
+    values = {h[f] for h in [*headers.values(), patient] for f in HEADER_FIELDS if f in h}
+    values |= {v.split("^")[-1] for v in values if "^" in v}
+    scores, heat = tmp_path / "scores.csv", tmp_path / "heat"
+    code, out, err = run_main("--model", folder, site, "--csv", scores, "--json", "--gradcam", heat)
+    assert code == 1 and "2024/cut.dcm" in err
+    assert len(list(heat.rglob("*.gradcam.png"))) == len(
+        pd.read_csv(scores).dropna(subset=["probability"])
+    )
+    written = out + err + scores.read_text() + " ".join(p.as_posix() for p in heat.rglob("*"))
+    written += "".join(p.read_bytes().decode("latin-1") for p in heat.rglob("*.png"))
+    assert [v for v in values if v in written] == []

@@ -7,6 +7,7 @@ replaced by recorders), so the tests read what a chapter would show.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import matplotlib
@@ -92,6 +93,53 @@ def test_skipped_images_are_shown_in_the_chapter_not_only_on_stderr(make_xrays, 
     assert [path for path, _ in xrays.skipped] == ["train/PNEUMONIA/person1_bacteria_0.jpeg"]
 
 
+def test_a_chapter_shows_tables_with_marked_intervals_and_warns_about_overlapping_labels(
+    shown, monkeypatch
+):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    monkeypatch.setattr(shell.events, "callbacks", {**shell.events.callbacks, "post_execute": []})
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        report.start_chapter()
+        report.start_chapter()  # a chapter run twice checks its figures once
+    table = pd.DataFrame({"AUC": ["0.929 (0.908-0.948)"], "n": [3]}, index=["model_1"])
+    html = shell.display_formatter.formatters["text/html"](table)
+    assert '<td><span class="estimate"><span class="value">0.929</span><br>' in html
+    assert 'class="dataframe"' in html
+
+    assert shell.events.callbacks["post_execute"] == [report._check_figure_labels]
+    fig, axes = plt.subplots(1, 3, figsize=(6, 2))
+    for ax in axes:
+        ax.set_xlabel("point and interval; diamonds: each seed")
+    shell.events.trigger("post_execute")  # what the kernel does after the cell
+    assert len(shown["warnings"]) == 1 and report.FIGURE_LABELS_OVERLAP in shown["warnings"][0]
+    axes[0].set_xlabel("")
+    axes[2].set_xlabel("")
+    shell.events.trigger("post_execute")
+    assert len(shown["warnings"]) == 1  # one label: nothing runs into it
+
+
+def test_table_html_marks_every_estimate_with_its_interval():
+    table = pd.DataFrame(
+        {
+            "difference": ["+0.012 (-0.010 to +0.030)", "model_2 (p 0.03)"],
+            "spread": ["0.91-0.95 (sd 0.010)", "0.500 (no interval)"],
+        }
+    )
+    table.loc[2] = ["AUC 0.9 (0.8-1.0) at most", ""]
+    cells = re.findall(r"<td>(.*?)</td>", report.table_html(table))
+    unit = '<span class="estimate"><span class="value">{}</span>{}<span class="interval">{}</span>'
+    assert cells == [
+        unit.format("+0.012", "<br>", "(-0.010 to +0.030)") + "</span>",  # alone: two lines
+        unit.format("0.91-0.95", "<br>", "(sd 0.010)") + "</span>",
+        "model_2 (p 0.03)",  # no estimate: a name and a p-value
+        unit.format("0.500", "<br>", "(no interval)") + "</span>",
+        "AUC " + unit.format("0.9", " ", "(0.8-1.0)") + "</span> at most",  # in words: one line
+        "",
+    ]
+
+
 # ---------------------------------------------------------------------------------------
 # Tables and text
 # ---------------------------------------------------------------------------------------
@@ -175,6 +223,21 @@ def test_outcome_groups_by_hand():
 
 def _same(a, b) -> bool:
     return (math.isnan(a) and b is None) or a == b
+
+
+def test_a_model_chapter_glues_its_numbers_without_its_name(evaluation, shown, monkeypatch):
+    # myst-nb looks {glue:text}`auc` up in the page's own notebook: a model chapter's keys
+    # need not carry its name, so a copy of the chapter quotes its own numbers unchanged.
+    monkeypatch.setattr(report, "_chapter_model", None)  # start_chapter's, put back after
+    with warnings.catch_warnings(), matplotlib.rc_context():
+        report.start_chapter("model_x")
+    report.glue_metrics("model_x", evaluation.metrics)
+    report.glue_metrics("model_x_adapted", evaluation.metrics)
+    report.glue_metrics("other_model", evaluation.metrics)  # not the chapter's: kept whole
+    glued = shown["glue"]
+    assert glued["auc"] == evaluation.metrics["test"]["auc"]
+    assert "adapted_auc" in glued and "other_model_auc" in glued
+    assert not [key for key in glued if key.startswith("model_x")]
 
 
 def test_glue_metrics_glues_every_number_the_prose_quotes(evaluation, shown):

@@ -30,6 +30,7 @@ RESULT_FILES = {
     "metrics.json",
     "history.csv",
     "model.keras",
+    "MODEL_CARD.md",
 }
 RATES = ("auc", "sensitivity", "specificity", "ppv", "npv", "f1", "accuracy")
 

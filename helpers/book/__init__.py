@@ -17,7 +17,9 @@
    command line.
 
 ``jupyter-book build book`` (run from the repository root) is the other way to build: it
-uses the same ``_config.yml`` and executes the notebooks itself, with their defaults.
+uses the same ``_config.yml`` and executes the notebooks itself, with their defaults (or
+``BOOK_*`` variables), in the toc's order (:mod:`~helpers.book.toc_order`, a Sphinx
+extension), keeping them in its own cache (``_build/.jupyter_cache``), not the runner's.
 """
 
 from .build import OUTPUT_DIR, book_status, build_book, list_chapters

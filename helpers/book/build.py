@@ -7,10 +7,12 @@ temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,11 +20,12 @@ import yaml
 
 from helpers import config
 from helpers import parameters as book_parameters
+from helpers.chapters import SOURCE_ENV, TOC_ENV
 from helpers.replicates import DEFAULT_REPLICATES
 
 from .errors import NotebookFailed
 from .execute import EXECUTED_SUBDIR, KERNEL_NAME, execute_notebook, prepare_executed_dir
-from .plan import PATH_OPTIONS, declared_parameters, plan_build
+from .plan import PATH_OPTIONS, declared_parameters, differences_from_the_book, plan_build
 from .render import render
 from .replicates import Replicate, plan_replicates
 from .runtimes import PAGE_NAME, annotate_run_time, read_record, record_run, write_run_times_page
@@ -46,8 +49,89 @@ from .toc import (
     toc_without,
 )
 
-#: The folder that receives ``_build/`` (like ``jupyter-book build --path-output``).
+#: The folder that receives the book's ``_build/`` (like ``jupyter-book build --path-output``).
 OUTPUT_DIR = config.REPO_ROOT
+#: The results folder of an experiment that names none of its own (the book's stay apart).
+EXPERIMENT_RESULTS_DIR = config.DEFAULT_RESULTS_DIR / "experiment"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A build whose parameters differ from the book's, and the folders it is given.
+
+    Attributes
+    ----------
+    differences : dict
+        The parameters that differ from the notebooks' defaults, as passed.
+    params : dict
+        The build's parameters, with ``results_dir`` added when it named none
+        (:data:`EXPERIMENT_RESULTS_DIR`, for notebooks that declare it).
+    output_dir : Path
+        Its results folder, which receives its ``_build/`` (executed notebooks, pages,
+        record of runs), apart from the book's.
+    """
+
+    differences: dict[str, Any]
+    params: dict[str, Any]
+    output_dir: Path
+
+    def describe(self) -> str:
+        """The lines that say what the experiment is and where it writes."""
+        changed = ", ".join(f"{name}={value}" for name, value in self.differences.items())
+        html = self.output_dir / "_build" / "html"
+        return (
+            f"experiment ({changed} differ from the book's parameters): its results, "
+            f"executed notebooks and pages go to {self.output_dir}/ "
+            f"(open {html / 'index.html'});\n"
+            f"the book's _build/ is left as it is (--output-dir chooses another folder)."
+        )
+
+
+def find_experiment(
+    source_dir: Path,
+    toc_path: Path,
+    only: Sequence[str] | None,
+    params: Mapping[str, Any],
+) -> Experiment | None:
+    """Whether a build is the book's or an experiment, and an experiment's folders.
+
+    A build is the book's when every notebook it runs is passed its own defaults
+    (:func:`~helpers.book.plan.differences_from_the_book`). Any other build writes its
+    results, executed notebooks, pages and record of runs under its results folder, so
+    that the book's ``_build/html`` and ``_build/runner-state.json`` stay as they were.
+
+    Parameters
+    ----------
+    source_dir, toc_path : Path
+        As for :func:`build_book`.
+    only : sequence of str, optional
+        The notebooks the build runs.
+    params : mapping
+        The parameters it is given.
+
+    Returns
+    -------
+    Experiment or None
+        None for the book's own build.
+
+    Raises
+    ------
+    ParameterError
+        For unknown names or impossible values, as :func:`build_book` would.
+    """
+    chapters = find_chapters(Path(source_dir).resolve(), Path(toc_path).resolve())
+    plan = plan_build(chapters, only, params)
+    differences = differences_from_the_book(plan)
+    if not differences:
+        return None
+    params = dict(params)
+    if "results_dir" in differences:
+        results_dir = book_parameters.resolve_path(differences["results_dir"])
+    else:
+        results_dir = EXPERIMENT_RESULTS_DIR
+        if any("results_dir" in declared_parameters(c.path) for c in plan.selected):
+            params["results_dir"] = str(results_dir)
+    return Experiment(differences, params, results_dir)
 
 
 def _now() -> str:
@@ -144,6 +228,25 @@ def _adoptable(executed_from: Path | None, chapters: Sequence[Chapter]) -> dict[
         for c in chapters
         if c.is_notebook and (folder / f"{c.name}.ipynb").is_file()
     }
+
+
+@contextlib.contextmanager
+def _book_environment(source_dir: Path, toc_path: Path) -> Iterator[None]:
+    """Name the book's source folder and toc in the environment the kernels inherit
+    (:data:`helpers.chapters.SOURCE_ENV`, :data:`helpers.chapters.TOC_ENV`), so that a
+    notebook that lists the model chapters (the comparison) reads this book's, then restore
+    the environment."""
+    names = {SOURCE_ENV: str(source_dir), TOC_ENV: str(toc_path)}
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def build_book(
@@ -258,33 +361,36 @@ def build_book(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     width = max((len(name) for name in [*(c.name for c in chapters), *decisions]), default=10) + 2
-    for chapter in plan.chapters:
-        decision = decisions.get(chapter.name)
-        if decision is None:
-            continue
-        runs = [(chapter.name, decision, plan.parameters.get(chapter.name), None)]
-        runs += [
-            (r.name, decisions[r.name], r.parameters, r)
-            for r in planned_replicates.get(chapter.name, ())
-        ]
-        for name, run_decision, parameters, replicate in runs:
-            if run_decision.action != "execute":
-                word = {"reuse": "re-used", "adopt": "adopted"}.get(run_decision.action, "left out")
-                _progress(out, width, name, word, "", run_decision.reason)
+    with _book_environment(source_dir, toc_path):  # the kernels read this book's chapters
+        for chapter in plan.chapters:
+            decision = decisions.get(chapter.name)
+            if decision is None:
                 continue
-            _run_one(
-                chapter,
-                run_decision,
-                parameters,
-                source_dir=source_dir,
-                executed_dir=executed_dir,
-                state=state,
-                state_path=state_path,
-                kernel_name=kernel_name,
-                out=out,
-                width=width,
-                replicate=replicate,
-            )
+            runs = [(chapter.name, decision, plan.parameters.get(chapter.name), None)]
+            runs += [
+                (r.name, decisions[r.name], r.parameters, r)
+                for r in planned_replicates.get(chapter.name, ())
+            ]
+            for name, run_decision, parameters, replicate in runs:
+                if run_decision.action != "execute":
+                    word = {"reuse": "re-used", "adopt": "adopted"}.get(
+                        run_decision.action, "left out"
+                    )
+                    _progress(out, width, name, word, "", run_decision.reason)
+                    continue
+                _run_one(
+                    chapter,
+                    run_decision,
+                    parameters,
+                    source_dir=source_dir,
+                    executed_dir=executed_dir,
+                    state=state,
+                    state_path=state_path,
+                    kernel_name=kernel_name,
+                    out=out,
+                    width=width,
+                    replicate=replicate,
+                )
 
     start = time.perf_counter()
     left_out = [

@@ -13,7 +13,8 @@ from typing import Any
 
 from helpers.replicates import DEFAULT_REPLICATES, REPLICATED_CHAPTERS
 
-from .build import OUTPUT_DIR, book_status, build_book, list_chapters
+from . import build
+from .build import book_status, build_book, find_experiment, list_chapters
 from .errors import BookError
 from .execute import KERNEL_NAME
 from .plan import PATH_OPTIONS, parse_value
@@ -128,8 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         type=Path,
-        default=OUTPUT_DIR,
-        help="the folder that receives _build/ (default: the repository root)",
+        default=None,
+        help="the folder that receives _build/ (default: the repository root for the book; "
+        "for an experiment, a build passed parameters that differ from the notebooks' "
+        "defaults, its results folder: --results-dir, else results/experiment/)",
     )
     parser.add_argument(
         "--config",
@@ -179,10 +182,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.list:
             list_chapters(find_chapters(args.source_dir.resolve(), args.toc.resolve()))
             return 0
+        output_dir = args.output_dir
+        if output_dir is None:
+            # An experiment (an exercise's -p or --results-dir) is built apart from the book.
+            only = None if args.status else args.only
+            experiment = find_experiment(args.source_dir, args.toc, only, params)
+            output_dir = build.OUTPUT_DIR if experiment is None else experiment.output_dir
+            if experiment is not None:
+                params = experiment.params
+                print(experiment.describe(), flush=True)
         if args.status:
             book_status(
                 args.source_dir,
-                args.output_dir,
+                output_dir,
                 args.toc,
                 params,
                 replicates=args.replicates,
@@ -191,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         build_book(
             source_dir=args.source_dir,
-            output_dir=args.output_dir,
+            output_dir=output_dir,
             config_path=args.config,
             toc_path=args.toc,
             only=args.only,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers import config
 from helpers import parameters as book_parameters
 
 from .errors import ParameterError
@@ -377,3 +378,55 @@ def plan_build(
             + f"\nAllowed parameters:\n{describe_allowed(declared)}"
         )
     return Plan(list(chapters), selected, per_notebook)
+
+
+#: What a path parameter whose default is None means in the chapters (their parameters
+#: cells say so): the embedded data, and results/ at the repository root.
+BOOK_PATHS: dict[str, Path] = {
+    "data_dir": config.DEFAULT_DATA_DIR,
+    "results_dir": config.DEFAULT_RESULTS_DIR,
+}
+
+
+def _book_value(name: str, value: Any) -> Any:
+    """A value as the book means it: a path parameter resolved (None: its book folder)."""
+    spec = book_parameters.PARAMETERS.get(name)
+    if name in BOOK_PATHS or (spec is not None and spec.kind == "path"):
+        if value is None:
+            return BOOK_PATHS.get(name)
+        return book_parameters.resolve_path(value)
+    return value
+
+
+def differences_from_the_book(plan: Plan) -> dict[str, Any]:
+    """The parameters of a build that differ from the notebooks' own defaults.
+
+    The book is the run of every notebook with the defaults of its ``parameters`` cell;
+    a build passed other values (an exercise's ``-p epochs 1``, a ``--results-dir`` of
+    its own) is an experiment, which :mod:`helpers.book.cli` builds apart from the book.
+
+    Parameters
+    ----------
+    plan : Plan
+        The checked plan (:func:`plan_build`).
+
+    Returns
+    -------
+    dict
+        Name to the value passed, for each parameter that some selected notebook is
+        passed with another value than its default (paths compared once resolved, so
+        ``--results-dir results`` is the book's own folder); empty for the book's run.
+    """
+    differences = {}
+    for chapter in plan.selected:
+        passed = plan.parameters.get(chapter.name, {})
+        declared = declared_parameters(chapter.path) if passed else {}
+        for name, value in passed.items():
+            try:
+                default = ast.literal_eval(declared[name].default)
+            except (ValueError, SyntaxError):  # an expression: any value passed differs
+                differences[name] = value
+                continue
+            if _book_value(name, value) != _book_value(name, default):
+                differences[name] = value
+    return differences

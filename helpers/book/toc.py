@@ -1,19 +1,21 @@
 """The table of contents and its chapters: which pages the book has, in order, and what they link.
 
-Reads ``_toc.yml`` (the jb-book format), maps each entry to its source file, reads the
-chapters a notebook depends on (its metadata ``book.uses_results_of``) and the reference
-targets a chapter defines, and writes a table of contents with some chapters left out.
+The chapters and what their metadata declares are read by :mod:`helpers.chapters` (the
+package's one reader of ``_toc.yml``); here are the runner's views of them: the chapters a
+notebook depends on, the reference targets a chapter defines, and a table of contents with
+some chapters left out.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from helpers import config
+from helpers import chapters, config
+from helpers.chapters import Chapter
 
 from .errors import BookError
 
@@ -28,72 +30,52 @@ TOC_PATH = config.REPO_ROOT / "_toc.yml"
 _TARGET_LINE = re.compile(r"^\s*\((?P<label>[^()\s]+)\)=\s*$", re.MULTILINE)
 _TARGET_OPTION = re.compile(r"^\s*:(?:name|label):\s*(?P<label>\S+)\s*$", re.MULTILINE)
 
-
-@dataclass(frozen=True)
-class Chapter:
-    """One entry of the table of contents.
-
-    Attributes
-    ----------
-    name : str
-        The docname, relative to the source folder and without suffix (``"model_1"``).
-    path : Path
-        The source file (``.ipynb`` or ``.md``).
-    """
-
-    name: str
-    path: Path
-
-    @property
-    def is_notebook(self) -> bool:
-        """Whether the chapter is a notebook (and so is executed)."""
-        return self.path.suffix == ".ipynb"
+_Item = TypeVar("_Item")
 
 
 def read_toc(toc_path: Path) -> list[str]:
-    """Return the docnames of a jupyter-book table of contents, in reading order.
+    """Return the docnames of a table of contents, in reading order
+    (:func:`helpers.chapters.read_toc`, its error as a :class:`BookError`)."""
+    try:
+        return chapters.read_toc(toc_path)
+    except chapters.ChapterError as exc:
+        raise BookError(str(exc)) from exc
+
+
+def in_toc_order(
+    items: Iterable[_Item], toc_path: Path, docname: Callable[[_Item], str] = str
+) -> list[_Item]:
+    """Sort documents (or anything that names one) into the table of contents' reading order.
+
+    Chapters read the results of the chapters before them (the comparison reads every
+    model's), so whatever executes notebooks must follow this order, not the alphabetical
+    one: Sphinx's reading (:mod:`helpers.book.toc_order`, hence ``jupyter-book build``) and
+    ``pytest --nbval-lax book/`` (``book/conftest.py``).
 
     Parameters
     ----------
+    items : iterable
+        Docnames, or objects from which ``docname`` gives one.
     toc_path : Path
-        A ``_toc.yml`` in the ``jb-book`` or ``jb-article`` format.
+        The table of contents (read with :func:`read_toc`).
+    docname : callable
+        The docname of an item, relative to the source folder and without suffix; the item
+        itself by default.
 
     Returns
     -------
-    list of str
-        Docnames relative to the source folder, root first.
-
-    Raises
-    ------
-    BookError
-        If the file cannot be read or holds a glob entry.
+    list
+        The items in toc order; the sort is stable (items of one document keep their order)
+        and items whose document is not in the toc come last, in the order given.
     """
-    from sphinx_external_toc.api import FileItem, GlobItem
-    from sphinx_external_toc.parsing import MalformedError, parse_toc_yaml
-
-    try:
-        site_map = parse_toc_yaml(toc_path)
-    except (OSError, MalformedError) as exc:
-        raise BookError(f"cannot read the table of contents {toc_path}: {exc}") from exc
-
-    names: list[str] = []
-
-    def walk(docname: str) -> None:
-        names.append(docname)
-        for subtree in site_map[docname].subtrees:
-            for item in subtree.items:
-                if isinstance(item, GlobItem):
-                    # A glob would let a stray notebook into the book unnoticed.
-                    raise BookError(f"{toc_path}: glob entries are not supported: {item}")
-                if isinstance(item, FileItem):
-                    walk(str(item))
-
-    walk(site_map.root.docname)
-    return names
+    position = {name: i for i, name in enumerate(read_toc(toc_path))}
+    return sorted(items, key=lambda item: position.get(docname(item), len(position)))
 
 
 def find_chapters(source_dir: Path, toc_path: Path) -> list[Chapter]:
-    """Map the table of contents to source files.
+    """The book's chapters with their metadata (:func:`helpers.chapters.find_chapters`,
+    its error as a :class:`BookError`: a missing file, a malformed metadata ``book``, a
+    dependency on a chapter that is not a notebook listed before it).
 
     Parameters
     ----------
@@ -106,40 +88,20 @@ def find_chapters(source_dir: Path, toc_path: Path) -> list[Chapter]:
     -------
     list of Chapter
         One per toc entry, in order.
-
-    Raises
-    ------
-    BookError
-        If an entry has no ``.ipynb`` or ``.md`` file.
     """
-    chapters = []
-    for name in read_toc(toc_path):
-        for suffix in (".ipynb", ".md"):
-            path = source_dir / f"{name}{suffix}"
-            if path.is_file():
-                chapters.append(Chapter(name, path))
-                break
-        else:
-            raise BookError(
-                f"{toc_path} lists '{name}' but neither {name}.ipynb nor {name}.md "
-                f"exists in {source_dir}"
-            )
-    return chapters
+    try:
+        return chapters.find_chapters(source_dir, toc_path)
+    except chapters.ChapterError as exc:
+        raise BookError(str(exc)) from exc
 
 
 def _notebook_json(chapter: Chapter) -> dict[str, Any]:
     return json.loads(chapter.path.read_text(encoding="utf-8"))
 
 
-def _book_metadata(chapter: Chapter) -> dict[str, Any]:
-    """A notebook's metadata ``book`` (what the runner reads); empty for a page."""
-    if not chapter.is_notebook:
-        return {}
-    return _notebook_json(chapter).get("metadata", {}).get("book", {})
-
-
 def uses_results_of(chapter: Chapter) -> list[str]:
-    """The chapters whose results a notebook reads (its metadata ``book.uses_results_of``).
+    """The chapters whose results a notebook reads (its metadata ``book.uses_results_of``,
+    resolved by :func:`find_chapters`).
 
     Parameters
     ----------
@@ -149,9 +111,9 @@ def uses_results_of(chapter: Chapter) -> list[str]:
     Returns
     -------
     list of str
-        Chapter names, as the notebook lists them.
+        Chapter names.
     """
-    return list(_book_metadata(chapter).get("uses_results_of", []))
+    return list(chapter.uses_results_of)
 
 
 def uses_replicates(chapter: Chapter) -> bool:
@@ -168,7 +130,7 @@ def uses_replicates(chapter: Chapter) -> bool:
     -------
     bool
     """
-    return bool(_book_metadata(chapter).get("uses_replicates", False))
+    return chapter.uses_replicates
 
 
 def markdown_text(chapter: Chapter) -> str:

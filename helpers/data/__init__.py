@@ -3,9 +3,11 @@
 One module per job; every public name is importable from here
 (``from helpers.data import load_chest_xrays``):
 
-- :mod:`~helpers.data.folders`: the folder layout, file tables, what file names say;
+- :mod:`~helpers.data.folders`: the folder layout, file tables, what file names say, the
+  image files below any folder;
 - :mod:`~helpers.data.split`: the person-aware split into training, validation and test;
-- :mod:`~helpers.data.decode`: one image file -> one array, by one fixed rule;
+- :mod:`~helpers.data.decode`: one image file -> one array, by one fixed rule (and many, in
+  streamed batches on threads);
 - :mod:`~helpers.data.dicom`: DICOM files: the rule for their pixels, the person in PatientID;
 - :mod:`~helpers.data.cache`: each image decoded once per process and once per disk;
 - :mod:`~helpers.data.load`: the three splits in memory, and batches for training;
@@ -25,7 +27,7 @@ from helpers.data.cache import (
     files_fingerprint,
     load_images,
 )
-from helpers.data.decode import ColorMode, decode_count, decode_image
+from helpers.data.decode import ColorMode, DecodedBatch, decode_count, decode_image, decoded_batches
 from helpers.data.dicom import (
     dicom_rule_steps,
     dicom_to_8bit,
@@ -45,6 +47,7 @@ from helpers.data.folders import (
     duplicate_groups,
     find_layout_root,
     group_id,
+    image_files_below,
     list_split,
     pneumonia_kind,
     test_persons,
@@ -99,6 +102,8 @@ __all__ = [
     "data_fingerprint",
     "companion_cache_dir",
     "decode_count",
+    "DecodedBatch",
+    "decoded_batches",
     "decode_image",
     "decoded_cache_bytes",
     "decoded_cache_dir",
@@ -108,6 +113,7 @@ __all__ = [
     "files_fingerprint",
     "find_layout_root",
     "group_id",
+    "image_files_below",
     "image_level_split",
     "leakage_summary",
     "list_split",

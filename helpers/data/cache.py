@@ -19,7 +19,6 @@ import functools
 import os
 import threading
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -215,14 +214,9 @@ def _decode_many(
 
         def decode_one(item):
             key, path = item
-            try:
-                # Looked up on the module at call time, so that tests can watch the calls.
-                return key, decode.decode_image(path, image_size=image_size, color_mode=color_mode)
-            except DataError as error:
-                return key, error
+            return key, decode.decode_or_error(path, image_size=image_size, color_mode=color_mode)
 
-        # Pillow releases the GIL while it decodes and resizes, so threads use every core.
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        with decode.decoding_threads(workers) as pool:
             decoded = list(pool.map(decode_one, missing.items()))
         errors = {k: r for k, r in decoded if isinstance(r, DataError)}
         with _DECODED_LOCK:

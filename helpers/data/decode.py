@@ -2,13 +2,17 @@
 
 The rule is fixed (see :func:`decode_image`), so every image of the book, in training and in
 prediction, goes through the same conversion. :func:`decode_count` says how many files this
-process has decoded, which is how the caches are checked to work.
+process has decoded, which is how the caches are checked to work. :func:`decoded_batches`
+decodes a file list of any length on threads, a batch at a time, keeping none of it.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -123,6 +127,115 @@ def decode_image(
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{path} is a corrupt or truncated image: {error}") from None
     return array[..., np.newaxis] if array.ndim == 2 else array
+
+
+def decode_or_error(
+    path: str | os.PathLike, *, image_size: int, color_mode: ColorMode
+) -> np.ndarray | DataError:
+    """:func:`decode_image`, with a file it cannot read returned as its :class:`DataError`
+    (for decoding threads, which must not stop at one bad file)."""
+    try:
+        return decode_image(path, image_size=image_size, color_mode=color_mode)
+    except DataError as error:
+        return error
+
+
+def decoding_threads(workers: int | None) -> ThreadPoolExecutor:
+    """The decoding threads: ``workers``, or one per core. Pillow releases the GIL while it
+    decodes and resizes, so threads use every core."""
+    return ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """One batch of :func:`decoded_batches`: its files, and the images of those that decoded.
+
+    Attributes
+    ----------
+    paths : list of pathlib.Path
+        Every file of the batch, in the order given.
+    images : numpy.ndarray of uint8, shape (n_decoded, image_size, image_size, channels)
+        The images of the files that decoded, in that order.
+    decoded : list of int
+        Position in ``paths`` of each row of ``images``.
+    errors : dict of int to str
+        Position in ``paths`` of each file that could not be read, and why.
+    """
+
+    paths: list[Path]
+    images: np.ndarray
+    decoded: list[int]
+    errors: dict[int, str]
+
+
+def decoded_batches(
+    paths: Iterable[str | os.PathLike],
+    *,
+    image_size: int,
+    color_mode: ColorMode = "rgb",
+    batch_size: int = 64,
+    workers: int | None = None,
+) -> Iterator[DecodedBatch]:
+    """Decode files on threads, ``batch_size`` at a time, in the given order, keeping none.
+
+    The files of the next batch decode while the caller works on the current one; no more
+    than two batches of images are in memory at once, however many files are given. Nothing
+    is cached (unlike :func:`helpers.data.load_images`): for files seen once, such as a
+    folder scored by ``helpers.predict``.
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+        The files.
+    image_size, color_mode
+        See :func:`decode_image`.
+    batch_size : int, default 64
+        Files per batch (a positive integer).
+    workers : int or None
+        Decoding threads; None uses every core.
+
+    Yields
+    ------
+    DecodedBatch
+        One per ``batch_size`` files (the last may hold fewer); a file that is missing or
+        cannot be decoded is in its ``errors``, with the reason, and decoding goes on.
+
+    Raises
+    ------
+    ValueError
+        If ``image_size``, ``color_mode`` or ``batch_size`` is invalid.
+    """
+    _check_image_options(image_size, color_mode)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    paths = [Path(p) for p in paths]
+    channels = 1 if color_mode == "grayscale" else 3
+
+    def collect(chunk, futures) -> DecodedBatch:
+        results = [future.result() for future in futures]
+        decoded = [i for i, r in enumerate(results) if not isinstance(r, DataError)]
+        images = np.empty((len(decoded), image_size, image_size, channels), dtype=np.uint8)
+        for row, i in enumerate(decoded):
+            images[row] = results[i]
+        errors = {i: str(r) for i, r in enumerate(results) if isinstance(r, DataError)}
+        return DecodedBatch(chunk, images, decoded, errors)
+
+    pool = decoding_threads(workers)
+    try:
+        ahead = None  # the batch decoding while the caller works on the one before
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            futures = [
+                pool.submit(decode_or_error, p, image_size=image_size, color_mode=color_mode)
+                for p in chunk
+            ]
+            if ahead is not None:
+                yield collect(*ahead)
+            ahead = (chunk, futures)
+        if ahead is not None:
+            yield collect(*ahead)
+    finally:  # also when the caller stops early or is interrupted: drop what is queued
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _to_8bit_mode(img):

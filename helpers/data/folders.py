@@ -184,6 +184,49 @@ def class_folders(data_dir: str | os.PathLike | None, split: str) -> dict[str, P
     return {name: found[name] for name in config.CLASS_NAMES}
 
 
+def _is_skipped_folder(name: str) -> bool:
+    """Folders never entered: hidden ones and the ``__MACOSX`` copies archives leave."""
+    return name == "__MACOSX" or name.startswith(".")
+
+
+def image_files_below(folder: str | os.PathLike) -> list[Path]:
+    """Every image file below ``folder``, at any depth, sorted by path.
+
+    The loader's rules: an image file has an extension of
+    :data:`helpers.config.IMAGE_EXTENSIONS` in any case (``.dcm`` and ``.dicom`` are DICOM);
+    hidden files, the files operating systems leave beside images (``.DS_Store``,
+    ``Thumbs.db``, ``desktop.ini``), hidden folders and ``__MACOSX`` folders are skipped.
+    Nothing is opened: a file named like an image may still fail to decode.
+
+    Parameters
+    ----------
+    folder : path-like
+        The folder to search (its own name may start with a dot).
+
+    Returns
+    -------
+    list of pathlib.Path
+        ``folder / <relative path>`` of each image file, sorted by the relative path with
+        ``/``; empty when the folder holds no image file.
+
+    Raises
+    ------
+    DataError
+        If ``folder`` does not exist or is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(
+            f"folder {folder} does not exist or is not a folder; expected a folder of image "
+            f"files ({', '.join(sorted(config.IMAGE_EXTENSIONS))}, in any case, at any depth)"
+        )
+    found = []
+    for current, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not _is_skipped_folder(name)]
+        found.extend(Path(current, name) for name in files if _is_image_name(name))
+    return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
+
+
 def _is_image_name(name: str) -> bool:
     if name.startswith(".") or name.lower() in _IGNORED_NAMES:
         return False
@@ -381,7 +424,7 @@ def find_layout_root(folder: str | os.PathLike) -> Path:
             queue.extend(
                 (p, depth + 1)
                 for p in sorted(current.iterdir())
-                if p.is_dir() and p.name != "__MACOSX" and not p.name.startswith(".")
+                if p.is_dir() and not _is_skipped_folder(p.name)
             )
     raise DataError(
         f"no folder holding train/ and test/ found in {folder} or up to "
