@@ -156,6 +156,7 @@ def test_a_killed_run_leaves_the_previous_complete_results(
         "metrics.json",
         "history.csv",
         "model.keras",
+        "MODEL_CARD.md",
     }
 
     process = subprocess.Popen(
