@@ -588,9 +588,11 @@ def with_interval_column(table: pd.DataFrame, *, position: int = 0) -> pd.DataFr
         ("val AUC", "val AUC (95% CI)", "{:.4f}"),
         ("AUC - first row", "AUC - first row (95% CI)", "{:+.4f}"),
         ("AUC - recipe", "AUC - recipe (95% CI)", "{:+.4f}"),
+        ("AUC - all members", "AUC - all members (95% CI)", "{:+.4f}"),
     ]
     shown = table.copy()
-    for offset, (name, title, number) in enumerate(g for g in groups if g[0] in table):
+    present = [g for g in groups if all(f"{g[0]}{s}" in table for s in ("", " low", " high"))]
+    for offset, (name, title, number) in enumerate(present):
         columns = [name, f"{name} low", f"{name} high"]
         shown = shown.drop(columns=columns)
         shown.insert(
@@ -611,8 +613,13 @@ CHOICE_COLUMNS = (
     "val AUC (95% CI)",
     "AUC - first row (95% CI)",
     "AUC - recipe (95% CI)",
+    "AUC - all members (95% CI)",
+    "AUC - first row p",
+    "AUC - recipe p",
+    "AUC - all members p",
     "AUC - first row p (Holm)",
     "AUC - recipe p (Holm)",
+    "AUC - all members p (Holm)",
     "adoptable",
 )
 

@@ -104,7 +104,9 @@ def test_jupyter_book_build_book_reads_in_toc_order_and_renders_every_chapter(tm
     primed = prime_jupyter_cache(copy, Path(EXECUTED_DIR))
     chapters = find_chapters(copy / "book", copy / "_toc.yml")
     readers = {c.name for c in chapters if c.is_notebook and uses_results_of(c)}
-    assert readers == {"original_evaluation", "comparison"}, readers
+    # The chapters that read others' results (the comparison, the original evaluation, a
+    # model built from other chapters' models) execute for real; the rest come from cache.
+    assert {"original_evaluation", "comparison"} <= readers, readers
 
     results = shutil.copytree(RESULTS_DIR, tmp_path / "results-of-nbval")
     env = {
