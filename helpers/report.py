@@ -629,6 +629,8 @@ def choice_and_details(shown: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     (:data:`CHOICE_COLUMNS`) and the rest, both indexed by row name: one table of about
     ten columns of estimates with intervals does not fit the page at the theme's size."""
     choice = [c for c in CHOICE_COLUMNS if c in shown.columns]
+    # The specificity at the target sensitivity, the operating point the book reports.
+    choice += [c for c in shown.columns if c.startswith("val specificity at")]
     details = [c for c in shown.columns if c not in choice]
     return shown[choice], shown[details]
 
