@@ -624,13 +624,15 @@ CHOICE_COLUMNS = (
 )
 
 
-def choice_and_details(shown: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def choice_and_details(
+    shown: pd.DataFrame, *, also: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a validation table for display into what the choice rule reads
     (:data:`CHOICE_COLUMNS`) and the rest, both indexed by row name: one table of about
-    ten columns of estimates with intervals does not fit the page at the theme's size."""
+    ten columns of estimates with intervals does not fit the page at the theme's size.
+    Columns whose names start with one of ``also`` join the first table too."""
     choice = [c for c in CHOICE_COLUMNS if c in shown.columns]
-    # The specificity at the target sensitivity, the operating point the book reports.
-    choice += [c for c in shown.columns if c.startswith("val specificity at")]
+    choice += [c for c in shown.columns if c.startswith(also) and c not in choice]
     details = [c for c in shown.columns if c not in choice]
     return shown[choice], shown[details]
 
@@ -694,7 +696,9 @@ def show_search(search) -> None:
             f"guide's recipe ({search.choice.name}), not a configuration chosen on validation."
         )
         return
-    for part in choice_and_details(with_interval_column(search.table)):
+    # The search's settings fill its second table: its specificity goes with the rule's.
+    shown = with_interval_column(search.table)
+    for part in choice_and_details(shown, also=("val specificity at",)):
         display(part)
 
 
