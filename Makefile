@@ -8,16 +8,18 @@ STAMP := $(VENV)/.installed
 # CI-sized parameters for the notebook runs inside `make test` (BOOK_* variables replace a
 # notebook's parameters cell, see helpers/parameters.py): one epoch at 32 px (MobileNetV2's
 # smallest), model_6's ablation and model_7's search at one epoch per row (the ablation at
-# 16 px), model_8's frozen member at 32 px, so that every chapter runs end to end in minutes.
+# 16 px), model_8's frozen member at 32 px, so that every chapter runs end to end in minutes;
+# batches of 256, because at these sizes a step's time is TensorFlow's overhead per step,
+# not the images.
 CI_PARAMS := BOOK_EPOCHS=1 BOOK_IMAGE_SIZE=32 BOOK_ABLATION_IMAGE_SIZE=16 BOOK_ABLATION_EPOCHS=1 \
-	BOOK_HEAD_EPOCHS=1 BOOK_SEARCH_EPOCHS=1 BOOK_FROZEN_IMAGE_SIZE=32
+	BOOK_HEAD_EPOCHS=1 BOOK_SEARCH_EPOCHS=1 BOOK_FROZEN_IMAGE_SIZE=32 BOOK_BATCH_SIZE=256
 CI_BUILD := $(CURDIR)/_build/ci
 # What ruff (pinned in requirements.txt, configured in pyproject.toml) lints and formats.
 LINTED := helpers tests benchmarks book
 # The pytest markers (pyproject.toml) of the slow kinds, which `make quick` leaves out.
 QUICK_TESTS := not (browser or cluster or built_book or notebook or slow)
 
-.PHONY: setup lint quick test unit-test notebook-test book-test book clean lab
+.PHONY: setup lint quick test unit-test notebook-test notebooks-then-book book-test book clean lab
 
 setup: $(STAMP)
 
@@ -34,12 +36,18 @@ $(STAMP): requirements.txt pyproject.toml
 # a second time) and its HTML checked page by page and in headless Chromium; then the book
 # built by `jupyter-book build book` from the same executed notebooks (only the two chapters
 # that read other chapters' results run again, under jupyter-book).
-# The unit tests and the notebooks run side by side: each keeps about one core busy (most
-# of their time is Python: building, tracing and compiling small models, starting kernels),
-# and they share no files (the unit tests' caches are temporary folders). Each one's output
-# is printed in one piece when it ends (--output-sync).
+# The unit tests run beside the notebooks and then the book: each side keeps about one core
+# busy (most of their time is Python: building, tracing and compiling small models, starting
+# kernels), and they share no files (the unit tests' caches are temporary folders). Each
+# side's output is printed in one piece when it ends (--output-sync). (Three sides, the unit
+# tests split by the markers of those that wait for other processes, took longer: 708 s
+# against 662 s, one run each on one clone: more CPU lost to contention than idle time won.)
 test: setup lint
-	$(MAKE) --no-print-directory -j2 --output-sync=target unit-test notebook-test
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit-test notebooks-then-book
+
+# nbval's run, then the book rendered from it (one side of `make test`).
+notebooks-then-book: setup
+	$(MAKE) --no-print-directory notebook-test
 	$(MAKE) --no-print-directory book-test
 
 # Every unit test, whatever its markers.
@@ -51,9 +59,10 @@ lint: setup
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 
-# Lint, then the unit tests without the slow kinds: under two minutes on two cores.
+# Lint, then the unit tests without the slow kinds on both cores (pytest-xdist): about two
+# minutes on two cores (one process: three).
 quick: setup lint
-	$(PY) -m pytest -m "$(QUICK_TESTS)"
+	$(PY) -m pytest -n 2 -m "$(QUICK_TESTS)"
 
 notebook-test: setup
 	rm -rf $(CI_BUILD)/executed-by-nbval $(CI_BUILD)/results

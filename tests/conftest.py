@@ -8,14 +8,16 @@ Images are tiny and made with NumPy + Pillow; nothing needs the network.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import
 # Tests decode generated folders: their decoded-image cache goes to a temporary folder, not
-# to the project's _build/cache (tests that check the cache set their own).
+# to the project's _build/cache (tests that check the cache set their own), removed at exit.
 os.environ["CHEST_XRAY_CACHE_DIR"] = tempfile.mkdtemp(prefix="chest-xray-test-cache-")
 
 import numpy as np
@@ -24,6 +26,8 @@ from hypothesis import settings
 from PIL import Image
 
 from helpers import config
+
+atexit.register(shutil.rmtree, os.environ["CHEST_XRAY_CACHE_DIR"], ignore_errors=True)
 
 # Property tests explore the same examples on every run, so the suite cannot flicker.
 settings.register_profile("helpers", derandomize=True, deadline=None)

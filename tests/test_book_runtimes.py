@@ -77,6 +77,22 @@ def test_a_replicate_follows_its_chapter_and_counts_in_the_total(tmp_path):
     assert "| **all chapters** | **2.2 min (130.0 s)** |" in table
 
 
+def test_the_whole_book_is_given_as_a_multiple_of_the_case_study_s_chapters(tmp_path):
+    page = tmp_path / runtimes.PAGE_NAME
+    page.write_text(f"{runtimes.PAGE_MARKER}\n")
+    record = {"seconds": 60.0, "machine": "m", "executed_by": "e", "finished": "f"}
+    rows = [("data", record), ("model_1", record), ("model_2", {**record, "seconds": 90.0})]
+    table = runtimes.write_run_times_page(page, rows, case_study=["model_1", "model_2"])
+    assert "({doc}`model_1`, {doc}`model_2`) ran in 2.5 min (150.0 s) together" in table
+    assert "all chapters took **1.40 times** as long" in table
+    # Without a record of every case-study chapter there is no multiple to give.
+    page.write_text(f"{runtimes.PAGE_MARKER}\n")
+    partial = runtimes.write_run_times_page(
+        page, [*rows[:2], ("model_2", None)], case_study=["model_1", "model_2"]
+    )
+    assert "times** as long" not in partial
+
+
 def test_page_without_its_marker_is_refused_by_name(tmp_path):
     page = tmp_path / "run_times.md"
     page.write_text("# Run times\n")

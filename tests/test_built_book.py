@@ -315,3 +315,5 @@ def test_run_times_appendix_lists_every_chapter_and_the_total(html_dir):
         assert title.strip() in text, name
     assert re.search(r"all chapters \d+\.\d (s|min)", text), text
     assert "No run record" not in text  # every chapter kept its record
+    # The book's time budget: the whole book as a multiple of the case study's chapters.
+    assert re.search(r"all chapters took \d+\.\d\d times as long", text), text

@@ -213,7 +213,8 @@ def _show_run_times(
             for replicate in replicates.get(name, ()):
                 executed = replicate.executed_path(executed_dir.parent)
                 rows.append((replicate.name, read_record(executed) if executed.is_file() else None))
-        write_run_times_page(page, rows)
+        case_study = [c.name for c in rendered if c.case_study]
+        write_run_times_page(page, rows, case_study=case_study)
 
 
 def _adoptable(executed_from: Path | None, chapters: Sequence[Chapter]) -> dict[str, Path]:

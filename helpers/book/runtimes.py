@@ -202,7 +202,9 @@ def annotate_run_time(notebook_path: Path, *, link_to_page: bool = True) -> bool
 
 
 def write_run_times_page(
-    page_path: Path, chapters: Sequence[tuple[str, Mapping[str, Any] | None]]
+    page_path: Path,
+    chapters: Sequence[tuple[str, Mapping[str, Any] | None]],
+    case_study: Sequence[str] = (),
 ) -> str:
     """Fill the run-times appendix page with every chapter's time and their total.
 
@@ -216,6 +218,10 @@ def write_run_times_page(
         has none); a replicate (``model_1/seed_43``, not a page) follows its chapter and is
         listed as ``model_1, seed 43``: its time counts in the total, since the build
         spent it.
+    case_study : sequence of str
+        The case study's chapters (metadata ``book.case_study``): when each has a record, a
+        sentence under the table gives their time together and the whole book's as a
+        multiple of it (the book's time budget, comparable across machines).
 
     Returns
     -------
@@ -262,6 +268,15 @@ def write_run_times_page(
     table = "\n".join(rows)
     if one_machine:
         table = f"Every chapter ran on {machines.pop()}.\n\n" + table
+    case_study_seconds = [
+        record["seconds"] for name, record in chapters if name in case_study and record is not None
+    ]
+    if case_study and len(case_study_seconds) == len(case_study):
+        names = ", ".join(f"{{doc}}`{name}`" for name in case_study)
+        table += (
+            f"\n\nThe case study's chapters ({names}) ran in {_duration(sum(case_study_seconds))} "
+            f"together; all chapters took **{total / sum(case_study_seconds):.2f} times** as long."
+        )
     if missing:
         table += (
             f"\n\nNo run record for: {', '.join(missing)} (executed by a tool that keeps none); "
