@@ -24,22 +24,24 @@ from helpers.book.replicates import REPLICATES_SUBDIR
 TOC = "format: jb-book\nroot: intro\nchapters:\n  - file: model_1\n  - file: beta\n"
 
 
-def model_notebook(fail_unless_seed: int | None = None) -> nbformat.NotebookNode:
+def model_notebook(
+    fail_unless_seed: int | None = None, name: str = "model_1"
+) -> nbformat.NotebookNode:
     """A model chapter: parameters seed and results_dir; writes its metrics.json."""
     check = f"assert seed == {fail_unless_seed}, 'trained with another seed'\n" * (
         fail_unless_seed is not None
     )
     return make_notebook(
-        ("markdown", "# Model 1", []),
+        ("markdown", f"# {name}", []),
         ("code", "n_points = 3\nseed = 42\nresults_dir = None", ["parameters"]),
         (
             "code",
             check
             + "import json, os\n"
             + "with open('runs.txt', 'a') as f:\n"
-            + "    f.write(f'model_1 {seed}\\n')\n"
-            + "os.makedirs(os.path.join(results_dir, 'model_1'), exist_ok=True)\n"
-            + "with open(os.path.join(results_dir, 'model_1', 'metrics.json'), 'w') as f:\n"
+            + f"    f.write(f'{name} {{seed}}\\n')\n"
+            + f"os.makedirs(os.path.join(results_dir, '{name}'), exist_ok=True)\n"
+            + f"with open(os.path.join(results_dir, '{name}', 'metrics.json'), 'w') as f:\n"
             + "    json.dump({'parameters': {'seed': seed, 'n_points': n_points}}, f)",
             [],
         ),
@@ -161,6 +163,60 @@ def test_a_chapter_that_reads_replicates_runs_again_when_one_runs_or_is_added(tm
     lines = _build(layout, tmp_path, replicates=1)  # one fewer: beta's inputs changed
     assert _runs(layout)[5:] == ["beta"], _runs(layout)
     assert "executed" in lines["beta"] and "model_1/seed_43" in lines
+
+
+@pytest.mark.notebook
+def test_a_build_of_some_chapters_keeps_the_other_chapters_replicates_and_their_reader(
+    tmp_path, no_render
+):
+    """Like ``--only model_1`` on a complete book: the comparison reads the replicates of
+    model_2 too, which this build neither runs nor changes, so it stays in the book."""
+    reader = reader_notebook(replicates=True)
+    reader.metadata["book"]["uses_results_of"] = ["model_1", "model_2"]
+    toc = TOC.replace("  - file: beta", "  - file: model_2\n  - file: beta")
+    notebooks = {
+        "model_1": model_notebook(),
+        "model_2": model_notebook(name="model_2"),
+        "beta": reader,
+    }
+    layout = make_fixture_book(tmp_path, notebooks, toc)
+    both = ["model_1", "model_2"]
+    _build(layout, tmp_path, replicate_chapters=both)
+    ran = len(_runs(layout))
+    assert ran == 2 * (1 + recipe_replicates.DEFAULT_REPLICATES) + 1, _runs(layout)
+
+    lines = _build(layout, tmp_path, replicate_chapters=both, only=["model_1"])
+    assert len(_runs(layout)) == ran, _runs(layout)[ran:]
+    assert re.match(r"beta\s+re-used\s+kept from the run of", lines["beta"]), lines["beta"]
+    assert re.match(r"model_2/seed_43\s+re-used\s+kept", lines["model_2/seed_43"])
+    status = io.StringIO()
+    build.book_status(
+        layout["source_dir"],
+        tmp_path,
+        layout["toc_path"],
+        params={"results_dir": str(tmp_path / "results")},
+        out=status,
+        code_dir=_code(tmp_path),
+        replicate_chapters=both,
+    )
+    assert "stale" not in status.getvalue(), status.getvalue()
+    assert re.search(r"^model_2/seed_44\s+up to date", status.getvalue(), re.M)
+
+    # A stale replicate of a chapter outside --only is left out, not run.
+    (tmp_path / "_build" / REPLICATES_SUBDIR / "model_2" / "seed_44.ipynb").unlink()
+    lines = _build(layout, tmp_path, replicate_chapters=both, only=["model_1"])
+    assert len(_runs(layout)) == ran
+    assert re.match(r"model_2/seed_44\s+left out", lines["model_2/seed_44"])
+
+    # A chapter left out keeps its executed copy: were it replaced by the source, a later
+    # build that finds it up to date would render a notebook without outputs.
+    executed_beta = tmp_path / "_build" / "executed" / "beta.ipynb"
+    before = executed_beta.read_bytes()
+    lines = _build(
+        layout, tmp_path, replicate_chapters=both, only=["model_1"], params={"n_points": 4}
+    )
+    assert re.match(r"beta\s+left out", lines["beta"]), lines["beta"]
+    assert executed_beta.read_bytes() == before
 
 
 @pytest.mark.notebook

@@ -27,7 +27,7 @@ from .errors import NotebookFailed
 from .execute import EXECUTED_SUBDIR, KERNEL_NAME, execute_notebook, prepare_executed_dir
 from .plan import PATH_OPTIONS, declared_parameters, differences_from_the_book, plan_build
 from .render import render
-from .replicates import Replicate, plan_replicates
+from .replicates import Replicate, kept_replicates, plan_replicates
 from .runtimes import PAGE_NAME, annotate_run_time, read_record, record_run, write_run_times_page
 from .staleness import (
     CODE_DIR,
@@ -330,16 +330,16 @@ def build_book(
     config_path, toc_path = Path(config_path).resolve(), Path(toc_path).resolve()
     chapters = find_chapters(source_dir, toc_path)
     plan = plan_build(chapters, only, params)
+    count = _replicate_count(replicates, executed_from)
     planned_replicates = plan_replicates(
-        plan,
-        _replicate_count(replicates, executed_from),
-        replicate_chapters,
-        required=replicates is not None,
+        plan, count, replicate_chapters, required=replicates is not None
     )
 
     executed_dir = output_dir / "_build" / EXECUTED_SUBDIR
     state_path = output_dir / "_build" / STATE_FILE
     state = load_state(state_path)
+    # Those of chapters outside --only are kept as last run, so that their readers stay.
+    planned_replicates.update(kept_replicates(plan, state, count, replicate_chapters))
     decisions = decide(
         plan,
         state,
@@ -352,8 +352,8 @@ def build_book(
     adopted = _adoptable(executed_from, plan.chapters)
     for name in adopted:
         decisions[name] = Decision("adopt", f"executed by {executed_from}", decisions[name].inputs)
-    reused = {n for n, d in decisions.items() if d.action == "reuse"}
-    prepare_executed_dir(source_dir, executed_dir, reused, chapters)
+    kept = {n for n, d in decisions.items() if d.action in ("reuse", "leave out")}
+    prepare_executed_dir(source_dir, executed_dir, kept, chapters)
     for name, path in adopted.items():
         chapter = next(c for c in chapters if c.name == name)
         (executed_dir / chapter.path.relative_to(source_dir)).write_bytes(path.read_bytes())
@@ -477,18 +477,17 @@ def book_status(
     chapters = find_chapters(source_dir, Path(toc_path).resolve())
     plan = plan_build(chapters, None, params)
     state = load_state(output_dir / "_build" / STATE_FILE)
+    count = _replicate_count(replicates, None)
     decisions = decide(
         plan,
         state,
         output_dir / "_build" / EXECUTED_SUBDIR,
         source_dir,
         code_dir=code_dir,
-        replicates=plan_replicates(
-            plan,
-            _replicate_count(replicates, None),
-            replicate_chapters,
-            required=replicates is not None,
-        ),
+        replicates={
+            **plan_replicates(plan, count, replicate_chapters, required=replicates is not None),
+            **kept_replicates(plan, state, count, replicate_chapters),
+        },
     )
     width = max((len(name) for name in [*(c.name for c in chapters), *decisions]), default=10) + 2
     for name, decision in decisions.items():

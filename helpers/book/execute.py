@@ -51,14 +51,17 @@ def prepare_executed_dir(
     source_dir, executed_dir : Path
         The book's source folder, and the folder that receives its copy (recreated).
     keep : set of str
-        Chapters whose executed copy (from an earlier build) replaces the source copy.
+        Chapters whose executed copy (from an earlier build), where there is one, replaces
+        the source copy: the re-used ones, and those left out of this build (a copy that
+        later counts as up to date must be the executed one, not the source).
     chapters : sequence of Chapter
         The book's chapters.
     """
     kept: dict[str, bytes] = {}
     for chapter in chapters:
-        if chapter.name in keep:
-            kept[chapter.name] = (executed_dir / chapter.path.relative_to(source_dir)).read_bytes()
+        executed = executed_dir / chapter.path.relative_to(source_dir)
+        if chapter.name in keep and executed.is_file():
+            kept[chapter.name] = executed.read_bytes()
     if executed_dir.exists():
         shutil.rmtree(executed_dir)
     # symlinks=False: a linked _toc.yml or data file becomes a plain copy in the build.

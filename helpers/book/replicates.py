@@ -172,3 +172,40 @@ def plan_replicates(
             for s in recipe_replicates.replicate_seeds(int(seed), count)
         ]
     return out
+
+
+def kept_replicates(
+    plan: Plan,
+    state: dict[str, dict[str, Any]],
+    count: int,
+    chapters: Sequence[str] | None = None,
+) -> dict[str, list[Replicate]]:
+    """The replicates of the chapters a build does not select (``--only``), as last run.
+
+    A chapter outside ``--only`` keeps the parameters of its last run, and so do its
+    replicates: a notebook that reads them (the comparison) then depends on the same
+    replicates as in the build that ran them, and stays up to date when they are.
+
+    Parameters
+    ----------
+    plan : Plan
+        The build's plan.
+    state : mapping
+        The state file's records (each chapter's last parameters).
+    count : int >= 0
+        Replicates per replicated chapter, as for :func:`plan_replicates`.
+    chapters : sequence of str, optional
+        The chapters to replicate, as for :func:`plan_replicates`.
+
+    Returns
+    -------
+    dict
+        Chapter name to its replicates, for the replicated chapters the build leaves
+        unselected and whose last parameters can be replicated; empty when ``count`` is 0.
+    """
+    others = [c for c in plan.chapters if c.is_notebook and c not in plan.selected]
+    if not others:
+        return {}
+    last_run = {c.name: dict(state.get(c.name, {}).get("parameters", {})) for c in others}
+    return plan_replicates(Plan(plan.chapters, others, last_run), count, chapters, required=False)
+

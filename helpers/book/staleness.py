@@ -385,9 +385,11 @@ def decide(
         runs changed).
     replicates : mapping, optional
         Chapter name to its replicates (:func:`helpers.book.replicates.plan_replicates`):
-        each is decided like a selected chapter, from the same inputs with its own
-        parameters, its record in ``state`` under its name (``model_1/seed_43``) and its
-        executed copy under ``_build/replicates/``. A notebook that reads replicates
+        each is decided like its chapter, from the same inputs with its own parameters,
+        its record in ``state`` under its name (``model_1/seed_43``) and its executed copy
+        under ``_build/replicates/``: executed or re-used for a selected chapter, kept or
+        left out for one outside ``--only``
+        (:func:`helpers.book.replicates.kept_replicates`). A notebook that reads replicates
         (``book.uses_replicates``) depends on those of the chapters it reads, as on the
         chapters.
 
@@ -471,6 +473,7 @@ def decide(
                 code_files,
                 upstream_again=upstream_again,
                 force=force,
+                selected=chapter.name in selected,
             )
             if decisions[replicate.name].action == "execute":
                 runs_again.add(replicate.name)
@@ -485,11 +488,19 @@ def _decide_replicate(
     *,
     upstream_again: Sequence[str],
     force: bool,
+    selected: bool = True,
 ) -> Decision:
-    """A replicate is executed or re-used by the rules of a selected chapter."""
+    """A replicate is executed, re-used or left out by the rules of its chapter: one
+    outside ``--only`` (``selected`` False) is kept when up to date, never run."""
     stale = staleness(record, inputs, executed, code_files)
     if upstream_again and (stale is None or stale.startswith(_INPUT_NAMES["upstream"])):
         stale = f"{', '.join(upstream_again)} runs again"
+    if not selected:
+        if stale is None:
+            return Decision(
+                "reuse", f"kept from the run of {record.get('finished', '?')}", inputs, code_files
+            )
+        return Decision("leave out", f"stale ({stale}): not run by this build", inputs, code_files)
     if force:
         action, reason = "execute", "--force"
     elif stale is None:
