@@ -6,6 +6,7 @@ Usage (from the repository root, after ``make setup``)::
     .venv/bin/python benchmarks/run.py --quick    # fewer epochs, no whole-book build
     .venv/bin/python benchmarks/run.py --book-only   # only the whole book's time and memory
     .venv/bin/python benchmarks/run.py --scoring-only   # only scoring a folder (predict)
+    .venv/bin/python benchmarks/run.py --inference-only   # only images/s by batch size
 
 Every measurement runs in a fresh Python process, so that no cache, thread pool or
 compiled function of one measurement helps another, and every comparison is made in the
@@ -32,6 +33,10 @@ Measured:
   model on generated folders of 5,000 and 20,000 files (copies of the test images, nested,
   JPEG, PNG and DICOM mixed, a few corrupt): images per second and peak memory, which must
   not grow with the folder's size.
+- **Inference batch size** (``--inference-only``): MobileNetV2 (model_8's frozen member; the
+  base of models 4, 5 and 7) computing features at 224 and 128 px in batches of 16 and of
+  64, the sizes interleaved and repeated: images per second, which sets
+  ``helpers.features.FEATURE_BATCH_SIZE`` and model_8's ``batch_size``.
 """
 
 from __future__ import annotations
@@ -272,7 +277,33 @@ def _score_folder(model: str, folder: str, batch_size: int, workers: int) -> dic
     }
 
 
+def _inference_batch(image_size: int, batch_sizes: list[int], images: int, repeats: int) -> dict:
+    """model_8's frozen member (the embedded ImageNet MobileNetV2 read at seven blocks)
+    computing the features of ``images`` random images at each batch size (interleaved,
+    ``repeats`` times, after one warm-up pass): images per second of every pass."""
+    import numpy as np
+
+    from helpers import ensemble
+
+    x = np.random.default_rng(0).uniform(0, 255, (images, image_size, image_size, 3))
+    x = x.astype("float32")
+    network = ensemble.frozen_extractor(ensemble.frozen_member(image_size))
+    network.predict(x[: max(batch_sizes)], batch_size=max(batch_sizes), verbose=0)
+    rates: dict[str, list[float]] = {str(b): [] for b in batch_sizes}
+    features = {}
+    for _ in range(repeats):
+        for batch in batch_sizes:
+            start = time.perf_counter()
+            features[batch] = network.predict(x, batch_size=batch, verbose=0)
+            rates[str(batch)].append(images / (time.perf_counter() - start))
+    first = features[batch_sizes[0]]
+    difference = max(float(np.abs(f - first).max()) for f in features.values())
+    scale = float(np.abs(first).max())
+    return {"images_per_second": rates, "largest_difference": difference, "largest_value": scale}
+
+
 CHILDREN = {
+    "inference_batch": _inference_batch,
     "case_study": _case_study_pipeline,
     "helpers": _helpers_pipeline,
     "load": _load_only,
@@ -523,6 +554,7 @@ def book_only(output: Path) -> int:
 
 
 SCORING_HEADING = "## Scoring a folder"
+INFERENCE_HEADING = "## Inference batch size"
 SCORING_DIR = HERE / "_data" / "site_folder"
 #: The two folder sizes compared: memory must be the same at both.
 SCORING_SIZES = (5_000, 20_000)
@@ -663,6 +695,57 @@ def scoring_only(output: Path, model: Path, batch_size: int) -> int:
     return 0
 
 
+def inference_only(output: Path, batch_sizes=(16, 64), repeats: int = 3) -> int:
+    """Images per second of MobileNetV2 by batch size; the rows go under their heading."""
+    rows, runs = [], {}
+    small, large = (str(b) for b in batch_sizes)
+    for size, images in ((224, 384), (128, 1024)):
+        print(f"MobileNetV2 at {size} px ...", flush=True)
+        run = child(
+            "inference_batch",
+            {
+                "image_size": size,
+                "batch_sizes": list(batch_sizes),
+                "images": images,
+                "repeats": repeats,
+            },
+        )
+        runs[size] = run["images_per_second"]
+        a, b = statistics.median(runs[size][small]), statistics.median(runs[size][large])
+        every = "; ".join(
+            f"batch {k}: {', '.join(f'{r:.0f}' for r in v)}" for k, v in runs[size].items()
+        )
+        rows.append(
+            (
+                f"Frozen MobileNetV2 at {size} px, images per second (median of {repeats}): "
+                f"batch {small} / batch {large}",
+                f"{a:.0f} /s",
+                f"{b:.0f} /s",
+                f"{a / b:.2f}x ({images} images a pass; every pass: {every}); features "
+                f"differ by at most {run['largest_difference']:.1e} (largest "
+                f"{run['largest_value']:.2g})",
+            )
+        )
+    date = time.strftime("%Y-%m-%d %H:%M")
+    raw_path = output.with_name("results.json")
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    raw["inference_batch"] = {"runs": runs, "date": date, "machine": machine()}
+    raw_path.write_text(json.dumps(raw, indent=1))
+    body = (
+        f"Measured {date} on {machine()} by `benchmarks/run.py --inference-only` "
+        "(`keras.Model.predict` of model_8's frozen member, the embedded ImageNet MobileNetV2 "
+        "read at seven blocks, on random images; the batch sizes interleaved, one warm-up "
+        "pass, in a fresh process). Only the speed depends on the batch size; the features "
+        "differ by float rounding at most.\n\n"
+        "| measurement | A | B | result |\n|---|---:|---:|---|\n"
+        + "".join(f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows)
+    )
+    text = output.read_text() if output.exists() else "# Benchmark results\n"
+    output.write_text(replace_section(text, INFERENCE_HEADING, body))
+    print(body)
+    return 0
+
+
 def replace_section(text: str, heading: str, body: str) -> str:
     """``text`` with the section under ``heading`` (up to the next ``## `` heading) replaced
     by ``body``, or with the section added at the end."""
@@ -726,6 +809,11 @@ def main(argv=None) -> int:
         help="the trained model --scoring-only scores with (default results/model_7)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="for --scoring-only")
+    parser.add_argument(
+        "--inference-only",
+        action="store_true",
+        help="only MobileNetV2's images per second in batches of 16 and of 64",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -738,6 +826,8 @@ def main(argv=None) -> int:
         return book_only(args.output)
     if args.scoring_only:
         return scoring_only(args.output, args.model.resolve(), args.batch_size)
+    if args.inference_only:
+        return inference_only(args.output)
     epochs = args.epochs or (2 if args.quick else 10)
     size, seed = 128, 42
     embedded = str(REPO / "data" / "chest_xray")
@@ -928,12 +1018,13 @@ def main(argv=None) -> int:
         text += "\n" + BOOK_HEADING + args.output.read_text().split(BOOK_HEADING, 1)[1]
         if raw_path.exists() and "book" in json.loads(raw_path.read_text()):
             raw["book"] = json.loads(raw_path.read_text())["book"]
-    if args.output.exists() and SCORING_HEADING in args.output.read_text():
-        # A full run does not score folders: it keeps the latest --scoring-only section.
-        kept = args.output.read_text().split(SCORING_HEADING + "\n", 1)[1].split("\n## ")[0]
-        text = replace_section(text, SCORING_HEADING, kept)
-        if raw_path.exists() and "scoring" in json.loads(raw_path.read_text()):
-            raw["scoring"] = json.loads(raw_path.read_text())["scoring"]
+    for heading, key in ((SCORING_HEADING, "scoring"), (INFERENCE_HEADING, "inference_batch")):
+        if args.output.exists() and heading in args.output.read_text():
+            # A full run keeps the latest --scoring-only and --inference-only sections.
+            kept = args.output.read_text().split(heading + "\n", 1)[1].split("\n## ")[0]
+            text = replace_section(text, heading, kept)
+            if raw_path.exists() and key in json.loads(raw_path.read_text()):
+                raw[key] = json.loads(raw_path.read_text())[key]
     print("\n" + text)
     args.output.write_text(text)
     raw_path.write_text(json.dumps(raw, indent=1))

@@ -715,7 +715,14 @@ def validation_errors(
 
 
 def prevalence_shift(
-    model, images: np.ndarray, labels, *, share: float, thresholds: tuple[float, float], seed: int
+    model,
+    images: np.ndarray,
+    labels,
+    *,
+    share: float,
+    thresholds: tuple[float, float],
+    seed: int,
+    scores: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """What label-free adaptation does to a folder with another share of PNEUMONIA.
 
@@ -737,6 +744,9 @@ def prevalence_shift(
     thresholds : (float, float)
         The thresholds chosen on validation: unadapted, and adapted to validation.
     seed : int
+    scores : numpy.ndarray, optional
+        ``model``'s scores of ``images`` where they are already computed (the chapter's
+        validation step): the "as trained" row reads them instead of scoring again.
 
     Returns
     -------
@@ -753,18 +763,24 @@ def prevalence_shift(
     chosen = np.sort(
         np.concatenate([normal, np.random.default_rng(seed).choice(sick, n_sick, replace=False)])
     )
+    if scores is not None and np.shape(scores) != (len(images),):
+        raise EnsembleError(
+            f"scores has shape {np.shape(scores)}; it must hold one score per image "
+            f"({len(images)}), in the images' order"
+        )
     subset, y = images[chosen], labels[chosen]
     minimum = min(MIN_ADAPT_IMAGES, len(subset))
+    as_trained = (
+        np.asarray(scores, dtype=np.float64)[chosen]
+        if scores is not None
+        else model_outputs(model, subset)
+    )
+    adapted = model_outputs(adapt_batchnorm(model, subset, min_images=minimum), subset)
     rows = {}
-    for name, scorer, threshold in (
-        ("as trained", model, thresholds[0]),
-        (
-            "adapted to this folder",
-            adapt_batchnorm(model, subset, min_images=minimum),
-            thresholds[1],
-        ),
+    for name, score, threshold in (
+        ("as trained", as_trained, thresholds[0]),
+        ("adapted to this folder", adapted, thresholds[1]),
     ):
-        score = model_outputs(scorer, subset)
         called = score >= threshold
         rows[name] = {
             "images": len(y),

@@ -36,8 +36,10 @@ from helpers.data import DataWarning, companion_cache_dir
 from helpers.files import DiskCache, cache_bytes_from_environment
 
 #: Images per forward pass when computing features (not a training parameter: a fixed value
-#: makes the cached and the recomputed answer the same).
-FEATURE_BATCH_SIZE = 128
+#: makes the cached and the recomputed answer the same). Small because, on the book's 2-core
+#: CPU, MobileNetV2 scored more images a second in batches of 16 than of 64, up to twice as
+#: many (``benchmarks/run.py --inference-only``; large batches' activations leave the cache).
+FEATURE_BATCH_SIZE = 16
 
 #: Default cap on the feature cache, in bytes (4 GiB). A whole default build writes about
 #: 0.5 GB: the 5,856 images' MobileNetV2 outputs at 128 px (4 x 4 x 1280 float32 each,

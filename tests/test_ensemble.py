@@ -265,3 +265,20 @@ def test_prevalence_shift_scores_a_subset_with_the_share_asked_for(images):
     assert list(table.index) == ["as trained", "adapted to this folder"]
     assert table["PNEUMONIA share"].iloc[0] == pytest.approx(0.25, abs=0.02)
     assert (table["images"] == (y == 0).sum() + round((y == 0).sum() / 3)).all()
+    # The scores already computed (the chapter's validation step) give the same first row.
+    from helpers.evaluate import model_outputs
+
+    given = ensemble.prevalence_shift(
+        model,
+        x,
+        y,
+        share=0.25,
+        thresholds=(0.0, 0.0),
+        seed=0,
+        scores=model_outputs(model, x),
+    )
+    pd.testing.assert_frame_equal(given, table)
+    with pytest.raises(ensemble.EnsembleError, match="one score per image"):
+        ensemble.prevalence_shift(
+            model, x, y, share=0.25, thresholds=(0.0, 0.0), seed=0, scores=np.zeros(3)
+        )

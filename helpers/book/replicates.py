@@ -208,4 +208,3 @@ def kept_replicates(
         return {}
     last_run = {c.name: dict(state.get(c.name, {}).get("parameters", {})) for c in others}
     return plan_replicates(Plan(plan.chapters, others, last_run), count, chapters, required=False)
-
