@@ -38,7 +38,7 @@ from fixture_book import (
 )
 
 from helpers import config
-from helpers.book import build, cli, plan, toc
+from helpers.book import build, cli, plan, runtimes, toc
 
 
 @pytest.fixture
@@ -58,6 +58,10 @@ def test_build_succeeds_with_one_progress_line_per_notebook(built):
         assert re.fullmatch(rf"{name}\s+executed\s+\d+\.\d s  \(never executed\)", matching[0]), (
             matching
         )
+        # The kernel's processor time is measured once it has ended: starting Python, IPython
+        # and matplotlib alone takes a fraction of a second; two cores at most bound it.
+        record = runtimes.read_record(built["html"].parent / "executed" / f"{name}.ipynb")
+        assert 0.2 < record["cpu_seconds"] <= 2 * record["seconds"] + 1, record
     assert (built["html"] / "index.html").is_file()
 
 

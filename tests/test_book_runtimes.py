@@ -28,8 +28,12 @@ def test_record_travels_with_the_notebook_and_names_the_parameters_that_decide_t
     assert record["seconds"] == 57.1
     assert record["parameters"] == {"image_size": 128, "epochs": 10}  # not seed or paths
     assert record["machine"] == runtimes.machine_description()
-    with pytest.raises(ValueError, match="seconds must be a finite number >= 0, got -1.0"):
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0, got -1"):
         runtimes.record_run(path, -1, executed_by="x")
+    assert "cpu_seconds" not in record  # measured only where the runner started the kernel
+    assert runtimes.record_run(path, 5, executed_by="x", cpu_seconds=4.04)["cpu_seconds"] == 4.0
+    with pytest.raises(ValueError, match="cpu_seconds must be a finite number >= 0, got nan"):
+        runtimes.record_run(path, 5, executed_by="x", cpu_seconds=float("nan"))
 
 
 def test_note_goes_under_the_title_once_and_is_replaced_by_a_later_record(tmp_path):
@@ -91,6 +95,20 @@ def test_the_whole_book_is_given_as_a_multiple_of_the_case_study_s_chapters(tmp_
         page, [*rows[:2], ("model_2", None)], case_study=["model_1", "model_2"]
     )
     assert "times** as long" not in partial
+    assert "processor time" not in table  # the records hold no processor time
+
+
+def test_the_multiple_is_given_in_processor_time_too_when_every_chapter_has_it(tmp_path):
+    page = tmp_path / runtimes.PAGE_NAME
+    page.write_text(f"{runtimes.PAGE_MARKER}\n")
+    record = {"seconds": 60.0, "machine": "m", "executed_by": "e", "finished": "f"}
+    rows = [
+        ("model_1", {**record, "cpu_seconds": 100.0}),
+        ("model_6", {**record, "seconds": 200.0, "cpu_seconds": 150.0}),
+    ]
+    table = runtimes.write_run_times_page(page, rows, case_study=["model_1"])
+    assert "all chapters took **4.33 times** as long" in table
+    assert "they used 1.7 min (100.0 s), and all chapters **2.50 times** that" in table
 
 
 def test_page_without_its_marker_is_refused_by_name(tmp_path):

@@ -168,7 +168,7 @@ def _run_one(
         "parameters": dict(parameters),
     }
     save_state(state_path, state)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _children_cpu_seconds()
     try:
         executed = execute_notebook(
             chapter, source_dir, executed_dir, parameters, kernel_name, output=output, name=name
@@ -180,7 +180,13 @@ def _run_one(
         raise
     seconds = time.perf_counter() - start
     # The time travels with the executed copy, so that a re-used copy still shows it.
-    record_run(executed, seconds, executed_by="python -m helpers.book", parameters=parameters)
+    record_run(
+        executed,
+        seconds,
+        executed_by="python -m helpers.book",
+        parameters=parameters,
+        cpu_seconds=_children_cpu_seconds() - cpu_start,
+    )
     state[name].update(
         status="complete",
         finished=_now(),
@@ -189,6 +195,15 @@ def _run_one(
     )
     save_state(state_path, state)
     _progress(out, width, name, "executed", f"{seconds:7.1f} s", f"({decision.reason})")
+
+
+def _children_cpu_seconds() -> float:
+    """User and system time of this process's ended child processes: a notebook's kernel
+    (and what it started) once papermill has shut it down."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _show_run_times(

@@ -70,6 +70,7 @@ def record_run(
     executed_by: str,
     parameters: Mapping[str, Any] | None = None,
     finished: str | None = None,
+    cpu_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Write a chapter's run record into its executed notebook's metadata.
 
@@ -85,6 +86,9 @@ def record_run(
         The parameters it ran with; those that decide most of the time are kept.
     finished : str, optional
         When it finished (local time, ``YYYY-MM-DD HH:MM``); now by default.
+    cpu_seconds : float, optional
+        The processor time (user and system) its kernel used, where measured: unlike the
+        wall time it does not grow while a shared machine gives the kernel no processor.
 
     Returns
     -------
@@ -94,14 +98,15 @@ def record_run(
     Raises
     ------
     ValueError
-        If ``seconds`` is negative or not finite.
+        If ``seconds`` or ``cpu_seconds`` is negative or not finite.
     """
-    seconds = float(seconds)
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+    for label, value in (("seconds", seconds), ("cpu_seconds", cpu_seconds)):
+        if value is not None and not 0 <= float(value) < float("inf"):
+            raise ValueError(f"{label} must be a finite number >= 0, got {value!r}")
     parameters = parameters or {}
     record = {
-        "seconds": round(seconds, 1),
+        "seconds": round(float(seconds), 1),
+        **({} if cpu_seconds is None else {"cpu_seconds": round(float(cpu_seconds), 1)}),
         "finished": finished or time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine_description(),
         "executed_by": executed_by,
@@ -277,6 +282,14 @@ def write_run_times_page(
             f"\n\nThe case study's chapters ({names}) ran in {_duration(sum(case_study_seconds))} "
             f"together; all chapters took **{total / sum(case_study_seconds):.2f} times** as long."
         )
+        cpu = {name: (record or {}).get("cpu_seconds") for name, record in chapters}
+        if None not in cpu.values():  # every chapter's processor time was measured
+            case_study_cpu = sum(cpu[name] for name in case_study)
+            table += (
+                f" In processor time (the kernels' user and system time, which a busy or shared "
+                f"machine does not stretch) they used {_duration(case_study_cpu)}, and all "
+                f"chapters **{sum(cpu.values()) / case_study_cpu:.2f} times** that."
+            )
     if missing:
         table += (
             f"\n\nNo run record for: {', '.join(missing)} (executed by a tool that keeps none); "
