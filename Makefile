@@ -39,20 +39,25 @@ $(STAMP): requirements.txt pyproject.toml
 # The unit tests run beside the notebooks and then the book: each side keeps about one core
 # busy (most of their time is Python: building, tracing and compiling small models, starting
 # kernels), and they share no files (the unit tests' caches are temporary folders). Each
-# side's output is printed in one piece when it ends (--output-sync). (Three sides, the unit
-# tests split by the markers of those that wait for other processes, took longer: 708 s
-# against 662 s, one run each on one clone: more CPU lost to contention than idle time won.)
+# side's output is printed in one piece when it ends (--output-sync). The two-worker cluster
+# tests end the notebooks' side, which was the shorter by about 35 s, their length. (Three
+# sides, the unit tests split by the markers of those that wait for other processes, took
+# longer: 708 s against 662 s, one run each on one clone: more CPU lost to contention than
+# idle time won.)
 test: setup lint
 	$(MAKE) --no-print-directory -j2 --output-sync=target unit-test notebooks-then-book
 
-# nbval's run, then the book rendered from it (one side of `make test`).
+# nbval's run, then the book rendered from it, then the cluster tests (one side of `make test`).
 notebooks-then-book: setup
 	$(MAKE) --no-print-directory notebook-test
 	$(MAKE) --no-print-directory book-test
+	$(PY) -m pytest -m cluster
 
-# Every unit test, whatever its markers.
+# Every unit test but the cluster's (which notebooks-then-book runs), whatever its markers;
+# `make unit-test UNIT_TESTS=` runs them all.
+UNIT_TESTS := -m "not cluster"
 unit-test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(UNIT_TESTS)
 
 # ruff's findings and any file ruff format would change fail the build.
 lint: setup

@@ -36,7 +36,7 @@ Measured:
 - **Inference batch size** (``--inference-only``): MobileNetV2 (model_8's frozen member; the
   base of models 4, 5 and 7) computing features at 224 and 128 px in batches of 16 and of
   64, the sizes interleaved and repeated: images per second, which sets
-  ``helpers.features.FEATURE_BATCH_SIZE`` and model_8's ``batch_size``.
+  ``helpers.features.FEATURE_BATCH_PIXELS`` and model_8's ``batch_size``.
 """
 
 from __future__ import annotations
@@ -685,13 +685,9 @@ def scoring_only(output: Path, model: Path, batch_size: int) -> int:
         "The folders are copies of the embedded test images, nested three levels, 60% JPEG, "
         "20% PNG, 20% DICOM, about one file in a thousand truncated. Images per second count every "
         "file, from walking the folder to the last row; peak memory is the process's maximum "
-        "resident set, TensorFlow and the model included.\n\n"
-        "| measurement | A | B | result |\n|---|---:|---:|---|\n"
-        + "".join(f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows)
+        "resident set, TensorFlow and the model included."
     )
-    text = output.read_text() if output.exists() else "# Benchmark results\n"
-    output.write_text(replace_section(text, SCORING_HEADING, body))
-    print(body)
+    write_section(output, SCORING_HEADING, body, rows)
     return 0
 
 
@@ -736,14 +732,21 @@ def inference_only(output: Path, batch_sizes=(16, 64), repeats: int = 3) -> int:
         "(`keras.Model.predict` of model_8's frozen member, the embedded ImageNet MobileNetV2 "
         "read at seven blocks, on random images; the batch sizes interleaved, one warm-up "
         "pass, in a fresh process). Only the speed depends on the batch size; the features "
-        "differ by float rounding at most.\n\n"
-        "| measurement | A | B | result |\n|---|---:|---:|---|\n"
-        + "".join(f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows)
+        "differ by float rounding at most."
+    )
+    write_section(output, INFERENCE_HEADING, body, rows)
+    return 0
+
+
+def write_section(output: Path, heading: str, intro: str, rows) -> None:
+    """Put ``intro`` and the table of ``rows`` (measurement, A, B, result) under ``heading``
+    in ``output``, replacing that section's last measurement, and print them."""
+    body = f"{intro}\n\n| measurement | A | B | result |\n|---|---:|---:|---|\n" + "".join(
+        f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows
     )
     text = output.read_text() if output.exists() else "# Benchmark results\n"
-    output.write_text(replace_section(text, INFERENCE_HEADING, body))
+    output.write_text(replace_section(text, heading, body))
     print(body)
-    return 0
 
 
 def replace_section(text: str, heading: str, body: str) -> str:

@@ -16,7 +16,7 @@ The key is what decides the numbers and nothing else:
   layers, which are the identity outside training (model 4's extractor and model 5's
   compute the same function);
 * the images' bytes, shape and dtype;
-* the batch size of the forward pass, fixed at :data:`FEATURE_BATCH_SIZE` whatever the
+* the batch size of the forward pass, fixed by :func:`feature_batch_size` whatever the
   caller's training batch size, so that a cached answer is the answer a new computation
   would give;
 * the Keras version and :data:`_FEATURES_VERSION`.
@@ -35,11 +35,15 @@ from helpers import config
 from helpers.data import DataWarning, companion_cache_dir
 from helpers.files import DiskCache, cache_bytes_from_environment
 
-#: Images per forward pass when computing features (not a training parameter: a fixed value
-#: makes the cached and the recomputed answer the same). Small because, on the book's 2-core
-#: CPU, MobileNetV2 scored more images a second in batches of 16 than of 64, up to twice as
-#: many (``benchmarks/run.py --inference-only``; large batches' activations leave the cache).
-FEATURE_BATCH_SIZE = 16
+#: Pixels per forward pass when computing features: sixteen 128 x 128 images (not a training
+#: parameter; a fixed rule makes the cached and the recomputed answer the same). On the book's
+#: 2-core CPU, MobileNetV2 scored more images a second in batches of 16 than of 64, up to
+#: twice as many, at 128 and 224 px (``benchmarks/run.py --inference-only``: large batches'
+#: activations leave the processor's cache); at small sizes a step's fixed cost dominates,
+#: so small images go in larger batches.
+FEATURE_BATCH_PIXELS = 16 * 128 * 128
+#: Fewest and most images per forward pass (:func:`feature_batch_size`).
+FEATURE_BATCH_RANGE = (16, 256)
 
 #: Default cap on the feature cache, in bytes (4 GiB). A whole default build writes about
 #: 0.5 GB: the 5,856 images' MobileNetV2 outputs at 128 px (4 x 4 x 1280 float32 each,
@@ -107,6 +111,23 @@ def is_identity_at_inference(layer) -> bool:
     return False
 
 
+def feature_batch_size(shape: tuple[int, ...]) -> int:
+    """Images per forward pass for images of ``shape`` (n, height, width, ...): as many as
+    hold :data:`FEATURE_BATCH_PIXELS` pixels, within :data:`FEATURE_BATCH_RANGE`.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The images' array shape.
+
+    Returns
+    -------
+    int
+    """
+    low, high = FEATURE_BATCH_RANGE
+    return int(min(high, max(low, FEATURE_BATCH_PIXELS // max(1, shape[1] * shape[2]))))
+
+
 def extractor_signature(extractor) -> str:
     """SHA-256 of what decides ``extractor``'s outputs at inference: each layer's class,
     configuration (without names, see :func:`_configuration_without_names`) and weights,
@@ -126,7 +147,8 @@ def extractor_signature(extractor) -> str:
     import keras
 
     version = f"features-v{_FEATURES_VERSION} keras {keras.__version__}"
-    digest = hashlib.sha256(f"{version} batch {FEATURE_BATCH_SIZE}".encode())
+    rule = f"batch {FEATURE_BATCH_PIXELS} pixels within {FEATURE_BATCH_RANGE}"
+    digest = hashlib.sha256(f"{version} {rule}".encode())
     for layer in extractor.layers:
         if is_identity_at_inference(layer):
             continue
@@ -178,7 +200,8 @@ def frozen_features(extractor, images: np.ndarray, *, cache: bool = True) -> np.
     Returns
     -------
     numpy.ndarray of float32
-        One row per image, as ``extractor.predict(images, batch_size=FEATURE_BATCH_SIZE)``.
+        One row per image, as ``extractor.predict(images,
+        batch_size=feature_batch_size(images.shape))``.
 
     Raises
     ------
@@ -212,7 +235,8 @@ def frozen_features(extractor, images: np.ndarray, *, cache: bool = True) -> np.
         cached = disk.read_array(name, expected, np.float32)
         if cached is not None:
             return cached
-    features = extractor.predict(images, batch_size=FEATURE_BATCH_SIZE, verbose=0)
+    batch_size = feature_batch_size(images.shape)
+    features = extractor.predict(images, batch_size=batch_size, verbose=0)
     features = np.asarray(features, dtype=np.float32)
     with _computed_lock:
         _computed_images += len(images)

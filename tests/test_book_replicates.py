@@ -91,6 +91,21 @@ def _build(layout: dict, root: Path, **options) -> dict[str, str]:
     return {line.split()[0]: line for line in out.getvalue().splitlines() if line.strip()}
 
 
+def _status(layout: dict, root: Path, **options) -> str:
+    """What ``--status`` prints for the book built by :func:`_build`."""
+    out = io.StringIO()
+    build.book_status(
+        layout["source_dir"],
+        root,
+        layout["toc_path"],
+        params={"results_dir": str(root / "results")},
+        out=out,
+        code_dir=_code(root),
+        **options,
+    )
+    return out.getvalue()
+
+
 def _runs(layout: dict) -> list[str]:
     runs = layout["source_dir"] / "runs.txt"
     return runs.read_text().splitlines() if runs.exists() else []
@@ -189,18 +204,9 @@ def test_a_build_of_some_chapters_keeps_the_other_chapters_replicates_and_their_
     assert len(_runs(layout)) == ran, _runs(layout)[ran:]
     assert re.match(r"beta\s+re-used\s+kept from the run of", lines["beta"]), lines["beta"]
     assert re.match(r"model_2/seed_43\s+re-used\s+kept", lines["model_2/seed_43"])
-    status = io.StringIO()
-    build.book_status(
-        layout["source_dir"],
-        tmp_path,
-        layout["toc_path"],
-        params={"results_dir": str(tmp_path / "results")},
-        out=status,
-        code_dir=_code(tmp_path),
-        replicate_chapters=both,
-    )
-    assert "stale" not in status.getvalue(), status.getvalue()
-    assert re.search(r"^model_2/seed_44\s+up to date", status.getvalue(), re.M)
+    status = _status(layout, tmp_path, replicate_chapters=both)
+    assert "stale" not in status, status
+    assert re.search(r"^model_2/seed_44\s+up to date", status, re.M)
 
     # A stale replicate of a chapter outside --only is left out, not run.
     (tmp_path / "_build" / REPLICATES_SUBDIR / "model_2" / "seed_44.ipynb").unlink()
@@ -284,17 +290,8 @@ def test_a_failed_replicate_is_named_and_runs_again_next_time(tmp_path, no_rende
     state = staleness.load_state(tmp_path / "_build" / staleness.STATE_FILE)
     assert state["model_1"]["status"] == "complete"
     assert state["model_1/seed_43"]["status"] == "failed"
-    out = io.StringIO()
-    build.book_status(
-        layout["source_dir"],
-        tmp_path,
-        layout["toc_path"],
-        params={"results_dir": str(tmp_path / "results")},
-        out=out,
-        code_dir=_code(tmp_path),
-        replicates=1,
-    )
-    assert re.search(r"model_1/seed_43\s+stale\s+\(its last run failed\)", out.getvalue())
+    status = _status(layout, tmp_path, replicates=1)
+    assert re.search(r"model_1/seed_43\s+stale\s+\(its last run failed\)", status)
 
 
 @pytest.mark.parametrize(

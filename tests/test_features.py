@@ -51,7 +51,7 @@ def test_features_are_computed_once_and_equal_a_fresh_computation(cache_dir, ext
     assert len(list(cache_dir.glob("features-*.npy"))) == 1
     second = features.frozen_features(extractor, x)
     assert features.computed_image_count() - before == len(x)  # read back, not computed
-    fresh = extractor.predict(x, batch_size=features.FEATURE_BATCH_SIZE, verbose=0)
+    fresh = extractor.predict(x, batch_size=features.feature_batch_size(x.shape), verbose=0)
     assert first.dtype == np.float32 and np.ptp(fresh) > 0
     np.testing.assert_array_equal(second, fresh)
     np.testing.assert_array_equal(first, fresh)
@@ -161,3 +161,11 @@ def test_the_probe_of_model_5_reuses_the_features_model_5_trained_on(
     # Training computed the training and validation features; the probe adds the test images.
     assert features.computed_image_count() - before == len(xrays32.test)
     assert 0 <= probe.metrics["test"]["auc"] <= 1
+
+
+def test_the_batch_holds_a_fixed_number_of_pixels_within_its_range():
+    # 16 images of 128 px or larger (their activations stay in cache); more of small ones,
+    # whose forward pass costs less than a step's fixed overhead.
+    sizes = {224: 16, 128: 16, 64: 64, 32: 256, 8: 256}
+    for side, batch in sizes.items():
+        assert features.feature_batch_size((100, side, side, 3)) == batch
