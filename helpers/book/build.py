@@ -27,7 +27,7 @@ from .errors import NotebookFailed
 from .execute import EXECUTED_SUBDIR, KERNEL_NAME, execute_notebook, prepare_executed_dir
 from .plan import PATH_OPTIONS, declared_parameters, differences_from_the_book, plan_build
 from .render import render
-from .replicates import Replicate, kept_replicates, plan_replicates
+from .replicates import Replicate, build_replicates
 from .runtimes import PAGE_NAME, annotate_run_time, read_record, record_run, write_run_times_page
 from .staleness import (
     CODE_DIR,
@@ -345,16 +345,17 @@ def build_book(
     config_path, toc_path = Path(config_path).resolve(), Path(toc_path).resolve()
     chapters = find_chapters(source_dir, toc_path)
     plan = plan_build(chapters, only, params)
-    count = _replicate_count(replicates, executed_from)
-    planned_replicates = plan_replicates(
-        plan, count, replicate_chapters, required=replicates is not None
-    )
-
     executed_dir = output_dir / "_build" / EXECUTED_SUBDIR
     state_path = output_dir / "_build" / STATE_FILE
     state = load_state(state_path)
     # Those of chapters outside --only are kept as last run, so that their readers stay.
-    planned_replicates.update(kept_replicates(plan, state, count, replicate_chapters))
+    planned_replicates = build_replicates(
+        plan,
+        state,
+        _replicate_count(replicates, executed_from),
+        replicate_chapters,
+        required=replicates is not None,
+    )
     decisions = decide(
         plan,
         state,
@@ -492,17 +493,19 @@ def book_status(
     chapters = find_chapters(source_dir, Path(toc_path).resolve())
     plan = plan_build(chapters, None, params)
     state = load_state(output_dir / "_build" / STATE_FILE)
-    count = _replicate_count(replicates, None)
     decisions = decide(
         plan,
         state,
         output_dir / "_build" / EXECUTED_SUBDIR,
         source_dir,
         code_dir=code_dir,
-        replicates={
-            **plan_replicates(plan, count, replicate_chapters, required=replicates is not None),
-            **kept_replicates(plan, state, count, replicate_chapters),
-        },
+        replicates=build_replicates(
+            plan,
+            state,
+            _replicate_count(replicates, None),
+            replicate_chapters,
+            required=replicates is not None,
+        ),
     )
     width = max((len(name) for name in [*(c.name for c in chapters), *decisions]), default=10) + 2
     for name, decision in decisions.items():

@@ -208,3 +208,28 @@ def kept_replicates(
         return {}
     last_run = {c.name: dict(state.get(c.name, {}).get("parameters", {})) for c in others}
     return plan_replicates(Plan(plan.chapters, others, last_run), count, chapters, required=False)
+
+
+def build_replicates(
+    plan: Plan,
+    state: dict[str, dict[str, Any]],
+    count: int,
+    chapters: Sequence[str] | None = None,
+    *,
+    required: bool = True,
+) -> dict[str, list[Replicate]]:
+    """Every replicate a build decides on: the selected chapters' (:func:`plan_replicates`,
+    run when stale) and the others' as last run (:func:`kept_replicates`, kept or left out).
+
+    Parameters are those of :func:`plan_replicates`, and ``state`` that of
+    :func:`kept_replicates`.
+
+    Returns
+    -------
+    dict
+        Chapter name to its replicates.
+    """
+    return {
+        **plan_replicates(plan, count, chapters, required=required),
+        **kept_replicates(plan, state, count, chapters),
+    }

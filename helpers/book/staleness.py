@@ -447,12 +447,7 @@ def decide(
             else:
                 action, reason = "execute", stale
         else:
-            action = "reuse" if stale is None else "leave out"
-            reason = (
-                f"kept from the run of {record.get('finished', '?')}"
-                if stale is None
-                else f"stale ({stale}): left out of this build"
-            )
+            action, reason = _kept_or_left_out(record, stale)
         if action == "execute":
             runs_again.add(chapter.name)
         decisions[chapter.name] = Decision(action, reason, inputs, code_files)
@@ -480,6 +475,14 @@ def decide(
     return decisions
 
 
+def _kept_or_left_out(record: Mapping[str, Any], stale: str | None) -> tuple[str, str]:
+    """The action and reason for a run outside ``--only``: kept when up to date, else left
+    out (never run by this build)."""
+    if stale is None:
+        return "reuse", f"kept from the run of {record.get('finished', '?')}"
+    return "leave out", f"stale ({stale}): left out of this build"
+
+
 def _decide_replicate(
     record: Mapping[str, Any],
     executed: Path,
@@ -496,11 +499,7 @@ def _decide_replicate(
     if upstream_again and (stale is None or stale.startswith(_INPUT_NAMES["upstream"])):
         stale = f"{', '.join(upstream_again)} runs again"
     if not selected:
-        if stale is None:
-            return Decision(
-                "reuse", f"kept from the run of {record.get('finished', '?')}", inputs, code_files
-            )
-        return Decision("leave out", f"stale ({stale}): not run by this build", inputs, code_files)
+        return Decision(*_kept_or_left_out(record, stale), inputs, code_files)
     if force:
         action, reason = "execute", "--force"
     elif stale is None:
