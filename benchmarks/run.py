@@ -7,6 +7,7 @@ Usage (from the repository root, after ``make setup``)::
     .venv/bin/python benchmarks/run.py --book-only   # only the whole book's time and memory
     .venv/bin/python benchmarks/run.py --scoring-only   # only scoring a folder (predict)
     .venv/bin/python benchmarks/run.py --inference-only   # only images/s by batch size
+    .venv/bin/python benchmarks/run.py --adabn-only   # only AdaBN's passes, eager or traced
 
 Every measurement runs in a fresh Python process, so that no cache, thread pool or
 compiled function of one measurement helps another, and every comparison is made in the
@@ -37,6 +38,11 @@ Measured:
   base of models 4, 5 and 7) computing features at 224 and 128 px in batches of 16 and of
   64, the sizes interleaved and repeated: images per second, which sets
   ``helpers.features.FEATURE_BATCH_PIXELS`` and model_8's ``batch_size``.
+- **AdaBN passes** (``--adabn-only``): ``helpers.adapt.adapt_batchnorm`` (each
+  BatchNormalization layer's inputs measured by a traced function) against the same passes
+  called eagerly, as it measured them before, on model_6's network (128 px, twelve layers)
+  and on model_8's frozen member (224 px, its feature standardisation): wall and processor
+  time, and how far the statistics differ.
 """
 
 from __future__ import annotations
@@ -302,7 +308,75 @@ def _inference_batch(image_size: int, batch_sizes: list[int], images: int, repea
     return {"images_per_second": rates, "largest_difference": difference, "largest_value": scale}
 
 
+def _adabn_passes(images: int, repeats: int) -> dict:
+    """``adapt_batchnorm`` against the same measurement with eager calls (the package's way
+    before), on model_6's network at 128 px and model_8's frozen member at 224 px, each on
+    ``images`` random images, alternated ``repeats`` times: wall and processor seconds of
+    every pass, and the largest relative difference of the statistics."""
+    import resource
+
+    import numpy as np
+    from chapter_models import make_model_function
+
+    from helpers import adapt, ensemble
+
+    def eager_adapt(model, x, batch_size):
+        import keras
+
+        copy = adapt._copy_model(model)
+        sites, _ = adapt._batchnorm_sites(copy, True)
+        for site in sites:
+            feeder = keras.Model(copy.inputs[0], adapt._single_input_tensor(site.layer, site.name))
+            count, mean, m2 = 0, None, None
+            for start in range(0, len(x), batch_size):
+                f = np.asarray(feeder(x[start : start + batch_size], training=False), np.float64)
+                f = np.moveaxis(f, site.layer.axis, -1).reshape(-1, f.shape[site.layer.axis])
+                count, mean, m2 = adapt._merge_moments(
+                    count, mean, m2, len(f), f.mean(axis=0), ((f - f.mean(axis=0)) ** 2).sum(0)
+                )
+            site.layer.moving_mean.assign(mean.astype("float32"))
+            site.layer.moving_variance.assign((m2 / count).astype("float32"))
+        return copy
+
+    def processor() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    rng = np.random.default_rng(0)
+    networks = {
+        "model_6's network, 128 px": (
+            make_model_function("model_6")((128, 128, 1)),
+            rng.uniform(0, 255, (images, 128, 128, 1)).astype("float32"),
+        ),
+        "model_8's frozen member, 224 px": (
+            ensemble.frozen_member(224).model,
+            rng.uniform(0, 255, (images, 224, 224, 3)).astype("float32"),
+        ),
+    }
+    result = {}
+    for name, (model, x) in networks.items():
+        ways = {
+            "eager": eager_adapt,
+            "traced": lambda m, x, b: adapt.adapt_batchnorm(m, x, batch_size=b),
+        }
+        seconds = {way: {"wall": [], "processor": []} for way in ways}
+        adapted = {}
+        for _ in range(repeats):
+            for way, run in ways.items():
+                wall, cpu = time.perf_counter(), processor()
+                adapted[way] = run(model, x, 16)
+                seconds[way]["wall"].append(time.perf_counter() - wall)
+                seconds[way]["processor"].append(processor() - cpu)
+        pairs = zip(adapted["eager"].get_weights(), adapted["traced"].get_weights())
+        # Relative to each statistic's largest value: a mean near zero has no relative error.
+        difference = max(float(np.max(np.abs(a - b)) / np.max(np.abs(a))) for a, b in pairs)
+        sites = len(adapt.adapted_layer_names(adapted["traced"]))
+        result[name] = {"seconds": seconds, "relative_difference": difference, "layers": sites}
+    return result
+
+
 CHILDREN = {
+    "adabn_passes": _adabn_passes,
     "inference_batch": _inference_batch,
     "case_study": _case_study_pipeline,
     "helpers": _helpers_pipeline,
@@ -555,6 +629,7 @@ def book_only(output: Path) -> int:
 
 SCORING_HEADING = "## Scoring a folder"
 INFERENCE_HEADING = "## Inference batch size"
+ADABN_HEADING = "## AdaBN passes"
 SCORING_DIR = HERE / "_data" / "site_folder"
 #: The two folder sizes compared: memory must be the same at both.
 SCORING_SIZES = (5_000, 20_000)
@@ -738,6 +813,43 @@ def inference_only(output: Path, batch_sizes=(16, 64), repeats: int = 3) -> int:
     return 0
 
 
+def adabn_only(output: Path, images: int = 256, repeats: int = 3) -> int:
+    """AdaBN's passes, eager against traced; the rows go under their heading."""
+    run = child("adabn_passes", {"images": images, "repeats": repeats})
+    rows = []
+    for name, measured in run.items():
+        eager, traced = measured["seconds"]["eager"], measured["seconds"]["traced"]
+        med = {k: (statistics.median(eager[k]), statistics.median(traced[k])) for k in eager}
+        rows.append(
+            (
+                f"adapt_batchnorm on {name} ({measured['layers']} BatchNormalization "
+                f"layer{'s' if measured['layers'] != 1 else ''}, {images} images, "
+                f"batches of 16), processor seconds (median of {repeats}): eager / traced",
+                f"{med['processor'][0]:.1f} s",
+                f"{med['processor'][1]:.1f} s",
+                f"{med['processor'][0] / med['processor'][1]:.2f}x; wall "
+                f"{med['wall'][0]:.1f} s / {med['wall'][1]:.1f} s "
+                f"({med['wall'][0] / med['wall'][1]:.2f}x); statistics differ by at most "
+                f"{measured['relative_difference']:.1e} of their largest value",
+            )
+        )
+    date = time.strftime("%Y-%m-%d %H:%M")
+    raw_path = output.with_name("results.json")
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    raw["adabn_passes"] = {"runs": run, "date": date, "machine": machine()}
+    raw_path.write_text(json.dumps(raw, indent=1))
+    body = (
+        f"Measured {date} on {machine()} by `benchmarks/run.py --adabn-only` (random weights "
+        "and random images: only the speed is measured; the two ways alternated, in one fresh "
+        "process). Eager is how `helpers.adapt` measured each layer's inputs before: one "
+        "`keras.Model` call per batch and layer, the moments in NumPy; traced is "
+        "`adapt_batchnorm` now: the same sub-models in a `tf.function`, the moments reduced in "
+        "float64 in the graph."
+    )
+    write_section(output, ADABN_HEADING, body, rows)
+    return 0
+
+
 def write_section(output: Path, heading: str, intro: str, rows) -> None:
     """Put ``intro`` and the table of ``rows`` (measurement, A, B, result) under ``heading``
     in ``output``, replacing that section's last measurement, and print them."""
@@ -817,6 +929,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="only MobileNetV2's images per second in batches of 16 and of 64",
     )
+    parser.add_argument(
+        "--adabn-only",
+        action="store_true",
+        help="only AdaBN's passes (helpers.adapt), eager against traced",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -831,6 +948,8 @@ def main(argv=None) -> int:
         return scoring_only(args.output, args.model.resolve(), args.batch_size)
     if args.inference_only:
         return inference_only(args.output)
+    if args.adabn_only:
+        return adabn_only(args.output)
     epochs = args.epochs or (2 if args.quick else 10)
     size, seed = 128, 42
     embedded = str(REPO / "data" / "chest_xray")
@@ -1021,9 +1140,13 @@ def main(argv=None) -> int:
         text += "\n" + BOOK_HEADING + args.output.read_text().split(BOOK_HEADING, 1)[1]
         if raw_path.exists() and "book" in json.loads(raw_path.read_text()):
             raw["book"] = json.loads(raw_path.read_text())["book"]
-    for heading, key in ((SCORING_HEADING, "scoring"), (INFERENCE_HEADING, "inference_batch")):
+    for heading, key in (
+        (SCORING_HEADING, "scoring"),
+        (INFERENCE_HEADING, "inference_batch"),
+        (ADABN_HEADING, "adabn_passes"),
+    ):
         if args.output.exists() and heading in args.output.read_text():
-            # A full run keeps the latest --scoring-only and --inference-only sections.
+            # A full run keeps the latest sections of the --*-only measurements.
             kept = args.output.read_text().split(heading + "\n", 1)[1].split("\n## ")[0]
             text = replace_section(text, heading, kept)
             if raw_path.exists() and key in json.loads(raw_path.read_text()):
