@@ -72,7 +72,7 @@ quick: setup lint
 notebook-test: setup
 	rm -rf $(CI_BUILD)/executed-by-nbval $(CI_BUILD)/results
 	$(CI_PARAMS) BOOK_RESULTS_DIR=$(CI_BUILD)/results BOOK_SAVE_EXECUTED=$(CI_BUILD)/executed-by-nbval \
-		$(PY) -m pytest --nbval-lax book/
+		$(PY) -m pytest --nbval-lax --nbval-kernel-startup-timeout=300 book/
 
 # The runner renders nbval's executed notebooks and test_built_book.py checks that book;
 # test_jupyter_book_build.py builds the book the other way, `jupyter-book build book` in a

@@ -483,3 +483,27 @@ def test_the_runner_is_a_package_of_small_modules_without_import_circles():
     for name in graph:
         if name not in ("__init__", "__main__"):
             assert not reaches(name, name), f"import circle through helpers.book.{name}"
+
+
+def test_a_kernel_gets_minutes_to_start_on_a_busy_machine(tmp_path, monkeypatch):
+    # papermill's default of 60 s once failed a tiny notebook during make test (both cores
+    # busy with two TensorFlow workers and the unit tests).
+    import papermill
+
+    from helpers.book import execute
+    from helpers.chapters import Chapter
+
+    given = {}
+
+    def papermill_run(source, output, **options):
+        given.update(options)
+        Path(output).write_text(Path(source).read_text())
+
+    monkeypatch.setattr(papermill, "execute_notebook", papermill_run)
+    source = tmp_path / "book"
+    source.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(), source / "alpha.ipynb")
+    execute.execute_notebook(
+        Chapter("alpha", source / "alpha.ipynb"), source, tmp_path / "executed", {}
+    )
+    assert given["start_timeout"] == execute.KERNEL_START_TIMEOUT >= 300

@@ -18,6 +18,12 @@ from .toc import Chapter
 
 #: The venv's own kernelspec, so the notebooks run with the packages the runner sees.
 KERNEL_NAME = "chest-xray-book"  # registered in the venv by make setup
+
+#: Seconds a kernel may take to start. papermill's 60 were once not enough during `make
+#: test`, with both cores busy with two TensorFlow workers and the unit tests: a tiny
+#: fixture notebook failed with "Kernel didn't respond in 60 seconds".
+KERNEL_START_TIMEOUT = 300
+
 #: Where, inside ``<output>/_build/``, the executed copy of the source goes.
 EXECUTED_SUBDIR = "executed"
 
@@ -208,6 +214,7 @@ def execute_notebook(
             str(output),
             parameters=dict(parameters),
             kernel_name=kernel_name,
+            start_timeout=KERNEL_START_TIMEOUT,
             # The source folder, not the copy: relative paths in a notebook's own code
             # then resolve as they do in Jupyter, nbval and `jupyter-book build book`.
             cwd=str(chapter.path.parent),
