@@ -346,10 +346,13 @@ def _input_moments(
 
     # A traced function, not eager calls: eager passes took 1.5-1.8x the processor time and
     # 1.6-2.2x the wall time on model_6's network and model_8's frozen member
-    # (benchmarks/RESULTS.md, "AdaBN passes").
-    # Each batch's moments are reduced in float64 inside the graph and merged exactly
-    # below, so no feature map travels back as a float64 copy.
-    @tf.function(reduce_retracing=True)
+    # (benchmarks/RESULTS.md, "AdaBN passes"). Traced once for any number of images (a
+    # last, smaller batch would trace it again). Each batch's moments are reduced in
+    # float64 inside the graph and merged exactly below, so no feature map travels back
+    # as a float64 copy.
+    signature = tf.TensorSpec((None, *images.shape[1:]), tf.as_dtype(images.dtype))
+
+    @tf.function(input_signature=[signature])
     def batch_moments(batch):
         features = batch
         for feeder in feeders:
