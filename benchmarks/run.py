@@ -604,14 +604,11 @@ def book_only(output: Path) -> int:
     """Build the whole book once and put its row under its own heading in ``output``."""
     print("the whole book ...", flush=True)
     bk = whole_book()
-    raw_path = output.with_name("results.json")
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    raw["book"] = {**bk, "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine()}
-    raw_path.write_text(json.dumps(raw, indent=1))
+    date = record_raw(output, "book", bk)
     text = output.read_text() if output.exists() else "# Benchmark results\n"
     a, b, c, d = book_row(bk)
     body = (
-        f"Measured {raw['book']['date']} on {raw['book']['machine']} by "
+        f"Measured {date} on {machine()} by "
         f"`benchmarks/run.py --book-only` (`python -m helpers.book --force`, fresh results, "
         f"decoded-image and feature caches empty at the start).\n\n"
         f"| measurement | A | B | result |\n|---|---:|---:|---|\n"
@@ -743,11 +740,7 @@ def scoring_only(output: Path, model: Path, batch_size: int) -> int:
             f"{large['files'] / small['files']:.0f}x the files (target: 1.0x, memory bounded)",
         )
     )
-    raw_path = output.with_name("results.json")
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    date = time.strftime("%Y-%m-%d %H:%M")
-    raw["scoring"] = {"runs": runs, "model": str(model), "date": date, "machine": machine()}
-    raw_path.write_text(json.dumps(raw, indent=1))
+    date = record_raw(output, "scoring", {"runs": runs, "model": str(model)})
     metrics = json.loads((model / "metrics.json").read_text())
     shown = model.relative_to(REPO) if model.is_relative_to(REPO) else model
     what = (
@@ -797,11 +790,7 @@ def inference_only(output: Path, batch_sizes=(16, 64), repeats: int = 3) -> int:
                 f"{run['largest_value']:.2g})",
             )
         )
-    date = time.strftime("%Y-%m-%d %H:%M")
-    raw_path = output.with_name("results.json")
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    raw["inference_batch"] = {"runs": runs, "date": date, "machine": machine()}
-    raw_path.write_text(json.dumps(raw, indent=1))
+    date = record_raw(output, "inference_batch", {"runs": runs})
     body = (
         f"Measured {date} on {machine()} by `benchmarks/run.py --inference-only` "
         "(`keras.Model.predict` of model_8's frozen member, the embedded ImageNet MobileNetV2 "
@@ -833,11 +822,7 @@ def adabn_only(output: Path, images: int = 256, repeats: int = 3) -> int:
                 f"{measured['relative_difference']:.1e} of their largest value",
             )
         )
-    date = time.strftime("%Y-%m-%d %H:%M")
-    raw_path = output.with_name("results.json")
-    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
-    raw["adabn_passes"] = {"runs": run, "date": date, "machine": machine()}
-    raw_path.write_text(json.dumps(raw, indent=1))
+    date = record_raw(output, "adabn_passes", {"runs": run})
     body = (
         f"Measured {date} on {machine()} by `benchmarks/run.py --adabn-only` (random weights "
         "and random images: only the speed is measured; the two ways alternated, in one fresh "
@@ -848,6 +833,17 @@ def adabn_only(output: Path, images: int = 256, repeats: int = 3) -> int:
     )
     write_section(output, ADABN_HEADING, body, rows)
     return 0
+
+
+def record_raw(output: Path, key: str, measured: dict) -> str:
+    """Put ``measured``, with the date and the machine, under ``key`` in the raw numbers
+    beside ``output`` (``results.json``), keeping the other keys; return the date."""
+    date = time.strftime("%Y-%m-%d %H:%M")
+    raw_path = output.with_name("results.json")
+    raw = json.loads(raw_path.read_text()) if raw_path.exists() else {}
+    raw[key] = {**measured, "date": date, "machine": machine()}
+    raw_path.write_text(json.dumps(raw, indent=1))
+    return date
 
 
 def write_section(output: Path, heading: str, intro: str, rows) -> None:
