@@ -103,7 +103,10 @@ def test_member_logits_match_each_member_on_its_own_input(images):
     )
 
 
+@pytest.fixture(scope="module")
 def built(images, frozen):
+    """Members, their validation logits and statistics, and the ensemble built from them:
+    once for the tests that only read them (each build traces MobileNetV2 again)."""
     x, y = images
     keras.utils.set_random_seed(2)
     members = [gray_member(), rgb_member(), frozen[0]]
@@ -113,9 +116,9 @@ def built(images, frozen):
     return members, val_logits, stats, model
 
 
-def test_ensemble_is_the_mean_of_standardised_logits(images, frozen):
+def test_ensemble_is_the_mean_of_standardised_logits(images, built):
     x, y = images
-    _, val_logits, stats, model = built(images, frozen)
+    _, val_logits, stats, model = built
     assert model.input_shape == (None, 32, 32, 3)
     probability = model.predict(x, verbose=0).ravel().astype(np.float64)
     mean = ensemble.ensemble_logit(val_logits, stats, val_logits.columns)
@@ -128,9 +131,9 @@ def test_ensemble_is_the_mean_of_standardised_logits(images, frozen):
     assert roc_auc_score(y, probability) == pytest.approx(roc_auc_score(y, mean), abs=1e-6)
 
 
-def test_saved_ensemble_loads_in_safe_mode_and_adapts(images, frozen, tmp_path):
+def test_saved_ensemble_loads_in_safe_mode_and_adapts(images, built, tmp_path):
     x, _ = images
-    _, _, _, model = built(images, frozen)
+    _, _, _, model = built
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
@@ -149,9 +152,9 @@ def test_saved_ensemble_loads_in_safe_mode_and_adapts(images, frozen, tmp_path):
     assert not np.allclose(layer.get_weights()[0], before)
 
 
-def test_grad_cam_of_an_ensemble_sums_its_members(images, frozen):
+def test_grad_cam_of_an_ensemble_sums_its_members(images, built):
     x, _ = images
-    _, _, _, model = built(images, frozen)
+    _, _, _, model = built
     names = explain.feature_layer_names(model)
     assert sorted(names) == sorted(
         f"{explain.MEMBER_FEATURES_PREFIX}{n}"

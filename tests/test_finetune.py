@@ -225,20 +225,20 @@ def test_chapter_steps_compute_write_show_and_glue_one_search(monkeypatch, tmp_p
             f"{d} p": [np.nan, 0.001],
             f"{d} p (Holm)": [np.nan, 0.001],
         },
-        index=[finetune.RECIPE.name, finetune.CONFIGURATIONS[-1].name],
+        index=[finetune.RECIPE.name, finetune.CONFIGURATIONS[0].name],
     )
     monkeypatch.setattr(finetune, "run_search", lambda *args, **kwargs: table)
     search = finetune.search_on_validation(
         make_parts, assemble, {**CHAPTER_PARAMS, "search_epochs": 1}
     )
-    assert search.ran and search.choice == finetune.CONFIGURATIONS[-1]
+    assert search.ran and search.choice == finetune.CONFIGURATIONS[0]
     assert search.image_size == 48  # the chosen configuration's own size
     folder = finetune.write_search(search, tmp_path)
     assert folder == tmp_path / "model_7_search"
     written = json.loads((folder / "choice.json").read_text())
     decision = written.pop("decision")
     assert written == {
-        "choice": finetune.CONFIGURATIONS[-1].name,
+        "choice": finetune.CONFIGURATIONS[0].name,
         "head_epochs": 2,
         "search_epochs": 1,
         "seed": 4,
@@ -251,11 +251,11 @@ def test_chapter_steps_compute_write_show_and_glue_one_search(monkeypatch, tmp_p
     report.show_search(search)
     assert {"val AUC (95% CI)", "AUC - recipe (95% CI)"} <= set(displayed[0].columns)
     report.glue_search(search)
-    assert glued["model_7_choice"] == finetune.CONFIGURATIONS[-1].name
+    assert glued["model_7_choice"] == finetune.CONFIGURATIONS[0].name
     assert glued["model_7_recipe"] == finetune.RECIPE.name
     assert glued["model_7_verdict"] == search.decision.statement
     assert glued["model_7_verdict"].startswith(
-        f"'{finetune.CONFIGURATIONS[-1].name}' is adopted over the recipe"
+        f"'{finetune.CONFIGURATIONS[0].name}' is adopted over the recipe"
     )
 
 
