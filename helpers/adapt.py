@@ -84,6 +84,7 @@ def adapt_batchnorm(
     batch_size: int = 64,
     skip_nested_models: bool = True,
     min_images: int = MIN_ADAPT_IMAGES,
+    reuse_cached_parts: bool = False,
 ) -> keras.Model:
     """Copy ``model`` with each BatchNormalization layer's statistics measured on ``images``.
 
@@ -111,6 +112,13 @@ def adapt_batchnorm(
         training statistics. With False they are adapted too.
     min_images : int
         Fewest images accepted (default :data:`MIN_ADAPT_IMAGES`); lower it only in tests.
+    reuse_cached_parts : bool
+        Read the inputs of a top-level layer named
+        :data:`helpers.features.FROZEN_PREFIX_END` (model_8's frozen member: its input
+        depends on the image alone) from the feature cache, or compute them into it
+        (:func:`helpers.features.split_for_reuse`), so that scoring the same images reads
+        them back instead of computing them again. For the book's own images only: the
+        cache keeps what the prefix computes on disk.
 
     Returns
     -------
@@ -139,7 +147,10 @@ def adapt_batchnorm(
     copy = _copy_model(model)
     copied_sites, _ = _batchnorm_sites(copy, skip_nested_models)
     for site in copied_sites:  # graph order: upstream layers are adapted first
-        mean, variance = _input_moments(copy, site, images, batch_size)
+        if reuse_cached_parts and _after_frozen_prefix(site):
+            mean, variance = _frozen_prefix_moments(copy, site, images, batch_size)
+        else:
+            mean, variance = _input_moments(copy, site, images, batch_size)
         site.layer.moving_mean.assign(mean.astype(site.layer.moving_mean.dtype))
         site.layer.moving_variance.assign(variance.astype(site.layer.moving_variance.dtype))
     report = BatchNormAdaptation(
@@ -373,6 +384,27 @@ def _input_moments(
             count, mean, m2, int(rows), batch_mean.numpy(), batch_m2.numpy()
         )
     return mean, m2 / count
+
+
+def _after_frozen_prefix(site: _Site) -> bool:
+    from helpers.features import FROZEN_PREFIX_END
+
+    return not site.nested and site.layer.name == FROZEN_PREFIX_END
+
+
+def _frozen_prefix_moments(copy, site: _Site, images: np.ndarray, batch_size: int):
+    """:func:`_input_moments` of the layer after a frozen prefix, the prefix's outputs read
+    from (or written to) the feature cache. Nothing upstream of it is adapted (the prefix
+    is frozen), so the answer is :func:`_input_moments`' to rounding."""
+    from helpers.features import FROZEN_PREFIX_END, cached_outputs, split_for_reuse
+
+    split = split_for_reuse(copy)
+    if split is None or FROZEN_PREFIX_END not in split[0]:
+        return _input_moments(copy, site, images, batch_size)
+    prefix = cached_outputs(split[0][FROZEN_PREFIX_END], images).astype(np.float64)
+    axis = site.layer.axis % prefix.ndim
+    reduced = tuple(i for i in range(prefix.ndim) if i != axis)
+    return prefix.mean(axis=reduced), prefix.var(axis=reduced)
 
 
 def _merge_moments(count: int, mean, m2, n: int, batch_mean: np.ndarray, batch_m2: np.ndarray):

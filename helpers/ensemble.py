@@ -41,7 +41,13 @@ import numpy as np
 import pandas as pd
 
 from helpers.explain import MEMBER_FEATURES_PREFIX, feature_layer_name
-from helpers.features import frozen_features, is_identity_at_inference
+from helpers.features import (
+    FROZEN_PREFIX_END,
+    MEMBER_OUTPUT_SUFFIX,
+    frozen_features,
+    is_identity_at_inference,
+    predict_reusing,
+)
 
 #: The public API (the rest is private by name).
 __all__ = [
@@ -284,7 +290,7 @@ def frozen_member(image_size: int, base_weights: str = "imagenet") -> Member:
     ]
     features = layers.Concatenate(name="frozen_features")(pooled)
     standardised = layers.BatchNormalization(
-        center=False, scale=False, epsilon=FEATURE_EPSILON, name="frozen_feature_standardisation"
+        center=False, scale=False, epsilon=FEATURE_EPSILON, name=FROZEN_PREFIX_END
     )(features)
     logit = layers.Dense(1, name="frozen_linear_head")(standardised)
     model = keras.Model(inputs, logit, name=FROZEN_MEMBER)
@@ -370,7 +376,7 @@ def fit_frozen_member(member: Member, images: np.ndarray, labels, persons) -> di
     }
     best = max(LOGISTIC_CS, key=lambda c: (scores[c], -c))  # a tie goes to the stronger penalty
     fitted = model(best).fit(standardised, labels)
-    layer = member.model.get_layer("frozen_feature_standardisation")
+    layer = member.model.get_layer(FROZEN_PREFIX_END)
     layer.set_weights([mean.astype("float32"), variance.astype("float32")])
     member.model.get_layer("frozen_linear_head").set_weights(
         [fitted.coef_.T.astype("float32"), fitted.intercept_.astype("float32")]
@@ -432,7 +438,9 @@ def _branch(member: Member, inputs, input_size: int):
         gray.set_weights([np.asarray(LUMA, dtype="float32").reshape(1, 1, 3, 1)])
     tap = member.extra.get("feature_layer") or feature_layer_name(member.model)
     logit = _inline(member.model, x, tap=tap, tap_name=f"{MEMBER_FEATURES_PREFIX}{member.name}")
-    return logit
+    # Named so that scoring reads the member's logit back from the feature cache where the
+    # same weights computed it for the same images (helpers.features.split_for_reuse).
+    return layers.Identity(name=f"{member.name}{MEMBER_OUTPUT_SUFFIX}")(logit)
 
 
 def _input_size(members) -> int:
@@ -461,7 +469,9 @@ def member_logits(members, images: np.ndarray, *, batch_size: int = 64) -> pd.Da
     inputs = keras.Input(shape=(size, size, 3))
     logits = [_branch(member, inputs, size) for member in members]
     probe = keras.Model(inputs, logits)
-    values = probe.predict(images, batch_size=batch_size, verbose=0)
+    # Each member's part goes to the feature cache: the ensemble's scoring and adaptation
+    # on these images read it back instead of computing it again.
+    values = predict_reusing(probe, images, batch_size=batch_size)
     values = values if isinstance(values, list) else [values]
     return pd.DataFrame(
         {
@@ -773,9 +783,10 @@ def prevalence_shift(
     as_trained = (
         np.asarray(scores, dtype=np.float64)[chosen]
         if scores is not None
-        else model_outputs(model, subset)
+        else model_outputs(model, subset, reuse_cached_parts=True)
     )
-    adapted = model_outputs(adapt_batchnorm(model, subset, min_images=minimum), subset)
+    to_subset = adapt_batchnorm(model, subset, min_images=minimum, reuse_cached_parts=True)
+    adapted = model_outputs(to_subset, subset, reuse_cached_parts=True)
     rows = {}
     for name, score, threshold in (
         ("as trained", as_trained, thresholds[0]),

@@ -109,10 +109,23 @@ def output_kind(model) -> OutputKind:
     )
 
 
-def model_outputs(model, images: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
+def model_outputs(
+    model, images: np.ndarray, *, batch_size: int = 128, reuse_cached_parts: bool = False
+) -> np.ndarray:
     """The model's last-layer values (probabilities or logits, as it gives them) for
-    ``images`` in their order, one float64 per image."""
-    raw = np.asarray(model.predict(images, batch_size=batch_size, verbose=0))
+    ``images`` in their order, one float64 per image.
+
+    With ``reuse_cached_parts`` the parts of a model that :func:`helpers.features.split_for_reuse`
+    cuts (model_8's members) are computed through the feature cache, once per image set and
+    weights (:func:`helpers.features.predict_reusing`); for the book's own images only.
+    """
+    from helpers.features import predict_reusing
+
+    raw = np.asarray(
+        predict_reusing(model, images, batch_size=batch_size)
+        if reuse_cached_parts
+        else model.predict(images, batch_size=batch_size, verbose=0)
+    )
     raw = raw.reshape(len(images), -1)
     if raw.shape[1] != 1:
         raise ValueError(f"model must output one value per image, got shape {raw.shape}")
@@ -141,7 +154,8 @@ def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
         If any score is NaN or infinite (a diverged model), naming how many and the first.
     """
     kind = output_kind(model)
-    raw = model_outputs(model, split.images, batch_size=batch_size)
+    # The book's own images: parts of a model already computed for them are read back.
+    raw = model_outputs(model, split.images, batch_size=batch_size, reuse_cached_parts=True)
     bad = ~np.isfinite(raw)
     if bad.any():
         first = split.paths[int(np.argmax(bad))]
@@ -403,11 +417,15 @@ def adapted_to_each_folder(
     """
     from helpers.adapt import adapt_batchnorm, adapted_layer_names
 
-    to_val = adapt_batchnorm(model, xrays.val.images, batch_size=batch_size)
+    to_val = adapt_batchnorm(
+        model, xrays.val.images, batch_size=batch_size, reuse_cached_parts=True
+    )
     val = predict_split(to_val, xrays.val, batch_size=batch_size)
     threshold = threshold_on_validation(val, target_sensitivity=target_sensitivity)
     del to_val
-    to_test = adapt_batchnorm(model, xrays.test.images, batch_size=batch_size)
+    to_test = adapt_batchnorm(
+        model, xrays.test.images, batch_size=batch_size, reuse_cached_parts=True
+    )
     test = score_test_once(
         to_test, xrays, threshold=threshold, batch_size=batch_size, name=f"{model_id}_adapted"
     )

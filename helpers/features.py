@@ -20,6 +20,12 @@ The key is what decides the numbers and nothing else:
   caller's training batch size, so that a cached answer is the answer a new computation
   would give;
 * the Keras version and :data:`_FEATURES_VERSION`.
+
+model_8 scores the same validation and test images many times (its members' logits, the
+ensemble, the ensemble adapted to each folder). :func:`split_for_reuse` cuts a model at its
+members' parts (:data:`FROZEN_PREFIX_END`, :data:`MEMBER_OUTPUT_SUFFIX`) and
+:func:`predict_reusing` computes each part once per image set and weights through the same
+cache: a part whose weights adaptation changed has another key and is computed again.
 """
 
 from __future__ import annotations
@@ -209,15 +215,30 @@ def frozen_features(extractor, images: np.ndarray, *, cache: bool = True) -> np.
         If ``extractor`` has trainable weights, or ``$CHEST_XRAY_FEATURE_CACHE_BYTES`` is
         not a size.
     """
-    global _computed_images
     if extractor.trainable_weights:
         names = ", ".join(w.path for w in extractor.trainable_weights[:3])
         raise ValueError(
             f"the extractor {extractor.name!r} has trainable weights ({names}, ...): its "
             "outputs would change with training, so they cannot be cached"
         )
+    return cached_outputs(extractor, images, cache=cache)
+
+
+def cached_outputs(extractor, images: np.ndarray, *, cache: bool = True) -> np.ndarray:
+    """:func:`frozen_features` without its refusal of trainable weights: the key holds every
+    weight, so an answer is never read back for other weights."""
+    return _cached_parts([extractor], images, cache=cache)[0]
+
+
+def _cached_parts(extractors: list, images: np.ndarray, *, cache: bool = True) -> list[np.ndarray]:
+    """Each extractor's outputs for ``images``, read from the cache; those not there are
+    computed in one pass (the extractors share their input) and stored."""
+    import keras
+
+    global _computed_images
     folder = feature_cache_dir() if cache else None
-    disk, name = None, None
+    disk, names = None, [None] * len(extractors)
+    found: list[np.ndarray | None] = [None] * len(extractors)
     if folder is not None:
         # A bad cap setting fails here, before anything is computed.
         disk = DiskCache(
@@ -227,19 +248,156 @@ def frozen_features(extractor, images: np.ndarray, *, cache: bool = True) -> np.
             what="feature cache",
             warning=DataWarning,
         )
-        key = hashlib.sha256(
-            (extractor_signature(extractor) + images_signature(images)).encode()
-        ).hexdigest()
-        name = f"features-{key}.npy"
-        expected = (len(images), *(int(d) for d in extractor.outputs[0].shape[1:]))
-        cached = disk.read_array(name, expected, np.float32)
-        if cached is not None:
-            return cached
+        images_key = images_signature(images)
+        for i, extractor in enumerate(extractors):
+            key = hashlib.sha256((extractor_signature(extractor) + images_key).encode())
+            names[i] = f"features-{key.hexdigest()}.npy"
+            expected = (len(images), *(int(d) for d in extractor.outputs[0].shape[1:]))
+            found[i] = disk.read_array(names[i], expected, np.float32)
+    missing = [i for i, value in enumerate(found) if value is None]
+    if not missing:
+        return found
+    joint = (
+        extractors[missing[0]]
+        if len(missing) == 1
+        else keras.Model(extractors[missing[0]].inputs, [extractors[i].outputs[0] for i in missing])
+    )
     batch_size = feature_batch_size(images.shape)
-    features = extractor.predict(images, batch_size=batch_size, verbose=0)
-    features = np.asarray(features, dtype=np.float32)
+    computed = joint.predict(images, batch_size=batch_size, verbose=0)
+    computed = computed if isinstance(computed, list) else [computed]
     with _computed_lock:
-        _computed_images += len(images)
-    if disk is not None:
-        disk.write_array(name, features)
-    return features
+        _computed_images += len(images) * len(missing)
+    for i, values in zip(missing, computed):
+        found[i] = np.asarray(values, dtype=np.float32)
+        if disk is not None:
+            disk.write_array(names[i], found[i])
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring that reuses what the same weights computed before
+# ---------------------------------------------------------------------------------------
+
+#: A layer with this name starts a model's frozen prefix's use: its input depends on the
+#: image alone (frozen weights, inference mode), and batch-norm adaptation reads it (model_8's
+#: frozen member names its feature standardisation so, :func:`helpers.ensemble.frozen_member`).
+FROZEN_PREFIX_END = "frozen_feature_standardisation"
+#: A layer whose name ends so passes one member's output on unchanged (model_8's
+#: ``<member>_logit``, :func:`helpers.ensemble.member_logits` and the ensemble alike).
+MEMBER_OUTPUT_SUFFIX = "_logit"
+
+
+def _reused_here(name: str) -> bool:
+    return name == FROZEN_PREFIX_END or name.endswith(MEMBER_OUTPUT_SUFFIX)
+
+
+def _depends_on(tensor, sources: set[int]) -> bool:
+    """Whether ``tensor`` is computed from one of the Keras tensors whose ``id`` is in
+    ``sources`` (a walk up the graph it was built in)."""
+    seen, stack = set(), [tensor]
+    while stack:
+        current = stack.pop()
+        if id(current) in sources:
+            return True
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        history = getattr(current, "_keras_history", None)
+        if history is None:
+            continue
+        node = history.operation._inbound_nodes[history.node_index]
+        stack.extend(node.input_tensors)
+    return False
+
+
+def split_for_reuse(model):
+    """Split ``model`` where its scoring can reuse earlier work.
+
+    The cuts are the inputs of its top-level layers named :data:`FROZEN_PREFIX_END` or
+    ending with :data:`MEMBER_OUTPUT_SUFFIX`, except where such an input is itself computed
+    from an earlier cut (model_8's frozen member is cut at its features, not again at its
+    logit, whose standardisation adaptation changes).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional model with one input.
+
+    Returns
+    -------
+    tuple, or None
+        ``(extractors, rest)``: ``extractors`` maps each cut layer's name to a model from the
+        images to that layer's input; ``rest`` maps ``[images, *cut values]`` (in the order
+        of ``extractors``) to ``model``'s outputs. Both are built on a copy of ``model``
+        (same weights), so ``model``'s own layers keep their one call, which batch-norm
+        adaptation and Grad-CAM read. None when ``model`` has no such layer or more than
+        one input.
+    """
+    import keras
+
+    import helpers.layers  # noqa: F401 - registers the book's own layers for rebuilding
+
+    if len(model.inputs) != 1 or not any(_reused_here(layer.name) for layer in model.layers):
+        return None
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    images = keras.Input(shape=tuple(model.inputs[0].shape[1:]), name="images")
+    cuts: dict[str, tuple] = {}  # layer name -> (the cut tensor, the Input replacing it)
+
+    def operation_fn(operation):
+        if not _reused_here(operation.name):
+            return operation
+
+        def from_cut(*args, **kwargs):
+            inputs = {id(cut_input) for _, cut_input in cuts.values()}
+            if _depends_on(args[0], inputs):
+                return operation(*args, **kwargs)
+            cut_input = keras.Input(shape=tuple(args[0].shape[1:]), name=f"cut_{len(cuts)}")
+            cuts[operation.name] = (args[0], cut_input)
+            return operation(cut_input, *args[1:], **kwargs)
+
+        return from_cut
+
+    graph = copy._functional if isinstance(copy, keras.Sequential) else copy
+    # As helpers.ensemble._inline: Keras' Functional.call runs the graph this way.
+    outputs = graph._run_through_graph(images, operation_fn=operation_fn)
+    extractors = {
+        name: keras.Model(images, tensor, name=f"cut_{position}")
+        for position, (name, (tensor, _)) in enumerate(cuts.items())
+    }
+    rest = keras.Model(
+        [images, *(cut_input for _, cut_input in cuts.values())], outputs, name="rest"
+    )
+    return extractors, rest
+
+
+def predict_reusing(model, images: np.ndarray, *, batch_size: int):
+    """``model.predict(images)``, each part of it that :func:`split_for_reuse` cuts computed
+    once per image set and weights, and kept in the feature cache.
+
+    A part is keyed as :func:`frozen_features` keys its answers (the weights and
+    configuration of every layer it runs, the images' bytes), so a copy of the model whose
+    batch normalisation was adapted computes again only the parts adaptation changed. For a
+    model without such parts this is ``model.predict``. The outputs agree with
+    ``model.predict``'s to float32 rounding (the parts run in batches of
+    :func:`feature_batch_size`). For the book's own images only: the cache keeps what the
+    parts compute from them on disk.
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : numpy.ndarray
+    batch_size : int
+        Images per forward pass of what follows the parts.
+
+    Returns
+    -------
+    numpy.ndarray or list of numpy.ndarray
+        As ``model.predict`` returns them.
+    """
+    split = split_for_reuse(model)
+    if split is None:
+        return model.predict(images, batch_size=batch_size, verbose=0)
+    extractors, rest = split
+    parts = _cached_parts(list(extractors.values()), images)
+    return rest.predict([images, *parts], batch_size=batch_size, verbose=0)

@@ -357,7 +357,14 @@ def test_bn_only_inside_a_skipped_nested_base_is_refused():
 
 def test_signature_takes_no_labels():
     parameters = inspect.signature(adapt_batchnorm).parameters
-    assert list(parameters) == ["model", "images", "batch_size", "skip_nested_models", "min_images"]
+    assert list(parameters) == [
+        "model",
+        "images",
+        "batch_size",
+        "skip_nested_models",
+        "min_images",
+        "reuse_cached_parts",
+    ]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(parameters.values())[2:])
     assert MIN_ADAPT_IMAGES == 100
 

@@ -165,6 +165,82 @@ def test_grad_cam_of_an_ensemble_sums_its_members(images, built):
     assert np.all((maps >= 0) & (maps <= 1))
 
 
+def test_scoring_reads_back_each_members_part_and_agrees_with_the_model(images, built):
+    from helpers import features
+    from helpers.evaluate import model_outputs
+
+    x, _ = images
+    members, _, _, model = built
+    calls = {layer.name: len(layer._inbound_nodes) for layer in model.layers}
+    extractors, _ = features.split_for_reuse(model)
+    # One part per member: the frozen member at its features (which adaptation reads), not
+    # again at its logit; the others at their logits.
+    assert sorted(extractors) == sorted(
+        [features.FROZEN_PREFIX_END, "gray_net_logit", "rgb_net_logit"]
+    )
+    shifted = (x.astype("float32") * 0.8 + 20).astype(np.uint8)  # images no step has scored
+    before = features.computed_image_count()
+    first = model_outputs(model, shifted, reuse_cached_parts=True)
+    assert features.computed_image_count() - before == 3 * len(x)  # each part once
+    again = model_outputs(model, shifted, reuse_cached_parts=True)
+    assert features.computed_image_count() - before == 3 * len(x)  # read back
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_allclose(first, model_outputs(model, shifted), atol=1e-5)
+    # Computed together in one pass, each part is what its extractor alone computes.
+    size = features.feature_batch_size(shifted.shape)
+    for extractor in extractors.values():
+        np.testing.assert_array_equal(
+            features.cached_outputs(extractor, shifted),
+            extractor.predict(shifted, batch_size=size, verbose=0),
+        )
+    # The model's own layers keep their one call (adaptation and Grad-CAM read it).
+    assert {layer.name: len(layer._inbound_nodes) for layer in model.layers} == calls
+    # member_logits wrote the parts the ensemble reads: scoring its images computes nothing.
+    before = features.computed_image_count()
+    ensemble.member_logits(members, shifted)
+    assert features.computed_image_count() == before
+
+
+def test_adapting_with_cached_parts_equals_adapting_without(images, built):
+    from helpers import features
+    from helpers.evaluate import model_outputs
+
+    x, _ = images
+    _, _, _, model = built
+    shifted = (x.astype("float32") * 0.6 + 50).astype(np.uint8)
+    plain = adapt_batchnorm(model, shifted, min_images=50)
+    before = features.computed_image_count()
+    reused = adapt_batchnorm(model, shifted, min_images=50, reuse_cached_parts=True)
+    assert features.computed_image_count() - before == len(x)  # the frozen prefix, once
+    layer = features.FROZEN_PREFIX_END
+    for a, b in zip(plain.get_layer(layer).get_weights(), reused.get_layer(layer).get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(
+        reused.get_layer(layer).get_weights()[0], model.get_layer(layer).get_weights()[0]
+    )
+    # Scoring the adapted copy reads the frozen prefix back; the gray member, whose batch
+    # norm adaptation changed, is computed again.
+    before = features.computed_image_count()
+    scores = model_outputs(reused, shifted, reuse_cached_parts=True)
+    assert features.computed_image_count() - before == 2 * len(x)
+    np.testing.assert_allclose(scores, model_outputs(plain, shifted), atol=1e-5)
+
+
+def test_a_model_without_parts_to_reuse_is_scored_as_it_is(images):
+    from helpers import features
+
+    x, _ = images
+    model = gray_member(size=32).model
+    assert features.split_for_reuse(model) is None
+    luma = x[..., :1]
+    before = features.computed_image_count()
+    np.testing.assert_array_equal(
+        features.predict_reusing(model, luma, batch_size=16),
+        model.predict(luma, batch_size=16, verbose=0),
+    )
+    assert features.computed_image_count() == before
+
+
 def test_choice_keeps_every_member_when_validation_cannot_tell(images):
     x, y = images
     rng = np.random.default_rng(3)
