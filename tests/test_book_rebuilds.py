@@ -186,7 +186,7 @@ def test_an_edit_to_a_module_names_it_and_reruns_only_the_chapters_that_run_it(
     counting_book, no_render
 ):
     layout, code, root = counting_book
-    (code / "module.py").write_text("VALUE = 1  # a comment\n")
+    (code / "module.py").write_text("VALUE = 1\nEDITED = True\n")
     out = io.StringIO()
     build.book_status(layout["source_dir"], root, layout["toc_path"], out=out, code_dir=code)
     assert re.search(r"alpha\s+stale\s+\(pkg/module\.py changed\)", out.getvalue())

@@ -7,6 +7,7 @@ chapters takes most of an hour), and then one file of a copy of ``helpers/`` is 
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import re
@@ -148,6 +149,38 @@ def test_a_comment_in_the_runner_leaves_every_chapter_up_to_date(built_real_book
     assert "stale" not in text
 
 
+def test_a_docstring_or_comment_edit_in_a_module_the_chapters_run_leaves_them_up_to_date(
+    built_real_book,
+):
+    output_dir, code = built_real_book
+    module = code / "metrics.py"
+    text = module.read_text()
+    first_def = text.index('    """', text.index("\ndef "))
+    edited = text[: first_def + 7] + "Reworded. " + text[first_def + 7 :]
+    module.write_text(edited + "\n# a comment\n")
+    decisions, status = _status(output_dir, code)
+    assert {d.action for d in decisions.values()} == {"reuse"}, status
+    assert "stale" not in status
+
+
+def test_a_module_hash_ignores_documentation_and_not_code():
+    from helpers.book.imports import code_hash
+
+    def hashed(source: str) -> str:
+        return code_hash(ast.parse(source))
+
+    code = 'def f(x):\n    """Doc."""\n    return x + 1\n'
+    assert hashed(code) == hashed('def f(x):\n    """Other doc."""\n\n    return x + 1  # why\n')
+    assert hashed(code) == hashed("def f(x):\n    return x + 1\n")
+    assert hashed(code) != hashed('def f(x):\n    """Doc."""\n    return x + 2\n')
+    # A string that is not a docstring is code.
+    assert hashed('X = "a"\n') != hashed('X = "b"\n')
+    tree = ast.parse(code)
+    before = ast.dump(tree)
+    code_hash(tree)
+    assert ast.dump(tree) == before  # the tree is left as it was
+
+
 def _readers(decisions: dict, stale: set[str]) -> set[str]:
     chapters = {c.name: c for c in find_chapters(BOOK, TOC)}
     return {n for n in decisions if set(uses_results_of(chapters[n])) & stale} - stale
@@ -160,7 +193,7 @@ def test_an_edit_makes_exactly_the_chapters_that_run_the_module_and_their_reader
     output_dir, code = built_real_book
     label = f"helpers/{module}"
     runs_it = {n for n, d in _status(output_dir, code)[0].items() if label in d.code_files}
-    _append(code / module, "# an edit\n")
+    _append(code / module, "_AN_EDIT = 1\n")
     decisions, text = _status(output_dir, code)
     stale = {n for n, d in decisions.items() if d.action == "execute"}
     assert stale == runs_it | _readers(decisions, runs_it), text

@@ -1,7 +1,8 @@
 """Which modules of the ``helpers`` package a notebook runs: a static import graph.
 
 A chapter is stale when code it executes changed, not when any file of the package did:
-a comment in the runner (``helpers/book/cli.py``) changes no chapter. The graph is read
+a comment in the runner (``helpers/book/cli.py``) changes no chapter, and neither does a
+docstring or comment in a module it runs (:func:`code_hash`). The graph is read
 with :mod:`ast`, nothing is imported: every ``import`` statement of every module counts,
 including those inside functions and ``if TYPE_CHECKING:`` blocks (a module that *might*
 run counts, which errs on the safe side). ``from helpers import data, evaluate`` imports
@@ -71,6 +72,43 @@ def imported_names(tree: ast.AST, module: str | None, is_package: bool) -> set[s
     return names
 
 
+def code_hash(tree: ast.Module) -> str:
+    """SHA-256 of what a module runs: its syntax tree without docstrings, line numbers or
+    comments (which :mod:`ast` drops), so that an edit to the documentation of a module
+    leaves the chapters that run it up to date. A string a module reads from its own
+    docstring (``__doc__``) only ever feeds a command's help, never a chapter's output.
+
+    Parameters
+    ----------
+    tree : ast.Module
+        The parsed module; it is not modified.
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    stripped = []
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, documented)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            stripped.append((node, body))
+    try:
+        for node, body in stripped:
+            node.body = body[1:] or [ast.Pass()]
+        return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+    finally:
+        for node, body in stripped:
+            node.body = body
+
+
 @dataclass
 class CodeGraph:
     """The modules of a package, what each imports of it, and each file's SHA-256.
@@ -84,7 +122,8 @@ class CodeGraph:
     imports : dict
         Module name to the package's modules it imports (directly).
     hashes : dict
-        Module name to the SHA-256 of its file.
+        Module name to the SHA-256 of its code (:func:`code_hash`; of its bytes when it
+        cannot be parsed).
     """
 
     code_dir: Path
@@ -111,13 +150,14 @@ class CodeGraph:
             graph.files[_module_name(path, code_dir)] = path
         for name, path in graph.files.items():
             data = path.read_bytes()
-            graph.hashes[name] = hashlib.sha256(data).hexdigest()
             try:
                 tree = ast.parse(data, filename=str(path))
             except SyntaxError:
                 # It fails when imported; whoever imports it must run again once it's fixed.
+                graph.hashes[name] = hashlib.sha256(data).hexdigest()
                 graph.imports[name] = set()
                 continue
+            graph.hashes[name] = code_hash(tree)
             found = imported_names(tree, name, path.name == "__init__.py")
             graph.imports[name] = graph.modules_among(found) - {name}
         return graph
