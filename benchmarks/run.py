@@ -8,6 +8,7 @@ Usage (from the repository root, after ``make setup``)::
     .venv/bin/python benchmarks/run.py --scoring-only   # only scoring a folder (predict)
     .venv/bin/python benchmarks/run.py --inference-only   # only images/s by batch size
     .venv/bin/python benchmarks/run.py --adabn-only   # only AdaBN's passes, eager or traced
+    .venv/bin/python benchmarks/run.py --reuse-only   # only model_8's passes, parts reused or not
 
 Every measurement runs in a fresh Python process, so that no cache, thread pool or
 compiled function of one measurement helps another, and every comparison is made in the
@@ -43,6 +44,11 @@ Measured:
   called eagerly, as it measured them before, on model_6's network (128 px, twelve layers)
   and on model_8's frozen member (224 px, its feature standardisation): wall and processor
   time, and how far the statistics differ.
+- **model_8's passes over one image set** (``--reuse-only``): its members' logits, the
+  ensemble's scores, AdaBN and the adapted scores, every member computed in full in each
+  pass against the members' parts reused through the feature cache
+  (``helpers.features.predict_reusing``): wall and processor time, and how far the scores
+  differ.
 """
 
 from __future__ import annotations
@@ -375,8 +381,79 @@ def _adabn_passes(images: int, repeats: int) -> dict:
     return result
 
 
+def _reuse_passes(images: int, repeats: int) -> dict:
+    """model_8's evaluation passes over one image set (its members' logits, the ensemble's
+    scores, the ensemble adapted to the images and its scores), each pass computing every
+    member in full (the package's way before) against :func:`helpers.features.predict_reusing`
+    and ``adapt_batchnorm(..., reuse_cached_parts=True)`` starting from an empty feature cache
+    (as in a fresh build), alternated ``repeats`` times; an ensemble of model_6's network at
+    128 px and the frozen member at 224 px, random weights and images: wall and processor
+    seconds, and the largest difference of the adapted scores."""
+    import resource
+    import shutil
+
+    import keras
+    import numpy as np
+    import pandas as pd
+    from chapter_models import make_model_function
+
+    from helpers import ensemble
+    from helpers.adapt import adapt_batchnorm
+    from helpers.evaluate import model_outputs
+
+    def processor() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (images, 224, 224, 3), dtype=np.uint8)
+    x[..., 1] = x[..., 0]
+    x[..., 2] = x[..., 0]
+    members = [
+        ensemble.Member("model_6", make_model_function("model_6")((128, 128, 1)), 128, "grayscale"),
+        ensemble.frozen_member(224),
+    ]
+
+    def plain(model_for):
+        inputs = keras.Input((224, 224, 3))
+        probe = keras.Model(inputs, [ensemble._branch(m, inputs, 224) for m in members])
+        values = probe.predict(x, batch_size=16, verbose=0)
+        logits = pd.DataFrame({m.name: np.ravel(v) for m, v in zip(members, values)})
+        model = model_for(logits)
+        model_outputs(model, x, batch_size=16)
+        adapted = adapt_batchnorm(model, x, batch_size=16)
+        return model_outputs(adapted, x, batch_size=16)
+
+    def reusing(model_for):
+        logits = ensemble.member_logits(members, x, batch_size=16)
+        model = model_for(logits)
+        model_outputs(model, x, batch_size=16, reuse_cached_parts=True)
+        adapted = adapt_batchnorm(model, x, batch_size=16, reuse_cached_parts=True)
+        return model_outputs(adapted, x, batch_size=16, reuse_cached_parts=True)
+
+    labels = np.arange(images) % 2
+
+    def model_for(logits):
+        return ensemble.build_ensemble(members, ensemble.standardise(logits), logits, labels)
+
+    seconds = {way: {"wall": [], "processor": []} for way in ("plain", "reusing")}
+    scores = {}
+    for _ in range(repeats):
+        for way, run in (("plain", plain), ("reusing", reusing)):
+            cache = Path(tempfile.mkdtemp(prefix="reuse-bench-"))
+            os.environ["CHEST_XRAY_CACHE_DIR"] = str(cache)  # empty: as in a fresh build
+            wall, cpu = time.perf_counter(), processor()
+            scores[way] = run(model_for)
+            seconds[way]["wall"].append(time.perf_counter() - wall)
+            seconds[way]["processor"].append(processor() - cpu)
+            shutil.rmtree(cache, ignore_errors=True)
+    difference = float(np.max(np.abs(scores["plain"] - scores["reusing"])))
+    return {"seconds": seconds, "largest_difference": difference}
+
+
 CHILDREN = {
     "adabn_passes": _adabn_passes,
+    "reuse_passes": _reuse_passes,
     "inference_batch": _inference_batch,
     "case_study": _case_study_pipeline,
     "helpers": _helpers_pipeline,
@@ -627,6 +704,7 @@ def book_only(output: Path) -> int:
 SCORING_HEADING = "## Scoring a folder"
 INFERENCE_HEADING = "## Inference batch size"
 ADABN_HEADING = "## AdaBN passes"
+REUSE_HEADING = "## model_8's passes over one image set"
 SCORING_DIR = HERE / "_data" / "site_folder"
 #: The two folder sizes compared: memory must be the same at both.
 SCORING_SIZES = (5_000, 20_000)
@@ -835,6 +913,39 @@ def adabn_only(output: Path, images: int = 256, repeats: int = 3) -> int:
     return 0
 
 
+def reuse_only(output: Path, images: int = 256, repeats: int = 3) -> int:
+    """model_8's passes with and without reusing its members' parts; the row goes under
+    its heading."""
+    run = child("reuse_passes", {"images": images, "repeats": repeats})
+    plain, reusing = run["seconds"]["plain"], run["seconds"]["reusing"]
+    med = {k: (statistics.median(plain[k]), statistics.median(reusing[k])) for k in plain}
+    rows = [
+        (
+            f"model_8's four passes over {images} images (member logits, scores, AdaBN, adapted "
+            f"scores), processor seconds (median of {repeats}): every member in full / parts "
+            "reused",
+            f"{med['processor'][0]:.1f} s",
+            f"{med['processor'][1]:.1f} s",
+            f"{med['processor'][0] / med['processor'][1]:.2f}x; wall {med['wall'][0]:.1f} s / "
+            f"{med['wall'][1]:.1f} s ({med['wall'][0] / med['wall'][1]:.2f}x); adapted scores "
+            f"differ by at most {run['largest_difference']:.1e}",
+        )
+    ]
+    date = record_raw(output, "reuse_passes", {"runs": run})
+    body = (
+        f"Measured {date} on {machine()} by `benchmarks/run.py --reuse-only` (an ensemble of "
+        "model_6's network at 128 px and the frozen member at 224 px, random weights and "
+        "random images: only the speed is measured; the two ways alternated, each from an empty "
+        "feature cache, in one fresh process). In full is how model_8 scored before: each pass "
+        "runs every member; reused is `helpers.features.predict_reusing` and "
+        "`adapt_batchnorm(..., reuse_cached_parts=True)`: the frozen member's features, "
+        "computed by the first pass, are read back by the others, and model_6's branch is "
+        "computed again only where adaptation changed it."
+    )
+    write_section(output, REUSE_HEADING, body, rows)
+    return 0
+
+
 def record_raw(output: Path, key: str, measured: dict) -> str:
     """Put ``measured``, with the date and the machine, under ``key`` in the raw numbers
     beside ``output`` (``results.json``), keeping the other keys; return the date."""
@@ -930,6 +1041,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="only AdaBN's passes (helpers.adapt), eager against traced",
     )
+    parser.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="only model_8's passes over one image set, members in full or parts reused",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -946,6 +1062,8 @@ def main(argv=None) -> int:
         return inference_only(args.output)
     if args.adabn_only:
         return adabn_only(args.output)
+    if args.reuse_only:
+        return reuse_only(args.output)
     epochs = args.epochs or (2 if args.quick else 10)
     size, seed = 128, 42
     embedded = str(REPO / "data" / "chest_xray")
