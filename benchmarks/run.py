@@ -314,13 +314,24 @@ def _inference_batch(image_size: int, batch_sizes: list[int], images: int, repea
     return {"images_per_second": rates, "largest_difference": difference, "largest_value": scale}
 
 
+def processor_seconds() -> float:
+    """This process's user and system time so far, in seconds."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def medians(a: dict, b: dict) -> dict:
+    """``{kind: (median of a[kind], median of b[kind])}`` for two ways' timings."""
+    return {k: (statistics.median(a[k]), statistics.median(b[k])) for k in a}
+
+
 def _adabn_passes(images: int, repeats: int) -> dict:
     """``adapt_batchnorm`` against the same measurement with eager calls (the package's way
     before), on model_6's network at 128 px and model_8's frozen member at 224 px, each on
     ``images`` random images, alternated ``repeats`` times: wall and processor seconds of
     every pass, and the largest relative difference of the statistics."""
-    import resource
-
     import numpy as np
     from chapter_models import make_model_function
 
@@ -344,10 +355,6 @@ def _adabn_passes(images: int, repeats: int) -> dict:
             site.layer.moving_variance.assign((m2 / count).astype("float32"))
         return copy
 
-    def processor() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
     rng = np.random.default_rng(0)
     networks = {
         "model_6's network, 128 px": (
@@ -369,10 +376,10 @@ def _adabn_passes(images: int, repeats: int) -> dict:
         adapted = {}
         for _ in range(repeats):
             for way, run in ways.items():
-                wall, cpu = time.perf_counter(), processor()
+                wall, cpu = time.perf_counter(), processor_seconds()
                 adapted[way] = run(model, x, 16)
                 seconds[way]["wall"].append(time.perf_counter() - wall)
-                seconds[way]["processor"].append(processor() - cpu)
+                seconds[way]["processor"].append(processor_seconds() - cpu)
         pairs = zip(adapted["eager"].get_weights(), adapted["traced"].get_weights())
         # Relative to each statistic's largest value: a mean near zero has no relative error.
         difference = max(float(np.max(np.abs(a - b)) / np.max(np.abs(a))) for a, b in pairs)
@@ -389,7 +396,6 @@ def _reuse_passes(images: int, repeats: int) -> dict:
     (as in a fresh build), alternated ``repeats`` times; an ensemble of model_6's network at
     128 px and the frozen member at 224 px, random weights and images: wall and processor
     seconds, and the largest difference of the adapted scores."""
-    import resource
     import shutil
 
     import keras
@@ -400,10 +406,6 @@ def _reuse_passes(images: int, repeats: int) -> dict:
     from helpers import ensemble
     from helpers.adapt import adapt_batchnorm
     from helpers.evaluate import model_outputs
-
-    def processor() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (images, 224, 224, 3), dtype=np.uint8)
@@ -442,10 +444,10 @@ def _reuse_passes(images: int, repeats: int) -> dict:
         for way, run in (("plain", plain), ("reusing", reusing)):
             cache = Path(tempfile.mkdtemp(prefix="reuse-bench-"))
             os.environ["CHEST_XRAY_CACHE_DIR"] = str(cache)  # empty: as in a fresh build
-            wall, cpu = time.perf_counter(), processor()
+            wall, cpu = time.perf_counter(), processor_seconds()
             scores[way] = run(model_for)
             seconds[way]["wall"].append(time.perf_counter() - wall)
-            seconds[way]["processor"].append(processor() - cpu)
+            seconds[way]["processor"].append(processor_seconds() - cpu)
             shutil.rmtree(cache, ignore_errors=True)
     difference = float(np.max(np.abs(scores["plain"] - scores["reusing"])))
     return {"seconds": seconds, "largest_difference": difference}
@@ -886,7 +888,7 @@ def adabn_only(output: Path, images: int = 256, repeats: int = 3) -> int:
     rows = []
     for name, measured in run.items():
         eager, traced = measured["seconds"]["eager"], measured["seconds"]["traced"]
-        med = {k: (statistics.median(eager[k]), statistics.median(traced[k])) for k in eager}
+        med = medians(eager, traced)
         rows.append(
             (
                 f"adapt_batchnorm on {name} ({measured['layers']} BatchNormalization "
@@ -918,7 +920,7 @@ def reuse_only(output: Path, images: int = 256, repeats: int = 3) -> int:
     its heading."""
     run = child("reuse_passes", {"images": images, "repeats": repeats})
     plain, reusing = run["seconds"]["plain"], run["seconds"]["reusing"]
-    med = {k: (statistics.median(plain[k]), statistics.median(reusing[k])) for k in plain}
+    med = medians(plain, reusing)
     rows = [
         (
             f"model_8's four passes over {images} images (member logits, scores, AdaBN, adapted "

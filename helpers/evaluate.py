@@ -135,6 +135,11 @@ def model_outputs(
 def predict_split(model, split: Split, *, batch_size: int = 128) -> Predictions:
     """Score every image of ``split`` in its fixed order, in one pass.
 
+    Parts of the model already computed for these images with the same weights (model_8's
+    members) are read back from the feature cache, and the new ones are written to it
+    (:func:`model_outputs` with ``reuse_cached_parts``): for the book's own images. Score a
+    site's own images with :func:`helpers.predict.score_folder`, which writes nothing.
+
     Parameters
     ----------
     model : keras.Model
