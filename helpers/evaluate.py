@@ -48,6 +48,7 @@ __all__ = [
     "image_level_metrics",
     "summarise",
     "adapted_to_each_folder",
+    "ranking_ceiling",
 ]
 
 OutputKind = Literal["probability", "logit"]
@@ -442,3 +443,44 @@ def adapted_to_each_folder(
         "layers": list(adapted_layer_names(to_test)),
     }
     return evaluation
+
+
+def ranking_ceiling(evaluation: Evaluation) -> dict:
+    """What the ranking alone allows on the test images: the book's threshold rule applied
+    to the **test labels**, and the sensitivity and specificity it gives there.
+
+    A diagnosis, not an operating point: nobody can choose a threshold on the labels of the
+    images they are about to read, so these rates are optimistic (the evaluation chapter's
+    exercise on the threshold chosen on the test set). Set beside the rates at the threshold
+    chosen on validation, they split a missed specificity in two: what no threshold on these
+    scores could give, and what the threshold lost on its way from validation to test.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+        A scored model (:func:`summarise`, :func:`adapted_to_each_folder`) whose threshold
+        was chosen for a target sensitivity.
+
+    Returns
+    -------
+    dict
+        ``target_sensitivity``, ``threshold`` (the highest test threshold reaching it,
+        :func:`helpers.metrics.threshold_for_sensitivity`), ``sensitivity`` and
+        ``specificity`` there (point estimates: an interval around a threshold fitted to the
+        same labels would claim too much).
+    """
+    target = evaluation.threshold.get("target_sensitivity")
+    if target is None:
+        raise ValueError(
+            f"{evaluation.model_id}: the ranking's ceiling needs a threshold chosen for a "
+            f"target sensitivity, got one chosen by {evaluation.threshold.get('method')!r}"
+        )
+    test = evaluation.test
+    threshold = metrics.threshold_for_sensitivity(test.labels, test.scores, target=target)
+    rates = metrics.rates_at_threshold(test.labels, test.scores, threshold=threshold)
+    return {
+        "target_sensitivity": float(target),
+        "threshold": threshold,
+        "sensitivity": float(rates["sensitivity"].value),
+        "specificity": float(rates["specificity"].value),
+    }

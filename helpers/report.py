@@ -310,8 +310,23 @@ def validation_test_gap(metrics_json: dict) -> pd.DataFrame:
 MODEL_6_TARGETS = {"auc": 0.975, "sensitivity": 0.95, "specificity": 0.85}
 
 
-def target_table(metrics_json: dict, targets: dict[str, float] = MODEL_6_TARGETS) -> pd.DataFrame:
-    """Each target beside the test result (95% CI) and how far the estimate is from it."""
+#: The column :func:`target_table` adds for :func:`helpers.evaluate.ranking_ceiling`.
+CEILING_COLUMN = "threshold read off test (diagnosis)"
+
+
+def target_table(
+    metrics_json: dict,
+    targets: dict[str, float] = MODEL_6_TARGETS,
+    *,
+    ceiling: dict | None = None,
+) -> pd.DataFrame:
+    """Each target beside the test result (95% CI) and how far the estimate is from it.
+
+    ``ceiling`` (:func:`helpers.evaluate.ranking_ceiling`) adds :data:`CEILING_COLUMN`: the
+    sensitivity and specificity at the threshold the same rule would choose on the test
+    labels (the AUC needs no threshold, so its cell repeats the test AUC). It is not a result:
+    it says whether a better threshold alone could have met a target.
+    """
     rows = {}
     for name, target in targets.items():
         value = metrics_json["test"][name]
@@ -321,6 +336,8 @@ def target_table(metrics_json: dict, targets: dict[str, float] = MODEL_6_TARGETS
             "estimate minus target": f"{value - target:+.3f}",
             "met": "yes" if value >= target else "no",
         }
+        if ceiling is not None:
+            rows[name][CEILING_COLUMN] = f"{ceiling.get(name, value):.3f}"
     return pd.DataFrame(rows).T
 
 

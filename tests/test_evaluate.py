@@ -349,3 +349,36 @@ def test_summarise_measures_the_test_set_at_the_validation_threshold(xrays8):
         "test": len(xrays.test),
     }
     assert m["threshold"]["chosen_on"] == "validation" and "warnings" not in m["threshold"]
+
+
+def _scored(labels, scores, threshold: dict) -> evaluate.Evaluation:
+    """An evaluation whose test predictions are the given labels and scores."""
+    paths = [
+        f"test/{'PNEUMONIA' if y else 'NORMAL'}/IM-{i:04d}-0001.jpeg" for i, y in enumerate(labels)
+    ]
+    test = evaluate.Predictions("test", paths, np.asarray(labels), np.asarray(scores, float))
+    return evaluate.Evaluation("m", val=test, test=test, threshold=threshold)
+
+
+def test_ranking_ceiling_is_the_rule_applied_to_the_test_labels_by_hand():
+    # Positives 0.9, 0.8, 0.7, 0.3; negatives 0.6, 0.5, 0.2, 0.1. Sensitivity 0.75 is first
+    # reached at 0.7, where every negative is below: specificity 1.0. At the validation
+    # threshold 0.25 (sensitivity 1.0) the same scores give specificity 0.5.
+    labels = [1, 1, 1, 1, 0, 0, 0, 0]
+    scores = [0.9, 0.8, 0.7, 0.3, 0.6, 0.5, 0.2, 0.1]
+    evaluation = _scored(labels, scores, {"threshold": 0.25, "target_sensitivity": 0.75})
+    assert evaluate.ranking_ceiling(evaluation) == {
+        "target_sensitivity": 0.75,
+        "threshold": 0.7,
+        "sensitivity": 0.75,
+        "specificity": 1.0,
+    }
+    # At target 1.0 the lowest positive, 0.3, sets it: two negatives above, two below.
+    full = _scored(labels, scores, {"threshold": 0.25, "target_sensitivity": 1.0})
+    assert evaluate.ranking_ceiling(full)["specificity"] == 0.5
+
+
+def test_ranking_ceiling_needs_a_target_sensitivity():
+    evaluation = _scored([1, 0], [0.9, 0.1], {"threshold": 0.4, "method": "youden"})
+    with pytest.raises(ValueError, match="m: .*target sensitivity.*'youden'"):
+        evaluate.ranking_ceiling(evaluation)

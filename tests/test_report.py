@@ -199,6 +199,20 @@ def test_validation_test_gap_and_targets_are_read_from_the_metrics():
         "no",
     ]  # auc 0.96 < 0.975, sens 0.95, spec 0.80 < 0.85
     assert targets.loc["specificity", "estimate minus target"] == "-0.050"
+    assert report.CEILING_COLUMN not in targets
+    ceiling = {
+        "target_sensitivity": 0.95,
+        "threshold": 0.9,
+        "sensitivity": 0.951,
+        "specificity": 0.8334,
+    }
+    with_ceiling = report.target_table(m, ceiling=ceiling)
+    assert list(with_ceiling[report.CEILING_COLUMN]) == [
+        f"{m['test']['auc']:.3f}",
+        "0.951",
+        "0.833",
+    ]
+    assert with_ceiling.drop(columns=report.CEILING_COLUMN).equals(targets)
 
 
 def test_outcome_groups_by_hand():
