@@ -24,6 +24,7 @@ import pytest
 from chapter_models import BOOK, _namespace, _source, fake_pretrained_base
 
 from helpers import chapters, data, train
+from helpers.book import exercise_runs
 
 # Keras' TensorFlow backend trips a NumPy 2 deprecation inside fit/predict; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -57,25 +58,13 @@ def changes() -> list[tuple[str, str, dict, str]]:
     ]
 
 
-def target_cell(chapter: str, which: str) -> str:
-    cells = [c for c in notebook(chapter)["cells"] if c["cell_type"] == "code"]
-    if which == "model":
-        found = [c for c in cells if "model" in c["metadata"].get("tags", [])]
-    elif which == "compile":
-        found = [c for c in cells if "model.compile(" in _source(c)]
-    else:
-        raise AssertionError(f"{chapter}: exercise_change names the cell {which!r}")
-    assert len(found) == 1, f"{chapter}: {len(found)} cells match {which!r}, expected one"
-    return _source(found[0])
-
-
 def changed(chapter: str, which: str, change: dict | None) -> str:
-    source = target_cell(chapter, which)
+    """The chapter's ``which`` cell, with ``change`` applied where it names that cell (the
+    same code that helpers.book.exercise_runs runs a changed chapter with)."""
+    nb = notebook(chapter)
     if change is None or change["cell"] != which:
-        return source
-    count = source.count(change["old"])
-    assert count == 1, f"{chapter}: {change['old']!r} occurs {count} times in the {which} cell"
-    return source.replace(change["old"], change["new"])
+        return _source(exercise_runs.target_cell(nb, which, name=chapter))
+    return exercise_runs.changed_source(nb, change, name=chapter)
 
 
 def build(chapter: str, change: dict | None, *, image_size: int = 32):
