@@ -38,6 +38,7 @@ def test_every_recorded_run_is_a_planned_run_with_the_change_the_exercise_has_no
         # what the table shows came from a finished run of that chapter
         assert record[key]["parameters"]["seed"] == run["parameters"].get("seed", 42), key
         assert len(record[key]["training_loss"]) == record[key]["parameters"]["epochs"], key
+        assert not {"data_dir", "results_dir"} & set(record[key]["parameters"]), key
 
 
 def test_a_run_two_solutions_compare_is_run_once():
@@ -67,7 +68,7 @@ def chapter_notebook(change=CHANGE) -> dict:
         folder.joinpath("metrics.json").write_text(json.dumps({
             "test": test, "val": {"auc": 0.99},
             "versions": {"tensorflow": "tf-x", "keras": "keras-x"},
-            "parameters": {"seed": seed, "epochs": 2}}))
+            "parameters": {"seed": seed, "epochs": 2, "results_dir": results_dir}}))
         folder.joinpath("history.csv").write_text("epoch,loss,val_loss\\n1,0.7,0.6\\n2,0.3,0.2\\n")
         """
     )
@@ -239,7 +240,8 @@ def test_record_runs_executes_each_run_and_writes_the_tables(tmp_path, capsys):
     record = er.record_runs(source_dir=source, record_path=record_path)
     assert set(record) == {"model_x", "model_x + model-x-ex", "model_x seed=7"}
     assert [record[k]["test"]["auc"] for k in sorted(record)] == [0.9, 0.8, 0.9]
-    assert record["model_x seed=7"]["parameters"]["seed"] == 7
+    # the machine's folders are not recorded
+    assert record["model_x seed=7"]["parameters"] == {"seed": 7, "epochs": 2}
     assert record["model_x + model-x-ex"]["change"] == CHANGE
     assert record["model_x"]["training_loss"] == [0.7, 0.3]
     assert json.loads(record_path.read_text())["runs"] == record

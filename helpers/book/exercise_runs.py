@@ -217,6 +217,16 @@ def _commit() -> str:
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
+#: Parameters that name folders of the machine that ran: never recorded.
+_PATH_PARAMETERS = ("data_dir", "results_dir")
+
+
+def portable(parameters: Mapping) -> dict:
+    """A run's parameters without the folders of the machine that ran it (the record is
+    committed; a temporary folder's name says nothing, a home folder's says too much)."""
+    return {k: v for k, v in parameters.items() if k not in _PATH_PARAMETERS}
+
+
 def record_of(results: Path, chapter: str) -> dict:
     """What a table shows of one finished run, read from its ``metrics.json`` and
     ``history.csv``."""
@@ -243,7 +253,7 @@ def record_of(results: Path, chapter: str) -> dict:
         },
         "false_alarms": int(test["fp"]),
         "versions": metrics["versions"],
-        "parameters": metrics["parameters"],
+        "parameters": portable(metrics["parameters"]),
     }
     probe = metrics.get("logistic_probe")
     if probe is not None:
