@@ -21,11 +21,13 @@ from helpers.book import exercise_runs as er
 def test_every_solution_table_is_the_one_the_record_gives():
     record = er.read_record()
     solutions = er.solution_runs()
-    assert {path.stem for path, _, _ in solutions} >= {"model_1", "model_2", "model_3", "model_5"}
-    for path, index, specs in solutions:
-        text = er._source(er.read_notebook(path)["cells"][index])
+    assert {s.path.stem for s in solutions} >= {"model_1", "model_2", "model_3", "model_5"}
+    for solution in solutions:
+        text = er._source(er.read_notebook(solution.path)["cells"][solution.index])
         table = text.split(er.TABLE_START)[1].split(er.TABLE_END)[0].strip()
-        assert table == er.table_markdown(specs, record), f"{path.name}, cell {index}"
+        assert table == er.table_markdown(solution.runs, record, solution.columns), solution.where
+        # at most six columns: the pages have no room for more (test_built_book)
+        assert len(solution.columns) <= 5, solution.where
 
 
 def test_every_recorded_run_is_a_planned_run_with_the_change_the_exercise_has_now():
@@ -42,7 +44,7 @@ def test_every_recorded_run_is_a_planned_run_with_the_change_the_exercise_has_no
 
 
 def test_a_run_two_solutions_compare_is_run_once():
-    keys = [er.run_key(spec) for _, _, specs in er.solution_runs() for spec in specs]
+    keys = [er.run_key(spec) for s in er.solution_runs() for spec in s.runs]
     assert keys.count("model_1") == 2 and keys.count("model_2") == 2
     assert len(er.planned_runs()) == len(set(keys))
 
@@ -90,6 +92,7 @@ def chapter_notebook(change=CHANGE) -> dict:
         {"row": "lowered", "chapter": "model_x", "change": "model-x-ex"},
         {"row": "another seed", "chapter": "model_x", "parameters": {"seed": 7}},
     ]
+    nb.cells[4].metadata["exercise_run_columns"] = ["training_loss", "test_auc"]
     return json.loads(json.dumps(nb))
 
 
@@ -155,11 +158,15 @@ def test_run_keys_name_the_chapter_the_change_and_the_parameters():
             "no exercise 'model-x-other'",
         ),
         ([], "non-empty list"),
+        ("columns", "exercise_run_columns must name some of"),
     ],
 )
 def test_a_wrong_run_list_names_the_notebook_and_cell(tmp_path, runs, message):
     notebook = chapter_notebook()
-    notebook["cells"][4]["metadata"]["exercise_runs"] = runs
+    if runs == "columns":
+        notebook["cells"][4]["metadata"]["exercise_run_columns"] = ["test_auc", "test_ppv"]
+    else:
+        notebook["cells"][4]["metadata"]["exercise_runs"] = runs
     source = write_book(tmp_path, notebook)
     with pytest.raises(er.ExerciseRunError, match=f"^model_x.ipynb, cell 4: .*{message}"):
         er.planned_runs(source)
@@ -192,8 +199,8 @@ def fake_run(auc: float, **extra) -> dict:
 def test_table_markdown_by_hand():
     specs = [{"row": "as it is", "chapter": "m"}, {"row": "changed", "chapter": "m", "change": "e"}]
     record = {"m": fake_run(0.9), "m + e": fake_run(0.8, recorded="2026-12-08 09:00 UTC")}
-    lines = er.table_markdown(specs, record).splitlines()
-    assert lines[0] == "| " + " | ".join(er.COLUMNS) + " |"
+    lines = er.table_markdown(specs, record, list(er.COLUMNS)[:-1]).splitlines()
+    assert lines[0] == "| run | " + " | ".join(list(er.COLUMNS.values())[:-1]) + " |"
     assert lines[2] == (
         "| as it is | 0.700 to 0.310 | 0.600 to 0.200 | 0.990 | "
         '<span class="estimate"><span class="value">0.900</span><br>'
@@ -207,17 +214,28 @@ def test_table_markdown_by_hand():
         "Recorded by `python -m helpers.book.exercise_runs` on 2026-12-07, 2026-12-08 "
         "(commit abcdef0; a CPU; TensorFlow 2.x, Keras 3.x)."
     )
-    # the probe's column only when every run has a probe
-    assert er.PROBE_COLUMN not in lines[0]
+    # only the columns named, in their order
+    assert er.table_markdown(specs, record, ["false_alarms", "val_auc"]).splitlines()[:3] == [
+        "| run | false alarms | validation AUC |",
+        "|---|---|---|",
+        "| as it is | 1,170 | 0.990 |",
+    ]
+    # the probe's column needs a probe in every run
+    with pytest.raises(er.ExerciseRunError, match="probe_test_auc needs runs of a chapter"):
+        er.table_markdown(specs, record, ["probe_test_auc"])
     probed = {k: {**v, "probe_test_auc": 0.944} for k, v in record.items()}
-    assert er.table_markdown(specs, probed).splitlines()[2].endswith("| 1,170 | 0.944 |")
+    assert er.table_markdown(specs, probed, ["probe_test_auc"]).splitlines()[2] == (
+        "| as it is | 0.944 |"
+    )
 
 
 def test_a_table_without_its_runs_says_which_and_what_to_run():
     with pytest.raises(
         er.ExerciseRunError, match=r"'m \+ e'.*python -m helpers.book.exercise_runs"
     ):
-        er.table_markdown([{"row": "r", "chapter": "m", "change": "e"}], {"m": fake_run(0.9)})
+        er.table_markdown(
+            [{"row": "r", "chapter": "m", "change": "e"}], {"m": fake_run(0.9)}, ["test_auc"]
+        )
 
 
 def test_with_table_needs_its_two_markers():

@@ -9,6 +9,8 @@ book's build cannot afford. Their numbers must still come from runs, not from a 
   "parameters": {...}}, ...]`` (``change`` and ``parameters`` optional). ``change`` names an
   exercise whose ``exercise_change`` (the cell, the old and the new text; see
   tests/test_exercise_changes.py) is applied to a copy of the chapter.
+  ``"exercise_run_columns"`` names the table's columns (keys of :data:`COLUMNS`): only those
+  its prose discusses, as a page has room for about six.
 - ``python -m helpers.book.exercise_runs`` executes each named run once (a run two solutions
   share is executed once) with papermill into a temporary results folder, and records what
   the tables show, with the commit, the processor, the packages and the date, in
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import config
@@ -45,19 +48,19 @@ RECORD_PATH = SOURCE_DIR / "exercise_runs.json"
 #: shows nothing of them).
 TABLE_START = "<!-- exercise-runs table: written by python -m helpers.book.exercise_runs -->"
 TABLE_END = "<!-- end of exercise-runs table -->"
-#: The columns of every table: (heading, what it reads from a run's record).
-COLUMNS = (
-    "run",
-    "training loss, first to last epoch",
-    "validation loss, first to last epoch",
-    "validation AUC",
-    "test AUC (95% CI)",
-    "test sensitivity",
-    "test specificity (95% CI)",
-    "false alarms",
-)
-#: The extra column for a chapter that records a logistic probe (model 5).
-PROBE_COLUMN = "probe's test AUC"
+#: The columns a table can show, by the key a solution names them with in its metadata
+#: ``exercise_run_columns`` (each table shows only what its prose discusses: the pages have
+#: room for about six columns).
+COLUMNS = {
+    "training_loss": "training loss, first to last epoch",
+    "validation_loss": "validation loss, first to last epoch",
+    "val_auc": "validation AUC",
+    "test_auc": "test AUC (95% CI)",
+    "test_sensitivity": "test sensitivity",
+    "test_specificity": "test specificity (95% CI)",
+    "false_alarms": "false alarms",
+    "probe_test_auc": "probe's test AUC",
+}
 
 
 class ExerciseRunError(ValueError):
@@ -153,31 +156,60 @@ def run_key(spec: Mapping) -> str:
     return key
 
 
-def solution_runs(source_dir: Path = SOURCE_DIR) -> list[tuple[Path, int, list[dict]]]:
-    """``(notebook, cell index, run list)`` of every solution that names runs."""
+@dataclass(frozen=True)
+class Solution:
+    """A solution that shows recorded runs: where it is, its runs and its columns."""
+
+    path: Path
+    index: int
+    runs: list
+    columns: list
+
+    @property
+    def where(self) -> str:
+        return f"{self.path.name}, cell {self.index}"
+
+
+def _check_runs(specs, columns, *, where: str, source_dir: Path) -> None:
+    if not isinstance(specs, list) or not specs:
+        raise ExerciseRunError(f"{where}: exercise_runs must be a non-empty list")
+    for spec in specs:
+        unknown = set(spec) - {"row", "chapter", "change", "parameters"}
+        if unknown or not {"row", "chapter"} <= set(spec):
+            raise ExerciseRunError(
+                f"{where}: a run needs 'row' and 'chapter' (optional 'change', "
+                f"'parameters'), got {sorted(spec)}"
+            )
+        if not (source_dir / f"{spec['chapter']}.ipynb").is_file():
+            raise ExerciseRunError(f"{where}: no chapter {spec['chapter']!r} in {source_dir}")
+    if not isinstance(columns, list) or not columns or not set(columns) <= set(COLUMNS):
+        raise ExerciseRunError(
+            f"{where}: exercise_run_columns must name some of {list(COLUMNS)}, got {columns!r}"
+        )
+
+
+def solution_runs(source_dir: Path = SOURCE_DIR) -> list[Solution]:
+    """Every solution that names runs (metadata ``exercise_runs`` and
+    ``exercise_run_columns`` of a markdown cell), checked."""
     found = []
     for path in sorted(source_dir.glob("*.ipynb")):
         for index, cell in enumerate(read_notebook(path)["cells"]):
-            specs = cell["metadata"].get("exercise_runs")
-            if specs is None:
+            if "exercise_runs" not in cell["metadata"]:
                 continue
-            where = f"{path.name}, cell {index}"
-            if cell["cell_type"] != "markdown" or not isinstance(specs, list) or not specs:
+            solution = Solution(
+                path,
+                index,
+                cell["metadata"]["exercise_runs"],
+                cell["metadata"].get("exercise_run_columns"),
+            )
+            if cell["cell_type"] != "markdown":
                 raise ExerciseRunError(
-                    f"{where}: exercise_runs must be a non-empty list on a markdown cell"
+                    f"{solution.where}: exercise_runs must be on a markdown cell"
                 )
-            for spec in specs:
-                unknown = set(spec) - {"row", "chapter", "change", "parameters"}
-                if unknown or not {"row", "chapter"} <= set(spec):
-                    raise ExerciseRunError(
-                        f"{where}: a run needs 'row' and 'chapter' (optional 'change', "
-                        f"'parameters'), got {sorted(spec)}"
-                    )
-                if not (source_dir / f"{spec['chapter']}.ipynb").is_file():
-                    raise ExerciseRunError(
-                        f"{where}: no chapter {spec['chapter']!r} in {source_dir}"
-                    )
-            found.append((path, index, specs))
+            _check_runs(
+                solution.runs, solution.columns, where=solution.where, source_dir=source_dir
+            )
+            found.append(solution)
     return found
 
 
@@ -185,14 +217,14 @@ def planned_runs(source_dir: Path = SOURCE_DIR) -> dict[str, dict]:
     """Every run the solutions name, once each, by :func:`run_key`, with the change resolved
     from its exercise."""
     planned: dict[str, dict] = {}
-    for path, index, specs in solution_runs(source_dir):
-        for spec in specs:
+    for solution in solution_runs(source_dir):
+        for spec in solution.runs:
             run = {"chapter": spec["chapter"], "parameters": dict(spec.get("parameters", {}))}
             if spec.get("change"):
                 changes = exercise_changes(read_notebook(source_dir / f"{spec['chapter']}.ipynb"))
                 if spec["change"] not in changes:
                     raise ExerciseRunError(
-                        f"{path.name}, cell {index}: {spec['chapter']} has no exercise "
+                        f"{solution.where}: {spec['chapter']} has no exercise "
                         f"{spec['change']!r} with an exercise_change"
                     )
                 run["exercise"], run["change"] = spec["change"], changes[spec["change"]]
@@ -307,13 +339,34 @@ def _estimate(value: float, low: float, high: float) -> str:
     )
 
 
-def table_markdown(specs: Sequence[Mapping], record: Mapping[str, Mapping]) -> str:
-    """The markdown table of a solution's runs, row for row from the record.
+def _cell(column: str, run: Mapping) -> str:
+    test = run["test"]
+    if column in ("training_loss", "validation_loss"):
+        return f"{run[column][0]:.3f} to {run[column][-1]:.3f}"
+    if column == "test_auc":
+        return _estimate(test["auc"], test["auc_ci_low"], test["auc_ci_high"])
+    if column == "test_specificity":
+        return _estimate(
+            test["specificity"], test["specificity_ci_low"], test["specificity_ci_high"]
+        )
+    if column == "test_sensitivity":
+        return f"{test['sensitivity']:.3f}"
+    if column == "false_alarms":
+        return f"{run['false_alarms']:,}"
+    return f"{run[column]:.3f}"  # val_auc, probe_test_auc
+
+
+def table_markdown(
+    specs: Sequence[Mapping], record: Mapping[str, Mapping], columns: Sequence[str]
+) -> str:
+    """The markdown table of a solution's runs, row for row from the record, with the
+    columns named (keys of :data:`COLUMNS`), and a sentence on where the runs were made.
 
     Raises
     ------
     ExerciseRunError
-        If a run has no record (run ``python -m helpers.book.exercise_runs``).
+        If a run has no record (run ``python -m helpers.book.exercise_runs``), or lacks a
+        column (a probe's AUC of a chapter without a probe).
     """
     missing = [run_key(spec) for spec in specs if run_key(spec) not in record]
     if missing:
@@ -322,23 +375,14 @@ def table_markdown(specs: Sequence[Mapping], record: Mapping[str, Mapping]) -> s
             "python -m helpers.book.exercise_runs"
         )
     runs = [record[run_key(spec)] for spec in specs]
-    probe = all("probe_test_auc" in run for run in runs)
-    columns = [*COLUMNS, *([PROBE_COLUMN] if probe else [])]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    if "probe_test_auc" in columns and not all("probe_test_auc" in run for run in runs):
+        raise ExerciseRunError("the column probe_test_auc needs runs of a chapter with a probe")
+    lines = [
+        "| run | " + " | ".join(COLUMNS[c] for c in columns) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
     for spec, run in zip(specs, runs, strict=True):
-        test = run["test"]
-        cells = [
-            spec["row"],
-            f"{run['training_loss'][0]:.3f} to {run['training_loss'][-1]:.3f}",
-            f"{run['validation_loss'][0]:.3f} to {run['validation_loss'][-1]:.3f}",
-            f"{run['val_auc']:.3f}",
-            _estimate(test["auc"], test["auc_ci_low"], test["auc_ci_high"]),
-            f"{test['sensitivity']:.3f}",
-            _estimate(test["specificity"], test["specificity_ci_low"], test["specificity_ci_high"]),
-            f"{run['false_alarms']:,}",
-            *([f"{run['probe_test_auc']:.3f}"] if probe else []),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(f"| {spec['row']} | " + " | ".join(_cell(c, run) for c in columns) + " |")
     lines += ["", provenance(runs)]
     return "\n".join(lines)
 
@@ -379,16 +423,15 @@ def write_tables(source_dir: Path = SOURCE_DIR, record_path: Path = RECORD_PATH)
     """Write every solution's table from the record; returns the notebooks that changed."""
     record = read_record(record_path)
     changed = []
-    for path, index, specs in solution_runs(source_dir):
-        notebook = read_notebook(path)
-        cell = notebook["cells"][index]
-        text = with_table(
-            _source(cell), table_markdown(specs, record), where=f"{path.name}, cell {index}"
-        )
+    for solution in solution_runs(source_dir):
+        notebook = read_notebook(solution.path)
+        cell = notebook["cells"][solution.index]
+        table = table_markdown(solution.runs, record, solution.columns)
+        text = with_table(_source(cell), table, where=solution.where)
         if text != _source(cell):
             _set_source(cell, text)
-            write_notebook(path, notebook)
-            changed.append(path)
+            write_notebook(solution.path, notebook)
+            changed.append(solution.path)
     return changed
 
 
