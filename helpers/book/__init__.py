@@ -20,6 +20,10 @@
 uses the same ``_config.yml`` and executes the notebooks itself, with their defaults (or
 ``BOOK_*`` variables), in the toc's order (:mod:`~helpers.book.toc_order`, a Sphinx
 extension), keeping them in its own cache (``_build/.jupyter_cache``), not the runner's.
+
+:mod:`~helpers.book.exercise_runs` (``python -m helpers.book.exercise_runs``) is apart from
+the build: it runs the whole-chapter runs that some exercise solutions compare, which a build
+cannot afford, records them in ``book/exercise_runs.json`` and writes those solutions' tables.
 """
 
 from .build import OUTPUT_DIR, book_status, build_book, list_chapters
