@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import config
+from helpers.files import atomic_write_text
 
 from .execute import execute_notebook
 from .toc import SOURCE_DIR, Chapter
@@ -84,7 +85,7 @@ def read_notebook(path: Path) -> dict:
 
 def write_notebook(path: Path, notebook: dict) -> None:
     """A notebook as the book stores it (one-space indent, UTF-8, final newline)."""
-    path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
 
 
 def exercise_changes(notebook: dict) -> dict[str, dict]:
@@ -457,11 +458,9 @@ def record_runs(
         print(
             f"  {record[key]['seconds']} s, test AUC {record[key]['test']['auc']:.3f}", flush=True
         )
-    partial = record_path.with_suffix(".json.partial")
-    partial.write_text(
-        json.dumps({"runs": dict(sorted(record.items()))}, indent=1) + "\n", encoding="utf-8"
+    atomic_write_text(
+        record_path, json.dumps({"runs": dict(sorted(record.items()))}, indent=1) + "\n"
     )
-    partial.replace(record_path)
     return record
 
 
